@@ -1,0 +1,162 @@
+"""The Case record: one conformance case, loaded and validated, with its inputs per dtype.
+
+Inputs are kept as written (float64 values, int64 class indices); ``inputs``
+casts them to a dtype for an adapter and ``problem`` gives the oracle the same
+cast values in float64, so expected values are those of the cast inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from adapters import CallInputs
+from harness.dtypes import cast
+from harness.oracle import Problem
+from harness.tolerance import Tolerance, resolve
+
+#: The errors an invalid-input case may expect (``expect_error: KIND``).
+ERROR_KINDS: dict[str, str] = {
+    "index_out_of_range": "a class index >= C, or negative and not ignore_index",
+    "target_shape": "target shape does not fit the input (batch or spatial size mismatch, "
+    "a probability target not of the input's shape, an integer target of the input's shape)",
+    "weight_shape": "weight not of shape (C,)",
+    "ignore_index_with_probabilities": "ignore_index >= 0 with probability targets",
+    "label_smoothing_range": "label_smoothing > 1",
+    "reduction": "a reduction other than 'none', 'mean', 'sum'",
+}
+
+REDUCTIONS = ("none", "mean", "sum")
+LOSSES = ("cross_entropy",)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Expected float64 values: ``loss`` of the reduced shape, ``grad`` of the logits' shape or None."""
+
+    loss: np.ndarray
+    grad: np.ndarray | None
+
+
+@dataclass(eq=False)
+class Case:
+    name: str
+    file: Path
+    why: str
+    logits_source: object  # np.ndarray, or a harness.generate spec materialised on first use
+    target_source: object
+    weight: np.ndarray | None = None
+    reduction: str = "mean"
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    expected: dict[str, Expected] | None = None  # None: computed by the oracle when needed
+    expect_error: str | None = None
+    grad_output: np.ndarray | None = None
+    tolerance_overrides: dict = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    loss: str = "cross_entropy"
+    line: int | None = None
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def id(self) -> str:
+        return f"{self.file.stem}/{self.name}"
+
+    @functools.cached_property
+    def logits(self) -> np.ndarray:
+        from harness.generate import materialize
+
+        return materialize(self.logits_source, np.float64)
+
+    @functools.cached_property
+    def target(self) -> np.ndarray:
+        from harness.generate import materialize
+
+        return materialize(self.target_source, None)
+
+    @property
+    def probability_target(self) -> bool:
+        return np.issubdtype(self.target.dtype, np.floating)
+
+    @functools.cached_property
+    def content_hash(self) -> str:
+        """sha256 of the case's canonical content (inputs, options and expectations)."""
+        text = json.dumps(self.raw, sort_keys=True, default=str, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def features(self) -> frozenset[str]:
+        """The adapter features this case exercises (names from ``adapters.FEATURES``)."""
+        f = {f"reduction_{self.reduction}"} if self.reduction in REDUCTIONS else set()
+        if self.expect_error is not None:
+            f.add("invalid_input")
+        else:
+            f.add("grad")
+        if self.probability_target:
+            f.add("probability_target")
+        elif self.ignore_index != -100 or np.any(self.target == self.ignore_index):
+            f.add("ignore_index")
+        if self.weight is not None:
+            f.add("weight")
+        if self.label_smoothing != 0:
+            f.add("label_smoothing")
+        if self.logits.ndim == 1:
+            f.add("unbatched")
+        elif self.logits.ndim > 2:
+            f.add("kdim")
+        if self.logits.size == 0:
+            f.add("empty")
+        if self.grad_output is not None:
+            f.add("grad_output")
+        return frozenset(f)
+
+    def tolerance(self, dtype: str) -> Tolerance:
+        return resolve(dtype, self.tolerance_overrides)
+
+    def inputs(self, dtype: str, *, want_grad: bool = True) -> CallInputs:
+        """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes)."""
+        target = self.target
+        if self.probability_target:
+            target = cast(target, dtype)
+        return CallInputs(
+            logits=cast(self.logits, dtype),
+            target=target.copy(),
+            weight=None if self.weight is None else cast(self.weight, dtype),
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            dtype=dtype,
+            grad_output=None if self.grad_output is None else cast(self.grad_output, dtype),
+            want_grad=want_grad and self.expect_error is None,
+        )
+
+    def problem(self, dtype: str) -> Problem:
+        """The oracle's view of this case in ``dtype``: cast values, held in float64."""
+
+        def f64(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else cast(a, dtype).astype(np.float64)
+
+        target = f64(self.target) if self.probability_target else self.target
+        return Problem(
+            logits=f64(self.logits),
+            target=target,
+            probability_target=self.probability_target,
+            weight=f64(self.weight),
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            grad_output=f64(self.grad_output),
+        )
+
+    def expected_for(self, dtype: str) -> Expected:
+        """Expected values for ``dtype``: from the file, or from the oracle when the file says so."""
+        if self.expected is not None:
+            return self.expected[dtype]
+        from harness.expected_cache import oracle_expected
+
+        return oracle_expected(self, dtype)

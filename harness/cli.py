@@ -1,0 +1,90 @@
+"""``python -m harness`` / ``lossconf``: run the suite, or one of the sub-commands.
+
+Exit codes: 0 every result conforms; 1 at least one result does not conform;
+2 usage error, invalid case file, or an adapter that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from pathlib import Path
+
+from harness.errors import LossconfError, UsageError
+
+EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE = 0, 1, 2
+
+#: sub-command -> (module with a main(argv) -> int, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("harness.cmd_validate", "check case files without running them"),
+    "regen": ("harness.regen", "write the oracle's expected values into case files"),
+}
+
+EPILOG = """\
+sub-commands (python -m harness COMMAND --help):
+{commands}
+
+exit codes:
+  0  every result conforms (pass, expected error raised, or declared unsupported)
+  1  at least one result does not conform (fail, error, missing error, crash, timeout)
+  2  usage error, invalid case file, or an adapter that cannot be loaded
+
+examples:
+  python -m harness                          # built-in suite through the numpy adapter
+  python -m harness --adapter ./my_ce.py     # your own implementation
+  python -m harness -k weight -k float32 --report out.json
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<12} {doc}" for name, (_, doc) in SUBCOMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Run cross-entropy conformance cases through one or more implementations.",
+        epilog=EPILOG.format(commands=commands),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from harness.options import add_run_options
+
+    add_run_options(p)
+    p.add_argument(
+        "--list", action="store_true", help="list the selected cases and the adapters, then exit"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="full messages; tracebacks for errors"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+            return module.main(argv[1:])
+        args = build_parser().parse_args(argv)
+        from harness.run_command import run_command
+
+        return run_command(args)
+    except LossconfError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"lossconf: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lossconf: interrupted", file=sys.stderr)
+        return 130
+
+
+def parse_paths(values: list[str] | None) -> list[Path] | None:
+    if not values:
+        return None
+    return [Path(v) for v in values]
+
+
+def fail_usage(message: str) -> None:
+    raise UsageError(message)

@@ -1,0 +1,52 @@
+"""The JSON report: the source of truth other reports and comparisons read.
+
+Envelope (``schema_version`` 1)::
+
+    {schema_version, harness_version, timestamp, complete,
+     environment: {python, numpy, platform},
+     adapters: [{name, wraps, device}],
+     suite: {cases: {case_id: content_hash}},
+     summary: {status: count},
+     results: [Result.to_dict(), ...]}
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import sys
+from collections import Counter
+
+import numpy as np
+
+import harness
+from harness.atomic import write_atomic
+from harness.case import Case
+from harness.results import Result
+
+SCHEMA_VERSION = 1
+
+
+def build(
+    results: list[Result], cases: list[Case], adapters: list[dict], *, complete: bool = True
+) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "harness_version": harness.__version__,
+        "timestamp": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "complete": complete,
+        "environment": {
+            "python": sys.version.split()[0],
+            "numpy": np.__version__,
+            "platform": platform.platform(),
+        },
+        "adapters": adapters,
+        "suite": {"cases": {c.id: c.content_hash for c in cases}},
+        "summary": dict(sorted(Counter(r.status.value for r in results).items())),
+        "results": [r.to_dict() for r in results],
+    }
+
+
+def write(path, document: dict) -> None:
+    write_atomic(path, json.dumps(document, indent=1, allow_nan=True) + "\n")

@@ -1,0 +1,106 @@
+"""The default command: load cases, resolve adapters, run, report, exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+from tabulate import tabulate
+
+from harness.cli import EXIT_NONCONFORMING, EXIT_OK, parse_paths
+from harness.errors import UsageError
+from harness.loader import load_paths
+from harness.select import select
+
+REPORT_FORMATS = {".json": "harness.report_json"}
+
+
+def check_report_paths(paths: list[str] | None) -> list[Path]:
+    """Refuse unknown formats and unwritable places before anything runs."""
+    out = []
+    for text in paths or ():
+        path = Path(text)
+        if path.suffix not in REPORT_FORMATS:
+            raise UsageError(
+                f"--report {text}: unknown format {path.suffix or '(no extension)'!r}; "
+                f"expected one of {', '.join(REPORT_FORMATS)}"
+            )
+        folder = path.parent if str(path.parent) else Path(".")
+        if not folder.is_dir():
+            raise UsageError(f"--report {text}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+            raise UsageError(f"--report {text}: not writable")
+        out.append(path)
+    return out
+
+
+def list_everything(cases, adapter_specs: list[str] | None) -> str:
+    from harness.registry import BUILTIN, known_names
+
+    rows = [[c.id, ",".join(c.dtypes), " ".join(c.tags), c.why] for c in cases]
+    text = tabulate(rows, headers=["case", "dtypes", "tags", "why"], tablefmt="simple")
+    adapter_rows = []
+    for name in known_names():
+        where = BUILTIN.get(name, "entry point")
+        requires = _requirements(where)
+        missing = [m for m in requires if importlib.util.find_spec(m) is None]
+        status = "available" if not missing else f"not installed: {', '.join(missing)}"
+        adapter_rows.append([name, where, status])
+    text += "\n\n" + tabulate(
+        adapter_rows, headers=["adapter", "from", "can load here"], tablefmt="simple"
+    )
+    text += f"\n\n{len(cases)} cases"
+    return text
+
+
+def _requirements(where: str) -> tuple[str, ...]:
+    """Modules a built-in adapter needs, read from its class without importing a framework."""
+    if ":" not in where:
+        return ()
+    module_name, _, attr = where.partition(":")
+    module = importlib.import_module(module_name)
+    return tuple(getattr(getattr(module, attr), "requires", ()))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    report_paths = check_report_paths(args.reports)
+    loaded = load_paths(parse_paths(args.cases))
+    cases = select(loaded.cases, args.keywords, args.dtypes)
+    if not cases:
+        terms = " ".join(f"-k {k!r}" for k in args.keywords or ()) or "(no filter)"
+        raise UsageError(f"no case selected from {len(loaded.cases)} loaded cases by {terms}")
+    specs = args.adapters or ["numpy"]
+    if args.list:
+        print(list_everything(cases, specs))
+        return EXIT_OK
+
+    from harness import report_terminal
+    from harness.registry import load
+    from harness.runner import run
+
+    adapters = [load(s) for s in specs]
+    names = [a.name for a in adapters]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two adapters share a name: {names}; give each a distinct name")
+    versions = {a.name: a.version() for a in adapters}
+    results = list(run(cases, adapters))
+    if not args.quiet:
+        print(report_terminal.render(results, versions, verbose=args.verbose))
+    else:
+        bad = sum(not r.conforming for r in results)
+        print(f"{len(results)} results, {bad} not conforming")
+    if report_paths:
+        from harness import report_json
+
+        doc = report_json.build(
+            results,
+            cases,
+            [{"name": a.name, "wraps": a.version(), "device": a.device()} for a in adapters],
+        )
+        for path in report_paths:
+            report_json.write(path, doc)
+            print(f"wrote {path}", file=sys.stderr)
+    return EXIT_OK if all(r.conforming for r in results) else EXIT_NONCONFORMING
