@@ -1,0 +1,217 @@
+"""The CLI end to end, as a user runs it: exit codes, tables, reports."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from conftest import REPO
+
+WRONG_MEAN = """
+import numpy as np
+from adapters import Adapter, Output
+from adapters.numpy_ref import cross_entropy
+from harness.dtypes import cast
+
+
+class WrongMean(Adapter):
+    '''Divides a weighted mean by N instead of sum_i w[y_i]: a classic bug.'''
+
+    name = "wrong-mean"
+
+    def run(self, inputs):
+        loss, grad = cross_entropy(inputs)
+        if inputs.reduction == "mean" and inputs.weight is not None and not inputs.probability_target:
+            n = np.sum(inputs.target != inputs.ignore_index)
+            denom = np.sum(inputs.weight[inputs.target[inputs.target != inputs.ignore_index]])
+            loss = loss * denom / n
+            grad = grad * denom / n
+        return Output(cast(loss, inputs.dtype), cast(grad, inputs.dtype))
+"""
+
+NO_CHECK = """
+from adapters import Adapter, Output
+from adapters.numpy_ref import cross_entropy
+import numpy as np
+
+
+class NoCheck(Adapter):
+    '''Clamps labels instead of raising: passes valid cases, misses the invalid one.'''
+
+    name = "no-check"
+
+    def run(self, inputs):
+        x = inputs.logits
+        t = np.clip(inputs.target, 0, x.shape[-1] - 1) if inputs.target.dtype.kind == "i" else inputs.target
+        import dataclasses
+        loss, grad = cross_entropy(dataclasses.replace(inputs, target=t))
+        return Output(loss.astype(x.dtype), None if grad is None else grad.astype(x.dtype))
+"""
+
+
+def test_default_run_conforms_and_prints_table(cli):
+    r = cli()
+    assert r.returncode == 0, r.output
+    assert "numpy" in r.stdout and "pass" in r.stdout
+    assert "all conform" in r.stdout
+
+
+def test_wrong_weighted_mean_fails_with_readable_report(cli, write):
+    path = write("wrong.py", WRONG_MEAN)
+    r = cli("--adapter", str(path), "-k", "seed")
+    assert r.returncode == 1, r.output
+    assert "seed/weighted_mean" in r.stdout
+    assert "fail" in r.stdout
+    assert "loss: expected" in r.stdout
+    # cases without weights still pass
+    assert "seed/article_1x5" not in r.stdout
+
+
+def test_missing_error_is_non_conforming(cli, write):
+    path = write("nocheck.py", NO_CHECK)
+    r = cli("--adapter", str(path), "-k", "label_out_of_range")
+    assert r.returncode == 1
+    assert "missing_error" in r.stdout
+    assert "index_out_of_range" in r.stdout
+
+
+def test_two_adapters_in_one_table(cli, write):
+    path = write("wrong.py", WRONG_MEAN)
+    r = cli("--adapter", "numpy", "--adapter", str(path), "-k", "seed")
+    assert r.returncode == 1
+    lines = r.stdout.splitlines()
+    assert any(line.startswith("numpy") for line in lines)
+    assert any(line.startswith("wrong-mean") for line in lines)
+
+
+def test_json_report(cli, tmp_path):
+    out = tmp_path / "r.json"
+    r = cli("-k", "seed", "--report", str(out))
+    assert r.returncode == 0, r.output
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1
+    assert doc["adapters"][0]["name"] == "numpy"
+    statuses = {x["status"] for x in doc["results"]}
+    assert statuses == {"pass", "raised"}
+    assert "seed/article_1x5" in doc["suite"]["cases"]
+    first = doc["results"][0]
+    assert set(first) >= {
+        "case_id",
+        "case_hash",
+        "adapter",
+        "dtype",
+        "status",
+        "loss_errors",
+        "grad_errors",
+    }
+
+
+def test_unknown_report_format_is_usage_error(cli, tmp_path):
+    r = cli("--report", str(tmp_path / "r.csv"))
+    assert r.returncode == 2
+    assert ".csv" in r.stderr and "Traceback" not in r.output
+
+
+def test_no_case_selected_is_an_error(cli):
+    r = cli("-k", "no-such-case-anywhere")
+    assert r.returncode == 2
+    assert "no case selected" in r.stderr
+
+
+def test_invalid_case_file_names_file_case_field(cli, write):
+    path = write(
+        "bad.yaml",
+        """
+        cases:
+          - name: typo
+            why: a typo in a field name
+            logits: [[1.0, 2.0]]
+            target: [0]
+            reduktion: sum
+        """,
+    )
+    r = cli("--cases", str(path))
+    assert r.returncode == 2
+    assert str(path) in r.stderr
+    assert "'typo'" in r.stderr
+    assert "did you mean 'reduction'" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_shape_mismatch_names_field(cli, write):
+    path = write(
+        "bad.yaml",
+        """
+        cases:
+          - name: short_weight
+            why: weight of the wrong length
+            logits: [[1.0, 2.0, 3.0]]
+            target: [0]
+            weight: [1.0, 2.0]
+            expected: oracle
+        """,
+    )
+    r = cli("--cases", str(path))
+    assert r.returncode == 2
+    assert "field 'weight'" in r.stderr and "expected (3,)" in r.stderr
+
+
+def test_unknown_adapter_lists_known_ones(cli):
+    r = cli("--adapter", "nonexistent_impl")
+    assert r.returncode == 2
+    assert "not found" in r.stderr and "numpy" in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_list_shows_cases_and_adapters(cli):
+    r = cli("--list")
+    assert r.returncode == 0
+    assert "seed/article_1x5" in r.stdout and "numpy" in r.stdout
+
+
+def test_help_documents_exit_codes(cli):
+    r = cli("--help")
+    assert r.returncode == 0
+    assert "exit codes" in r.stdout
+    assert "2  usage error" in r.stdout
+
+
+def test_committed_expectations_match_the_oracle(cli):
+    r = cli("regen", "--check")
+    assert r.returncode == 0, r.output
+
+
+def test_regen_writes_values_that_then_pass(cli, write):
+    path = write(
+        "new.yaml",
+        """
+        # a comment regen must keep
+        cases:
+          - name: fresh
+            why: a new case without values yet
+            logits: [[0.5, 1.5, -1.0]]
+            target: [1]
+            dtype: [float64, float32, float16]
+        """,
+    )
+    assert cli("--cases", str(path)).returncode == 2  # expected values missing
+    r = cli("regen", str(path))
+    assert r.returncode == 0, r.output
+    text = path.read_text()
+    assert "# a comment regen must keep" in text and "expected:" in text
+    r = cli("--cases", str(path))
+    assert r.returncode == 0, r.output
+    assert cli("regen", "--check", str(path)).returncode == 0
+
+
+def test_console_script_and_module_agree():
+    from pathlib import Path
+
+    exe = Path(sys.executable).parent / "lossconf"
+    if not exe.exists():
+        import pytest
+
+        pytest.skip("lossconf script not on PATH (package not installed)")
+    r = subprocess.run([str(exe), "-q", "-k", "seed"], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0, r.stderr
