@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
@@ -65,7 +66,17 @@ def _requirements(where: str) -> tuple[str, ...]:
     return tuple(getattr(getattr(module, attr), "requires", ()))
 
 
-def run_command(args: argparse.Namespace) -> int:
+@dataclass
+class Plan:
+    """What a run will do, settled before anything runs."""
+
+    cases: list
+    adapters: list
+    report_paths: list[Path]
+
+
+def prepare(args: argparse.Namespace) -> Plan | None:
+    """Check report paths, load and select cases, load adapters (None: --list was printed)."""
     report_paths = check_report_paths(args.reports)
     loaded = load_paths(parse_paths(args.cases))
     cases = select(loaded.cases, args.keywords, args.dtypes)
@@ -75,32 +86,50 @@ def run_command(args: argparse.Namespace) -> int:
     specs = args.adapters or ["numpy"]
     if args.list:
         print(list_everything(cases, specs))
-        return EXIT_OK
-
-    from harness import report_terminal
+        return None
     from harness.registry import load
-    from harness.runner import run
 
     adapters = [load(s) for s in specs]
     names = [a.name for a in adapters]
     if len(set(names)) != len(names):
         raise UsageError(f"two adapters share a name: {names}; give each a distinct name")
-    versions = {a.name: a.version() for a in adapters}
-    results = list(run(cases, adapters))
+    return Plan(cases, adapters, report_paths)
+
+
+def execute(plan: Plan, args: argparse.Namespace) -> list:
+    """Every case x adapter x dtype, in order."""
+    from harness.runner import run
+
+    return list(run(plan.cases, plan.adapters))
+
+
+def finish(plan: Plan, results: list, args: argparse.Namespace) -> int:
+    """Print the terminal report, write report files, return the exit code."""
+    from harness import report_terminal
+
+    versions = {a.name: a.version() for a in plan.adapters}
     if not args.quiet:
         print(report_terminal.render(results, versions, verbose=args.verbose))
     else:
         bad = sum(not r.conforming for r in results)
         print(f"{len(results)} results, {bad} not conforming")
-    if report_paths:
+    if plan.report_paths:
         from harness import report_json
 
         doc = report_json.build(
             results,
-            cases,
-            [{"name": a.name, "wraps": a.version(), "device": a.device()} for a in adapters],
+            plan.cases,
+            [{"name": a.name, "wraps": a.version(), "device": a.device()} for a in plan.adapters],
         )
-        for path in report_paths:
+        for path in plan.report_paths:
             report_json.write(path, doc)
             print(f"wrote {path}", file=sys.stderr)
     return EXIT_OK if all(r.conforming for r in results) else EXIT_NONCONFORMING
+
+
+def run_command(args: argparse.Namespace) -> int:
+    plan = prepare(args)
+    if plan is None:
+        return EXIT_OK
+    results = execute(plan, args)
+    return finish(plan, results, args)
