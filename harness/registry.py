@@ -33,6 +33,8 @@ ENTRY_POINT_GROUP = "lossconf.adapters"
 #: name -> "module:attr" of the adapters that ship with lossconf
 BUILTIN: dict[str, str] = {
     "numpy": "adapters.numpy_ref:NumpyAdapter",
+    "torch": "adapters.torch_ce:TorchAdapter",
+    "torch-module": "adapters.torch_ce:TorchModuleAdapter",
 }
 
 

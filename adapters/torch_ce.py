@@ -1,0 +1,167 @@
+"""``torch`` and ``torch-module``: PyTorch's own cross-entropy, the reference semantics.
+
+``torch`` calls ``torch.nn.functional.cross_entropy``; ``torch-module`` calls
+``torch.nn.CrossEntropyLoss(...)(input, target)``. The gradient w.r.t. the
+logits comes from autograd (``torch.autograd.grad``), with ``grad_output`` (or
+ones) as the upstream gradient for ``reduction='none'``.
+
+Option ``device``: ``cpu`` (default), ``cuda``, ``cuda:N`` or ``mps``, given as
+``--adapter torch@device=cuda`` or ``--adapter torch:device=cuda``. A device
+other than cpu names the adapter ``torch@cuda`` so it can share a table with
+``torch``.
+
+Dtypes: float64, float32 and float16 cross the NumPy boundary as themselves.
+bfloat16 arrives as float32 arrays holding exact bfloat16 values (see
+``harness.dtypes``); ``Tensor.to(torch.bfloat16)`` converts them without
+rounding, and results go back as ``Tensor.float()``, float32 arrays that hold
+the exact bfloat16 results. No ml_dtypes is involved.
+
+torch is imported inside ``load``/``run`` only, so ``--list`` never imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from adapters import Adapter, CallInputs, Output
+
+DEVICES = ("cpu", "cuda", "mps")
+
+
+def torch_dtype(dtype: str) -> Any:
+    """The torch dtype for a lossconf dtype name ('float64', ..., 'bfloat16')."""
+    import torch
+
+    return {
+        "float64": torch.float64,
+        "float32": torch.float32,
+        "float16": torch.float16,
+        "bfloat16": torch.bfloat16,
+    }[dtype]
+
+
+def _c_array(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    return np.array(a, order="C", copy=True)
+
+
+def to_torch(inputs: CallInputs, device: str = "cpu") -> tuple[Any, Any, Any, Any]:
+    """Tensors ``(logits, target, weight, grad_output)`` on ``device`` in ``inputs.dtype``.
+
+    Logits (and probability targets, weight, grad_output) are converted exactly:
+    the carrier arrays hold values of ``inputs.dtype``. Class-index targets stay int64.
+    ``weight`` and ``grad_output`` are None when absent; logits require grad.
+    """
+    import torch
+
+    td = torch_dtype(inputs.dtype)
+
+    def floating(a: np.ndarray | None) -> Any:
+        if a is None:
+            return None
+        return torch.from_numpy(_c_array(a)).to(device=device, dtype=td)
+
+    x = floating(inputs.logits).requires_grad_(inputs.want_grad)
+    if inputs.probability_target:
+        t = floating(inputs.target)
+    else:
+        t = torch.from_numpy(_c_array(inputs.target)).to(device)
+    return x, t, floating(inputs.weight), floating(inputs.grad_output)
+
+
+def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
+    """A torch tensor as a NumPy array in the carrier of ``dtype`` (bfloat16 -> exact float32)."""
+    import torch
+
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.float()  # exact: every bfloat16 is a float32
+    return tensor.cpu().numpy()
+
+
+def loss_and_grad(loss: Any, x: Any, inputs: CallInputs, grad_output: Any) -> Output:
+    """Output with ``loss`` and, when wanted, d(loss)/d(x) by autograd (upstream: grad_output or ones)."""
+    import torch
+
+    grad = None
+    if inputs.want_grad:
+        upstream = grad_output if grad_output is not None else torch.ones_like(loss)
+        (g,) = torch.autograd.grad(loss, x, grad_outputs=upstream, allow_unused=True)
+        grad = to_numpy(torch.zeros_like(x) if g is None else g, inputs.dtype)
+    return Output(loss=to_numpy(loss, inputs.dtype), grad=grad)
+
+
+class TorchAdapter(Adapter):
+    """``torch.nn.functional.cross_entropy`` with autograd gradients."""
+
+    name = "torch"
+    description = "torch.nn.functional.cross_entropy, gradient by autograd"
+    requires = ("torch",)
+
+    def __init__(self, device: str = "cpu") -> None:
+        self._device = str(device)
+        if self._device != "cpu":
+            self.name = f"{type(self).name}@{self._device}"
+
+    def load(self) -> None:
+        import torch
+
+        kind = self._device.split(":")[0]
+        if kind not in DEVICES:
+            raise ValueError(f"device={self._device!r}: expected one of {', '.join(DEVICES)}")
+        if kind == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device={self._device!r}: torch.cuda.is_available() is False")
+        if kind == "mps" and not torch.backends.mps.is_available():
+            raise RuntimeError(
+                f"device={self._device!r}: torch.backends.mps.is_available() is False"
+            )
+
+    def version(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__}"
+
+    def device(self) -> str:
+        if self._device.startswith("cuda"):
+            import torch
+
+            return f"{self._device} ({torch.cuda.get_device_name(self._device)})"
+        return self._device
+
+    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs) -> Any:
+        """The loss tensor for one call."""
+        import torch.nn.functional as F
+
+        return F.cross_entropy(
+            x,
+            t,
+            weight=weight,
+            ignore_index=inputs.ignore_index,
+            reduction=inputs.reduction,
+            label_smoothing=inputs.label_smoothing,
+        )
+
+    def run(self, inputs: CallInputs) -> Output:
+        x, t, weight, grad_output = to_torch(inputs, self._device)
+        loss = self.call(x, t, weight, inputs)
+        return loss_and_grad(loss, x, inputs, grad_output)
+
+
+class TorchModuleAdapter(TorchAdapter):
+    """``torch.nn.CrossEntropyLoss(...)(input, target)``: the module path, same semantics."""
+
+    name = "torch-module"
+    description = "torch.nn.CrossEntropyLoss, gradient by autograd"
+
+    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs) -> Any:
+        import torch.nn as nn
+
+        module = nn.CrossEntropyLoss(
+            weight=weight,
+            ignore_index=inputs.ignore_index,
+            reduction=inputs.reduction,
+            label_smoothing=inputs.label_smoothing,
+        )
+        return module(x, t)
