@@ -43,8 +43,25 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "report", "reports",
-        "write a report; the format follows the extension (.json) (repeatable)",
+        "write a report; the format follows the extension: .json, .md, .xml (JUnit), "
+        ".html (repeatable)",
         {"action": "append", "metavar": "PATH"},
+    ),
+    Option(
+        "expectations", "expectations",
+        "YAML file of known non-conformities: allowed outcomes do not fail the run "
+        "(see harness/expectations.py)",
+        {"metavar": "FILE"},
+    ),
+    Option(
+        "baseline", "baseline",
+        "compare with an earlier JSON report: a new failure or error growth fails the run",
+        {"metavar": "OLD.json"},
+    ),
+    Option(
+        "growth-factor", "growth_factor",
+        "with --baseline: error growth (in ulp) that counts as a regression (default 2)",
+        {"type": float, "metavar": "X"},
     ),
 )  # fmt: skip
 

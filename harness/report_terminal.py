@@ -61,7 +61,10 @@ def failures_table(results: list[Result], *, width: int | None = 110) -> str:
 
 
 def render(results: list[Result], versions: dict[str, str], *, verbose: bool = False) -> str:
-    parts = [summary_table(results, versions)]
+    from harness import matrix
+
+    parts = [summary_table(results, versions), "", "Conformance matrix (conforming/run):"]
+    parts.append(matrix.render(results))
     bad = [r for r in results if not r.conforming]
     if bad:
         parts += [

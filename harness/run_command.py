@@ -11,12 +11,18 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.cli import EXIT_NONCONFORMING, EXIT_OK, parse_paths
+from harness.cli import EXIT_OK, parse_paths
 from harness.errors import UsageError
 from harness.loader import load_paths
 from harness.select import select
 
-REPORT_FORMATS = {".json": "harness.report_json"}
+#: report extension -> module with write(path, document) (the document is the JSON report's)
+REPORT_FORMATS = {
+    ".json": "harness.report_json",
+    ".md": "harness.report_markdown",
+    ".xml": "harness.report_junit",
+    ".html": "harness.report_html",
+}
 
 
 def check_report_paths(paths: list[str] | None) -> list[Path]:
@@ -36,6 +42,21 @@ def check_report_paths(paths: list[str] | None) -> list[Path]:
             raise UsageError(f"--report {text}: not writable")
         out.append(path)
     return out
+
+
+def check_gate_files(args: argparse.Namespace) -> None:
+    """Read --expectations and --baseline before anything runs: a bad file exits 2 at once."""
+    if getattr(args, "expectations", None):
+        from harness.expectations import load as load_expectations
+
+        load_expectations(args.expectations)
+    if getattr(args, "baseline", None):
+        from harness.baseline import read_report
+
+        read_report(args.baseline)
+    factor = getattr(args, "growth_factor", None)
+    if factor is not None and not factor > 1:
+        raise UsageError(f"--growth-factor {factor}: must be > 1 (2 means twice the ulp error)")
 
 
 def list_everything(cases, adapter_specs: list[str] | None) -> str:
@@ -78,6 +99,7 @@ class Plan:
 def prepare(args: argparse.Namespace) -> Plan | None:
     """Check report paths, load and select cases, load adapters (None: --list was printed)."""
     report_paths = check_report_paths(args.reports)
+    check_gate_files(args)
     loaded = load_paths(parse_paths(args.cases))
     cases = select(loaded.cases, args.keywords, args.dtypes)
     if not cases:
@@ -98,33 +120,37 @@ def prepare(args: argparse.Namespace) -> Plan | None:
 
 def execute(plan: Plan, args: argparse.Namespace) -> list:
     """Every case x adapter x dtype, in order."""
+    from harness.progress import Progress
     from harness.runner import run
 
-    return list(run(plan.cases, plan.adapters))
+    total = sum(len(c.dtypes) for c in plan.cases) * len(plan.adapters)
+    bar = Progress(total, enabled=None if not getattr(args, "quiet", False) else False)
+    try:
+        return list(run(plan.cases, plan.adapters, on_result=lambda r: bar.update(r.case_id)))
+    finally:
+        bar.close()
 
 
 def finish(plan: Plan, results: list, args: argparse.Namespace) -> int:
     """Print the terminal report, write report files, return the exit code."""
-    from harness import report_terminal
+    from harness import gate, report_terminal
 
+    outcome, doc = gate.evaluate(plan, results, args)
     versions = {a.name: a.version() for a in plan.adapters}
     if not args.quiet:
         print(report_terminal.render(results, versions, verbose=args.verbose))
     else:
         bad = sum(not r.conforming for r in results)
         print(f"{len(results)} results, {bad} not conforming")
-    if plan.report_paths:
-        from harness import report_json
-
-        doc = report_json.build(
-            results,
-            plan.cases,
-            [{"name": a.name, "wraps": a.version(), "device": a.device()} for a in plan.adapters],
-        )
-        for path in plan.report_paths:
-            report_json.write(path, doc)
-            print(f"wrote {path}", file=sys.stderr)
-    return EXIT_OK if all(r.conforming for r in results) else EXIT_NONCONFORMING
+    if args.expectations or args.baseline:
+        print(gate.render(outcome, results, doc, verbose=args.verbose))
+        gate.warn_unused(outcome, args.expectations)
+    elif args.verbose and outcome.blocking:
+        print("\n" + gate.render_repros(outcome, results, doc))
+    for path in plan.report_paths:
+        importlib.import_module(REPORT_FORMATS[path.suffix]).write(path, doc)
+        print(f"wrote {path}", file=sys.stderr)
+    return outcome.exit_code
 
 
 def run_command(args: argparse.Namespace) -> int:

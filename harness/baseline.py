@@ -1,0 +1,206 @@
+"""Comparing two JSON reports: ``--baseline OLD.json`` and ``python -m harness diff OLD NEW``.
+
+Results are matched by (case id, adapter, dtype). A result is *bad* when it
+does not conform and no expectation allows it. Listed:
+
+- newly failing: good in OLD, bad in NEW (fails the gate);
+- newly passing: bad in OLD, good in NEW;
+- error growth: the worst error in ulp (loss or gradient) grew beyond
+  ``factor`` x max(OLD, 1 ulp) (fails the gate). The 1-ulp floor keeps a
+  0 -> 1 ulp change of a correctly rounded result from counting as growth;
+- changed: the case's content hash differs, so the values are not compared;
+- added / removed: results present in only one report (not compared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import UsageError
+
+DEFAULT_GROWTH = 2.0
+GOOD = frozenset({"pass", "raised", "unsupported"})
+
+Key = tuple[str, str, str]
+
+
+class ReportError(UsageError):
+    """A report file that cannot be read as a lossconf JSON report (exit code 2)."""
+
+
+def read_report(path: str | Path) -> dict:
+    """Load a JSON report written by ``--report X.json``; ReportError says what is wrong."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ReportError(f"report {path}: cannot read: {e.strerror}") from None
+    except json.JSONDecodeError as e:
+        raise ReportError(f"report {path}: not JSON (line {e.lineno}: {e.msg})") from None
+    if not isinstance(doc, dict) or "results" not in doc or "schema_version" not in doc:
+        raise ReportError(f"report {path}: not a lossconf JSON report (no schema_version/results)")
+    if doc["schema_version"] != 1:
+        raise ReportError(
+            f"report {path}: schema_version {doc['schema_version']!r}, this lossconf reads 1"
+        )
+    return doc
+
+
+def is_bad(r: dict) -> bool:
+    return r["status"] not in GOOD and not r.get("expected", False)
+
+
+def worst_ulp(r: dict) -> float | None:
+    """The larger of the loss and gradient max ulp errors; None when nothing was compared."""
+    values = [e["max_ulp"] for e in (r.get("loss_errors"), r.get("grad_errors")) if e]
+    return max(values) if values else None
+
+
+def key_of(r: dict) -> Key:
+    return (r["case_id"], r["adapter"], r["dtype"])
+
+
+@dataclass
+class Change:
+    key: Key
+    old: dict
+    new: dict
+
+    def row(self) -> list:
+        o, n = worst_ulp(self.old), worst_ulp(self.new)
+        return [
+            *self.key,
+            self.old["status"],
+            self.new["status"],
+            _fmt(o),
+            _fmt(n),
+            (self.new.get("message") or self.old.get("message") or "")[:80],
+        ]
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return "inf" if math.isinf(v) else f"{v:.3g}"
+
+
+@dataclass
+class Comparison:
+    newly_failing: list[Change] = field(default_factory=list)
+    newly_passing: list[Change] = field(default_factory=list)
+    growth: list[Change] = field(default_factory=list)
+    changed: list[Key] = field(default_factory=list)
+    added: list[Key] = field(default_factory=list)
+    removed: list[Key] = field(default_factory=list)
+    factor: float = DEFAULT_GROWTH
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.newly_failing or self.growth)
+
+    def to_dict(self) -> dict:
+        def keys(changes: list[Change]) -> list[list[str]]:
+            return [list(c.key) for c in changes]
+
+        return {
+            "factor": self.factor,
+            "regressed": self.regressed,
+            "newly_failing": keys(self.newly_failing),
+            "newly_passing": keys(self.newly_passing),
+            "growth": [[*c.key, worst_ulp(c.old), worst_ulp(c.new)] for c in self.growth],
+            "changed": [list(k) for k in self.changed],
+            "added": len(self.added),
+            "removed": len(self.removed),
+        }
+
+
+def grew(old: float | None, new: float | None, factor: float) -> bool:
+    if old is None or new is None or math.isnan(new):
+        return False
+    if math.isinf(old):
+        return False
+    return new > factor * max(old, 1.0)
+
+
+def compare(old: dict, new: dict, *, factor: float = DEFAULT_GROWTH) -> Comparison:
+    """Compare report documents ``old`` and ``new`` (as read by ``read_report``)."""
+    out = Comparison(factor=factor)
+    old_hash = old.get("suite", {}).get("cases", {})
+    new_hash = new.get("suite", {}).get("cases", {})
+    before = {key_of(r): r for r in old["results"]}
+    after = {key_of(r): r for r in new["results"]}
+    for key, n in after.items():
+        o = before.get(key)
+        if o is None:
+            out.added.append(key)
+            continue
+        h_old = o.get("case_hash") or old_hash.get(key[0])
+        h_new = n.get("case_hash") or new_hash.get(key[0])
+        if h_old != h_new:
+            out.changed.append(key)
+            continue
+        if is_bad(n) and not is_bad(o):
+            out.newly_failing.append(Change(key, o, n))
+        elif is_bad(o) and not is_bad(n):
+            out.newly_passing.append(Change(key, o, n))
+        elif grew(worst_ulp(o), worst_ulp(n), factor):
+            out.growth.append(Change(key, o, n))
+    out.removed = [k for k in before if k not in after]
+    return out
+
+
+def render(c: Comparison, old_name: str = "baseline") -> str:
+    """The comparison as text tables; an empty-ish summary when nothing moved."""
+    from tabulate import tabulate
+
+    headers = ["case", "adapter", "dtype", "was", "now", "ulp was", "ulp now", "message"]
+    parts = []
+    for title, changes in (
+        ("Newly failing", c.newly_failing),
+        (f"Error growth beyond {c.factor:g}x (ulp)", c.growth),
+        ("Newly passing", c.newly_passing),
+    ):
+        if changes:
+            rows = [ch.row() for ch in changes]
+            parts += [f"{title} vs {old_name} ({len(changes)}):", tabulate(rows, headers), ""]
+    if c.changed:
+        ids = sorted({k[0] for k in c.changed})
+        shown = ", ".join(ids[:10]) + (f" and {len(ids) - 10} more" if len(ids) > 10 else "")
+        parts.append(f"Changed cases (content hash differs, not compared): {shown}")
+    parts.append(
+        f"{old_name}: {len(c.newly_failing)} newly failing, {len(c.growth)} error growth, "
+        f"{len(c.newly_passing)} newly passing, {len(c.changed)} changed, "
+        f"{len(c.added)} added, {len(c.removed)} removed"
+        + (" -> REGRESSION" if c.regressed else "")
+    )
+    return "\n".join(parts)
+
+
+def main(argv: list[str]) -> int:
+    """``python -m harness diff OLD.json NEW.json``: exit 1 on a regression."""
+    p = argparse.ArgumentParser(
+        prog="python -m harness diff",
+        description="Compare two JSON reports: newly failing, newly passing, error growth. "
+        "Exit 0 when nothing regressed, 1 on a new failure or error growth, 2 on bad input.",
+    )
+    p.add_argument("old", type=Path, help="the earlier report (e.g. reports/baselines/torch.json)")
+    p.add_argument("new", type=Path, help="the later report")
+    p.add_argument(
+        "--growth-factor",
+        type=float,
+        default=DEFAULT_GROWTH,
+        metavar="X",
+        help=f"error growth in ulp that counts as a regression (default {DEFAULT_GROWTH:g})",
+    )
+    args = p.parse_args(argv)
+    if not args.growth_factor > 1:
+        raise UsageError(f"--growth-factor {args.growth_factor}: must be > 1")
+    comparison = compare(read_report(args.old), read_report(args.new), factor=args.growth_factor)
+    print(render(comparison, str(args.old)))
+    sys.stdout.flush()
+    return 1 if comparison.regressed else 0

@@ -1,0 +1,88 @@
+"""Reading a report document (the JSON report's dict) for the Markdown, JUnit and HTML reports.
+
+Every file report renders from the same document, so a report can also be
+re-rendered later from a saved JSON file.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+STATUS_ORDER = (
+    "pass", "raised", "fail", "error", "missing_error", "unsupported", "crash", "timeout",
+)  # fmt: skip
+CONFORMING = frozenset({"pass", "raised", "unsupported"})
+
+
+def fmt_ulp(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return "inf" if math.isinf(value) else f"{value:.3g}"
+
+
+def worst(results: list[dict], key: str) -> float | None:
+    """The largest ``max_ulp`` of ``key`` ('loss_errors' or 'grad_errors'), None if none."""
+    values = [r[key]["max_ulp"] for r in results if r.get(key)]
+    return max(values) if values else None
+
+
+def by_adapter(doc: dict) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {a["name"]: [] for a in doc["adapters"]}
+    for r in doc["results"]:
+        out.setdefault(r["adapter"], []).append(r)
+    return out
+
+
+def summary_rows(doc: dict) -> tuple[list[str], list[list[object]]]:
+    """Headers and one row per adapter: wraps, device, result count per status, worst ulps."""
+    shown = [s for s in STATUS_ORDER if any(r["status"] == s for r in doc["results"])]
+    info = {a["name"]: a for a in doc["adapters"]}
+    rows = []
+    for name, rs in by_adapter(doc).items():
+        counts = Counter(r["status"] for r in rs)
+        rows.append(
+            [name, info.get(name, {}).get("wraps", ""), info.get(name, {}).get("device", "")]
+            + [len(rs)]
+            + [counts.get(s, 0) for s in shown]
+            + [fmt_ulp(worst(rs, "loss_errors")), fmt_ulp(worst(rs, "grad_errors"))]
+        )
+    headers = ["adapter", "wraps", "device", "results", *shown, "worst loss ulp", "worst grad ulp"]
+    return headers, rows
+
+
+def blocking(doc: dict) -> list[dict]:
+    """Non-conforming results no expectation allows."""
+    return [r for r in doc["results"] if r["status"] not in CONFORMING and not r.get("expected")]
+
+
+def expected(doc: dict) -> list[dict]:
+    return [r for r in doc["results"] if r.get("expected")]
+
+
+def unexpected_passes(doc: dict) -> list[dict]:
+    keys = {tuple(k) for k in doc.get("gate", {}).get("unexpected_passes", [])}
+    return [r for r in doc["results"] if (r["case_id"], r["adapter"], r["dtype"]) in keys]
+
+
+def verdict(doc: dict) -> str:
+    """'PASS' or 'FAIL' as the gate decided (falls back to conformance when no gate section)."""
+    gate = doc.get("gate")
+    if gate is not None:
+        return "PASS" if gate["exit_code"] == 0 else "FAIL"
+    return "FAIL" if blocking(doc) else "PASS"
+
+
+def headline(doc: dict) -> str:
+    n, bad = len(doc["results"]), len(blocking(doc))
+    text = f"{n} results: all conform" if not bad else f"{bad} of {n} results do not conform"
+    n_expected = len(expected(doc))
+    if n_expected:
+        text += f" ({n_expected} expected non-conformities allowed)"
+    base = (doc.get("gate") or {}).get("baseline")
+    if base and base["regressed"]:
+        text += (
+            f"; regression vs baseline: {len(base['newly_failing'])} newly failing, "
+            f"{len(base['growth'])} error growth"
+        )
+    return text
