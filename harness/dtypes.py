@@ -49,7 +49,7 @@ def _round_to_bfloat16(x: np.ndarray) -> np.ndarray:
     rounded = ((bits + 0x7FFF + lsb) >> 16) << 16
     out = rounded.astype(np.uint32).view(np.float32).copy()
     out[nan] = np.float32("nan")
-    return out
+    return out.reshape(np.shape(x))  # ascontiguousarray makes a 0-d array 1-d
 
 
 def cast(values: np.ndarray, dtype: str) -> np.ndarray:
