@@ -35,6 +35,8 @@ BUILTIN: dict[str, str] = {
     "numpy": "adapters.numpy_ref:NumpyAdapter",
     "torch": "adapters.torch_ce:TorchAdapter",
     "torch-module": "adapters.torch_ce:TorchModuleAdapter",
+    "jax": "adapters.jax_ce:JaxAdapter",
+    "optax": "adapters.optax_raw:OptaxAdapter",
 }
 
 
