@@ -4,15 +4,19 @@ A SPEC resolves, in this order:
 
 1. a built-in name (``BUILTIN``), e.g. ``numpy``;
 2. an entry point named SPEC in the group ``lossconf.adapters``;
-3. ``package.module[:attr]``, importable from sys.path or the working directory;
-4. ``path/to/file.py[:attr]``;
-5. a bare name ``mine`` that finds ``./mine.py`` in the working directory.
+3. ``path/to/file.py[:attr]`` (anything ending in ``.py`` or containing a ``/``);
+4. a bare name ``mine`` (no dot) finds ``./mine.py`` in the working directory,
+   which wins over an importable module of the same name;
+5. ``package.module[:attr]``, importable from sys.path or the working directory.
 
 Options follow ``@`` (or a last ``:`` when they contain ``=``):
 ``torch@device=cuda,deterministic=1`` or ``torch:device=cuda`` pass
 ``device='cuda'`` (and ``deterministic='1'``) to the adapter's constructor.
 Without ``:attr`` a module must define ``adapter`` (an Adapter instance or
-class) or exactly one Adapter subclass.
+class) or exactly one Adapter subclass. The object may also be a plain function
+with F.cross_entropy's signature: ``adapters.wrap.adapt`` wraps it (options
+``framework``, ``unsupported``, ``device``, ``jit``). Every loading error says
+what was tried and lists the known adapters.
 """
 
 from __future__ import annotations
@@ -77,19 +81,19 @@ def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
     if inspect.isclass(obj) and issubclass(obj, Adapter):
         try:
             return obj(**spec.options)
-        except TypeError as e:
+        except (TypeError, ValueError) as e:
             raise AdapterLoadError(f"{origin}: bad options {spec.options}: {e}") from None
-    adapt = getattr(sys.modules.get("adapters.wrap"), "adapt", None)
-    if adapt is None:
-        try:
-            from adapters.wrap import adapt  # function wrappers, when present
-        except ImportError:
-            adapt = None
-    if adapt is not None and callable(obj):
+    if inspect.isclass(obj) or not callable(obj):
+        raise AdapterLoadError(
+            f"{origin}: is a {type(obj).__name__} {obj!r:.60}, expected an adapters.Adapter "
+            "subclass or instance, or a function with F.cross_entropy's signature"
+        )
+    from adapters.wrap import adapt
+
+    try:
         return adapt(obj, name=spec.target, **spec.options)
-    raise AdapterLoadError(
-        f"{origin}: is a {type(obj).__name__}, expected an adapters.Adapter subclass or instance"
-    )
+    except (ValueError, TypeError) as e:
+        raise AdapterLoadError(f"{origin}: {e}") from e
 
 
 def _pick(module: object, attr: str | None, origin: str) -> object:
@@ -131,7 +135,21 @@ def _import_file(path: Path, origin: str) -> object:
 
 
 def resolve(text: str) -> Adapter:
-    """The adapter named by ``text``; AdapterLoadError says what was tried."""
+    """The adapter named by ``text``; AdapterLoadError says what was tried and what is known."""
+    try:
+        return _resolve(text)
+    except AdapterLoadError as e:
+        raise _with_known(e) from e.__cause__
+
+
+def _with_known(error: AdapterLoadError) -> AdapterLoadError:
+    message = str(error)
+    if "Known adapters:" in message:
+        return error
+    return AdapterLoadError(f"{message}. Known adapters: {', '.join(known_names())}")
+
+
+def _resolve(text: str) -> Adapter:
     spec = parse_spec(text)
     target = spec.target
     tried: list[str] = []
@@ -195,7 +213,7 @@ def load(text: str) -> Adapter:
     try:
         adapter.load()
     except Exception as e:
-        raise AdapterLoadError(
-            f"adapter {adapter.name!r} cannot run here: {type(e).__name__}: {e}"
+        raise _with_known(
+            AdapterLoadError(f"adapter {adapter.name!r} cannot run here: {type(e).__name__}: {e}")
         ) from e
     return adapter

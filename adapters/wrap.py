@@ -1,0 +1,367 @@
+"""Turn a plain cross-entropy function into an adapter.
+
+The function has ``torch.nn.functional.cross_entropy``'s signature::
+
+    def my_ce(input, target, weight=None, ignore_index=-100, reduction="mean",
+              label_smoothing=0.0): ...
+
+and works on torch tensors, JAX arrays or NumPy arrays. Keyword parameters
+are passed by these names; parameters the function does not have are passed
+only when a case needs a non-default value, and then the case is reported
+``unsupported`` (the claim is "inferred from the signature").
+
+Three factories, usable as calls or as decorators (the result is still callable
+as the function)::
+
+    adapter = from_torch(my_ce, unsupported={"label_smoothing", "float16"})
+
+    @from_jax(unsupported={"weight"})
+    def my_ce(input, target, weight=None, ...): ...
+
+    adapter = from_numpy(my_ce, grad=my_ce_grad)   # grad=None: loss only
+
+- ``from_torch``: gradient by autograd; option ``device`` ('cpu', 'cuda', 'mps').
+- ``from_jax``: gradient by ``jax.vjp`` (``jax.grad`` for scalar losses); jitted,
+  or eager when the function cannot be traced (``jit=False`` forces eager).
+- ``from_numpy``: no autodiff, so pass ``grad=fn`` with the same signature plus
+  ``grad_output=None`` (returning d loss / d input), or the adapter is checked
+  for the loss only and the report says so. Results are cast to the case's
+  dtype (NumPy promotes readily: ``math.log`` returns a Python float).
+
+``--adapter ./file.py:my_ce`` on an undecorated function calls ``adapt``, which
+picks the framework from the modules the function's globals refer to (torch,
+jax, else numpy) unless told with ``@framework=torch``. Command-line options:
+``framework``, ``device``, ``jit`` and ``unsupported`` (names joined by ``+``),
+e.g. ``--adapter ./my_ce.py:my_ce@framework=torch,unsupported=label_smoothing+float16``.
+
+Declaring what is missing: ``unsupported=`` takes feature names from
+``adapters.FEATURES`` and dtype names; raising ``NotImplementedError`` (or
+``adapters.Unsupported``) from the function has the same effect case by case.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import types
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
+from harness.dtypes import DTYPE_NAMES, cast
+
+FRAMEWORKS = ("torch", "jax", "numpy")
+
+#: keyword parameter -> (its default, the features a case needs it for)
+PARAMETERS: dict[str, tuple[object, tuple[str, ...]]] = {
+    "weight": (None, ("weight",)),
+    "ignore_index": (-100, ("ignore_index",)),
+    "reduction": ("mean", ("reduction_none", "reduction_sum")),
+    "label_smoothing": (0.0, ("label_smoothing",)),
+}
+
+
+def check_unsupported(names: Iterable[str], where: str) -> frozenset[str]:
+    """Validate declared names (features or dtypes); ValueError names the bad one."""
+    names = frozenset(names)
+    bad = sorted(names - set(FEATURES) - set(DTYPE_NAMES))
+    if bad:
+        raise ValueError(
+            f"{where}: unsupported={bad} not known; expected feature names "
+            f"({', '.join(FEATURES)}) or dtypes ({', '.join(DTYPE_NAMES)})"
+        )
+    return names
+
+
+def _location(fn: Callable) -> str:
+    """'file.py:line' of a function's definition, or its qualified name."""
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        return getattr(fn, "__qualname__", repr(fn))
+    return f"{Path(code.co_filename).name}:{code.co_firstlineno}"
+
+
+def _accepted(fn: Callable) -> set[str] | None:
+    """Names of F.cross_entropy's keyword parameters ``fn`` accepts; None: all (**kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params} & set(PARAMETERS)
+
+
+class FunctionAdapter(Adapter):
+    """An adapter around a function with F.cross_entropy's signature; callable as the function.
+
+    Subclasses say how to call it (``framework``) and how the gradient is taken.
+    """
+
+    framework = "numpy"
+
+    def __init__(
+        self,
+        fn: Callable,
+        *,
+        name: str | None = None,
+        unsupported: Iterable[str] = (),
+        declared_by: str | None = None,
+    ) -> None:
+        self.fn = fn
+        functools.update_wrapper(self, fn, updated=())
+        self.name = name or getattr(fn, "__name__", "function")
+        self.location = _location(fn)
+        by = declared_by or f"from_{self.framework}(unsupported=...) for {self.location}"
+        declared = check_unsupported(unsupported, by)
+        self.accepts = _accepted(fn)
+        inferred = frozenset()
+        if self.accepts is not None:
+            missing = set(PARAMETERS) - self.accepts
+            inferred = frozenset(f for p in missing for f in PARAMETERS[p][1])
+        self.unsupported = declared | inferred | self._framework_unsupported()
+        sources = []
+        if declared:
+            sources.append(f"{', '.join(sorted(declared))} declared by {by}")
+        if inferred - declared:
+            signature = f"{self.name}{inspect.signature(fn)}"
+            sources.append(f"{', '.join(sorted(inferred - declared))} inferred from {signature}")
+        extra = self._framework_unsupported() - declared
+        if extra:
+            sources.append(f"{', '.join(sorted(extra))}: {self._framework_note()}")
+        self.unsupported_source = "; ".join(sources) or "declared by the adapter"
+        self.requires = (self.framework,)
+
+    def _framework_unsupported(self) -> frozenset[str]:
+        return frozenset()
+
+    def _framework_note(self) -> str:
+        return ""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(*args, **kwargs)
+
+    def options(self, inputs: CallInputs) -> dict[str, Any]:
+        """Keyword arguments for this call; Unsupported when the function lacks a needed one."""
+        values = {
+            "ignore_index": int(inputs.ignore_index),
+            "reduction": inputs.reduction,
+            "label_smoothing": float(inputs.label_smoothing),
+        }
+        if self.accepts is None:
+            return values
+        out = {}
+        for key, value in values.items():
+            if key in self.accepts:
+                out[key] = value
+            elif value != PARAMETERS[key][0]:
+                raise Unsupported(f"{self.name} has no parameter {key!r} (needed: {value!r})")
+        return out
+
+    def _pass_weight(self, weight: Any) -> dict[str, Any]:
+        if self.accepts is not None and "weight" not in self.accepts:
+            if weight is not None:
+                raise Unsupported(f"{self.name} has no parameter 'weight'")
+            return {}
+        return {"weight": weight}
+
+    def version(self) -> str:
+        module = sys.modules.get(self.framework)
+        v = getattr(module, "__version__", "?")
+        return f"{self.fn.__qualname__} ({self.location}) on {self.framework} {v}"
+
+    def load(self) -> None:
+        __import__(self.framework)
+
+
+class TorchFunction(FunctionAdapter):
+    """A torch function; gradient by autograd."""
+
+    framework = "torch"
+
+    def __init__(self, fn: Callable, *, device: str = "cpu", **kwargs: Any) -> None:
+        super().__init__(fn, **kwargs)
+        self._device = str(device)
+
+    def load(self) -> None:
+        from adapters.torch_ce import TorchAdapter
+
+        TorchAdapter(self._device).load()
+
+    def device(self) -> str:
+        return self._device
+
+    def run(self, inputs: CallInputs) -> Output:
+        import torch
+
+        from adapters.torch_ce import loss_and_grad, to_torch
+
+        options = self.options(inputs)
+        x, t, weight, grad_output = to_torch(inputs, self._device)
+        loss = self.fn(x, t, **self._pass_weight(weight), **options)
+        if not isinstance(loss, torch.Tensor):
+            raise TypeError(
+                f"{self.name} returned a {type(loss).__name__}: expected a torch.Tensor"
+            )
+        if inputs.want_grad and not loss.requires_grad:
+            raise TypeError(
+                f"{self.name}'s loss does not require grad: it left autograd's graph "
+                "(detached, or computed outside torch?)"
+            )
+        return loss_and_grad(loss, x, inputs, grad_output)
+
+
+class JaxFunction(FunctionAdapter):
+    """A JAX function; gradient by jax.vjp, jitted unless it cannot be traced."""
+
+    framework = "jax"
+
+    def __init__(self, fn: Callable, *, jit: bool | str = True, **kwargs: Any) -> None:
+        super().__init__(fn, **kwargs)
+        self.jit = str(jit).lower() not in ("0", "false", "no")
+        self.requires = ("jax",)
+        # one stable callable, so jitted programs are cached across calls
+        self._call = functools.partial(_call_jax, self)
+
+    def version(self) -> str:
+        import jax
+
+        return f"{self.fn.__qualname__} ({self.location}) on jax {jax.__version__}"
+
+    def run(self, inputs: CallInputs) -> Output:
+        from adapters.jax_ce import run_with_vjp
+
+        if self.accepts is not None and "weight" not in self.accepts and inputs.weight is not None:
+            raise Unsupported(f"{self.name} has no parameter 'weight'")
+        return run_with_vjp(self._call, inputs, self.options(inputs), upcast=False, jit=self.jit)
+
+
+def _call_jax(adapter: JaxFunction, x: Any, target: Any, weight: Any, **options: Any) -> Any:
+    return adapter.fn(x, target, **adapter._pass_weight(weight), **options)
+
+
+class NumpyFunction(FunctionAdapter):
+    """A NumPy function; the gradient from ``grad`` or none (loss only)."""
+
+    framework = "numpy"
+
+    def __init__(self, fn: Callable, *, grad: Callable | None = None, **kwargs: Any) -> None:
+        self.grad_fn = grad
+        super().__init__(fn, **kwargs)
+
+    def _framework_unsupported(self) -> frozenset[str]:
+        if self.grad_fn is None:
+            return frozenset({"grad"})
+        if "grad_output" not in set(_accepted_all(self.grad_fn)):
+            return frozenset({"grad_output"})
+        return frozenset()
+
+    def _framework_note(self) -> str:
+        if self.grad_fn is None:
+            return f"{self.name} is checked for the loss only (from_numpy without grad=)"
+        return "the grad function takes no 'grad_output'"
+
+    def run(self, inputs: CallInputs) -> Output:
+        options = self.options(inputs)
+        args = (inputs.logits, inputs.target)
+        weight = self._pass_weight(inputs.weight)
+        loss = cast(np.asarray(self.fn(*args, **weight, **options), dtype=np.float64), inputs.dtype)
+        grad = None
+        if inputs.want_grad and self.grad_fn is not None:
+            extra = {} if inputs.grad_output is None else {"grad_output": inputs.grad_output}
+            g = self.grad_fn(*args, **weight, **options, **extra)
+            grad = cast(np.asarray(g, dtype=np.float64), inputs.dtype)
+        return Output(loss=loss, grad=grad)
+
+
+def _accepted_all(fn: Callable) -> list[str]:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return ["grad_output"]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return ["grad_output"]
+    return [p.name for p in params]
+
+
+def _factory(cls: type[FunctionAdapter]) -> Callable[..., Any]:
+    def make(fn: Callable | None = None, **kwargs: Any) -> Any:
+        if fn is None:  # used as @from_x(...)
+            return lambda f: cls(f, **kwargs)
+        return cls(fn, **kwargs)
+
+    make.__name__ = f"from_{cls.framework}"
+    make.__doc__ = (
+        f"``from_{cls.framework}(fn, *, name=None, unsupported=(), ...)`` or "
+        f"``@from_{cls.framework}(...)``: a {cls.__name__} adapter around ``fn``."
+    )
+    return make
+
+
+from_torch = _factory(TorchFunction)
+from_jax = _factory(JaxFunction)
+from_numpy = _factory(NumpyFunction)
+
+CLASSES: dict[str, type[FunctionAdapter]] = {
+    "torch": TorchFunction,
+    "jax": JaxFunction,
+    "numpy": NumpyFunction,
+}
+
+
+def detect_framework(fn: Callable) -> str:
+    """'torch', 'jax' or 'numpy', from the modules ``fn``'s globals refer to.
+
+    ``import torch``, ``import torch.nn.functional as F`` or ``from jax import numpy``
+    put a module (or a function of one) in the globals; a function whose module
+    uses both torch and jax must be told which (``@framework=...``).
+    """
+    roots = set()
+    for value in getattr(fn, "__globals__", {}).values():
+        if isinstance(value, types.ModuleType):
+            module = value.__name__
+        else:
+            module = getattr(value, "__module__", None) or ""
+        roots.add(module.split(".")[0])
+    found = [f for f in ("torch", "jax", "jaxlib") if f in roots]
+    found = ["jax" if f == "jaxlib" else f for f in found]
+    found = sorted(set(found))
+    if len(found) > 1:
+        raise ValueError(
+            f"{_location(fn)}: {fn.__name__} refers to both torch and jax; "
+            "say which with --adapter SPEC@framework=torch (or jax)"
+        )
+    return found[0] if found else "numpy"
+
+
+def adapt(obj: Callable, *, name: str | None = None, **options: str) -> Adapter:
+    """An adapter for a plain function (what ``--adapter file.py:fn`` loads).
+
+    ``options`` are command-line strings: ``framework`` (torch, jax, numpy; default:
+    detected), ``unsupported`` (names joined by '+'), ``device`` (torch), ``jit`` (jax).
+    """
+    if isinstance(obj, Adapter):
+        return obj
+    framework = options.pop("framework", None) or detect_framework(obj)
+    if framework not in CLASSES:
+        raise ValueError(f"framework={framework!r}: expected one of {', '.join(FRAMEWORKS)}")
+    raw = options.pop("unsupported", "")
+    unsupported = [n for n in raw.replace(",", "+").split("+") if n]
+    allowed = {"torch": {"device"}, "jax": {"jit"}, "numpy": set()}[framework]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(
+            f"option(s) {unknown} do not apply to a {framework} function; "
+            f"expected framework, unsupported{''.join(', ' + a for a in sorted(allowed))}"
+        )
+    return CLASSES[framework](
+        obj,
+        name=name,
+        unsupported=unsupported,
+        declared_by="the command line (@unsupported=...)",
+        **options,
+    )
