@@ -1,25 +1,110 @@
-"""Expected values computed by the oracle at run time (``expected: oracle`` cases).
+"""Expected values computed by the oracle at run time (``expected: oracle`` cases), cached.
 
-Kept in memory for the run, keyed by the case's content hash and dtype.
+Two levels: a dict for the run, and files on disk so a second run does not
+recompute them (the mpmath oracle takes about 10 us per logit; a 2 GiB case
+takes seconds in the streaming oracle). A file is keyed by the case's content
+hash (inputs, recipes with their fingerprints, options), the dtype and a hash
+of the oracle's source, so editing a case or the oracle never reuses a stale
+value. Files are written to a temporary name and renamed into place, so
+concurrent writers (``--jobs``, pytest-xdist, two CI jobs) never expose a
+partial file; both write the same bytes and the last rename wins.
+
+Folder: ``$LOSSCONF_CACHE_DIR``, else ``$XDG_CACHE_HOME/lossconf``, else
+``~/.cache/lossconf``. ``LOSSCONF_CACHE_DIR=off`` disables the disk level; an
+unwritable folder is skipped silently (values are then computed every run).
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.oracle import cross_entropy
+import numpy as np
 
 if TYPE_CHECKING:
     from harness.case import Case, Expected
 
 _memory: dict[tuple[str, str], Expected] = {}
+#: counts for this process, read by tests and benchmarks
+stats = {"memory_hits": 0, "disk_hits": 0, "computed": 0}
+
+
+def cache_dir() -> Path | None:
+    """The disk cache folder, or None when disabled."""
+    configured = os.environ.get("LOSSCONF_CACHE_DIR")
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "off") else Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lossconf"
+
+
+@functools.lru_cache(maxsize=1)
+def oracle_revision() -> str:
+    """Hash of the oracle's source: a changed oracle never reads old values."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("oracle.py", "oracle_stream.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_path(case: Case, dtype: str) -> Path | None:
+    folder = cache_dir()
+    if folder is None:
+        return None
+    return folder / f"{case.content_hash}-{dtype}-{oracle_revision()}.npz"
+
+
+def _read(path: Path) -> Expected | None:
+    from harness.case import Expected
+
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            grad = f["grad"] if "grad" in f.files else None
+            return Expected(f["loss"], grad)
+    except (OSError, ValueError, KeyError):  # absent, or damaged by hand: recompute
+        return None
+
+
+def _write(path: Path, expected: Expected) -> None:
+    arrays = {"loss": expected.loss}
+    if expected.grad is not None:
+        arrays["grad"] = expected.grad
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def oracle_expected(case: Case, dtype: str) -> Expected:
+    """Expected values of ``case`` in ``dtype``: from memory, from disk, or computed and stored."""
     from harness.case import Expected
+    from harness.oracle import cross_entropy
 
     key = (case.content_hash, dtype)
-    if key not in _memory:
+    if key in _memory:
+        stats["memory_hits"] += 1
+        return _memory[key]
+    path = cache_path(case, dtype)
+    found = _read(path) if path is not None and path.is_file() else None
+    if found is not None:
+        stats["disk_hits"] += 1
+    else:
+        stats["computed"] += 1
         result = cross_entropy(case.problem(dtype))
-        _memory[key] = Expected(result.loss, result.grad)
-    return _memory[key]
+        found = Expected(result.loss, result.grad)
+        if path is not None:
+            _write(path, found)
+    _memory[key] = found
+    return found
