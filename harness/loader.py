@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from harness import limits
 from harness.case import Case
 from harness.errors import CaseFileError
 
@@ -97,17 +98,35 @@ def discover(paths: list[Path]) -> list[Path]:
 
 
 def read_yaml(path: Path) -> object:
-    """Parse one file with safe YAML semantics; errors carry the line."""
+    """Parse one file with safe YAML semantics, within ``harness.limits``; errors carry the line."""
+    bounds = limits.current()
     try:
-        text = path.read_bytes().decode("utf-8")
+        size = path.stat().st_size
+        if limits.exceeds(size, bounds.max_file_bytes):
+            raise CaseFileError(
+                path,
+                f"file of {size:,} bytes is above "
+                f"{limits.describe('max_file_bytes', bounds.max_file_bytes)}",
+            )
+        data = path.read_bytes()
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
         raise CaseFileError(
-            path, f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r})"
+            path,
+            f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
+            "save the file as UTF-8",
+            line=line,
         ) from None
     except OSError as e:
         raise CaseFileError(path, f"cannot read: {e.strerror}") from None
+    loader = _LineLoader(text)
     try:
-        return yaml.load(text, Loader=_LineLoader)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(path, node, bounds)
+        return loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -117,6 +136,54 @@ def read_yaml(path: Path) -> object:
         raise CaseFileError(path, f"invalid YAML: {problem}", line=line) from None
     except yaml.YAMLError as e:
         raise CaseFileError(path, f"invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(path: Path, root: yaml.Node, bounds: limits.Limits) -> None:
+    """Refuse recursive aliases, deep nesting, and documents above ``max_yaml_nodes`` nodes
+    once aliases are expanded. Iterative, and each shared (aliased) node is sized once."""
+    sizes: dict[int, int] = {}  # id(node) -> expanded size
+    open_nodes: set[int] = set()  # the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if limits.exceeds(sizes[key], bounds.max_yaml_nodes):
+                raise CaseFileError(
+                    path,
+                    f"more than {bounds.max_yaml_nodes:,} YAML values once anchors and aliases "
+                    f"are expanded (an alias bomb?): above "
+                    f"{limits.describe('max_yaml_nodes', bounds.max_yaml_nodes)}",
+                )
+            continue
+        if key in sizes:
+            continue
+        line = node.start_mark.line + 1
+        if key in open_nodes:
+            raise CaseFileError(path, "recursive alias: an anchor is used inside itself", line=line)
+        if limits.exceeds(depth, bounds.max_yaml_depth):
+            raise CaseFileError(
+                path,
+                f"nested more than {bounds.max_yaml_depth} levels deep: above "
+                f"{limits.describe('max_yaml_depth', bounds.max_yaml_depth)}",
+                line=line,
+            )
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
 
 
 def _schema_error(path: Path, doc: object, err) -> CaseFileError:
@@ -153,19 +220,43 @@ def _schema_error(path: Path, doc: object, err) -> CaseFileError:
     elif err.validator == "required":
         message = f"missing required field: {err.message.split(' is a required')[0]}"
     elif err.validator in ("type", "enum", "const", "oneOf", "pattern", "minimum", "minItems"):
-        message = f"{err.instance!r} is not valid: {_expectation(err)}"
+        shown = err.instance
+        if err.validator == "oneOf" and err.context:  # name the bad item, not the whole list
+            enums = [e for e in err.context if "enum" in e.schema]
+            shown = max(enums, key=lambda e: len(e.path)).instance if enums else shown
+        message = f"{_short(shown)} is not valid: {_expectation(err)}"
     return CaseFileError(path, message, case=case_name, field=field_name, line=line)
+
+
+def _short(value: object, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters: a bad value may be a huge nested list."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text", "number": "a number"}
 
 
 def _expectation(err) -> str:
     s = err.schema
+    if err.validator == "minItems":
+        return f"expected at least {s['minItems']} item(s)"
+    if err.validator == "pattern":
+        return f"expected text matching {s['pattern']} (letters, digits, '_', '.', '-')"
+    if err.validator == "minimum":
+        return f"expected a number >= {s['minimum']}"
+    if err.validator == "oneOf":
+        enums = [e for e in err.context if "enum" in e.schema]
+        if enums:
+            return _expectation(enums[0])
+        return "expected " + (s.get("description") or "a value of another form")
     if "enum" in s:
         return "expected one of " + ", ".join(repr(v) for v in s["enum"])
     if "type" in s:
-        t = s["type"]
-        return "expected " + (" or ".join(t) if isinstance(t, list) else t)
-    if err.validator == "oneOf":
-        return "expected " + (err.schema.get("description") or "a value of another form")
+        if "description" in s:
+            return "expected " + s["description"][0].lower() + s["description"][1:].rstrip(".")
+        t = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        return "expected " + " or ".join(_TYPE_WORDS.get(x, x) for x in t)
     return err.message
 
 
@@ -183,10 +274,18 @@ def load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
     if doc is None:
         raise CaseFileError(path, "empty file: expected a mapping with a 'cases' list")
     if not isinstance(doc, dict):
+        hint = " (put the list under 'cases:')" if isinstance(doc, list) else ""
         raise CaseFileError(
-            path, f"top level is a {type(doc).__name__}: expected a mapping with a 'cases' list"
+            path,
+            f"top level is a {type(doc).__name__}: expected a mapping with a 'cases' list{hint}",
+            line=1,
         )
-    errors = sorted(_validator().iter_errors(doc), key=lambda e: list(map(str, e.absolute_path)))
+    # first error by position; at one position an unknown field (with its did-you-mean) beats
+    # a missing one, since a typo ('case:') usually causes both
+    errors = sorted(
+        _validator().iter_errors(doc),
+        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
+    )
     if errors:
         raise _schema_error(path, doc, errors[0])
     defaults = doc.get("defaults", {})

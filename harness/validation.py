@@ -13,15 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+from harness import limits
 from harness.case import ERROR_KINDS, REDUCTIONS, Case, Expected
 from harness.dtypes import DTYPE_NAMES, is_exact
 from harness.errors import CaseFileError
-from harness.generate import MAX_ELEMENTS, RECIPES, materialize
+from harness.generate import RECIPES, FingerprintMismatch, materialize
 
 _RECIPE_KEYS = {
     "generate", "shape", "seed", "sha256", "mean", "std", "low", "high",
     "classes", "ignore_fraction", "ignore_index", "value",
 }  # fmt: skip
+
+
+#: recipes up to this many elements are made, and their sha256 checked, when the file loads;
+#: larger ones when a run first needs them (a mismatch is then an ``error`` result)
+FINGERPRINT_AT_LOAD = 2**20
 
 
 class _Fail(Exception):
@@ -34,10 +40,14 @@ def _array(value: object, field: str, *, finite: bool = False) -> np.ndarray | d
     """A literal nested list as int64 (all integers) or float64 array, or a checked recipe."""
     if isinstance(value, dict):
         return _recipe(value, field)
-    try:
-        obj = np.array(value, dtype=object)
-    except ValueError:
-        raise _Fail(field, "ragged nested list: rows have different lengths") from None
+    _check_rectangular(value, field)
+    obj = np.array(value, dtype=object)
+    bound = limits.current().max_array_elements
+    if limits.exceeds(obj.size, bound):
+        raise _Fail(
+            field,
+            f"{obj.size:,} elements, above {limits.describe('max_array_elements', bound)}",
+        )
     kinds = {type(v) for v in obj.flat}
     if bool in kinds:
         raise _Fail(field, "booleans are not numbers (write 0/1 or 0.0/1.0)")
@@ -56,6 +66,28 @@ def _array(value: object, field: str, *, finite: bool = False) -> np.ndarray | d
     return out
 
 
+def _check_rectangular(value: object, field: str) -> None:
+    """Refuse ragged nested lists, naming the first row whose length differs (breadth first)."""
+    level: list[tuple[str, object]] = [("", value)]
+    while level and isinstance(level[0][1], list):
+        lists = [(where, v) for where, v in level if isinstance(v, list)]
+        if len(lists) != len(level):
+            where, v = next((w, v) for w, v in level if not isinstance(v, list))
+            raise _Fail(f"{field}{where}", f"{v!r} where a list is due: ragged nested list")
+        first_where, first = lists[0]
+        for where, v in lists:
+            if len(v) != len(first):
+                raise _Fail(
+                    f"{field}{where}",
+                    f"ragged nested list: {len(v)} items here, {len(first)} in "
+                    f"{field}{first_where or ''}; every row must have the same length",
+                )
+        level = [(f"{where}[{i}]", item) for where, v in lists for i, item in enumerate(v)]
+    if any(isinstance(v, list) for _, v in level):
+        where, v = next((w, v) for w, v in level if isinstance(v, list))
+        raise _Fail(f"{field}{where}", "a list where a number is due: ragged nested list")
+
+
 def _recipe(spec: dict, field: str) -> dict:
     unknown = set(spec) - _RECIPE_KEYS
     if unknown:
@@ -67,10 +99,27 @@ def _recipe(spec: dict, field: str) -> dict:
     shape = spec.get("shape")
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise _Fail(field, f"shape={shape!r} must be a list of non-negative integers")
-    if math.prod(shape) > MAX_ELEMENTS:
+    bound = limits.current().max_array_elements
+    if limits.exceeds(math.prod(shape), bound):
         raise _Fail(
-            field, f"shape={shape} has {math.prod(shape)} elements, above the limit {MAX_ELEMENTS}"
+            field,
+            f"shape={shape} has {math.prod(shape):,} elements, above "
+            f"{limits.describe('max_array_elements', bound)}",
         )
+    sha = spec.get("sha256")
+    if sha is not None and not (
+        isinstance(sha, str) and len(sha) == 16 and all(c in "0123456789abcdef" for c in sha)
+    ):
+        raise _Fail(
+            f"{field}.sha256",
+            f"{sha!r} must be 16 lowercase hex digits in quotes ('python -m harness regen' "
+            "writes it)",
+        )
+    if sha is not None and not limits.exceeds(math.prod(shape), FINGERPRINT_AT_LOAD):
+        try:
+            materialize(spec, None)
+        except FingerprintMismatch as e:
+            raise _Fail(f"{field}.sha256", str(e)) from None
     if spec["generate"] == "labels" and not isinstance(spec.get("classes"), int):
         raise _Fail(field, "a 'labels' recipe needs an integer 'classes'")
     return dict(spec)
@@ -102,7 +151,8 @@ def build_case(path: Path, raw: dict, defaults: dict, *, require_expected: bool 
     try:
         return _build(path, name, merged, raw, require_expected)
     except _Fail as f:
-        line = getattr(raw, "key_lines", {}).get(f.field.split(".")[0], getattr(raw, "line", None))
+        key = f.field.split(".")[0].split("[")[0]
+        line = getattr(raw, "key_lines", {}).get(key, getattr(raw, "line", None))
         raise CaseFileError(path, f.message, case=name, field=f.field, line=line) from None
 
 
