@@ -160,6 +160,14 @@ def render(c: Comparison, old_name: str = "baseline") -> str:
 
     headers = ["case", "adapter", "dtype", "was", "now", "ulp was", "ulp now", "message"]
     parts = []
+    if c.added and c.removed and not (c.newly_failing or c.newly_passing or c.growth or c.changed):
+        old_adapters = sorted({k[1] for k in c.removed})
+        new_adapters = sorted({k[1] for k in c.added})
+        if set(old_adapters).isdisjoint(new_adapters):
+            parts.append(
+                f"warning: no result in common with {old_name}: it has adapters "
+                f"{', '.join(old_adapters)}, this run {', '.join(new_adapters)}"
+            )
     for title, changes in (
         ("Newly failing", c.newly_failing),
         (f"Error growth beyond {c.factor:g}x (ulp)", c.growth),
