@@ -96,9 +96,8 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
             denominator = wy.sum()
 
         if inputs.reduction == "none":
-            loss = per_pos.reshape(t.shape if not prob else t.shape[:1] + t.shape[2:])
-            if x.ndim == 1:
-                loss = loss.reshape(())
+            # one loss per position: (N, d1, ..., dK), or () for unbatched input
+            loss = per_pos.reshape(() if x.ndim == 1 else (x.shape[0], *x.shape[2:]))
             u = (
                 np.ones(n_pos)
                 if inputs.grad_output is None
