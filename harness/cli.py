@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("harness.baseline", "compare two JSON reports: newly failing, error growth"),
     "history": ("harness.history", "table (and plot) of reports across framework versions"),
     "expectations": ("harness.expectations", "'update FILE': write expectations from a run"),
+    "fuzz": ("harness.fuzz", "search for failing calls, shrink them, write them as cases"),
 }
 
 EPILOG = """\
