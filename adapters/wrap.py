@@ -128,8 +128,11 @@ class FunctionAdapter(Adapter):
         if declared:
             sources.append(f"{', '.join(sorted(declared))} declared by {by}")
         if inferred - declared:
-            signature = f"{self.name}{inspect.signature(fn)}"
-            sources.append(f"{', '.join(sorted(inferred - declared))} inferred from {signature}")
+            signature = f"{fn.__name__}{inspect.signature(fn)}"
+            sources.append(
+                f"{', '.join(sorted(inferred - declared))} inferred from the signature "
+                f"{signature} at {self.location}"
+            )
         extra = self._framework_unsupported() - declared
         if extra:
             sources.append(f"{', '.join(sorted(extra))}: {self._framework_note()}")
