@@ -342,7 +342,10 @@ def _covered(entries: list[Entry], doc: dict) -> set[int]:
 def _lines_used(entries: list[Entry], doc: dict) -> set[int]:
     adapters = {a["name"]: a for a in doc["adapters"]}
     used = set()
+    conforming = {s.value for s in CONFORMING}
     for r in doc["results"]:
+        if r["status"] in conforming:
+            continue  # an entry that covers only conforming results is stale
         res = _result_view(r)
         for e in entries:
             if e.matches(res, adapters.get(r["adapter"], {})):

@@ -1,0 +1,186 @@
+"""The CI gate: --expectations, --baseline, diff, expectations update, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from report_fixtures import CASES, SLIGHTLY_OFF, WRONG_MEAN
+
+from harness.expectations import parse_version_range, version_in_range, version_key
+
+
+@pytest.fixture
+def cases(write):
+    return write("small.yaml", CASES)
+
+
+@pytest.fixture
+def baseline(cli, cases, tmp_path):
+    """A report of the correct numpy adapter on the small cases."""
+    out = tmp_path / "baseline.json"
+    r = cli("--cases", str(cases), "--report", str(out))
+    assert r.returncode == 0, r.output
+    return out
+
+
+EXPECT_WRONG_MEAN = """
+expectations:
+  - id: small/weighted            # a prefix
+    adapter: numpy
+    version: ">=1.20"
+    dtype: [float64, float32]
+    outcomes: [fail]
+    reason: "divides the weighted mean by N (known bug #12)"
+"""
+
+
+def test_expected_failures_do_not_fail_the_gate(cli, cases, write, tmp_path):
+    wrong = write("wrong.py", WRONG_MEAN)
+    exp = write("exp.yaml", EXPECT_WRONG_MEAN)
+    xml = tmp_path / "out.xml"
+    r = cli("--cases", str(cases), "--adapter", str(wrong), "--expectations", str(exp), "-v",
+            "--report", str(xml))  # fmt: skip
+    assert r.returncode == 0, r.output
+    assert "Expected non-conformities (2" in r.stdout and "known bug #12" in r.stdout
+    assert "gate: PASS" in r.stdout
+    assert xml.read_text().count('type="expected"') == 2
+    # without the file the same run fails
+    assert cli("--cases", str(cases), "--adapter", str(wrong)).returncode == 1
+
+
+def test_expectation_conditions_must_all_hold(cli, cases, write):
+    wrong = write("wrong.py", WRONG_MEAN)
+    for condition in ('version: "<1.0"', "dtype: float16", "adapter: torch", "device: cuda*"):
+        text = EXPECT_WRONG_MEAN.replace('version: ">=1.20"', condition)
+        exp = write("exp.yaml", text.replace("    dtype: [float64, float32]\n", ""))
+        r = cli("--cases", str(cases), "--adapter", str(wrong), "--expectations", str(exp))
+        assert r.returncode == 1, (condition, r.output)
+        assert "matched no result" in r.stderr, condition
+
+
+def test_unexpected_pass_and_unused_entry_are_reported(cli, cases, write):
+    exp = write(
+        "exp.yaml",
+        """
+        expectations:
+          - id: "small/plain_*"
+            outcomes: [fail]
+            link: https://example.org/issues/1
+          - id: small/no_such_case
+            outcomes: [error]
+            reason: stale
+        """,
+    )
+    r = cli("--cases", str(cases), "--expectations", str(exp))
+    assert r.returncode == 0, r.output  # unexpected passes are reported, not fatal
+    assert "Unexpected passes (2)" in r.stdout
+    assert f"expectation {exp}:5 (id 'small/no_such_case') matched no result" in r.stderr
+
+
+def test_wrong_outcome_for_a_matched_entry_still_fails(cli, cases, write):
+    wrong = write("wrong.py", WRONG_MEAN)
+    exp = write("exp.yaml", EXPECT_WRONG_MEAN.replace("outcomes: [fail]", "outcomes: [error]"))
+    r = cli("--cases", str(cases), "--adapter", str(wrong), "--expectations", str(exp))
+    assert r.returncode == 1
+    assert "Matched an expectation but with another outcome" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("  - id: a/\n    outcome: [fail]\n    reason: x\n", "unknown field 'outcome'; did you mean 'outcomes'?"),
+        ("  - id: a/\n    outcomes: [fail]\n", "needs a 'reason' or a 'link'"),
+        ("  - id: a/\n    outcomes: [flaky]\n    reason: x\n", "field 'outcomes'=['flaky'] has 'flaky'"),
+        ("  - id: a/\n    outcomes: [fail]\n    reason: x\n    version: 'about 2'\n", "field 'version'='about 2' is not a version range"),
+        ("  - id: a/\n    outcomes: [fail]\n    reason: x\n    dtype: float8\n", "field 'dtype'='float8'"),
+        ("  - outcomes: [fail]\n    reason: x\n", "field 'id'=None must be a case id prefix"),
+    ],
+)  # fmt: skip
+def test_invalid_expectations_file_exits_2_naming_file_line_field(cli, cases, write, body, message):
+    exp = write("exp.yaml", "expectations:\n" + body)
+    r = cli("--cases", str(cases), "--expectations", str(exp))
+    assert r.returncode == 2, r.output
+    assert f"expectations {exp}:2: entry 1" in r.stderr
+    assert message in r.stderr
+    assert "Traceback" not in r.output
+
+
+def test_version_ranges():
+    assert version_key("2.14.1+cpu") > version_key("2.13.0") > version_key("2.13.0rc1")
+    assert version_key("0.4.30") > version_key("0.4.4")
+    rng = parse_version_range(">=2.13,<2.15")
+    assert version_in_range("2.14.1", rng) and not version_in_range("2.15.0", rng)
+    assert version_in_range("2.13", [("==", "2.13.0")])
+    assert version_in_range("2.13.5", [("~=", "2.13")]) and not version_in_range(
+        "3.0", [("~=", "2.13")]
+    )
+
+
+def test_baseline_new_failure_fails_and_diff_agrees(cli, cases, write, baseline, tmp_path):
+    wrong = write("wrong.py", WRONG_MEAN)  # named "numpy": the same adapter, regressed
+    out = tmp_path / "new.json"
+    r = cli("--cases", str(cases), "--adapter", str(wrong), "--baseline", str(baseline),
+            "--report", str(out))  # fmt: skip
+    assert r.returncode == 1
+    assert "Newly failing vs" in r.stdout and "small/weighted_mean" in r.stdout
+    assert "-> REGRESSION" in r.stdout
+    doc = json.loads(out.read_text())
+    assert doc["gate"]["baseline"]["newly_failing"] == [
+        ["small/weighted_mean", "numpy", "float64"], ["small/weighted_mean", "numpy", "float32"]
+    ]  # fmt: skip
+    d = cli("diff", str(baseline), str(out))
+    assert d.returncode == 1 and "2 newly failing" in d.stdout
+    back = cli("diff", str(out), str(baseline))
+    assert back.returncode == 0 and "2 newly passing" in back.stdout
+
+
+def test_baseline_passes_when_nothing_regressed(cli, cases, baseline):
+    r = cli("--cases", str(cases), "--baseline", str(baseline))
+    assert r.returncode == 0, r.output
+    assert "0 newly failing, 0 error growth" in r.stdout and "gate: PASS" in r.stdout
+
+
+def test_error_growth_beyond_the_factor_fails(cli, cases, write, baseline):
+    off = write("off.py", SLIGHTLY_OFF)
+    r = cli("--cases", str(cases), "--adapter", str(off), "--baseline", str(baseline))
+    assert r.returncode == 1, r.output  # every result still passes its tolerance...
+    assert "0 of" not in r.stdout and "Error growth beyond 2x" in r.stdout  # ...but grew
+    relaxed = cli("--cases", str(cases), "--adapter", str(off), "--baseline", str(baseline),
+                  "--growth-factor", "100")  # fmt: skip
+    assert relaxed.returncode == 0, relaxed.output
+
+
+def test_changed_case_is_reported_not_compared(cli, cases, write, baseline):
+    cases.write_text(cases.read_text().replace("the unweighted mean", "the plain mean"))
+    off = write("off.py", SLIGHTLY_OFF)
+    r = cli("--cases", str(cases), "--adapter", str(off), "--baseline", str(baseline),
+            "-k", "plain")  # fmt: skip
+    assert r.returncode == 0, r.output
+    assert "Changed cases (content hash differs, not compared): small/plain_mean" in r.stdout
+
+
+def test_bad_baseline_or_factor_is_a_usage_error(cli, cases, write):
+    bad = write("bad.json", "{not json")
+    r = cli("--cases", str(cases), "--baseline", str(bad))
+    assert r.returncode == 2 and f"report {bad}: not JSON" in r.stderr
+    r = cli("--cases", str(cases), "--baseline", str(bad.parent / "missing.json"))
+    assert r.returncode == 2 and "cannot read" in r.stderr
+    r = cli("--cases", str(cases), "--growth-factor", "0.5", "--baseline", str(bad))
+    assert r.returncode == 2
+
+
+def test_expectations_update_writes_entries_that_make_the_gate_pass(cli, cases, write, tmp_path):
+    wrong = write("wrong.py", WRONG_MEAN)
+    exp = tmp_path / "exp.yaml"
+    r = cli("expectations", "update", str(exp), "--cases", str(cases), "--adapter", str(wrong))
+    assert r.returncode == 0, r.output
+    assert "0 entries kept, 1 added" in r.stderr
+    assert "id: small/weighted_mean" in exp.read_text() and "TODO" in exp.read_text()
+    assert (
+        cli("--cases", str(cases), "--adapter", str(wrong), "--expectations", str(exp)).returncode
+        == 0
+    )
+    # once fixed, update drops the entry that matches nothing any more
+    r = cli("expectations", "update", str(exp), "--cases", str(cases))
+    assert "0 entries kept, 0 added, 1 unused removed" in r.stderr
