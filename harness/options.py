@@ -63,7 +63,41 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "with --baseline: error growth (in ulp) that counts as a regression (default 2)",
         {"type": float, "metavar": "X"},
     ),
+    Option(
+        "keep-going", "keep_going",
+        "report invalid case files as errors and run every valid case (exit 2 at the end) "
+        "instead of stopping before the run",
+        {"action": "store_true"},
+    ),
+    Option(
+        "timeout", "timeout",
+        "report 'timeout' for a call running longer than SECONDS; without --isolate the call "
+        "is abandoned in a thread, not killed (see harness/watchdog.py)",
+        {"type": lambda text: _positive_seconds(text), "metavar": "SECONDS"},
+    ),
+    Option(
+        "isolate", "isolate",
+        "run each adapter in worker processes: a crash (segfault, abort, exit) costs one "
+        "result, reported 'crash'; the worker is restarted (see harness/isolate.py)",
+        {"action": "store_true"},
+    ),
+    Option(
+        "memory-limit", "memory_limit",
+        "with --isolate: address-space limit per worker, e.g. 4G, 512M, or 'none' "
+        "(default 8G; use 'none' for GPU adapters)",
+        {"metavar": "SIZE"},
+    ),
 )  # fmt: skip
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 seconds")
+    return value
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

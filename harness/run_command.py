@@ -6,12 +6,12 @@ import argparse
 import importlib.util
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tabulate import tabulate
 
-from harness.cli import EXIT_OK, parse_paths
+from harness.cli import EXIT_OK, EXIT_USAGE, parse_paths
 from harness.errors import UsageError
 from harness.loader import load_paths
 from harness.select import select
@@ -94,14 +94,22 @@ class Plan:
     cases: list
     adapters: list
     report_paths: list[Path]
+    specs: list[str] = field(default_factory=list)  # the --adapter SPECs, as adapters
+    load_errors: list = field(default_factory=list)  # invalid case files (--keep-going)
+    results: list = field(default_factory=list)  # filled by execute() as results arrive
 
 
 def prepare(args: argparse.Namespace) -> Plan | None:
     """Check report paths, load and select cases, load adapters (None: --list was printed)."""
     report_paths = check_report_paths(args.reports)
     check_gate_files(args)
-    loaded = load_paths(parse_paths(args.cases))
+    keep_going = getattr(args, "keep_going", False)
+    loaded = load_paths(parse_paths(args.cases), keep_going=keep_going)
+    for err in loaded.errors:  # --keep-going: reported now, in the reports, and by exit 2
+        print(f"lossconf: error: {err}", file=sys.stderr)
     cases = select(loaded.cases, args.keywords, args.dtypes)
+    if not cases and loaded.errors:
+        raise loaded.errors[0]
     if not cases:
         terms = " ".join(f"-k {k!r}" for k in args.keywords or ()) or "(no filter)"
         raise UsageError(f"no case selected from {len(loaded.cases)} loaded cases by {terms}")
@@ -115,7 +123,7 @@ def prepare(args: argparse.Namespace) -> Plan | None:
     names = [a.name for a in adapters]
     if len(set(names)) != len(names):
         raise UsageError(f"two adapters share a name: {names}; give each a distinct name")
-    return Plan(cases, adapters, report_paths)
+    return Plan(cases, adapters, report_paths, specs=specs, load_errors=loaded.errors)
 
 
 def execute(plan: Plan, args: argparse.Namespace) -> list:
@@ -125,17 +133,53 @@ def execute(plan: Plan, args: argparse.Namespace) -> list:
 
     total = sum(len(c.dtypes) for c in plan.cases) * len(plan.adapters)
     bar = Progress(total, enabled=None if not getattr(args, "quiet", False) else False)
+    pool = _isolation_pool(plan, args)
     try:
-        return list(run(plan.cases, plan.adapters, on_result=lambda r: bar.update(r.case_id)))
+        for r in run(
+            plan.cases,
+            plan.adapters,
+            on_result=lambda r: bar.update(r.case_id),
+            timeout=getattr(args, "timeout", None),
+            call=None if pool is None else pool.run_one,
+        ):
+            plan.results.append(r)  # kept as they come: an interrupt keeps them
+        return plan.results
     finally:
         bar.close()
+        if pool is not None:
+            pool.close()
 
 
-def finish(plan: Plan, results: list, args: argparse.Namespace) -> int:
-    """Print the terminal report, write report files, return the exit code."""
+def _isolation_pool(plan: Plan, args: argparse.Namespace):
+    """With --isolate, the started worker pool (harness.isolate); else None."""
+    if not getattr(args, "isolate", False):
+        if getattr(args, "memory_limit", None) is not None:
+            raise UsageError("--memory-limit applies to worker processes: add --isolate")
+        return None
+    from harness.isolate import IsolatedPool, IsolationSettings, parse_memory_limit
+
+    settings = IsolationSettings(memory_limit=parse_memory_limit(args.memory_limit))
+    pool = IsolatedPool(plan.specs, plan.adapters, settings)
+    pool.start()
+    return pool
+
+
+def finish(
+    plan: Plan, results: list, args: argparse.Namespace, *, interrupted: int | None = None
+) -> int:
+    """Print the terminal report, write report files, return the exit code.
+
+    ``interrupted``: the exit code of a run stopped by a signal (harness.interrupt); the
+    reports then say ``complete: false``.
+    """
     from harness import gate, report_terminal
 
     outcome, doc = gate.evaluate(plan, results, args)
+    doc["complete"] = interrupted is None
+    doc["load_errors"] = [
+        {"file": e.path, "line": e.line, "case": e.case, "field": e.field, "message": e.detail}
+        for e in plan.load_errors
+    ]
     versions = {a.name: a.version() for a in plan.adapters}
     if not args.quiet:
         print(report_terminal.render(results, versions, verbose=args.verbose))
@@ -150,6 +194,21 @@ def finish(plan: Plan, results: list, args: argparse.Namespace) -> int:
     for path in plan.report_paths:
         importlib.import_module(REPORT_FORMATS[path.suffix]).write(path, doc)
         print(f"wrote {path}", file=sys.stderr)
+    if interrupted is not None:
+        total = sum(len(c.dtypes) for c in plan.cases) * len(plan.adapters)
+        print(
+            f"lossconf: interrupted after {len(results)} of {total} results; "
+            "the reports are marked incomplete",
+            file=sys.stderr,
+        )
+        return interrupted
+    if plan.load_errors:
+        print(
+            f"lossconf: error: {len(plan.load_errors)} invalid case file(s), listed above; "
+            "their cases did not run",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     return outcome.exit_code
 
 
@@ -157,5 +216,11 @@ def run_command(args: argparse.Namespace) -> int:
     plan = prepare(args)
     if plan is None:
         return EXIT_OK
-    results = execute(plan, args)
-    return finish(plan, results, args)
+    from harness import interrupt
+
+    try:
+        with interrupt.signals_stop_the_run():
+            execute(plan, args)
+    except KeyboardInterrupt as e:
+        return finish(plan, plan.results, args, interrupted=interrupt.exit_code(e))
+    return finish(plan, plan.results, args)

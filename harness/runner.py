@@ -15,7 +15,9 @@ from adapters import Adapter, CallInputs, Output, Unsupported
 from harness.case import ERROR_KINDS, Case
 from harness.compare import compare
 from harness.dtypes import carrier, is_exact
+from harness.generate import FingerprintMismatch
 from harness.results import Result, Status
+from harness.watchdog import CallTimedOut
 
 
 class BadOutput(Exception):
@@ -61,7 +63,52 @@ def _unsupported_by_declaration(case: Case, adapter: Adapter, dtype: str) -> lis
     return sorted(needed & adapter.unsupported)
 
 
-def run_one(case: Case, adapter: Adapter, dtype: str) -> Result:
+def _snapshot(inputs: CallInputs) -> dict[str, np.ndarray]:
+    """Copies of the input arrays, to find in-place writes after the call (a copy and a
+    bitwise comparison cost less than two checksums: about 6 ms for 2M float32 values)."""
+    arrays = {
+        "logits": inputs.logits,
+        "target": inputs.target,
+        "weight": inputs.weight,
+        "grad_output": inputs.grad_output,
+    }
+    return {k: v.copy() for k, v in arrays.items() if isinstance(v, np.ndarray)}
+
+
+def _mutations(inputs: CallInputs, before: dict[str, np.ndarray]) -> str:
+    """'' when the inputs are bitwise unchanged, else a message naming each changed array."""
+    changed = []
+    for name, old in before.items():
+        new = getattr(inputs, name)
+        if new.shape != old.shape or new.dtype != old.dtype:
+            changed.append(f"{name!r} (now shape {new.shape}, dtype {new.dtype})")
+            continue
+        bits = f"u{old.itemsize}"
+        n = int(np.count_nonzero(old.reshape(-1).view(bits) != new.reshape(-1).view(bits)))
+        if n:
+            changed.append(f"{name!r} ({n} of {old.size} elements)")
+    if not changed:
+        return ""
+    return (
+        f"modified its input {', '.join(changed)} in place: an implementation must not "
+        "write to its inputs (copy them first)"
+    )
+
+
+def _call(adapter: Adapter, inputs: CallInputs, timeout: float | None) -> object:
+    if timeout is None:
+        return adapter.run(inputs)
+    from harness.watchdog import call_with_timeout
+
+    return call_with_timeout(lambda: adapter.run(inputs), timeout)
+
+
+def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None) -> Result:
+    """One call of ``adapter`` on ``case`` in ``dtype``, checked; never raises for the adapter.
+
+    ``timeout`` (seconds): stop waiting and report ``timeout`` (see ``harness.watchdog``).
+    Inputs written to by the adapter make the result ``error``, whatever it returned.
+    """
     result = Result(
         case_id=case.id,
         adapter=adapter.name,
@@ -69,25 +116,54 @@ def run_one(case: Case, adapter: Adapter, dtype: str) -> Result:
         status=Status.PASS,
         case_hash=case.content_hash,
         tags=case.tags,
-        features=tuple(sorted(case.features())),
     )
-    lacking = _unsupported_by_declaration(case, adapter, dtype)
+    try:
+        result.features = tuple(sorted(case.features()))
+        lacking = _unsupported_by_declaration(case, adapter, dtype)
+        want_grad = "grad" not in adapter.unsupported
+        inputs = case.inputs(dtype, want_grad=want_grad)
+    except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
+        result.status = Status.ERROR
+        result.message = f"the case's inputs cannot be made: {e}"
+        return result
     if lacking:
         result.status = Status.UNSUPPORTED
         result.message = f"needs {', '.join(lacking)} ({adapter.unsupported_source})"
         return result
-    want_grad = "grad" not in adapter.unsupported
     if not want_grad and case.expect_error is None:
         result.notes.append("loss only: the adapter gives no gradient")
-    inputs = case.inputs(dtype, want_grad=want_grad)
+    before = _snapshot(inputs)
+    _call_and_check(case, adapter, dtype, inputs, timeout, result)
+    if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
+        mutated = _mutations(inputs, before)
+        if mutated:
+            was = f"{result.status.value}: {result.message}" if result.message else "pass"
+            result.message = f"{mutated} (otherwise: {was})"
+            result.status = Status.ERROR
+    return result
+
+
+def _call_and_check(
+    case: Case,
+    adapter: Adapter,
+    dtype: str,
+    inputs: CallInputs,
+    timeout: float | None,
+    result: Result,
+) -> None:
     start = time.perf_counter()
     try:
-        output = adapter.run(inputs)
+        output = _call(adapter, inputs, timeout)
+    except CallTimedOut as e:
+        result.seconds = time.perf_counter() - start
+        result.status = Status.TIMEOUT
+        result.message = f"--timeout {timeout:g}: {e} (abandoned in its thread, not killed)"
+        return
     except (Unsupported, NotImplementedError) as e:
         result.seconds = time.perf_counter() - start
         result.status = Status.UNSUPPORTED
         result.message = f"raised by the adapter: {type(e).__name__}: {e}".rstrip(": ")
-        return result
+        return
     except Exception as e:
         result.seconds = time.perf_counter() - start
         if case.expect_error is not None:
@@ -96,7 +172,7 @@ def run_one(case: Case, adapter: Adapter, dtype: str) -> Result:
         else:
             result.status = Status.ERROR
             result.message = f"raised {type(e).__name__}: {e}"
-        return result
+        return
     result.seconds = time.perf_counter() - start
     if case.expect_error is not None:
         result.status = Status.MISSING_ERROR
@@ -105,9 +181,8 @@ def run_one(case: Case, adapter: Adapter, dtype: str) -> Result:
             f"returned {_safe_repr(got)} instead of raising: expected an error for "
             f"{case.expect_error} ({ERROR_KINDS[case.expect_error]})"
         )
-        return result
+        return
     _check_values(case, dtype, inputs, output, result)
-    return result
 
 
 def _safe_repr(value: object) -> str:
@@ -160,12 +235,19 @@ def run(
     adapters: list[Adapter],
     *,
     on_result: Callable[[Result], None] | None = None,
+    timeout: float | None = None,
+    call: Callable[..., Result] | None = None,
 ) -> Iterator[Result]:
-    """Yield results case by case; adapters in the given order, dtypes in the case's order."""
+    """Yield results case by case; adapters in the given order, dtypes in the case's order.
+
+    ``call(case, adapter, dtype, timeout=...)`` runs one (default ``run_one``; ``--isolate``
+    passes ``harness.isolate.IsolatedPool.run_one``).
+    """
+    call = call or run_one
     for case in cases:
         for adapter in adapters:
             for dtype in case.dtypes:
-                r = run_one(case, adapter, dtype)
+                r = call(case, adapter, dtype, timeout=timeout)
                 if on_result is not None:
                     on_result(r)
                 yield r

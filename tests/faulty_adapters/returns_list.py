@@ -1,0 +1,18 @@
+"""Returns the loss as a Python list.
+
+Correct (NumPy reference) except on a reduction='sum' call, where the loss is a list.
+Used by tests/test_faulty_adapters.py with tests/faulty_adapters/cases.yaml.
+"""
+
+from adapters import CallInputs, Output
+from adapters.numpy_ref import NumpyAdapter
+
+
+class ReturnsList(NumpyAdapter):
+    name = "returns-list"
+
+    def run(self, inputs: CallInputs) -> Output:
+        if inputs.reduction == "sum":
+            out = super().run(inputs)
+            return Output([float(out.loss)], out.grad)
+        return super().run(inputs)
