@@ -217,8 +217,11 @@ def _schema_error(path: Path, doc: object, err) -> CaseFileError:
             if isinstance(target, LineDict):
                 line = target.key_lines.get(name, line)
         message = "; ".join(parts) + f"; allowed fields: {', '.join(allowed)}"
+        field_name = ".".join(filter(None, [field_name, extra[0]]))
     elif err.validator == "required":
-        message = f"missing required field: {err.message.split(' is a required')[0]}"
+        missing = err.message.split(" is a required")[0]
+        message = f"missing required field: {missing}"
+        field_name = ".".join(filter(None, [field_name, missing.strip("'")]))
     elif err.validator in ("type", "enum", "const", "oneOf", "pattern", "minimum", "minItems"):
         shown = err.instance
         if err.validator == "oneOf" and err.context:  # name the bad item, not the whole list

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,14 @@ def check_report_paths(paths: list[str] | None) -> list[Path]:
             raise UsageError(f"--report {text}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
             raise UsageError(f"--report {text}: not writable")
+        if path.is_dir():
+            raise UsageError(f"--report {text}: is a folder; name a file in it")
+        try:  # os.access says yes to root, and knows nothing of read-only mounts: try it
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise UsageError(f"--report {text}: cannot write in {folder}: {e.strerror}") from None
         out.append(path)
     return out
 
