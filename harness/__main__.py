@@ -2,4 +2,5 @@ import sys
 
 from harness.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a --jobs worker (spawn) imports the main module
+    sys.exit(main())

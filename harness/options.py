@@ -87,7 +87,26 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "(default 8G; use 'none' for GPU adapters)",
         {"metavar": "SIZE"},
     ),
+    Option(
+        "jobs", "jobs",
+        "run cases in N worker processes (0: one per CPU); results keep the serial order "
+        "(see harness/parallel.py)",
+        {"type": lambda text: _job_count(text), "metavar": "N"},
+        short="-j",
+    ),
 )  # fmt: skip
+
+
+def _job_count(text: str) -> int:
+    import os
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of workers") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 (0: one per CPU)")
+    return value or os.cpu_count() or 1
 
 
 def _positive_seconds(text: str) -> float:

@@ -26,7 +26,7 @@ from harness.options import RUN_OPTIONS
 
 PREFIX = "lossconf-"
 #: options the plugin does not honour (pytest has its own reports)
-CLI_ONLY = frozenset({"report", "baseline", "growth-factor"})
+CLI_ONLY = frozenset({"report", "baseline", "growth-factor", "jobs"})  # jobs: use xdist -n
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -142,6 +142,19 @@ def execute(plan: Plan, args: argparse.Namespace) -> list:
 
     total = sum(len(c.dtypes) for c in plan.cases) * len(plan.adapters)
     bar = Progress(total, enabled=None if not getattr(args, "quiet", False) else False)
+    jobs = getattr(args, "jobs", None) or 1
+    if jobs > 1 and len(plan.cases) > 1:
+        from harness.parallel import run_parallel
+
+        def keep(r) -> None:
+            plan.results.append(r)
+            bar.update(r.case_id)
+
+        try:
+            run_parallel(plan, args, jobs, on_result=keep)  # workers call execute() serially
+            return plan.results
+        finally:
+            bar.close()
     pool = _isolation_pool(plan, args)
     try:
         for r in run(
