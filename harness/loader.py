@@ -271,6 +271,17 @@ class LoadResult:
 
 
 def load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
+    from harness import load_cache
+
+    key, cases = load_cache.get(path, require_expected)
+    if cases is None:
+        cases = _load_file(path, require_expected=require_expected)
+        if key is not None:
+            load_cache.put(key, cases)
+    return cases
+
+
+def _load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
     from harness.validation import build_case
 
     doc = read_yaml(path)

@@ -28,8 +28,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import mpmath
 import numpy as np
+
+mpmath = None  # imported by the first exact computation: starting the CLI does not pay for it
 
 PRECISION_BITS = 200
 # Above this many logits the mpmath oracle (about 10 us per element) gives way
@@ -98,8 +99,14 @@ def cross_entropy(problem: Problem, *, want_grad: bool = True) -> OracleResult:
         from harness.oracle_stream import cross_entropy_streaming
 
         return cross_entropy_streaming(problem, want_grad=want_grad)
+    _import_mpmath()
     with mpmath.workprec(PRECISION_BITS):
         return _exact(problem, want_grad)
+
+
+def _import_mpmath() -> None:
+    global mpmath
+    import mpmath
 
 
 def _mpf_row(values: np.ndarray) -> list:
