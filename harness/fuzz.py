@@ -224,9 +224,8 @@ def case_yaml(name: str, why: str, fields: dict, tags: list[str]) -> str:
     for key in _FIELD_ORDER:
         if key in fields:
             value = fields[key]
-            text = format_array(np.asarray(value)) if key in ("logits", "weight") else None
-            if text is None or isinstance(value, dict):
-                text = _flow(value)
+            literal_floats = key in ("logits", "weight") and not isinstance(value, dict)
+            text = format_array(np.asarray(value)) if literal_floats else _flow(value)
             lines.append(f"    {key}: {text}")
     lines.append(f"    tags: {_flow(tags)}")
     lines.append("    " + render_expected(compute(case), 4))
