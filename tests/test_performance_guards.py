@@ -1,0 +1,295 @@
+"""Guards for the performance work (none of them timed): lazy imports, the disk caches,
+the streaming oracle against the exact one, its memory bound, and ``--jobs``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from harness import expected_cache, load_cache, loader, oracle_stream
+from harness.oracle import Problem, cross_entropy
+from harness.oracle_stream import cross_entropy_streaming
+from tests.conftest import REPO
+
+FRAMEWORKS = ("torch", "jax", "jaxlib", "optax")
+
+SMALL_SUITE = """\
+defaults:
+  dtype: [float64, float32]
+cases:
+  - name: big_oracle
+    why: "expected values computed by the oracle at run time (streaming: 300 x 700 logits)"
+    logits: {generate: normal, shape: [300, 700], seed: 1, std: 3.0}
+    target: {generate: labels, shape: [300], seed: 2, classes: 700, ignore_fraction: 0.2}
+    label_smoothing: 0.1
+    expected: oracle
+  - name: small_oracle
+    why: "expected values from the exact oracle at run time"
+    logits: [[0.5, -1.25, 2.0], [1.0, 0.0, -0.5]]
+    target: [2, 0]
+    expected: oracle
+  - name: literal
+    why: "a case with written expected values"
+    logits: [[0.25, -1.0, 2.0], [1.5, 0.0, -0.5]]
+    target: [2, 1]
+    reduction: sum
+    expected:
+      loss: 2.0081211815135798
+      grad: [[0.14202311267846235, 0.040690303047394745, -0.18271341572585711], [0.7361247243125939, -0.8357483723749122, 0.09962364806231833]]
+"""
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(folder))
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    return folder
+
+
+def _modules_after(code: str, env: dict) -> list[str]:
+    """Run ``code`` in a fresh interpreter; return the watched modules it left imported."""
+    watch = (*FRAMEWORKS, "jsonschema", "mpmath")
+    script = f"{code}\nimport sys\nprint(sorted(m for m in {watch!r} if m in sys.modules))"
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1].replace("'", '"'))
+
+
+LIST_CODE = """
+import contextlib, io
+from harness.cli import build_parser, main
+from harness.loader import load_paths
+build_parser()
+assert len(load_paths().cases) > 0
+with contextlib.redirect_stdout(io.StringIO()):
+    assert main(['--list']) == 0
+"""
+
+
+def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mpmath(tmp_path):
+    import os
+
+    env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    cold = _modules_after(LIST_CODE, env)
+    assert not set(cold) & set(FRAMEWORKS), cold
+    assert "jsonschema" in cold  # the first load validates every file
+    warm = _modules_after(LIST_CODE, env)
+    assert warm == [], f"a warm --list imported {warm}"
+
+
+def test_help_imports_no_framework(tmp_path):
+    import os
+
+    code = (
+        "import contextlib, io\nfrom harness.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try: main(['--help'])\n    except SystemExit: pass"
+    )
+    env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    assert _modules_after(code, env) == []
+
+
+def test_load_cache_serves_the_second_load_without_parsing(write, cache_dir, monkeypatch):
+    path = write("suite.yaml", SMALL_SUITE)
+    first = loader.load_paths([path]).cases
+    assert list((cache_dir / "cases").glob("*.pickle"))
+
+    def refuse(*a, **k):
+        raise AssertionError("the file was parsed again")
+
+    monkeypatch.setattr(loader, "_load_file", refuse)
+    second = loader.load_paths([path]).cases
+    assert [c.id for c in second] == [c.id for c in first]
+    assert [c.content_hash for c in second] == [c.content_hash for c in first]
+    np.testing.assert_array_equal(second[0].logits, first[0].logits)
+    np.testing.assert_array_equal(
+        second[2].expected["float32"].grad, first[2].expected["float32"].grad
+    )
+    assert second[0].line == first[0].line
+
+
+def test_load_cache_never_serves_an_edited_file(write, cache_dir):
+    path = write("suite.yaml", SMALL_SUITE)
+    loader.load_paths([path])
+    path.write_text(SMALL_SUITE.replace("reduction: sum", "reduction: none"))
+    with pytest.raises(Exception, match="expected"):  # sum's scalar loss no longer fits 'none'
+        loader.load_paths([path])
+
+
+def test_load_cache_is_skipped_when_disabled(write, monkeypatch, tmp_path):
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", "off")
+    assert load_cache.get(write("suite.yaml", SMALL_SUITE), True) == (None, None)
+
+
+def test_expected_values_come_from_disk_on_a_second_run(write, cache_dir):
+    path = write("suite.yaml", SMALL_SUITE)
+    case = loader.load_paths([path]).cases[0]
+    before = dict(expected_cache.stats)
+    first = expected_cache.oracle_expected(case, "float32")
+    assert expected_cache.stats["computed"] == before["computed"] + 1
+    stored = expected_cache.cache_path(case, "float32")
+    assert stored.is_file()
+    expected_cache._memory.clear()
+    second = expected_cache.oracle_expected(case, "float32")
+    assert expected_cache.stats["disk_hits"] == before["disk_hits"] + 1
+    assert expected_cache.stats["computed"] == before["computed"] + 1
+    np.testing.assert_array_equal(second.grad, first.grad)
+    assert float(second.loss) == float(first.loss)
+
+
+def test_cli_second_run_reads_the_disk_cache(write, cli, tmp_path):
+    """Tamper with the cached loss: a second run that reads the cache must then fail."""
+    path = write("suite.yaml", SMALL_SUITE)
+    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    first = cli("--cases", str(path), "-k", "small_oracle", "-q", env=env)
+    assert first.returncode == 0, first.output
+    entries = sorted((tmp_path / "cache").glob("*-float64-*.npz"))
+    assert len(entries) == 1
+    with np.load(entries[0]) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays["loss"] = arrays["loss"] + 1.0
+    np.savez(entries[0], **arrays)
+    second = cli("--cases", str(path), "-k", "small_oracle", "-q", env=env)
+    assert second.returncode == 1, second.output
+    assert "1 not conforming" in second.output
+
+
+def _problem(rng, shape, *, prob, weight, reduction, eps, ignore, special):
+    x = rng.normal(0, 3, shape)
+    if special == "neginf":
+        x.flat[rng.integers(x.size)] = -np.inf
+    elif special == "nan":
+        x.flat[rng.integers(x.size)] = np.nan
+    elif special == "peaked":
+        x[0, 0] = 60.0  # a row whose target dominates: the log1p and s' paths
+    c = shape[0] if len(shape) == 1 else shape[1]
+    if prob:
+        t = rng.uniform(0, 1, shape)
+        ii = -100
+    else:
+        tshape = () if len(shape) == 1 else (shape[0], *shape[2:])
+        t = rng.integers(0, c, tshape)
+        if special == "peaked":
+            t[0] = 0
+        ii = int(t.flat[0]) if ignore and t.size > 1 else -100
+    w = rng.uniform(0.1, 2, c) if weight else None
+    go = None
+    if reduction == "none" and not prob and len(shape) > 1:
+        go = rng.normal(size=t.shape)
+    return Problem(x, t, prob, weight=w, reduction=reduction, ignore_index=ii,
+                   label_smoothing=eps, grad_output=go)  # fmt: skip
+
+
+GRID = [
+    (shape, prob, weight, reduction, eps, ignore, special)
+    for shape, prob, weight, reduction, eps, ignore, special in [
+        ((6, 7), False, False, "mean", 0.0, False, None),
+        ((6, 7), False, True, "mean", 0.0, True, "peaked"),
+        ((6, 7), False, True, "sum", 0.2, True, "neginf"),
+        ((5,), False, False, "none", 0.0, False, None),
+        ((3, 4, 2), False, True, "none", 0.1, True, "nan"),
+        ((4, 50), True, True, "mean", 0.0, False, None),
+        ((2, 3, 2, 2), True, False, "none", 0.3, False, "neginf"),
+        ((8, 40), False, True, "mean", 1.0, True, "nan"),
+        ((40, 60), True, True, "sum", 0.05, False, None),
+        ((30, 80), False, True, "mean", 0.1, True, "peaked"),
+    ]
+]
+
+
+@pytest.mark.parametrize("seed", range(len(GRID)), ids=lambda i: f"{GRID[i][0]}-{GRID[i][3]}-{i}")
+def test_streaming_agrees_with_exact(seed):
+    shape, prob, weight, reduction, eps, ignore, special = GRID[seed]
+    rng = np.random.default_rng(seed)
+    p = _problem(rng, shape, prob=prob, weight=weight, reduction=reduction, eps=eps,
+                 ignore=ignore, special=special)  # fmt: skip
+    exact, stream = cross_entropy(p), cross_entropy_streaming(p)
+    for want, got in ((exact.loss, stream.loss), (exact.grad, stream.grad)):
+        assert got.shape == want.shape and got.dtype == np.float64
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        # the README's bound: (log2 C + 8) float64 ulps, relative to the terms that cancel
+        np.testing.assert_allclose(got, want, rtol=2e-14, atol=1e-16)
+
+
+def test_streaming_target_gradient_keeps_its_digits_when_the_target_dominates():
+    x = np.array([[40.0, 0.0, -1.0, 0.5]])  # p_target = 1 - 4e-18: 1 - p is all cancellation
+    p = Problem(x, np.array([0]), False, reduction="sum")
+    exact, stream = cross_entropy(p), cross_entropy_streaming(p)
+    np.testing.assert_allclose(stream.grad, exact.grad, rtol=1e-14)
+    np.testing.assert_allclose(stream.loss, exact.loss, rtol=1e-14)
+
+
+def test_streaming_is_independent_of_chunking_and_of_the_carrier_dtype(monkeypatch):
+    rng = np.random.default_rng(5)
+    x32 = rng.normal(0, 4, (37, 300)).astype(np.float32)
+    t = rng.integers(0, 300, 37)
+    w = rng.uniform(0.5, 2, 300)
+    kw = dict(weight=w, label_smoothing=0.1)
+    whole = cross_entropy_streaming(Problem(x32.astype(np.float64), t, False, **kw))
+    monkeypatch.setattr(oracle_stream, "CHUNK_BYTES", 3 * 300 * 8)  # 3 rows per chunk
+    chunked = cross_entropy_streaming(Problem(x32, t, False, **kw))
+    np.testing.assert_array_equal(chunked.grad, whole.grad)
+    assert float(chunked.loss) == float(whole.loss)
+
+
+def test_streaming_memory_is_the_gradient_plus_a_few_chunks(monkeypatch):
+    monkeypatch.setattr(oracle_stream, "CHUNK_BYTES", 2**20)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((256, 4096), dtype=np.float32)  # 4 MiB
+    t = rng.integers(0, 4096, 256)
+    p = Problem(x, t, False, weight=rng.uniform(0.5, 2, 4096), label_smoothing=0.1)
+    tracemalloc.start()
+    try:
+        result = cross_entropy_streaming(p, grad_dtype=np.float32)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.grad.dtype == np.float32
+    # the float32 gradient (4 MiB) plus a few 1 MiB chunk buffers: no whole-array float64 copy
+    assert peak < x.nbytes + 5 * 2**20, peak
+    loss_only_peak = _peak(lambda: cross_entropy_streaming(p, want_grad=False))
+    assert loss_only_peak < 5 * 2**20, loss_only_peak
+
+
+def _peak(fn) -> int:
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_jobs_gives_the_serial_results_in_the_serial_order(write, cli, tmp_path):
+    path = write("suite.yaml", SMALL_SUITE)
+    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    serial = cli("--cases", str(path), "--report", str(tmp_path / "s.json"), "-q", env=env)
+    parallel = cli(
+        "--cases", str(path), "--jobs", "2", "--report", str(tmp_path / "p.json"), "-q", env=env
+    )
+    assert serial.returncode == parallel.returncode == 0, parallel.output
+
+    def rows(name):
+        doc = json.loads((tmp_path / name).read_text())
+        return [(r["case_id"], r["adapter"], r["dtype"], r["status"]) for r in doc["results"]]
+
+    assert rows("p.json") == rows("s.json")
+    assert len(rows("s.json")) == 6
+
+
+def test_jobs_rejects_a_negative_count(cli):
+    r = cli("--jobs", "-1")
+    assert r.returncode == 2
+    assert "--jobs" in r.output and "must be >= 0" in r.output
