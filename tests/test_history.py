@@ -1,0 +1,67 @@
+"""``python -m harness history``: runs ordered by version, regressions marked, plot written."""
+
+from __future__ import annotations
+
+import json
+
+from harness import history
+
+
+def _report(path, version: str, statuses: dict[str, str], ulp: float = 1.0, adapter="torch"):
+    """A minimal JSON report of ``adapter`` wrapping torch ``version``."""
+    results = []
+    for case_id, status in statuses.items():
+        errors = {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": ulp}
+        results.append({
+            "case_id": case_id, "case_hash": "h-" + case_id, "adapter": adapter,
+            "dtype": "float32", "status": status, "message": "",
+            "loss_errors": errors, "grad_errors": errors,
+            "features": ["weight"] if "weight" in case_id else [], "tags": [],
+        })  # fmt: skip
+    doc = {
+        "schema_version": 1,
+        "environment": {"python": "3.11", "numpy": "2.4"},
+        "adapters": [{"name": adapter, "wraps": f"torch {version}", "library": "torch",
+                      "version": version, "device": "cpu"}],
+        "suite": {"cases": {}},
+        "results": results,
+    }  # fmt: skip
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
+    folder = tmp_path / "history"
+    folder.mkdir()
+    ok = {"w/weight_mean": "pass", "w/plain": "pass"}
+    # file names sort the other way round: 2.14.1 < 2.9.0 as text
+    _report(folder / "a.json", "2.14.1", {"w/weight_mean": "fail", "w/plain": "pass"})
+    _report(folder / "b.json", "2.9.0", ok)
+    _report(folder / "c.json", "2.13.0+cpu", ok, ulp=8.0)
+    r = cli("history", str(folder), "--plot", str(tmp_path / "h.png"))
+    assert r.returncode == 1, r.output  # a regression is marked
+    table = r.stdout.split("\n\n")[0]
+    rows = [line for line in table.splitlines() if line.startswith("torch ")]
+    assert [row.split()[1] for row in rows] == ["2.9.0", "2.13.0+cpu", "2.14.1"]
+    # 2.13: worst error grew 1 -> 8 ulp (beyond 2x); 2.14.1: weights 0/1 conform
+    assert "1/1 8u !" in rows[1] and "0/1 8u !" not in rows[1]
+    assert "0/1 1u !" in rows[2]
+    assert "torch 2.13.0+cpu  torch 2.14.1  w/weight_mean  float32  pass   fail" in r.stdout
+    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_no_regression_exits_0_and_says_so(tmp_path):
+    a = _report(tmp_path / "a.json", "2.13.0", {"x/plain": "pass"})
+    b = _report(tmp_path / "b.json", "2.14.1", {"x/plain": "pass"})
+    runs = history.load_runs([a, b])
+    text = history.render(runs)
+    assert "No case changed status" in text and "!" not in text.split("\n", 2)[2]
+    assert history.main([str(a), str(b)]) == 0
+
+
+def test_bad_input_is_a_usage_error(cli, tmp_path):
+    r = cli("history", str(tmp_path))
+    assert r.returncode == 2 and "no *.json report" in r.stderr
+    (tmp_path / "x.json").write_text('{"results": []}')
+    r = cli("history", str(tmp_path / "x.json"))
+    assert r.returncode == 2 and "not a lossconf JSON report" in r.stderr
