@@ -216,11 +216,18 @@ def test_streaming_agrees_with_exact(seed):
     p = _problem(rng, shape, prob=prob, weight=weight, reduction=reduction, eps=eps,
                  ignore=ignore, special=special)  # fmt: skip
     exact, stream = cross_entropy(p), cross_entropy_streaming(p)
+    c = shape[0] if len(shape) == 1 else shape[1]
+    bound = (np.log2(c) + 8) * 2.0**-53  # harness/oracle_stream.py's stated relative bound
     for want, got in ((exact.loss, stream.loss), (exact.grad, stream.grad)):
         assert got.shape == want.shape and got.dtype == np.float64
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
-        # the README's bound: (log2 C + 8) float64 ulps, relative to the terms that cancel
-        np.testing.assert_allclose(got, want, rtol=2e-14, atol=1e-16)
+        finite = np.isfinite(want)
+        np.testing.assert_array_equal(
+            got[~finite & ~np.isnan(want)], want[~finite & ~np.isnan(want)]
+        )
+        # cancelling terms (smoothing, probabilities) are at most the row's largest entry
+        scale = np.max(np.abs(want[finite]), initial=0.0)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=bound, atol=bound * scale)
 
 
 def test_streaming_target_gradient_keeps_its_digits_when_the_target_dominates():
