@@ -4,7 +4,7 @@ Envelope (``schema_version`` 1)::
 
     {schema_version, harness_version, timestamp, complete,
      environment: {python, numpy, platform},
-     adapters: [{name, wraps, device}],
+     adapters: [{name, wraps, device, ..., seconds, peak_rss_bytes}],  # time in calls, peak RSS
      suite: {cases: {case_id: content_hash}},
      summary: {status: count},
      results: [Result.to_dict(), ...]}
@@ -41,10 +41,21 @@ def build(
             "numpy": np.__version__,
             "platform": platform.platform(),
         },
-        "adapters": adapters,
+        "adapters": [_with_totals(a, results) for a in adapters],
         "suite": {"cases": {c.id: c.content_hash for c in cases}},
         "summary": dict(sorted(Counter(r.status.value for r in results).items())),
         "results": [r.to_dict() for r in results],
+    }
+
+
+def _with_totals(adapter: dict, results: list[Result]) -> dict:
+    """Add the adapter's wall time in calls (s) and peak resident memory (bytes) over its calls."""
+    mine = [r for r in results if r.adapter == adapter.get("name")]
+    peaks = [r.peak_rss_bytes for r in mine if r.peak_rss_bytes is not None]
+    return {
+        **adapter,
+        "seconds": sum(r.seconds for r in mine),
+        "peak_rss_bytes": max(peaks) if peaks else None,
     }
 
 

@@ -37,6 +37,7 @@ class Result:
     loss_errors: Errors | None = None
     grad_errors: Errors | None = None
     seconds: float = 0.0
+    peak_rss_bytes: int | None = None  # peak resident memory of the process during the call
     tags: tuple[str, ...] = ()
     features: tuple[str, ...] = ()
     expected_loss: object = None  # a short form for reports
@@ -58,6 +59,7 @@ class Result:
             "loss_errors": None if self.loss_errors is None else self.loss_errors.to_dict(),
             "grad_errors": None if self.grad_errors is None else self.grad_errors.to_dict(),
             "seconds": self.seconds,
+            "peak_rss_bytes": self.peak_rss_bytes,
             "tags": list(self.tags),
             "features": list(self.features),
             "expected_loss": self.expected_loss,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from adapters import Adapter, CallInputs, Output, Unsupported
+from harness import peak_memory
 from harness.case import ERROR_KINDS, Case
 from harness.compare import compare
 from harness.dtypes import carrier, is_exact
@@ -151,6 +152,7 @@ def _call_and_check(
     timeout: float | None,
     result: Result,
 ) -> None:
+    peak_memory.reset()
     start = time.perf_counter()
     try:
         output = _call(adapter, inputs, timeout)
@@ -173,6 +175,8 @@ def _call_and_check(
             result.status = Status.ERROR
             result.message = f"raised {type(e).__name__}: {e}"
         return
+    finally:
+        result.peak_rss_bytes = peak_memory.peak_bytes()
     result.seconds = time.perf_counter() - start
     if case.expect_error is not None:
         result.status = Status.MISSING_ERROR

@@ -300,3 +300,36 @@ def test_jobs_rejects_a_negative_count(cli):
     r = cli("--jobs", "-1")
     assert r.returncode == 2
     assert "--jobs" in r.output and "must be >= 0" in r.output
+
+
+HOG = """
+import numpy as np
+from adapters import Adapter, Output
+from adapters.numpy_ref import NumpyAdapter
+
+
+class Hog(Adapter):
+    name = "hog"
+
+    def run(self, inputs):
+        scratch = np.ones(12_500_000)  # 100 MB, touched, then freed
+        del scratch
+        return NumpyAdapter().run(inputs)
+"""
+
+
+def test_json_report_has_time_and_peak_memory_per_adapter(write, cli, tmp_path):
+    path = write("suite.yaml", SMALL_SUITE)
+    hog = write("hog.py", HOG)
+    out = tmp_path / "r.json"
+    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    r = cli("--cases", str(path), "-k", "literal", "--adapter", "numpy", "--adapter", str(hog),
+            "--report", str(out), "-q", env=env)  # fmt: skip
+    assert r.returncode == 0, r.output
+    doc = json.loads(out.read_text())
+    adapters = {a["name"]: a for a in doc["adapters"]}
+    for a in adapters.values():
+        assert a["seconds"] > 0
+    assert adapters["hog"]["peak_rss_bytes"] > adapters["numpy"]["peak_rss_bytes"] + 80e6
+    hog_results = [x for x in doc["results"] if x["adapter"] == "hog"]
+    assert max(x["peak_rss_bytes"] for x in hog_results) == adapters["hog"]["peak_rss_bytes"]
