@@ -204,8 +204,9 @@ def summed_loss_bound(
     with np.errstate(over="ignore"):  # float64 spreads past 1.8e308 are inf: rejected
         spread = np.where(hi >= lo, hi - lo, 0.0)
     w_max = max(weight) if weight else 1.0
-    terms = w_max * (spread + math.log(c) + 1.0) * (c if wide_target else 1)
-    return float(np.sum(terms))
+    with np.errstate(over="ignore"):
+        terms = w_max * (spread + math.log(c) + 1.0) * (c if wide_target else 1)
+        return float(np.sum(terms))
 
 
 def _reductions(space: Space) -> list[str]:

@@ -141,7 +141,7 @@ def _compare_outcomes(
 
 
 def shift_invariance(adapter: Adapter, case: Case, dtype: str) -> Violation | None:
-    """Add a constant, exact in the dtype, to the logits of the position with the largest |x|."""
+    """Add the largest constant that keeps it exact to the logits of the position with the largest |x|."""
     inputs, base = _base(adapter, case, dtype)
     rows = _rows(inputs.logits.astype(np.float64))
     if rows.size == 0:
@@ -151,7 +151,8 @@ def shift_invariance(adapter: Adapter, case: Case, dtype: str) -> Violation | No
     row = rows[p]
     top = float(np.max(np.abs(row[np.isfinite(row)]), initial=1.0))
     exponents = range(-3, min(int(np.floor(np.log2(max(top, 1.0)))) + 5, 1024))
-    for shift in [s * 2.0**e for e in exponents for s in (1.0, -1.0)]:
+    # the largest exact constant first: it stresses the row most (overflow without a max shift)
+    for shift in [s * 2.0**e for e in reversed(exponents) for s in (1.0, -1.0)]:
         with np.errstate(over="ignore", invalid="ignore"):
             moved = row + shift
         same_kind = np.all(np.isfinite(moved) == np.isfinite(row))
@@ -162,11 +163,14 @@ def shift_invariance(adapter: Adapter, case: Case, dtype: str) -> Violation | No
         raise NotApplicable("no constant keeps this row exact in the dtype")
     rows[p] = moved
     shifted = replace(inputs, logits=cast(_unrows(rows, inputs.logits), dtype))
-    variants = {"original": inputs, f"shifted_by_{shift:g}": shifted}
+    variants = {"original": inputs, "shifted": shifted}
     other = _variant(adapter, "shift_invariance", shifted, variants)
-    return _compare_outcomes(
+    found = _compare_outcomes(
         "shift_invariance", base, other, dtype, case.tolerance(dtype), variants
     )
+    if found is not None:
+        found.message += f"; {shift!r} added to the logits of position {p}"
+    return found
 
 
 def class_permutation(adapter: Adapter, case: Case, dtype: str) -> Violation | None:
@@ -194,13 +198,16 @@ def class_permutation(adapter: Adapter, case: Case, dtype: str) -> Violation | N
         target=new_t,
         weight=None if inputs.weight is None else np.roll(inputs.weight, -k),
     )
-    variants = {"original": inputs, f"classes_rolled_by_{k}": rolled}
+    variants = {"original": inputs, "classes_rolled": rolled}
     other = _variant(adapter, "class_permutation", rolled, variants)
     if other.grad is not None:
         other = Outcome(other.loss, np.roll(other.grad, k, axis=axis))
-    return _compare_outcomes(
+    found = _compare_outcomes(
         "class_permutation", base, other, dtype, case.tolerance(dtype), variants
     )
+    if found is not None:
+        found.message += f"; classes rolled by {k}"
+    return found
 
 
 def _denominator(inputs: CallInputs) -> float:
