@@ -162,7 +162,7 @@ def inputs(spec: Spec, rng: np.random.Generator) -> dict:
         w[rng.choice(c, size=max(1, c // 3), replace=False)] = 0.0
         if not spec.probability:
             # keep the weighted mean's denominator away from 0 (that edge has hand-written cases)
-            kept = [y for y in np.ravel(case["target"]) if 0 <= y < c]
+            kept = [y for y in np.ravel(case["target"]) if 0 <= y < c and y != ii]
             if kept and not w[kept].any():
                 w[kept[0]] = 1.0
         case["weight"] = w.tolist()
