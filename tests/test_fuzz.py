@@ -73,7 +73,7 @@ def test_same_seed_same_case(tmp_path):
         out = tmp_path / f"run{i}.yaml"
         r = run_cli(
             "fuzz", "--adapter", NO_MAX_SHIFT, "--property", "shift_invariance",
-            "--examples", "60", "--seed", "3", "--out", str(out),
+            "--examples", "40", "--seed", "3", "--out", str(out),
         )  # fmt: skip
         assert r.returncode == 1, r.output
         texts.append(out.read_text())
@@ -81,7 +81,7 @@ def test_same_seed_same_case(tmp_path):
 
 
 def test_numpy_reference_passes_every_property():
-    r = run_cli("fuzz", "--adapter", "numpy", "--examples", "60", "--seed", "1")
+    r = run_cli("fuzz", "--adapter", "numpy", "--examples", "40", "--seed", "1")
     assert r.returncode == 0, r.output
     assert "no failure found" in r.stdout
     for name in ["oracle", *PROPERTIES]:
