@@ -20,6 +20,7 @@ EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE = 0, 1, 2
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("harness.cmd_validate", "check case files without running them"),
     "regen": ("harness.regen", "write the oracle's expected values into case files"),
+    "coverage": ("harness.coverage", "which parameter values and pairs the cases cover"),
     "diff": ("harness.baseline", "compare two JSON reports: newly failing, error growth"),
     "history": ("harness.history", "table (and plot) of reports across framework versions"),
     "expectations": ("harness.expectations", "'update FILE': write expectations from a run"),
