@@ -70,6 +70,7 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
     lp = _log_softmax(rows)
     n_pos = rows.shape[0]
 
+    parts = None  # (nll, smooth) per position, for smoothing with class indices
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if prob:
             y = np.moveaxis(t.reshape(1, c) if t.ndim == 1 else t, 1, -1).reshape(-1, c)
@@ -91,6 +92,7 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
             a[idx, safe] = wy
             if eps:
                 smooth = np.where(keep, -(w * lp).sum(axis=1), 0.0)
+                parts = (per_pos, smooth)
                 per_pos = (1 - eps) * per_pos + eps / c * smooth
                 a = (1 - eps) * a + (eps / c) * w * keep[:, None]
             denominator = wy.sum()
@@ -104,10 +106,10 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
                 else np.asarray(inputs.grad_output, dtype=np.float64).reshape(-1)
             )
         elif inputs.reduction == "sum":
-            loss = np.array(per_pos.sum())
+            loss = np.array(_mixed(per_pos, 1.0, parts, eps, c))
             u = np.ones(n_pos)
         else:
-            loss = np.array(per_pos.sum() / denominator)
+            loss = np.array(_mixed(per_pos, denominator, parts, eps, c))
             u = np.full(n_pos, 1.0 / denominator if denominator != 0 else np.inf)
 
         grad = None
@@ -124,6 +126,15 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
                 moved = (x.shape[0], *x.shape[2:], c)
                 grad = np.moveaxis(gr.reshape(moved), -1, 1)
     return loss, grad
+
+
+def _mixed(per_pos, denominator, parts, eps: float, c: int) -> float:
+    """A reduced loss; with smoothing on class indices the NLL and smoothing sums are
+    divided separately, then mixed, as PyTorch does (0/0 and x/0 differ)."""
+    if parts is not None:
+        nll, smooth = parts
+        return (1 - eps) * (nll.sum() / denominator) + eps / c * (smooth.sum() / denominator)
+    return per_pos.sum() / denominator
 
 
 def _at_target(g: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ Non-finite values follow PyTorch's IEEE arithmetic, which the suite conforms to:
 - without label smoothing only the target's log-probability enters the loss;
 - ignored positions contribute exactly 0 to the loss and to the upstream gradient,
   yet a NaN row still gives NaN gradients (``0 * nan``), as in PyTorch;
-- a ``mean`` over zero total weight divides by zero (0/0 = NaN).
+- a ``mean`` over zero total weight divides by zero (0/0 = NaN); with label
+  smoothing the NLL and smoothing sums are divided separately, then mixed.
 
 Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
 (N,) or (N, d1, ..., dK); probability target the shape of logits; weight (C,).
@@ -145,6 +146,9 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
     upstream = p.upstream()
 
     per_pos = []  # loss of each position
+    # index targets with smoothing: the NLL and smoothing terms of each position,
+    # reduced separately and then mixed, as PyTorch does (it matters for 0/0)
+    nll_pos, smooth_pos = [], []
     coeffs = []  # dLoss_n / dl_{n,c} before the reduction factor, or None if ignored
     logp = []
     denominator = mpmath.mpf(0)
@@ -163,6 +167,8 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
         label = int(t[n])
         if label == p.ignore_index:
             per_pos.append(mpmath.mpf(0))
+            nll_pos.append(mpmath.mpf(0))
+            smooth_pos.append(mpmath.mpf(0))
             coeffs.append(None)
             continue
         wy = w[label]
@@ -172,6 +178,8 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
         a[label] = wy
         if p.label_smoothing != 0:
             smooth = -mpmath.fsum(w[j] * lrow[j] for j in range(c))
+            nll_pos.append(loss)
+            smooth_pos.append(smooth)
             loss = (1 - eps) * loss + eps / c * smooth
             a = [(1 - eps) * a[j] + eps / c * w[j] for j in range(c)]
         per_pos.append(loss)
@@ -185,12 +193,16 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
             else [mpmath.mpf(1)] * n_pos
         )
     else:
-        total = mpmath.fsum(per_pos) if per_pos else mpmath.mpf(0)
-        if p.reduction == "mean":
-            total = _divide(total, denominator)
-            factor = _divide(mpmath.mpf(1), denominator)
+
+        def reduce(values: list):
+            total = mpmath.fsum(values) if values else mpmath.mpf(0)
+            return _divide(total, denominator) if p.reduction == "mean" else total
+
+        if p.label_smoothing != 0 and not p.probability_target:
+            total = (1 - eps) * reduce(nll_pos) + eps / c * reduce(smooth_pos)
         else:
-            factor = mpmath.mpf(1)
+            total = reduce(per_pos)
+        factor = _divide(mpmath.mpf(1), denominator) if p.reduction == "mean" else mpmath.mpf(1)
         loss_out = np.array(float(total), dtype=np.float64)
         scale = [factor] * n_pos
 

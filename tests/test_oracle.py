@@ -140,3 +140,10 @@ def test_streaming_oracle_agrees_with_exact():
         a, b = cross_entropy(p), cross_entropy_streaming(p)
         np.testing.assert_allclose(b.loss, a.loss, rtol=1e-15)
         np.testing.assert_allclose(b.grad, a.grad, rtol=1e-13, atol=1e-17)
+
+
+def test_smoothing_with_zero_total_weight_reduces_terms_separately():
+    # PyTorch: (1 - eps) * (0 / 0) + eps / C * (s / 0) = nan, not the inf of (sum / 0)
+    x = np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
+    p = Problem(x, np.array([0, 0]), False, weight=np.array([0.0, 1.0, 1.0]), label_smoothing=0.25)
+    assert math.isnan(float(cross_entropy(p).loss))
