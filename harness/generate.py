@@ -9,7 +9,7 @@ A case field may hold a mapping instead of a nested list::
 Recipes use NumPy's PCG64 generator (``numpy.random.default_rng(seed)``).
 ``sha256`` (first 16 hex digits of the sha256 of the float64 / int64 bytes) is
 checked every time the array is made, so a change in NumPy's random streams can
-never silently change a case; ``python -m harness regen`` fills it in.
+never silently change a case; ``python -m harness regen`` fills in ``sha256: FILL``.
 """
 
 from __future__ import annotations

@@ -2,13 +2,15 @@
 
 Only the ``expected:`` entry of each case is rewritten (or added at the end of
 the case); comments and the rest of the file stay as they are. Cases with
-``expected: oracle`` or ``expect_error`` are left alone. ``--check`` writes
+``expected: oracle`` or ``expect_error`` are left alone. A one-line recipe
+with ``sha256: FILL`` gets the fingerprint of the array it makes. ``--check`` writes
 nothing and exits 1 when a file's values differ from what the oracle computes now.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -98,8 +100,33 @@ def stored_differs(case: Case, values: dict) -> bool:
     return False
 
 
+_FILL = re.compile(r"\{generate:[^{}]*sha256: FILL[^{}]*\}")
+
+
+def fill_fingerprints(path: Path) -> int:
+    """Replace ``sha256: FILL`` in each one-line recipe of ``path``; returns how many were filled."""
+    from harness.generate import build, fingerprint
+
+    text = path.read_text(encoding="utf-8")
+    count = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal count
+        spec = yaml.safe_load(match.group(0).replace("sha256: FILL", "sha256: null"))
+        spec.pop("sha256")
+        count += 1
+        return match.group(0).replace("sha256: FILL", f'sha256: "{fingerprint(build(spec))}"')
+
+    new = _FILL.sub(replace, text)
+    if count:
+        path.write_text(new, encoding="utf-8")
+    return count
+
+
 def regen_file(path: Path, *, check: bool) -> list[str]:
     """Rewrite (or with ``check`` only compare) one file; returns the ids that changed."""
+    if not check:
+        fill_fingerprints(path)
     cases = {c.name: c for c in load_file(path, require_expected=False)}
     text = path.read_text(encoding="utf-8")
     root = yaml.compose(text, Loader=_SafeBase)

@@ -215,3 +215,19 @@ def test_console_script_and_module_agree():
         pytest.skip("lossconf script not on PATH (package not installed)")
     r = subprocess.run([str(exe), "-q", "-k", "seed"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
+
+
+def test_regen_fills_recipe_fingerprints(cli, write):
+    path = write(
+        "gen.yaml",
+        """
+        cases:
+          - name: gen
+            why: a recipe whose fingerprint regen fills in
+            logits: {generate: normal, shape: [2, 7], seed: 3, sha256: FILL}
+            target: [1, 2]
+        """,
+    )
+    assert cli("regen", str(path)).returncode == 0
+    assert 'sha256: "c736ff78d017532b"' in path.read_text()
+    assert cli("--cases", str(path)).returncode == 0

@@ -20,13 +20,14 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
+
+from harness.regen import fill_fingerprints
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "cases" / "generated"
@@ -240,29 +241,6 @@ def write_grid(out: Path = OUT) -> list[Path]:
     return written
 
 
-_RECIPE = re.compile(r"\{generate:[^{}]*sha256: FILL[^{}]*\}")
-
-
-def fill_fingerprints(path: Path) -> int:
-    """Replace ``sha256: FILL`` in each one-line recipe of ``path``; returns how many were filled."""
-    from harness.generate import build, fingerprint
-
-    text = path.read_text(encoding="utf-8")
-    count = 0
-
-    def replace(match: re.Match) -> str:
-        nonlocal count
-        spec = yaml.safe_load(match.group(0).replace("sha256: FILL", "sha256: null"))
-        spec.pop("sha256")
-        count += 1
-        return match.group(0).replace("sha256: FILL", f"sha256: {fingerprint(build(spec))}")
-
-    new = _RECIPE.sub(replace, text)
-    if count:
-        path.write_text(new, encoding="utf-8")
-    return count
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -274,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.fingerprints:
         for name in args.fingerprints:
-            n = fill_fingerprints(Path(name))
+            n = fill_fingerprints(Path(name))  # also done by 'python -m harness regen'
             print(f"{name}: {n} fingerprints filled", file=sys.stderr)
         return 0
     write_grid()
