@@ -8,11 +8,12 @@ units in the last place (ulp) of the case dtype.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.dtypes import ulp
+from harness.dtypes import scalar_ulp, ulp
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,46 @@ def _index(shape: tuple[int, ...], flat: int) -> str:
     return "[" + ", ".join(str(i) for i in np.unravel_index(flat, shape)) + "]"
 
 
+#: elements per block of the fast path: its temporaries stay in cache and off the page-fault path
+BLOCK = 8192
+
+
+def _all_finite_and_within(
+    g: np.ndarray, e: np.ndarray, dtype: str, rtol: float, atol: float
+) -> Errors | None:
+    """The errors when every pair is finite and within tolerance (the common case), else None."""
+    max_abs = max_rel = max_ulp = 0.0
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for lo in range(0, e.size, BLOCK):
+            gb, eb = g[lo : lo + BLOCK], e[lo : lo + BLOCK]
+            d = np.abs(gb - eb)
+            if not np.isfinite(d).all():  # a non-finite value (or an overflowing difference)
+                return None
+            abs_e = np.abs(eb)
+            if not (d <= atol + rtol * abs_e).all():
+                return None
+            rel = np.divide(d, abs_e, out=np.zeros_like(d), where=d > 0)
+            max_abs = max(max_abs, float(d.max()))
+            max_rel = max(max_rel, float(rel.max()))
+            max_ulp = max(max_ulp, float((d / ulp(eb, dtype)).max()))
+    return Errors(max_abs, max_rel, max_ulp)
+
+
 def compare(
     got: np.ndarray, expected: np.ndarray, dtype: str, rtol: float, atol: float, what: str
 ) -> Comparison:
     """Compare float64 arrays of equal shape; ``what`` names them in the message ('loss', 'grad')."""
     g = np.asarray(got, dtype=np.float64).reshape(-1)
     e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    if e.size == 1:  # a reduced loss: Python floats cost less than a dozen NumPy calls
+        gv, ev = float(g[0]), float(e[0])
+        d = abs(gv - ev)
+        if math.isfinite(d) and d <= atol + rtol * abs(ev):
+            rel = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
+            return Comparison(True, Errors(d, rel, d / scalar_ulp(ev, dtype)), None)
+    errors = _all_finite_and_within(g, e, dtype, rtol, atol)
+    if errors is not None:
+        return Comparison(True, errors, None)
     e_nan, g_nan = np.isnan(e), np.isnan(g)
     e_fin, g_fin = np.isfinite(e), np.isfinite(g)
     special_ok = np.where(e_nan, g_nan, np.where(e_fin, g_fin, g == e))

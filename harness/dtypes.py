@@ -8,6 +8,7 @@ here bit-exactly (round to nearest, ties to even), so no extra package is needed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,12 +75,26 @@ def is_exact(values: np.ndarray, dtype: str) -> bool:
     return bool(np.all(same))
 
 
+def scalar_ulp(value: float, dtype: str) -> float:
+    """``ulp`` of one float, without NumPy (the same value)."""
+    fmt = FORMATS[dtype]
+    a = abs(value)
+    exponent = math.frexp(a)[1] - 1 if math.isfinite(a) and a > 0 else fmt.min_exponent
+    return math.ldexp(1.0, max(exponent, fmt.min_exponent) - fmt.mantissa_bits)
+
+
 def ulp(values: np.ndarray, dtype: str) -> np.ndarray:
     """Spacing of ``dtype`` at each float64 value (the gap to the next number up in magnitude)."""
     fmt = FORMATS[dtype]
-    a = np.abs(np.asarray(values, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        exponent = np.floor(np.log2(np.where(a > 0, a, 1.0)))
-    exponent = np.where(np.isfinite(exponent) & (a > 0), exponent, fmt.min_exponent)
-    exponent = np.maximum(exponent, fmt.min_exponent)
-    return np.ldexp(1.0, (exponent - fmt.mantissa_bits).astype(np.int64))
+    values = np.asarray(values, dtype=np.float64)
+    a = np.abs(values.reshape(-1))
+    # floor(log2|v|) read from the exponent bits (exact, unlike rounding log2); zero,
+    # subnormal and non-finite values get the format's smallest normal exponent
+    k = (a.view(np.int64) >> 52) - 1023
+    k[k == 1024] = fmt.min_exponent
+    np.maximum(k, fmt.min_exponent, out=k)
+    k -= fmt.mantissa_bits
+    # normal powers of two are built from their bits; subnormal ones (float64) by ldexp
+    normal = k.min(initial=0) >= -1022
+    out = ((k + 1023) << 52).view(np.float64) if normal else np.ldexp(1.0, k)
+    return out.reshape(values.shape)

@@ -59,8 +59,10 @@ def to_array(value: object, what: str, dtype: str, shape: tuple[int, ...]) -> np
     return arr.astype(np.float64)
 
 
-def _unsupported_by_declaration(case: Case, adapter: Adapter, dtype: str) -> list[str]:
-    needed = (case.features() - {"grad"}) | {dtype}
+def _unsupported_by_declaration(
+    case: Case, adapter: Adapter, dtype: str, features: frozenset[str] | None = None
+) -> list[str]:
+    needed = ((case.features() if features is None else features) - {"grad"}) | {dtype}
     return sorted(needed & adapter.unsupported)
 
 
@@ -119,8 +121,9 @@ def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None =
         tags=case.tags,
     )
     try:
-        result.features = tuple(sorted(case.features()))
-        lacking = _unsupported_by_declaration(case, adapter, dtype)
+        features = case.features()
+        result.features = tuple(sorted(features))
+        lacking = _unsupported_by_declaration(case, adapter, dtype, features)
         want_grad = "grad" not in adapter.unsupported
         inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)

@@ -1,0 +1,107 @@
+"""Target 3: the harness's cost per call, against a bare loop over the same calls.
+
+    python benchmarks/bench_overhead.py --adapter numpy
+    python benchmarks/bench_overhead.py --adapter torch
+
+Harness: ``harness.runner.run`` over the whole built-in suite (cases already
+loaded, expected values already computed: both are measured by other scripts),
+i.e. per call the fresh inputs, the input-mutation check, the adapter, the
+output checks, the tolerance comparison with ulp statistics and the Result.
+Baseline: the same calls on arrays prepared beforehand, each output compared
+with ``np.abs(got - want) <= atol + rtol * np.abs(want)`` (a call that raises is
+caught). Calls the adapter declares unsupported are skipped by both. Both are
+timed ``--repeat`` times, interleaved, in process CPU time (the machine is
+shared, so wall time is noisy); the best of each is reported. Prints one markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def prepared_calls(cases, adapter):
+    """(inputs, expected, tolerance, expect_error) for every call the harness makes."""
+    from harness.runner import _unsupported_by_declaration
+
+    calls = []
+    want_grad = "grad" not in adapter.unsupported
+    for case in cases:
+        for dtype in case.dtypes:
+            if _unsupported_by_declaration(case, adapter, dtype):
+                continue
+            expected = None if case.expect_error else case.expected_for(dtype)
+            calls.append((case.inputs(dtype, want_grad=want_grad), expected, case.tolerance(dtype)))
+    return calls
+
+
+def bare_loop(adapter, calls) -> int:
+    """Call and compare; returns the number of mismatches (so nothing is optimised away)."""
+    bad = 0
+    for inputs, expected, tol in calls:
+        try:
+            out = adapter.run(inputs)
+        except Exception:
+            continue
+        if expected is None:
+            continue
+        with np.errstate(invalid="ignore"):
+            got = np.asarray(out.loss, dtype=np.float64)
+            bad += int(
+                np.any(
+                    np.abs(got - expected.loss)
+                    > tol.loss_atol + tol.loss_rtol * np.abs(expected.loss)
+                )
+            )
+            if expected.grad is not None and out.grad is not None:
+                g = np.asarray(out.grad, dtype=np.float64)
+                bad += int(
+                    np.any(
+                        np.abs(g - expected.grad)
+                        > tol.grad_atol + tol.grad_rtol * np.abs(expected.grad)
+                    )
+                )
+    return bad
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--adapter", default="numpy")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("-k", dest="keywords", action="append")
+    args = ap.parse_args()
+
+    from harness.loader import load_paths
+    from harness.registry import load
+    from harness.runner import run
+    from harness.select import select
+
+    cases = select(load_paths().cases, args.keywords, None)
+    adapter = load(args.adapter)
+    calls = prepared_calls(cases, adapter)  # also computes every expected value once
+    list(run(cases, [adapter]))  # warm-up: imports, first-call initialisation
+
+    harness_s, bare_s = [], []
+    for _ in range(args.repeat):  # interleaved, best of each: the machine is shared
+        t = time.process_time()
+        results = list(run(cases, [adapter]))
+        harness_s.append(time.process_time() - t)
+        t = time.process_time()
+        bare_loop(adapter, calls)
+        bare_s.append(time.process_time() - t)
+    h, b = min(harness_s), min(bare_s)
+    print(
+        "| adapter | cases | calls | harness CPU s | bare loop CPU s | ratio | overhead per call |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {adapter.name} | {len(cases)} | {len(calls)} | {h:.3f} | {b:.3f} | {h / b:.2f} "
+        f"| {(h - b) / len(calls) * 1e6:.0f} us |"
+    )
+    assert len(results) >= len(calls)
+
+
+if __name__ == "__main__":
+    main()
