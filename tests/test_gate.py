@@ -184,3 +184,41 @@ def test_expectations_update_writes_entries_that_make_the_gate_pass(cli, cases, 
     # once fixed, update drops the entry that matches nothing any more
     r = cli("expectations", "update", str(exp), "--cases", str(cases))
     assert "0 entries kept, 0 added, 1 unused removed" in r.stderr
+
+
+WRONG_TORCH = """
+from adapters.torch_ce import TorchAdapter
+
+
+class RegressedTorch(TorchAdapter):
+    '''torch with a regression: the weighted mean divided by N instead of sum w[y_i].'''
+
+    def run(self, inputs):
+        out = super().run(inputs)
+        if inputs.reduction == "mean" and inputs.weight is not None and not inputs.probability_target:
+            keep = inputs.target != inputs.ignore_index
+            scale = (inputs.weight[inputs.target[keep]].sum() / keep.sum()).astype(out.loss.dtype)
+            out.loss, out.grad = out.loss * scale, out.grad * scale
+        return out
+"""
+
+
+def test_ci_job_against_the_committed_baseline(cli, write, tmp_path):
+    """The documented CI job passes with torch and fails on a genuine regression."""
+    pytest.importorskip("torch")
+    from conftest import REPO
+
+    gate = [
+        "--expectations", str(REPO / "reports/baselines/torch-expectations.yaml"),
+        "--baseline", str(REPO / "reports/baselines/torch.json"),
+        "-k", "seed", "--report", str(tmp_path / "out.xml"), "--report", str(tmp_path / "summary.md"),
+    ]  # fmt: skip
+    r = cli("--adapter", "torch", *gate)
+    assert r.returncode == 0, r.output
+    assert "0 newly failing, 0 error growth" in r.stdout
+    regressed = write("regressed.py", WRONG_TORCH)
+    r = cli("--adapter", str(regressed), *gate)
+    assert r.returncode == 1, r.output
+    assert "Newly failing vs" in r.stdout and "seed/weighted_mean" in r.stdout
+    summary = (tmp_path / "summary.md").read_text()
+    assert summary.startswith("## lossconf: FAIL") and "Newly failing" in summary
