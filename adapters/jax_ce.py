@@ -1,7 +1,9 @@
 """``jax``: PyTorch's cross-entropy semantics written on jax.numpy and optax.
 
-The per-position terms come from optax (``softmax_cross_entropy_with_integer_labels``
-for -l[n, y_n], ``softmax_cross_entropy`` for -sum_c a[c] l[n, c]); class
+The per-position terms: -l[n, y_n] picked from ``jax.nn.log_softmax`` (optax's
+``softmax_cross_entropy_with_integer_labels`` computes lse(x) - x[y], which
+cancels catastrophically for huge logits), and ``optax.softmax_cross_entropy``
+for -sum_c a[c] l[n, c] (stable: it uses log_softmax); class
 weights, ignore_index, label smoothing and the reductions are composed on top
 exactly as SEMANTICS.md states them. Shapes: logits (C,), (N, C) or
 (N, C, d1, ..., dK) are moved class-last and flattened to (P, C) rows.
@@ -109,6 +111,7 @@ def cross_entropy(
         a scalar for 'mean'/'sum'; the per-position losses (N, d1, ..., dK) (or ()
         for unbatched input) for 'none'.
     """
+    import jax
     import jax.numpy as jnp
     import optax
 
@@ -128,7 +131,10 @@ def cross_entropy(
         keep = labels != ignore_index
         safe = jnp.where(keep, labels, 0)
         wy = jnp.where(keep, w[safe], 0)
-        nll = optax.softmax_cross_entropy_with_integer_labels(rows, safe)
+        # not optax.softmax_cross_entropy_with_integer_labels: its lse(x) - x[y] cancels
+        # catastrophically for huge logits (numerics/huge_1e8_float32: 8.0 for 8.000336)
+        lp = jax.nn.log_softmax(rows, axis=-1)
+        nll = -jnp.take_along_axis(lp, safe[:, None], axis=-1)[:, 0]
         per_pos = jnp.where(keep, wy * nll, 0)
         if eps:
             smooth = optax.softmax_cross_entropy(rows, jnp.broadcast_to(w, rows.shape))
