@@ -170,3 +170,11 @@ def test_adapter_modules_import_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_jax_does_not_cancel_on_huge_logits():
+    """optax's integer-label loss gives 8.0 here (lse - x[y] in float32); -log_softmax gives 8.000336."""
+    x = np.array([[1e8, 1e8 + 8]], dtype=np.float32)
+    inputs = CallInputs(x, np.array([0]), None, "mean", -100, 0.0, "float32")
+    out = load("jax").run(inputs)
+    assert abs(float(out.loss) - np.log1p(np.exp(8.0))) < 1e-5
