@@ -83,22 +83,26 @@ def main() -> None:
     calls = prepared_calls(cases, adapter)  # also computes every expected value once
     list(run(cases, [adapter]))  # warm-up: imports, first-call initialisation
 
-    harness_s, bare_s = [], []
+    harness_s, bare_s, harness_w, bare_w = [], [], [], []
     for _ in range(args.repeat):  # interleaved, best of each: the machine is shared
-        t = time.process_time()
+        t, w = time.process_time(), time.perf_counter()
         results = list(run(cases, [adapter]))
         harness_s.append(time.process_time() - t)
-        t = time.process_time()
+        harness_w.append(time.perf_counter() - w)
+        t, w = time.process_time(), time.perf_counter()
         bare_loop(adapter, calls)
         bare_s.append(time.process_time() - t)
+        bare_w.append(time.perf_counter() - w)
     h, b = min(harness_s), min(bare_s)
+    hw, bw = min(harness_w), min(bare_w)
     print(
-        "| adapter | cases | calls | harness CPU s | bare loop CPU s | ratio | overhead per call |"
+        "| adapter | calls | harness CPU s | bare loop CPU s | ratio (CPU) "
+        "| overhead per call | harness wall s | bare wall s | ratio (wall) |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     print(
-        f"| {adapter.name} | {len(cases)} | {len(calls)} | {h:.3f} | {b:.3f} | {h / b:.2f} "
-        f"| {(h - b) / len(calls) * 1e6:.0f} us |"
+        f"| {adapter.name} | {len(calls)} | {h:.3f} | {b:.3f} | {h / b:.2f} "
+        f"| {(h - b) / len(calls) * 1e6:.0f} us | {hw:.3f} | {bw:.3f} | {hw / bw:.2f} |"
     )
     assert len(results) >= len(calls)
 

@@ -1,0 +1,94 @@
+"""Targets 1 and 2: start-up of ``--list`` / ``--help``, and loading the built-in suite.
+
+    python benchmarks/bench_startup.py
+
+Start-up: wall and CPU time of ``python -m harness --list`` and ``--help`` in fresh
+interpreters, best of ``--repeat``, with a warm cache folder (a second run on
+the machine) and a cold one (an empty ``LOSSCONF_CACHE_DIR``: every file is
+parsed and validated). Loading: ``harness.loader.load_paths()`` of the built-in
+suite in a fresh interpreter, cold and warm, and cases per second. Also checks
+that no framework (torch, jax) was imported. Prints markdown table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+LOAD = """
+import json, sys, time
+t0 = time.perf_counter(); c0 = time.process_time()
+from harness.loader import load_paths
+t1 = time.perf_counter()
+cases = load_paths().cases
+t2 = time.perf_counter()
+print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cases": len(cases),
+                  "frameworks": [m for m in ("torch", "jax") if m in sys.modules]}))
+"""
+
+
+def timed(cmd: list[str], env: dict) -> tuple[float, float]:
+    """Wall and CPU (user + sys of the child) seconds of one command."""
+    before = os.times()
+    t = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, capture_output=True)
+    wall = time.perf_counter() - t
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        for label in ("cold", "warm"):
+            for flag in ("--list", "--help"):
+                samples = []
+                for _ in range(args.repeat if label == "warm" else 1):
+                    # cold: a fresh, empty cache folder for every sample
+                    folder = (
+                        tempfile.mkdtemp(dir=tmp) if label == "cold" else os.path.join(tmp, "w")
+                    )
+                    env = {**os.environ, "LOSSCONF_CACHE_DIR": folder}
+                    if label == "warm" and not samples:
+                        subprocess.run([py, "-m", "harness", flag], env=env, capture_output=True)
+                    samples.append(timed([py, "-m", "harness", flag], env))
+                wall = min(s[0] for s in samples)
+                cpu = min(s[1] for s in samples)
+                rows.append(
+                    f"| `python -m harness {flag}` | {label} cache | {wall:.3f} | {cpu:.3f} |"
+                )
+        print("| command | cache | wall s (best) | CPU s (best) |")
+        print("|---|---|---|---|")
+        print("\n".join(rows))
+
+        print()
+        print("| load built-in suite | cases | import s | load s | cases/s | frameworks imported |")
+        print("|---|---|---|---|---|---|")
+        for label in ("cold", "warm"):
+            folder = os.path.join(tmp, "load")
+            env = {**os.environ, "LOSSCONF_CACHE_DIR": folder}
+            runs = []
+            for _ in range(1 if label == "cold" else args.repeat):
+                out = subprocess.run([py, "-c", LOAD], env=env, check=True, capture_output=True)
+                runs.append(json.loads(out.stdout))
+            best = min(runs, key=lambda r: r["load_s"])
+            print(
+                f"| {label} | {best['cases']} | {best['import_s']:.3f} | {best['load_s']:.3f} "
+                f"| {best['cases'] / best['load_s']:.0f} | {best['frameworks'] or 'none'} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
