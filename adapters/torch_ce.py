@@ -93,6 +93,25 @@ def loss_and_grad(loss: Any, x: Any, inputs: CallInputs, grad_output: Any) -> Ou
     return Output(loss=to_numpy(loss, inputs.dtype), grad=grad)
 
 
+def check_targets_on_host(inputs: CallInputs, device: str) -> None:
+    """IndexError for a class index outside [0, C) that is not ignore_index.
+
+    On CUDA such a target is a device-side assert, which leaves the CUDA context
+    unusable for every later call in the process (seen on an H200 with torch
+    2.11: 290 later results became errors), so it is caught before the call.
+    """
+    if inputs.probability_target or inputs.logits.ndim == 0:
+        return
+    c = inputs.logits.shape[0] if inputs.logits.ndim == 1 else inputs.logits.shape[1]
+    t = np.asarray(inputs.target)
+    bad = (t != inputs.ignore_index) & ((t < 0) | (t >= c))
+    if np.any(bad):
+        raise IndexError(
+            f"Target {int(t[bad].flat[0])} is out of bounds for {c} classes (checked on the "
+            f"host: on {device} it would be a device-side assert that poisons the process)"
+        )
+
+
 class TorchAdapter(Adapter):
     """``torch.nn.functional.cross_entropy`` with autograd gradients."""
 
@@ -144,6 +163,8 @@ class TorchAdapter(Adapter):
         )
 
     def run(self, inputs: CallInputs) -> Output:
+        if self._device != "cpu":
+            check_targets_on_host(inputs, self._device)
         x, t, weight, grad_output = to_torch(inputs, self._device)
         loss = self.call(x, t, weight, inputs)
         return loss_and_grad(loss, x, inputs, grad_output)

@@ -178,3 +178,12 @@ def test_jax_does_not_cancel_on_huge_logits():
     inputs = CallInputs(x, np.array([0]), None, "mean", -100, 0.0, "float32")
     out = load("jax").run(inputs)
     assert abs(float(out.loss) - np.log1p(np.exp(8.0))) < 1e-5
+
+
+def test_out_of_range_target_is_caught_on_the_host_off_cpu():
+    """On CUDA an out-of-range target is a device assert that poisons the process."""
+    from adapters.torch_ce import TorchAdapter
+
+    bad = call("float32", target=np.array([2, 4, 1]), want_grad=False)
+    with pytest.raises(IndexError, match="checked on the host"):
+        TorchAdapter(device="cuda").run(bad)  # raises before any tensor reaches CUDA
