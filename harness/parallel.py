@@ -1,11 +1,13 @@
 """``--jobs N``: run cases in N worker processes; results come back in the serial order.
 
-Workers are started with ``spawn`` (never ``fork``: torch and jax hold threads
-that a fork would copy half-initialised). Each worker rebuilds the plan from the
-same command-line arguments (cases and adapters are loaded, not pickled: an
-adapter from a user's file need not be picklable) and receives batches of case
-ids; ``Executor.map`` returns the batches in submission order, so the result
-list is the one a serial run gives. BLAS/OpenMP threads per worker are limited
+Workers are forked on Linux when no threaded framework (torch, jax) is imported:
+they inherit the loaded cases and adapters and start at once. Otherwise they
+are spawned (a fork would copy torch's or jax's threads half-initialised) and
+each rebuilds the plan from the same command-line arguments (cases and adapters
+are loaded, not pickled: an adapter from a user's file need not be picklable).
+Workers receive batches of case ids, the costliest first (a batch is consecutive
+small cases, or one large case); results are passed on in the serial order,
+so the result list is the one a serial run gives. BLAS/OpenMP threads per worker are limited
 to ``cpu_count // N`` unless the user set them. Expected values computed by one
 worker reach the others through the disk cache (``harness.expected_cache``).
 """
@@ -16,12 +18,16 @@ import argparse
 import os
 from collections.abc import Callable
 
+#: frameworks that start threads a fork would copy half-initialised (NumPy's BLAS pool is fork-safe)
+_THREADED_FRAMEWORKS = ("torch", "jax", "jaxlib", "tensorflow")
 _THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 _worker: dict = {}  # in a worker: "plan", "args", "cases" (id -> Case)
 
 
 def _init_worker(args: argparse.Namespace, threads: int) -> None:
+    if _worker:  # forked: the parent's plan came with the process
+        return
     for name in _THREAD_VARIABLES:
         os.environ.setdefault(name, str(threads))
     from harness.run_command import prepare
@@ -40,10 +46,41 @@ def _run_batch(case_ids: list[str]) -> list:
     return execute(replace(_worker["plan"], cases=cases, results=[]), _worker["args"])
 
 
-def batches(case_ids: list[str], jobs: int) -> list[list[str]]:
-    """Consecutive batches, about 8 per worker, so a slow case does not idle the others."""
-    size = max(1, len(case_ids) // (jobs * 8))
-    return [case_ids[i : i + size] for i in range(0, len(case_ids), size)]
+def start_method() -> str:
+    """``fork`` on Linux while no threaded framework is imported (fast start), else ``spawn``."""
+    import sys
+
+    if sys.platform != "linux" or any(m in sys.modules for m in _THREADED_FRAMEWORKS):
+        return "spawn"
+    return "fork"
+
+
+def _cost(case) -> int:
+    """Estimated work of a case: its logits' elements times its dtypes (recipes are not built)."""
+    import math
+
+    source = case.logits_source
+    size = math.prod(source["shape"]) if isinstance(source, dict) else int(source.size)
+    return max(1, size) * len(case.dtypes)
+
+
+def batches(cases: list, jobs: int) -> list[list[int]]:
+    """Batches of case indices: consecutive small cases together (about 32 batches per worker),
+    a case above the batch's share of the work alone."""
+    costs = [_cost(c) for c in cases]
+    share = max(1, sum(costs) // (jobs * 32))
+    out: list[list[int]] = []
+    current: list[int] = []
+    load = 0
+    for i, cost in enumerate(costs):
+        if current and load + cost > share:
+            out.append(current)
+            current, load = [], 0
+        current.append(i)
+        load += cost
+    if current:
+        out.append(current)
+    return out
 
 
 def run_parallel(
@@ -51,23 +88,37 @@ def run_parallel(
 ) -> list:
     """Results of every case x adapter x dtype in the serial order, computed by ``jobs`` workers."""
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # workers run serially, quietly (no progress bar), write no reports
     worker_args = argparse.Namespace(
         **{**vars(args), "reports": None, "list": False, "jobs": 1, "quiet": True}
     )
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    method = start_method()
+    if method == "fork":  # the workers inherit the loaded plan: no imports, no loading
+        _worker.update(plan=plan, args=worker_args, cases={c.id: c for c in plan.cases})
+    todo = batches(plan.cases, jobs)
+    ids = [c.id for c in plan.cases]
+    cost = [sum(_cost(plan.cases[i]) for i in b) for b in todo]
+    done: dict[int, list] = {}
     results: list = []
     with ProcessPoolExecutor(
         max_workers=jobs,
-        mp_context=multiprocessing.get_context("spawn"),
+        mp_context=multiprocessing.get_context(method),
         initializer=_init_worker,
         initargs=(worker_args, threads),
     ) as pool:
-        for batch in pool.map(_run_batch, batches([c.id for c in plan.cases], jobs)):
-            for r in batch:
-                if on_result is not None:
-                    on_result(r)
-                results.append(r)
+        # the costliest batches first (they bound the wall time); results leave in serial order
+        order = sorted(range(len(todo)), key=lambda k: -cost[k])
+        futures = {pool.submit(_run_batch, [ids[i] for i in todo[k]]): k for k in order}
+        emitted = 0
+        for future in as_completed(futures):
+            done[futures[future]] = future.result()
+            while emitted in done:
+                for r in done.pop(emitted):
+                    if on_result is not None:
+                        on_result(r)
+                    results.append(r)
+                emitted += 1
     return results

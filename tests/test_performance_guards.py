@@ -333,3 +333,58 @@ def test_json_report_has_time_and_peak_memory_per_adapter(write, cli, tmp_path):
     assert adapters["hog"]["peak_rss_bytes"] > adapters["numpy"]["peak_rss_bytes"] + 80e6
     hog_results = [x for x in doc["results"] if x["adapter"] == "hog"]
     assert max(x["peak_rss_bytes"] for x in hog_results) == adapters["hog"]["peak_rss_bytes"]
+
+
+def test_workers_are_spawned_once_a_threaded_framework_is_imported(monkeypatch):
+    from harness import parallel
+
+    monkeypatch.delitem(sys.modules, "torch", raising=False)
+    monkeypatch.delitem(sys.modules, "jax", raising=False)
+    monkeypatch.delitem(sys.modules, "jaxlib", raising=False)
+    assert parallel.start_method() == ("fork" if sys.platform == "linux" else "spawn")
+    monkeypatch.setitem(sys.modules, "jaxlib", object())
+    assert parallel.start_method() == "spawn"
+
+
+PRETEND_THREADED = """
+import sys
+import types
+
+from adapters.numpy_ref import NumpyAdapter
+
+sys.modules.setdefault("jaxlib", types.ModuleType("jaxlib"))  # as if jax were loaded: spawn
+
+
+class Pretend(NumpyAdapter):
+    name = "pretend"
+"""
+
+
+def test_jobs_with_spawned_workers_gives_the_serial_results(write, cli, tmp_path):
+    path = write("suite.yaml", SMALL_SUITE)
+    adapter = write("pretend.py", PRETEND_THREADED)
+    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    reports = []
+    for jobs in ("1", "2"):
+        out = tmp_path / f"r{jobs}.json"
+        r = cli("--cases", str(path), "--adapter", str(adapter), "--jobs", jobs,
+                "--report", str(out), "-q", env=env)  # fmt: skip
+        assert r.returncode == 0, r.output
+        doc = json.loads(out.read_text())
+        reports.append([(x["case_id"], x["dtype"], x["status"]) for x in doc["results"]])
+    assert reports[0] == reports[1] and len(reports[0]) == 6
+
+
+def test_batches_keep_order_and_isolate_large_cases():
+    from types import SimpleNamespace
+
+    from harness.parallel import batches
+
+    def case(size):
+        return SimpleNamespace(logits_source=np.zeros(size), dtypes=("float32",))
+
+    cases = [case(10)] * 50 + [case(100_000)] + [case(10)] * 50
+    out = batches(cases, 2)
+    assert [i for b in out for i in b] == list(range(101))  # every case once, in order
+    assert [50] in out  # the large one alone
+    assert len(out) > 2
