@@ -43,7 +43,11 @@ def torch_dtype(dtype: str) -> Any:
 
 
 def _c_array(a: np.ndarray) -> np.ndarray:
-    """A C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray makes them 1-d)."""
+    """``a`` itself when C-contiguous and writable (torch.from_numpy then shares it: no copy of
+    2 GiB logits), else a C-contiguous copy that keeps 0-d arrays 0-d (np.ascontiguousarray
+    makes them 1-d). The runner gives each call fresh arrays and checks they are left unchanged."""
+    if a.flags.c_contiguous and a.flags.writeable:
+        return a
     return np.array(a, order="C", copy=True)
 
 
