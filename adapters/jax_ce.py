@@ -138,7 +138,7 @@ def rows_loss(
     Args:
         rows: (P, C) logits, class axis last; padding may hold anything finite.
         labels: (P,) int class indices, or None for probability targets ``probs`` (P, C).
-        weight: (C,) class weights (ones when the call has none).
+        weight: (C,) class weights (ones when the call has none); padding may hold anything.
         row_mask: (P,) bool, the real positions; class_mask: (C,) bool, the real classes.
         ignore_index, eps (label smoothing, >= 0), n_classes (the real class count
         C, as a float: smoothing's eps / C) and is_mean (bool: divide the scalar
@@ -158,7 +158,7 @@ def rows_loss(
 
     prob = probs is not None
     TRACES["probability" if prob else "index"] += 1  # runs only while tracing
-    w = jnp.where(class_mask, weight, 0)
+    w = weight  # padded classes are left out below (where=classes; labels are real)
     classes = class_mask[None, :]
     if prob:
         y = (1 - eps) * probs + eps / n_classes

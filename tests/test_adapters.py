@@ -187,3 +187,116 @@ def test_out_of_range_target_is_caught_on_the_host_off_cpu():
     bad = call("float32", target=np.array([2, 4, 1]), want_grad=False)
     with pytest.raises(IndexError, match="checked on the host"):
         TorchAdapter(device="cuda").run(bad)  # raises before any tensor reaches CUDA
+
+
+# jax: padded buckets (adapters/jax_ce.py pads (P, C) rows; masks keep padding out)
+
+NINF, NAN = -np.inf, np.nan
+X23 = np.array([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]])
+PADDING_CALLS = {  # name: CallInputs keyword arguments beyond the float64 defaults
+    "weighted_ignored_smoothing_mean": dict(
+        logits=LOGITS, target=TARGET, weight=WEIGHT, label_smoothing=0.125
+    ),
+    "weighted_smoothing_sum": dict(
+        logits=LOGITS, target=np.array([2, 0, 1]), weight=WEIGHT, label_smoothing=0.3,
+        reduction="sum",
+    ),
+    "none_with_grad_output": dict(
+        logits=LOGITS, target=TARGET, weight=WEIGHT, label_smoothing=0.2, reduction="none",
+        grad_output=np.array([2.0, 7.0, -0.5]),
+    ),
+    "neg_inf_off_target": dict(logits=np.array([[0.0, NINF, 1.0]]), target=np.array([2])),
+    "neg_inf_off_target_none": dict(
+        logits=np.array([[0.0, NINF, 1.0]]), target=np.array([2]), reduction="none"
+    ),
+    "neg_inf_off_target_smoothing": dict(
+        logits=np.array([[0.0, NINF, 1.0]]), target=np.array([2]), label_smoothing=0.1
+    ),
+    "neg_inf_on_target": dict(logits=np.array([[0.0, NINF, 1.0]]), target=np.array([1])),
+    "row_of_neg_inf_ignored": dict(
+        logits=np.array([[NINF, NINF, NINF], [0.0, 1.0, 2.0]]), target=np.array([-100, 0])
+    ),
+    "nan_row": dict(logits=np.array([[NAN, 0.0, 1.0], [0.0, 1.0, 2.0]]), target=np.array([0, 1])),
+    "all_ignored_mean_smoothing": dict(
+        logits=X23, target=np.array([-100, -100]), label_smoothing=0.2
+    ),
+    "zero_total_weight_smoothing": dict(
+        logits=X23, target=np.array([0, 0]), weight=np.array([0.0, 1.0, 2.0]),
+        label_smoothing=0.2,
+    ),
+    "empty_batch_mean": dict(logits=np.zeros((0, 3)), target=np.zeros(0, np.int64)),
+    "empty_batch_none": dict(
+        logits=np.zeros((0, 3)), target=np.zeros(0, np.int64), reduction="none"
+    ),
+    "kdim_none": dict(
+        logits=np.arange(24.0).reshape(2, 3, 2, 2) / 7, target=np.array([[[0, 2], [1, -100]],
+        [[2, 2], [0, 1]]]), reduction="none", grad_output=np.arange(8.0).reshape(2, 2, 2),
+    ),
+    "unbatched": dict(logits=np.array([0.5, -1.0, 2.0]), target=np.array(1), label_smoothing=0.1),
+    "ignore_index_beyond_int32": dict(
+        logits=X23, target=np.array([2**40, 1]), ignore_index=2**40, reduction="sum"
+    ),
+    "negative_smoothing_is_zero": dict(
+        logits=X23, target=np.array([0, 2]), label_smoothing=-0.5
+    ),
+    "probability_smoothing_weighted_mean": dict(
+        logits=X23, target=np.array([[0.25, 0.75, 0.0], [1.0, 0.0, 0.0]]),
+        weight=np.array([0.5, 1.0, 3.0]), label_smoothing=0.3,
+    ),
+    "probability_zero_on_neg_inf": dict(
+        logits=np.array([[0.0, NINF, 1.0]]), target=np.array([[0.5, 0.0, 0.5]]), reduction="sum"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(PADDING_CALLS))
+def test_jax_padding_never_changes_a_value(name):
+    """float64 through the padded (64, 8) program against the 200-bit oracle, nan for nan."""
+    from harness.oracle import Problem
+    from harness.oracle import cross_entropy as oracle
+
+    args = {"weight": None, "reduction": "mean", "ignore_index": -100, "label_smoothing": 0.0,
+            "dtype": "float64"} | PADDING_CALLS[name]  # fmt: skip
+    inputs = CallInputs(**args)
+    out = load("jax").run(inputs)
+    problem = Problem(
+        inputs.logits, inputs.target, inputs.probability_target, inputs.weight,
+        inputs.reduction, inputs.ignore_index, max(0.0, inputs.label_smoothing),
+        inputs.grad_output,
+    )  # fmt: skip
+    want = oracle(problem)
+    assert out.loss.shape == want.loss.shape and out.grad.shape == want.grad.shape
+    np.testing.assert_allclose(out.loss, want.loss, rtol=1e-13, atol=0, equal_nan=True)
+    np.testing.assert_allclose(out.grad, want.grad, rtol=1e-12, atol=1e-15, equal_nan=True)
+
+
+def test_jax_buckets():
+    from adapters.jax_ce import bucket
+
+    assert [bucket(n, 64) for n in (0, 1, 64, 65, 1000, 1024, 1025, 70000)] == [
+        64, 64, 64, 128, 1024, 1024, 2048, 70656,
+    ]  # fmt: skip
+    assert bucket(50257, 8) == 51200 and bucket(3, 8) == 8
+
+
+def test_jax_compiles_once_per_bucket_across_dtypes_and_options():
+    """Half precision shares float32's program; sizes, options and reductions are arguments."""
+    from adapters import jax_ce
+
+    rng = np.random.default_rng(4)
+    adapter = load("jax")
+    before = sum(jax_ce.TRACES.values())
+    for p, c in ((1, 9), (5, 12), (64, 16)):  # one bucket: (64, 16)
+        for dtype in ("float32", "float16", "bfloat16"):
+            for reduction, eps, ii in (("mean", 0.0, -100), ("sum", 0.2, 0), ("none", 0.0, 3)):
+                inputs = CallInputs(cast(rng.normal(size=(p, c)), dtype), rng.integers(0, c, p),
+                                    None, reduction, ii, eps, dtype)  # fmt: skip
+                loss, grad = numpy_cross_entropy(inputs)
+                out = adapter.run(inputs)
+                tol = 1e-5 if dtype == "float32" else 2e-2
+                np.testing.assert_allclose(out.loss, loss, rtol=tol, atol=tol)
+                np.testing.assert_allclose(out.grad, grad, rtol=tol, atol=tol)
+    assert sum(jax_ce.TRACES.values()) - before == 1
+    adapter.run(CallInputs(rng.normal(size=(3, 10)), np.array([0, 1, 2]), None, "mean", -100,
+                           0.0, "float64"))  # fmt: skip
+    assert sum(jax_ce.TRACES.values()) - before == 2  # float64 (x64) has its own
