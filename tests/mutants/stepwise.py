@@ -162,6 +162,13 @@ class Stepwise(Adapter):
         elif inputs.reduction == "sum":
             loss = self.total(per_pos)
             u = np.ones(n_pos, acc)
+        elif eps and not inputs.probability_target:
+            # PyTorch divides the NLL and smoothing sums separately (0/0 vs x/0 differ)
+            rest = per_pos - (1 - eps) * nll
+            loss = (1 - eps) * self.mean(self.total(nll), denominator) + self.mean(
+                self.total(rest), denominator
+            )
+            u = self.mean_upstream(denominator, keep, wy).astype(acc)
         else:
             loss = self.mean(self.total(per_pos), denominator)
             u = self.mean_upstream(denominator, keep, wy).astype(acc)
