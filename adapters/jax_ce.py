@@ -234,6 +234,7 @@ def cross_entropy(
     """
     import jax.numpy as jnp
 
+    x, target = jnp.asarray(x), jnp.asarray(target)
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
     rows = jnp.moveaxis(x.reshape(1, c) if x.ndim == 1 else x, 1, -1).reshape(-1, c)
     probs = labels = None
@@ -246,7 +247,7 @@ def cross_entropy(
         rows,
         labels,
         probs,
-        jnp.ones(c, x.dtype) if weight is None else weight.astype(x.dtype),
+        jnp.ones(c, x.dtype) if weight is None else jnp.asarray(weight, x.dtype),
         jnp.ones(rows.shape[0], bool),
         jnp.ones(c, bool),
         jnp.asarray(ignore_index),

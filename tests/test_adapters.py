@@ -300,3 +300,20 @@ def test_jax_compiles_once_per_bucket_across_dtypes_and_options():
     adapter.run(CallInputs(rng.normal(size=(3, 10)), np.array([0, 1, 2]), None, "mean", -100,
                            0.0, "float64"))  # fmt: skip
     assert sum(jax_ce.TRACES.values()) - before == 2  # float64 (x64) has its own
+
+
+def test_jax_cross_entropy_function_unpadded_under_jit():
+    """adapters.jax_ce.cross_entropy: F.cross_entropy's signature on JAX arrays, jit and grad."""
+    import jax
+
+    from adapters.jax_ce import cross_entropy
+
+    x = np.arange(24.0, dtype=np.float32).reshape(2, 3, 4) / 5
+    t = np.array([[0, 2, -100, 1], [2, 2, 0, 1]])
+    w = np.array([0.5, 2.0, 1.0], dtype=np.float32)
+    loss, grad = jax.jit(
+        jax.value_and_grad(lambda x: cross_entropy(x, t, w, label_smoothing=0.25))
+    )(x)  # fmt: skip
+    want, want_grad = numpy_cross_entropy(CallInputs(x, t, w, "mean", -100, 0.25, "float32"))
+    np.testing.assert_allclose(loss, want, rtol=1e-6)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-5, atol=1e-7)

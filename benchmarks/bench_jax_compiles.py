@@ -1,0 +1,61 @@
+"""The ``jax`` adapter over the whole built-in suite: XLA compiles, compile time, CPU and wall time.
+
+    python benchmarks/bench_jax_compiles.py
+    python benchmarks/bench_jax_compiles.py --adapter path/to/old_jax_ce.py:JaxAdapter -k seed
+
+Runs ``harness.runner.run`` in-process on the selected cases (``-k``: a
+substring of the case id) and counts XLA backend compiles through
+``jax.monitoring`` (eager primitives included), with their total duration.
+Loading the cases and computing expected values happen before the clock
+starts. Prints one markdown table row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import time
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", default="jax", help="adapter spec (default: jax)")
+    parser.add_argument("-k", default="", help="only case ids containing this")
+    args = parser.parse_args()
+
+    import jax
+
+    from harness.loader import load_paths
+    from harness.registry import load
+    from harness.results import CONFORMING
+    from harness.runner import run
+
+    compiles: collections.Counter = collections.Counter()
+
+    def listen(name: str, seconds: float, **_: object) -> None:
+        if name == "/jax/core/compile/backend_compile_duration":
+            compiles["n"] += 1
+            compiles["seconds"] += seconds
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    cases = [c for c in load_paths().cases if args.k in c.id]
+    for case in cases:
+        for dtype in case.dtypes:
+            if case.expect_error is None:
+                case.expected_for(dtype)
+    adapter = load(args.adapter)
+    adapter.load()
+    wall, cpu = time.perf_counter(), time.process_time()
+    results = list(run(cases, [adapter]))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    bad = sum(r.status not in CONFORMING for r in results)
+    print("| adapter | results | not conforming | XLA compiles | compile s | CPU s | wall s |")
+    print("|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.adapter} | {len(results)} | {bad} | {compiles['n']} "
+        f"| {compiles['seconds']:.1f} | {cpu:.1f} | {wall:.1f} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
