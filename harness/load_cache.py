@@ -55,7 +55,9 @@ def _key(path: Path, data: bytes, require_expected: bool) -> str:
         np.__version__, sys.version, source_revision(),
     )  # fmt: skip
     h.update(repr(context).encode())
-    return h.hexdigest()[:32]
+    # the prefix names the file: storing a new version removes the old ones (see put)
+    tag = hashlib.sha256(f"{path.resolve()}|{require_expected}".encode()).hexdigest()[:12]
+    return f"{tag}-{h.hexdigest()[:32]}"
 
 
 def _folder() -> Path | None:
@@ -109,3 +111,8 @@ def put(key: str, cases: list) -> None:
         os.replace(tmp, folder / f"{key}.pickle")
     except Exception:
         Path(tmp).unlink(missing_ok=True)
+        return
+    tag = key.split("-")[0]
+    for old in folder.glob(f"{tag}-*.pickle"):  # earlier versions of the same file
+        if old.name != f"{key}.pickle":
+            old.unlink(missing_ok=True)

@@ -128,6 +128,14 @@ def test_load_cache_never_serves_an_edited_file(write, cache_dir):
         loader.load_paths([path])
 
 
+def test_load_cache_keeps_one_entry_per_file(write, cache_dir):
+    path = write("suite.yaml", SMALL_SUITE)
+    loader.load_paths([path])
+    path.write_text(SMALL_SUITE.replace("seed: 1,", "seed: 3,"))
+    assert loader.load_paths([path]).cases[0].logits_source["seed"] == 3
+    assert len(list((cache_dir / "cases").glob("*.pickle"))) == 1
+
+
 def test_load_cache_is_skipped_when_disabled(write, monkeypatch, tmp_path):
     monkeypatch.setenv("LOSSCONF_CACHE_DIR", "off")
     assert load_cache.get(write("suite.yaml", SMALL_SUITE), True) == (None, None)
