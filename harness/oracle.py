@@ -7,7 +7,7 @@ carries a relative error below about 2**-190 and the float64 results are
 correctly rounded unless they lie within that distance of a rounding boundary.
 
 Cases with more than ``EXACT_LIMIT`` logits use the streaming oracle in
-``harness.oracle_stream`` (extended precision, chunked over rows); its error
+``harness.oracle_stream`` (float64, one pass over chunks of rows); its error
 bound is stated there.
 
 Non-finite values follow PyTorch's IEEE arithmetic, which the suite conforms to:
