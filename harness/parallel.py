@@ -64,11 +64,11 @@ def _cost(case) -> int:
     return max(1, size) * len(case.dtypes)
 
 
-def batches(cases: list, jobs: int) -> list[list[int]]:
-    """Batches of case indices: consecutive small cases together (about 32 batches per worker),
+def batches(cases: list, jobs: int, per_worker: int = 32) -> list[list[int]]:
+    """Batches of case indices: consecutive small cases together (about ``per_worker`` each),
     a case above the batch's share of the work alone."""
     costs = [_cost(c) for c in cases]
-    share = max(1, sum(costs) // (jobs * 32))
+    share = max(1, sum(costs) // (jobs * per_worker))
     out: list[list[int]] = []
     current: list[int] = []
     load = 0
@@ -98,7 +98,8 @@ def run_parallel(
     method = start_method()
     if method == "fork":  # the workers inherit the loaded plan: no imports, no loading
         _worker.update(plan=plan, args=worker_args, cases={c.id: c for c in plan.cases})
-    todo = batches(plan.cases, jobs)
+    # with --isolate each batch starts its own isolated adapter processes: few, large batches
+    todo = batches(plan.cases, jobs, 2 if getattr(args, "isolate", False) else 32)
     ids = [c.id for c in plan.cases]
     cost = [sum(_cost(plan.cases[i]) for i in b) for b in todo]
     done: dict[int, list] = {}
