@@ -396,3 +396,31 @@ def test_batches_keep_order_and_isolate_large_cases():
     assert [i for b in out for i in b] == list(range(101))  # every case once, in order
     assert [50] in out  # the large one alone
     assert len(out) > 2
+
+
+INHERITED_PEAK = """
+import os, sys
+import numpy as np
+a = np.ones(25_000_000)  # a 200 MB peak in the image that execs the harness
+del a
+os.execv(sys.executable, [sys.executable, "-c", '''
+import numpy as np
+from harness import peak_memory
+peak_memory.reset()
+idle = peak_memory.peak_bytes()
+peak_memory.reset()
+b = np.ones(6_250_000)  # 50 MB
+del b
+print(idle, peak_memory.peak_bytes())
+'''])
+"""
+
+
+def test_peak_memory_ignores_the_peak_inherited_across_exec():
+    """ru_maxrss keeps the peak of the image before exec (a test runner's): it must not leak in."""
+    out = subprocess.run(
+        [sys.executable, "-c", INHERITED_PEAK], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    idle, during = map(int, out.split())
+    assert idle < 150e6, idle  # not the parent's 200 MB
+    assert during > idle + 40e6, (idle, during)
