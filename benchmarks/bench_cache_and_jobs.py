@@ -48,6 +48,27 @@ print(computed, read)
 """
 
 
+IN_PROCESS = """
+import sys, time
+from dataclasses import replace
+from harness import parallel
+from harness.cli import build_parser
+from harness.run_command import execute, prepare
+
+def main():
+    args = build_parser().parse_args(["-q"])
+    plan = prepare(args)
+    serial, jobs = [], []
+    for _ in range({repeat}):
+        t = time.perf_counter(); execute(replace(plan, results=[]), args); serial.append(time.perf_counter() - t)
+        t = time.perf_counter(); parallel.run_parallel(plan, args, {jobs}); jobs.append(time.perf_counter() - t)
+    print(min(serial), min(jobs))
+
+if __name__ == "__main__":
+    main()
+"""
+
+
 def wall(args: list[str], env: dict) -> float:
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "harness", *args], env=env, capture_output=True)
@@ -104,6 +125,13 @@ def main() -> None:
                 parallel.append(wall(["-q", "--jobs", str(args.jobs), *extra], env))
             s, p = min(serial), min(parallel)
             print(f"| {label} | {s:.2f} | {p:.2f} | {s / p:.2f}x |")
+        script = Path(tmp) / "in_process.py"
+        script.write_text(IN_PROCESS.format(repeat=args.repeat, jobs=args.jobs))
+        out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
+        s, p = map(float, out.stdout.split())
+        print(
+            f"| numpy adapter, execution phase only (in process) | {s:.2f} | {p:.2f} | {s / p:.2f}x |"
+        )
 
 
 if __name__ == "__main__":
