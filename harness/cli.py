@@ -39,7 +39,7 @@ exit codes:
 examples:
   python -m harness                          # built-in suite through the numpy adapter
   python -m harness --adapter ./my_ce.py     # your own implementation
-  python -m harness -k weight -k float32 --report out.json
+  python -m harness -k weight --dtype float32 --report out.json --report out.md
 """
 
 
