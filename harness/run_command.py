@@ -72,7 +72,7 @@ def list_everything(cases, adapter_specs: list[str] | None) -> str:
     from harness.registry import BUILTIN, known_names
 
     rows = [[c.id, ",".join(c.dtypes), " ".join(c.tags), c.why] for c in cases]
-    text = tabulate(rows, headers=["case", "dtypes", "tags", "why"], tablefmt="simple")
+    text = _plain_table(rows, ["case", "dtypes", "tags", "why"])
     adapter_rows = []
     for name in known_names():
         where = BUILTIN.get(name, "entry point")
@@ -85,6 +85,18 @@ def list_everything(cases, adapter_specs: list[str] | None) -> str:
     )
     text += f"\n\n{len(cases)} cases"
     return text
+
+
+def _plain_table(rows: list[list[str]], headers: list[str]) -> str:
+    """tabulate's 'simple' layout for text cells, without its per-cell type sniffing
+    (a tenth of a second for the built-in suite, a quarter of --list's time)."""
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def _requirements(where: str) -> tuple[str, ...]:
