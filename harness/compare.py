@@ -108,5 +108,5 @@ def compare(
         why = f"|diff| {diff[i]:.3g} > {limit[i]:.3g} = atol + rtol*|expected|; {ulps[i]:.3g} ulp"
     shape = np.shape(expected)
     more = f" ({n_bad} of {e.size} elements off)" if e.size > 1 else ""
-    message = f"{what}{_index(shape, i)}: expected {e[i]!r}, got {g[i]!r} ({why}){more}"
+    message = f"{what}{_index(shape, i)}: expected {float(e[i])!r}, got {float(g[i])!r} ({why}){more}"
     return Comparison(False, errors, message)

@@ -222,3 +222,17 @@ def test_ci_job_against_the_committed_baseline(cli, write, tmp_path):
     assert "Newly failing vs" in r.stdout and "seed/weighted_mean" in r.stdout
     summary = (tmp_path / "summary.md").read_text()
     assert summary.startswith("## lossconf: FAIL") and "Newly failing" in summary
+
+
+def test_committed_cuda_expectations_cover_only_cuda_and_name_real_cases():
+    """The CUDA divergence file loads, applies only off the CPU, and every id matches a case."""
+    from conftest import REPO
+
+    from harness.expectations import load
+    from harness.loader import load_paths
+
+    exp = load(REPO / "reports/baselines/torch-cuda-expectations.yaml")
+    ids = [c.id for c in load_paths().cases]
+    for entry in exp.entries:
+        assert entry.device == "cuda*" and entry.reason
+        assert any(entry.matches_id(i) for i in ids), entry.id
