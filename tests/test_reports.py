@@ -183,3 +183,18 @@ def test_progress_bar_only_on_a_tty_after_the_delay():
     quiet = Progress(10, stream=pipe, clock=lambda: now[0] + 5)
     quiet.update("x")
     assert pipe.getvalue() == ""  # not a terminal
+
+
+def test_reports_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from harness.atomic import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "r.json", "{}\n")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+    assert (tmp_path / "r.json").read_text() == "{}\n"
