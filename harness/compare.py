@@ -109,7 +109,9 @@ def compare(
     else:
         with np.errstate(invalid="ignore", divide="ignore"):
             i = int(np.argmax(np.where(bad, diff / limit, -1.0)))
-        why = f"|diff| {diff[i]:.3g} > {limit[i]:.3g} = atol + rtol*|expected|; {ulps[i]:.3g} ulp"
+        # the element's own ulp here: the message is about this element
+        own = diff[i] / scalar_ulp(float(e[i]), dtype)
+        why = f"|diff| {diff[i]:.3g} > {limit[i]:.3g} = atol + rtol*|expected|; {own:.3g} ulp"
     shape = np.shape(expected)
     more = f" ({n_bad} of {e.size} elements off)" if e.size > 1 else ""
     message = f"{what}{_index(shape, i)}: expected {float(e[i])!r}, got {float(g[i])!r} ({why}){more}"
