@@ -13,7 +13,7 @@ Options follow ``@`` (or a last ``:`` when they contain ``=``):
 ``torch@device=cuda,deterministic=1`` or ``torch:device=cuda`` pass
 ``device='cuda'`` (and ``deterministic='1'``) to the adapter's constructor.
 Without ``:attr`` a module must define ``adapter`` (an Adapter instance or
-class) or exactly one Adapter subclass. The object may also be a plain function
+class), exactly one Adapter subclass, or a function named ``cross_entropy``. The object may also be a plain function
 with F.cross_entropy's signature: ``adapters.wrap.adapt`` wraps it (options
 ``framework``, ``unsupported``, ``device``, ``jit``). Every loading error says
 what was tried and lists the known adapters.
@@ -114,9 +114,11 @@ def _pick(module: object, attr: str | None, origin: str) -> object:
     ]
     if len(found) == 1:
         return found[0]
+    if not found and callable(getattr(module, "cross_entropy", None)):
+        return module.cross_entropy  # the common case: a plain function of that name
     raise AdapterLoadError(
-        f"{origin}: name the object with ':attr' (the module defines no 'adapter' "
-        f"and {len(found)} Adapter subclasses)"
+        f"{origin}: name the object with ':attr' (the module defines no 'adapter', "
+        f"no 'cross_entropy' function and {len(found)} Adapter subclasses)"
     )
 
 

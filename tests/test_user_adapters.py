@@ -193,3 +193,15 @@ def test_jax_function_that_cannot_be_traced_runs_eagerly(tmp_path):
     bad = CallInputs(x, np.array([1, 3]), None, "mean", -100, 0.0, "float32", want_grad=False)
     with pytest.raises(IndexError, match="target out of range"):
         adapter.run(bad)
+
+
+def test_a_module_with_a_cross_entropy_function_needs_no_attr(cli, tmp_path):
+    _write(tmp_path, "my_ce.py", TORCH_NO_SMOOTHING)
+    r = cli("--adapter", "my_ce", "--cases", SEED, cwd=tmp_path)
+    assert r.returncode == 0, r.output
+    assert "cross_entropy (my_ce.py:" in r.stdout
+    r = cli("--adapter", "./my_ce.py", "--cases", SEED, cwd=tmp_path)
+    assert r.returncode == 0, r.output
+    _write(tmp_path, "empty.py", "value = 3\n")
+    r = cli("--adapter", "./empty.py", "--cases", SEED, cwd=tmp_path)
+    assert r.returncode == 2 and "no 'cross_entropy' function" in r.stderr
