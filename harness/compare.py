@@ -107,10 +107,10 @@ def compare(
         i = int(np.argmax(~special_ok))
         why = "non-finite mismatch"
     else:
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             i = int(np.argmax(np.where(bad, diff / limit, -1.0)))
-        # the element's own ulp here: the message is about this element
-        own = diff[i] / scalar_ulp(float(e[i]), dtype)
+            # the element's own ulp here: the message is about this element
+            own = diff[i] / scalar_ulp(float(e[i]), dtype)
         why = f"|diff| {diff[i]:.3g} > {limit[i]:.3g} = atol + rtol*|expected|; {own:.3g} ulp"
     shape = np.shape(expected)
     more = f" ({n_bad} of {e.size} elements off)" if e.size > 1 else ""
