@@ -92,6 +92,11 @@ class Case:
 
     def features(self) -> frozenset[str]:
         """The adapter features this case exercises (names from ``adapters.FEATURES``)."""
+        return self._features
+
+    @functools.cached_property
+    def _features(self) -> frozenset[str]:
+        # computed once per case: it scans the target, and every dtype and adapter asks
         f = {f"reduction_{self.reduction}"} if self.reduction in REDUCTIONS else set()
         if self.expect_error is not None:
             f.add("invalid_input")
@@ -119,21 +124,44 @@ class Case:
         return resolve(dtype, self.tolerance_overrides)
 
     def inputs(self, dtype: str, *, want_grad: bool = True) -> CallInputs:
-        """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes)."""
-        target = self.target
-        if self.probability_target:
-            target = cast(target, dtype)
+        """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes).
+
+        Every call returns new arrays, so an adapter that writes to its inputs
+        harms only its own call; small cases keep their cast arrays and copy them.
+        """
+        logits, target, weight, grad_output = (
+            None if a is None else a.copy() for a in self._cast(dtype)
+        )
         return CallInputs(
-            logits=cast(self.logits, dtype),
-            target=target.copy(),
-            weight=None if self.weight is None else cast(self.weight, dtype),
+            logits=logits,
+            target=target,
+            weight=weight,
             reduction=self.reduction,
             ignore_index=self.ignore_index,
             label_smoothing=self.label_smoothing,
             dtype=dtype,
-            grad_output=None if self.grad_output is None else cast(self.grad_output, dtype),
+            grad_output=grad_output,
             want_grad=want_grad and self.expect_error is None,
         )
+
+    #: cases with at most this many logits keep their cast inputs between calls
+    CAST_CACHE_ELEMENTS = 1 << 16
+
+    def _cast(self, dtype: str) -> tuple:
+        """(logits, target, weight, grad_output) in ``dtype``'s carrier; never hand these out."""
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        if dtype in cache:
+            return cache[dtype]
+        target = cast(self.target, dtype) if self.probability_target else self.target
+        arrays = (
+            cast(self.logits, dtype),
+            target,
+            None if self.weight is None else cast(self.weight, dtype),
+            None if self.grad_output is None else cast(self.grad_output, dtype),
+        )
+        if self.logits.size <= self.CAST_CACHE_ELEMENTS:
+            cache[dtype] = arrays
+        return arrays
 
     def problem(self, dtype: str) -> Problem:
         """The oracle's view of this case in ``dtype``: cast values, held in float64."""
