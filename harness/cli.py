@@ -12,7 +12,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import LossconfError, UsageError
+from harness.errors import LossconfError
 
 EXIT_OK, EXIT_NONCONFORMING, EXIT_USAGE = 0, 1, 2
 
@@ -89,7 +89,3 @@ def parse_paths(values: list[str] | None) -> list[Path] | None:
     if not values:
         return None
     return [Path(v) for v in values]
-
-
-def fail_usage(message: str) -> None:
-    raise UsageError(message)
