@@ -43,6 +43,12 @@ class Expected:
     grad: np.ndarray | None
 
 
+def content_hash_of(content: dict) -> str:
+    """The identity of a case: sha256 of its merged YAML mapping in canonical JSON (16 hex digits)."""
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 @dataclass(eq=False)
 class Case:
     name: str
@@ -62,7 +68,15 @@ class Case:
     tags: tuple[str, ...] = ()
     loss: str = "cross_entropy"
     line: int | None = None
-    raw: dict = field(default_factory=dict, repr=False)
+    #: sha256 of the case's canonical content (inputs, recipes with their fingerprints,
+    #: options, expectations; not the selected dtypes), computed once by the loader and
+    #: carried by every copy (selection, the load cache, pickling to workers): the key of
+    #: every cached expected value and of baseline comparisons
+    content_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            raise ValueError(f"case {self.name!r}: content_hash is required (see content_hash_of)")
 
     @property
     def id(self) -> str:
@@ -83,12 +97,6 @@ class Case:
     @property
     def probability_target(self) -> bool:
         return np.issubdtype(self.target.dtype, np.floating)
-
-    @functools.cached_property
-    def content_hash(self) -> str:
-        """sha256 of the case's canonical content (inputs, options and expectations)."""
-        text = json.dumps(self.raw, sort_keys=True, default=str, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def features(self) -> frozenset[str]:
         """The adapter features this case exercises (names from ``adapters.FEATURES``)."""

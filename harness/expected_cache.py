@@ -42,11 +42,16 @@ def cache_dir() -> Path | None:
     return Path(base) / "lossconf"
 
 
+#: bumped when the meaning of a key changes: entries written under an older scheme
+#: (before 2 the case hash of a selected or cache-loaded case could collide) are never read
+KEY_SCHEME = 2
+
+
 @functools.lru_cache(maxsize=1)
 def oracle_revision() -> str:
-    """Hash of the oracle's source: a changed oracle never reads old values."""
+    """Hash of the oracle's source and the key scheme: a changed oracle never reads old values."""
     here = Path(__file__).parent
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
     for name in ("oracle.py", "oracle_stream.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]

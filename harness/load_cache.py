@@ -9,8 +9,8 @@ Case (loader, validation, schema, ...). Only files that load without error are
 stored, so error messages are always produced by the real loader. Entries are
 written under a temporary name and renamed into place (safe for concurrent
 writers). The folder is ``<cache dir>/cases`` (see ``harness.expected_cache``);
-``LOSSCONF_CACHE_DIR=off`` disables it. A Case from the cache carries its
-``content_hash`` but not ``raw`` (the merged YAML mapping, from which the hash is computed).
+``LOSSCONF_CACHE_DIR=off`` disables it. A Case from the cache carries the
+``content_hash`` the loader computed, like every other copy of a Case.
 """
 
 from __future__ import annotations
@@ -92,9 +92,7 @@ def put(key: str, cases: list) -> None:
         return
     slim = []
     for case in cases:
-        case.content_hash  # noqa: B018 - computed from ``raw`` now, stored instead of it
         c = copy.copy(case)
-        c.raw = {}  # the YAML mapping (a third of the unpickling time): only content_hash reads it
         if cases and c.file == cases[0].file:
             c.file = cases[0].file  # one Path object: pickled once, not once per case
         for name in _DROP:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from harness import limits
-from harness.case import ERROR_KINDS, REDUCTIONS, Case, Expected
+from harness.case import ERROR_KINDS, REDUCTIONS, Case, Expected, content_hash_of
 from harness.dtypes import DTYPE_NAMES, is_exact
 from harness.errors import CaseFileError
 from harness.generate import RECIPES, FingerprintMismatch, materialize
@@ -218,7 +218,7 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
         tags=tuple(m.get("tags", ())),
         loss=m.get("loss", "cross_entropy"),
         line=getattr(raw, "line", None),
-        raw=_plain(m),
+        content_hash=content_hash_of(_plain(m)),
     )
 
 
