@@ -37,10 +37,16 @@ LOSSES = ("cross_entropy",)
 
 @dataclass(frozen=True)
 class Expected:
-    """Expected float64 values: ``loss`` of the reduced shape, ``grad`` of the logits' shape or None."""
+    """Expected float64 values: ``loss`` of the reduced shape, ``grad`` of the logits' shape or None.
+
+    ``loss_bound`` and ``grad_bound`` (same shapes) are each element's rounding-error bound
+    (``harness.error_model``); None until computed (literal values in a case file).
+    """
 
     loss: np.ndarray
     grad: np.ndarray | None
+    loss_bound: np.ndarray | None = None
+    grad_bound: np.ndarray | None = None
 
 
 def content_hash_of(content: dict) -> str:
@@ -190,9 +196,17 @@ class Case:
         )
 
     def expected_for(self, dtype: str) -> Expected:
-        """Expected values for ``dtype``: from the file, or from the oracle when the file says so."""
-        if self.expected is not None:
-            return self.expected[dtype]
-        from harness.expected_cache import oracle_expected
+        """Expected values and their error bounds for ``dtype``: from the file, or from the
+        oracle when the file says so (bounds from ``harness.error_model`` either way)."""
+        if self.expected is None:
+            from harness.expected_cache import oracle_expected
 
-        return oracle_expected(self, dtype)
+            return oracle_expected(self, dtype)
+        done = self.__dict__.setdefault("_bounded", {})
+        if dtype not in done:
+            from harness.error_model import error_bounds
+
+            e = self.expected[dtype]
+            b = error_bounds(self.problem(dtype), dtype, e.loss, e.grad)
+            done[dtype] = Expected(e.loss, e.grad, b.loss, b.grad)
+        return done[dtype]

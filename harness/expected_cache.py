@@ -52,7 +52,7 @@ def oracle_revision() -> str:
     """Hash of the oracle's source and the key scheme: a changed oracle never reads old values."""
     here = Path(__file__).parent
     h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
-    for name in ("oracle.py", "oracle_stream.py"):
+    for name in ("oracle.py", "oracle_stream.py", "error_model.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -70,15 +70,17 @@ def _read(path: Path) -> Expected | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             grad = f["grad"] if "grad" in f.files else None
-            return Expected(f["loss"], grad)
+            grad_bound = f["grad_bound"] if "grad_bound" in f.files else None
+            return Expected(f["loss"], grad, f["loss_bound"], grad_bound)
     except (OSError, ValueError, KeyError):  # absent, or damaged by hand: recompute
         return None
 
 
 def _write(path: Path, expected: Expected) -> None:
-    arrays = {"loss": expected.loss}
+    arrays = {"loss": expected.loss, "loss_bound": expected.loss_bound}
     if expected.grad is not None:
         arrays["grad"] = expected.grad
+        arrays["grad_bound"] = expected.grad_bound
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -95,6 +97,7 @@ def _write(path: Path, expected: Expected) -> None:
 def oracle_expected(case: Case, dtype: str) -> Expected:
     """Expected values of ``case`` in ``dtype``: from memory, from disk, or computed and stored."""
     from harness.case import Expected
+    from harness.error_model import error_bounds
     from harness.oracle import cross_entropy
 
     key = (case.content_hash, dtype)
@@ -107,8 +110,10 @@ def oracle_expected(case: Case, dtype: str) -> Expected:
         stats["disk_hits"] += 1
     else:
         stats["computed"] += 1
-        result = cross_entropy(case.problem(dtype))
-        found = Expected(result.loss, result.grad)
+        problem = case.problem(dtype)
+        result = cross_entropy(problem)
+        bounds = error_bounds(problem, dtype, result.loss, result.grad)
+        found = Expected(result.loss, result.grad, bounds.loss, bounds.grad)
         if path is not None:
             _write(path, found)
     _memory[key] = found

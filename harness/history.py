@@ -2,10 +2,12 @@
 
 Each (report, adapter) pair is one run. Runs are grouped by wrapped library
 (torch, jax, numpy) and ordered by its version; for every matrix group
-(see ``harness.matrix``) a cell shows ``conforming/run`` and the worst error
-in ulp. A cell is marked ``!`` when, against the previous version of the same
-library and adapter, fewer results conform or the worst finite error grew
-beyond 2x (with a 1 ulp floor, as in ``harness.baseline``). Below the table,
+(see ``harness.matrix``) a cell shows ``conforming/run`` and the worst test
+ratio (error / allowed; ``r``), or the worst error in ulp (``u``) for reports
+written before test ratios existed. A cell is marked ``!`` when, against the
+previous version of the same library and adapter, fewer results conform or the
+worst finite test ratio grew beyond 2x above a third of the limit (the rule of
+``harness.baseline``). Below the table,
 every case that changed status between consecutive versions is listed.
 """
 
@@ -16,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.baseline import DEFAULT_GROWTH, grew, read_report, worst_ulp
+from harness.baseline import DEFAULT_GROWTH, grew, read_report, worst_ratio, worst_ulp
 from harness.errors import UsageError
 from harness.expectations import version_key
 from harness.matrix import CONFORMING, GROUPS, groups_of
@@ -35,7 +37,8 @@ class Run:
     python: str
     numpy: str
     results: list[dict]
-    cells: dict[str, tuple[int, int, float | None]] = field(default_factory=dict)
+    #: group -> (conforming, run, worst finite ulp, worst finite test ratio)
+    cells: dict[str, tuple[int, int, float | None, float | None]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -43,21 +46,23 @@ class Run:
 
 
 def _summarise(run: Run) -> None:
-    acc = {g: [0, 0, None] for g in COLUMNS}
+    acc: dict[str, list] = {g: [0, 0, None, None] for g in COLUMNS}
     for r in run.results:
         if r["status"] == "unsupported":
             continue
         groups = r.get("groups") or groups_of(
             r["case_id"], r.get("features", ()), r.get("tags", ()), r["dtype"]
         )
-        u = worst_ulp(r)
+        u, q = worst_ulp(r), worst_ratio(r)
         for g in [*groups, "all"]:
             cell = acc[g]
             cell[0] += r["status"] in CONFORMING
             cell[1] += 1
             if u is not None and math.isfinite(u):
                 cell[2] = u if cell[2] is None else max(cell[2], u)
-    run.cells = {g: (c[0], c[1], c[2]) for g, c in acc.items()}
+            if q is not None and math.isfinite(q):
+                cell[3] = q if cell[3] is None else max(cell[3], q)
+    run.cells = {g: (c[0], c[1], c[2], c[3]) for g, c in acc.items()}
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
@@ -107,13 +112,15 @@ def regressed_cell(prev: tuple | None, cur: tuple) -> bool:
     if prev is None or cur[1] == 0:
         return False
     fewer = prev[1] and cur[0] / cur[1] < prev[0] / prev[1]
-    return bool(fewer or grew(prev[2], cur[2], DEFAULT_GROWTH))
+    return bool(fewer or grew(prev[3], cur[3], DEFAULT_GROWTH))
 
 
-def _cell(c: tuple[int, int, float | None]) -> str:
-    ok, run, u = c
+def _cell(c: tuple[int, int, float | None, float | None]) -> str:
+    ok, run, u, q = c
     if run == 0:
         return "n/a"
+    if q is not None:
+        return f"{ok}/{run} {q:.2g}r"
     return f"{ok}/{run}" + ("" if u is None else f" {u:.3g}u")
 
 

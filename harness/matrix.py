@@ -71,7 +71,19 @@ def _record(r: object) -> Mapping:
         "status": r.status.value,
         "features": r.features,
         "tags": r.tags,
+        "loss_errors": None if r.loss_errors is None else r.loss_errors.to_dict(),
+        "grad_errors": None if r.grad_errors is None else r.grad_errors.to_dict(),
     }
+
+
+def _ratio(r: Mapping) -> float | None:
+    """The worst test ratio of one result (loss or gradient), None when nothing was compared."""
+    values = [
+        e["max_ratio"]
+        for e in (r.get("loss_errors"), r.get("grad_errors"))
+        if e and e.get("max_ratio") is not None
+    ]
+    return max(values) if values else None
 
 
 CONFORMING = ("pass", "raised")
@@ -91,6 +103,33 @@ def cells(results: Iterable[object]) -> dict[str, dict[str, tuple[int, int]]]:
     return {a: {g: (v[0], v[1]) for g, v in row.items()} for a, row in table.items()}
 
 
+def worst_ratios(results: Iterable[object]) -> dict[str, dict[str, float | None]]:
+    """adapter -> group -> the worst test ratio (error / allowed) of its compared results."""
+    table: dict[str, dict[str, float | None]] = {}
+    for r in map(_record, results):
+        row = table.setdefault(r["adapter"], dict.fromkeys((*GROUPS, "all")))
+        q = _ratio(r)
+        if q is None or q != q:  # nothing compared, or NaN
+            continue
+        for g in [*groups_of(r["case_id"], r["features"], r["tags"], r["dtype"]), "all"]:
+            row[g] = q if row[g] is None else max(row[g], q)
+    return table
+
+
+def ratio_text(q: float | None) -> str:
+    if q is None:
+        return "-"
+    return "inf" if q == float("inf") else f"{q:.2g}"
+
+
+def ratio_rows(results: Iterable[object]) -> tuple[list[str], list[list[str]]]:
+    """Headers and rows of the worst test ratio per adapter and group (at most 1 conforms)."""
+    table = worst_ratios(results)
+    headers = ["adapter", *GROUPS, "all"]
+    body = [[a] + [ratio_text(row[g]) for g in (*GROUPS, "all")] for a, row in table.items()]
+    return headers, body
+
+
 def cell_text(conforming: int, run: int) -> str:
     return "n/a" if run == 0 else f"{conforming}/{run}"
 
@@ -108,4 +147,12 @@ def render(results: Iterable[object]) -> str:
     from tabulate import tabulate
 
     headers, body = rows(results)
+    return tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True)
+
+
+def render_ratios(results: Iterable[object]) -> str:
+    """The worst test ratio per adapter and group as a plain-text table."""
+    from tabulate import tabulate
+
+    headers, body = ratio_rows(results)
     return tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True)

@@ -60,7 +60,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "growth-factor", "growth_factor",
-        "with --baseline: error growth (in ulp) that counts as a regression (default 2)",
+        "with --baseline: growth of the test ratio (error / allowed) that counts as a "
+        "regression, measured from at least a third of the limit (default 2)",
         {"type": float, "metavar": "X"},
     ),
     Option(

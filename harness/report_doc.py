@@ -21,9 +21,20 @@ def fmt_ulp(value: float | None) -> str:
     return "inf" if math.isinf(value) else f"{value:.3g}"
 
 
-def worst(results: list[dict], key: str) -> float | None:
-    """The largest ``max_ulp`` of ``key`` ('loss_errors' or 'grad_errors'), None if none."""
-    values = [r[key]["max_ulp"] for r in results if r.get(key)]
+def worst(results: list[dict], key: str, figure: str = "max_ulp") -> float | None:
+    """The largest ``figure`` of ``key`` ('loss_errors' or 'grad_errors'), None if none.
+
+    ``figure``: 'max_ratio' (the test ratio) or 'max_ulp'; reports that predate test
+    ratios have none.
+    """
+    values = [r[key][figure] for r in results if r.get(key) and r[key].get(figure) is not None]
+    values = [v for v in values if v == v]
+    return max(values) if values else None
+
+
+def worst_ulp_of(results: list[dict]) -> float | None:
+    both = [worst(results, "loss_errors"), worst(results, "grad_errors")]
+    values = [v for v in both if v is not None]
     return max(values) if values else None
 
 
@@ -45,9 +56,16 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[object]]]:
             [name, info.get(name, {}).get("wraps", ""), info.get(name, {}).get("device", "")]
             + [len(rs)]
             + [counts.get(s, 0) for s in shown]
-            + [fmt_ulp(worst(rs, "loss_errors")), fmt_ulp(worst(rs, "grad_errors"))]
+            + [
+                fmt_ulp(worst(rs, "loss_errors", "max_ratio")),
+                fmt_ulp(worst(rs, "grad_errors", "max_ratio")),
+                fmt_ulp(worst_ulp_of(rs)),
+            ]
         )
-    headers = ["adapter", "wraps", "device", "results", *shown, "worst loss ulp", "worst grad ulp"]
+    headers = [
+        "adapter", "wraps", "device", "results", *shown,
+        "worst loss ratio", "worst grad ratio", "worst ulp",
+    ]  # fmt: skip
     return headers, rows
 
 

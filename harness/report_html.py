@@ -67,7 +67,7 @@ def _matrix_html(doc: dict) -> str:
 
 
 def error_plot_png(doc: dict) -> bytes | None:
-    """PNG bytes of the worst-ulp distribution per adapter x dtype; None without matplotlib."""
+    """PNG bytes of the test-ratio distribution per adapter x dtype; None without matplotlib."""
     try:
         import matplotlib
 
@@ -77,8 +77,12 @@ def error_plot_png(doc: dict) -> bytes | None:
         return None
     groups: dict[str, list[float]] = {}
     for r in doc["results"]:
-        values = [e["max_ulp"] for e in (r.get("loss_errors"), r.get("grad_errors")) if e]
-        finite = [v for v in values if math.isfinite(v)]
+        values = [
+            e.get("max_ratio", e["max_ulp"])
+            for e in (r.get("loss_errors"), r.get("grad_errors"))
+            if e
+        ]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
         if finite:
             groups.setdefault(f"{r['adapter']}\n{r['dtype']}", []).append(max(finite))
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(groups) + 2), 3.6), dpi=90)
@@ -92,8 +96,9 @@ def error_plot_png(doc: dict) -> bytes | None:
         ax.boxplot([groups[k] for k in labels], positions=range(len(labels)), widths=0.5,
                    showfliers=False)  # fmt: skip
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
-        ax.set_yscale("symlog", linthresh=1.0)
-    ax.set_ylabel("worst error per result (ulp)")
+        ax.set_yscale("symlog", linthresh=0.01)
+        ax.axhline(1.0, color="red", linewidth=0.8)  # the limit: above it a result fails
+    ax.set_ylabel("worst test ratio per result (error / allowed)")
     ax.set_title("Error distribution per adapter and dtype")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -134,6 +139,8 @@ def render(doc: dict) -> str:
         table(*summary_rows(doc)),
         "<h2>Conformance matrix (conforming/run)</h2>",
         _matrix_html(doc),
+        "<h2>Worst test ratio (error / allowed; at most 1 conforms)</h2>",
+        table(*matrix.ratio_rows(doc["results"])),
         "<h2>Error distribution</h2>",
     ]
     png = error_plot_png(doc)

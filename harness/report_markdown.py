@@ -49,13 +49,18 @@ def render(doc: dict, *, limit: int = LIMIT, json_hint: str = "the JSON report")
     lines += [*table(headers, rows), ""]
     m_headers, m_rows = matrix.rows(doc["results"])
     lines += ["### Conformance matrix (conforming/run)", "", *table(m_headers, m_rows), ""]
+    r_headers, r_rows = matrix.ratio_rows(doc["results"])
+    lines += [
+        "### Worst test ratio (error / allowed; at most 1 conforms)", "",
+        *table(r_headers, r_rows), "",
+    ]  # fmt: skip
     base = (doc.get("gate") or {}).get("baseline")
     if base:
         lines += [
             f"### Baseline `{doc['gate'].get('baseline_file')}`",
             "",
             f"{len(base['newly_failing'])} newly failing, {len(base['growth'])} error growth "
-            f"beyond {base['factor']:g}x ulp, {len(base['newly_passing'])} newly passing, "
+            f"beyond {base['factor']:g}x (test ratio), {len(base['newly_passing'])} newly passing, "
             f"{len(base['changed'])} changed (not compared)",
             "",
         ]

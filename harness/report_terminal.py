@@ -14,8 +14,14 @@ SUMMARY_STATUSES = (
 )  # fmt: skip
 
 
-def _worst(results: list[Result], attr: str) -> str:
-    values = [getattr(r, attr).max_ulp for r in results if getattr(r, attr) is not None]
+def _worst(results: list[Result], attrs: tuple[str, ...], figure: str) -> str:
+    values = [
+        getattr(getattr(r, a), figure)
+        for r in results
+        for a in attrs
+        if getattr(r, a) is not None
+    ]
+    values = [v for v in values if v == v]  # NaN: nothing comparable
     if not values:
         return "-"
     worst = max(values)
@@ -33,15 +39,20 @@ def summary_table(results: list[Result], versions: dict[str, str]) -> str:
         rows.append(
             [name, versions.get(name, ""), len(rs)]
             + [counts.get(s, 0) for s in shown]
-            + [_worst(rs, "loss_errors"), _worst(rs, "grad_errors")]
+            + [
+                _worst(rs, ("loss_errors",), "max_ratio"),
+                _worst(rs, ("grad_errors",), "max_ratio"),
+                _worst(rs, ("loss_errors", "grad_errors"), "max_ulp"),
+            ]
         )
     headers = [
         "adapter",
         "wraps",
         "results",
         *[s.value for s in shown],
-        "worst loss ulp",
-        "worst grad ulp",
+        "worst loss ratio",
+        "worst grad ratio",
+        "worst ulp",
     ]
     return tabulate(rows, headers=headers, tablefmt="simple")
 
@@ -65,6 +76,8 @@ def render(results: list[Result], versions: dict[str, str], *, verbose: bool = F
 
     parts = [summary_table(results, versions), "", "Conformance matrix (conforming/run):"]
     parts.append(matrix.render(results))
+    parts += ["", "Worst test ratio (error / allowed; at most 1 conforms):"]
+    parts.append(matrix.render_ratios(results))
     bad = [r for r in results if not r.conforming]
     if bad:
         parts += [

@@ -65,7 +65,7 @@ def check_gate_files(args: argparse.Namespace) -> None:
         read_report(args.baseline)
     factor = getattr(args, "growth_factor", None)
     if factor is not None and not factor > 1:
-        raise UsageError(f"--growth-factor {factor}: must be > 1 (2 means twice the ulp error)")
+        raise UsageError(f"--growth-factor {factor}: must be > 1 (2 means twice the test ratio)")
 
 
 def list_everything(cases, adapter_specs: list[str] | None) -> str:

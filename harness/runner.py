@@ -224,11 +224,17 @@ def _check_values(
         result.message = str(e)
         return
     result.got_loss = _summary(loss)
-    lc = compare(loss, expected.loss, dtype, tol.loss_rtol, tol.loss_atol, "loss")
+    lc = compare(
+        loss, expected.loss, expected.loss_bound, dtype, "loss",
+        rtol=tol.loss_rtol, atol=tol.loss_atol,
+    )  # fmt: skip
     result.loss_errors = lc.errors
     messages = [lc.message] if not lc.ok else []
     if grad is not None:
-        gc = compare(grad, expected.grad, dtype, tol.grad_rtol, tol.grad_atol, "grad")
+        gc = compare(
+            grad, expected.grad, expected.grad_bound, dtype, "grad",
+            rtol=tol.grad_rtol, atol=tol.grad_atol,
+        )  # fmt: skip
         result.grad_errors = gc.errors
         if not gc.ok:
             messages.append(gc.message)
