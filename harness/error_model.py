@@ -199,6 +199,8 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
         problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
         den_condition, u_d, u_c, tiny,
     )  # fmt: skip
+    # a non-finite expected value is compared exactly: its bound is 0
+    loss_bound = np.where(np.isfinite(loss), loss_bound, 0.0)
     grad_bound = None
     if grad is not None and grad_rows is not None:
         with np.errstate(invalid="ignore", over="ignore"):
@@ -207,6 +209,7 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
             own_rows = _to_rows(own, problem)
             grad_rows += (u_d + u_c * den_condition * float(length_factor(n_kept))) * own_rows
         grad_bound = problem.grad_from_rows(np.nan_to_num(grad_rows, nan=0.0, posinf=np.inf))
+        grad_bound = np.where(np.isfinite(grad), grad_bound, 0.0)
     return Bounds(loss_bound, grad_bound)
 
 
