@@ -222,6 +222,11 @@ def _schema_error(path: Path, doc: object, err) -> CaseFileError:
         missing = err.message.split(" is a required")[0]
         message = f"missing required field: {missing}"
         field_name = ".".join(filter(None, [field_name, missing.strip("'")]))
+        if field_name.endswith("tolerance.reason"):
+            message += (
+                ": the error model already allows for rounding (docs/tolerances.md); "
+                "say why this case needs more room, or remove the field"
+            )
     elif err.validator in ("type", "enum", "const", "oneOf", "pattern", "minimum", "minItems"):
         shown = err.instance
         if err.validator == "oneOf" and err.context:  # name the bad item, not the whole list

@@ -24,6 +24,12 @@ EXPECTED = {
     "duplicate_key": (6, None, None, "invalid YAML: duplicate key 'target'"),
     "duplicate_name_in_file": (7, "fine", None, "duplicate case id 'duplicate_name_in_fil"),
     "empty_file": (None, None, None, "empty file: expected a mapping with a 'c"),
+    "tolerance_without_reason": (
+        11,
+        "broken",
+        "tolerance.reason",
+        "missing required field: 'reason': the e",
+    ),
     "expect_error_unknown_kind": (
         11,
         "broken",

@@ -167,7 +167,7 @@ def test_half_precision_sum_of_exponentials_rounded_before_the_log_fails(dtype, 
     x = np.array([[8.0, 0.5, -1.0, 0.25], [0.25, 8.0, -1.0, 0.5]])
     p = Problem(cast(x, dtype).astype(np.float64), np.array([0, 1]), False, None, reduction)
     loss_ratio, _ = _ratios(p, dtype, *_legal(p, dtype, round_sum_to_dtype=True))
-    assert loss_ratio > 1
+    assert loss_ratio > (10 if dtype == "float16" and reduction == "none" else 1)
     fine, _ = _ratios(p, dtype, *_legal(p, dtype))
     assert fine <= 1
 
