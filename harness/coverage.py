@@ -4,7 +4,8 @@ Each valid case is classified along a few parameters (target kind, weight, ignor
 positions, ignore_index kind, label_smoothing, reduction, shape, dtype); each
 invalid-input case by its expected error. The report lists, per parameter, how
 many case x dtype runs take each value, then for every pair of parameters how
-many of the possible value pairs occur, naming the ones that never do.
+many of the feasible value pairs occur, naming the ones that never do, and lists
+the value pairs no valid call can have (``INFEASIBLE``), each with its reason.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import itertools
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,29 +28,95 @@ PARAMETERS: dict[str, tuple[str, ...]] = {
     "ignore_index": ("default", "negative", "in_range", "out_of_range"),
     "smoothing": ("0", "small", "0.5", "large", "1"),
     "reduction": ("none", "mean", "sum"),
-    "shape": ("unbatched", "N=1", "N>1", "kdim1", "kdim2", "kdim3", "empty"),
+    "shape": (
+        "unbatched", "N=1", "N>1", "kdim1", "kdim2", "kdim3", "kdim4", "kdim>=5", "empty",
+    ),
     "classes": ("1", "2", "3-99", "100-9999", ">=10000"),
     "dtype": ("float64", "float32", "float16", "bfloat16"),
+}  # fmt: skip
+
+_PROBABILITY_NOT_IGNORED = (
+    "probability targets have no ignored positions: ignore_index never selects a soft "
+    "target row (a negative one is accepted and does nothing), so 'ignored' is always 'none'"
+)
+_PROBABILITY_RAISES = (
+    "PyTorch raises for ignore_index >= 0 with probability targets ('ignore_index is not "
+    "supported for floating point target'): an invalid-input case "
+    "(expect_error: ignore_index_with_probabilities), not a valid call"
+)
+#: (parameter, value, parameter, value) -> why no valid call has both values; parameters
+#: in PARAMETERS order. Triples can be infeasible too (one class with an in-range
+#: ignore_index, ii = 0, ignores every target), but coverage counts pairs only.
+INFEASIBLE: dict[tuple[str, str, str, str], str] = {
+    ("target", "probability", "ignored", "some"): _PROBABILITY_NOT_IGNORED,
+    ("target", "probability", "ignored", "all"): _PROBABILITY_NOT_IGNORED,
+    ("target", "probability", "ignore_index", "in_range"): _PROBABILITY_RAISES,
+    ("target", "probability", "ignore_index", "out_of_range"): (
+        "'out_of_range' is ignore_index >= C >= 0; " + _PROBABILITY_RAISES
+    ),
+    ("weight", "positive", "classes", "1"): (
+        "'positive' means positive and not all equal; the weight of one class has one entry, "
+        "which is 'uniform' (or 'some_zero', 'negative')"
+    ),
+    ("ignored", "some", "shape", "unbatched"): (
+        "unbatched input has one position (a scalar target): it is ignored or not, never 'some'"
+    ),
+    ("ignored", "some", "shape", "N=1"): (
+        "(1, C) input has one position: it is ignored or not, never 'some'"
+    ),
+    ("ignored", "some", "shape", "empty"): (
+        "an empty input has no positions, so none of them is ignored"
+    ),
+    ("ignored", "all", "shape", "empty"): (
+        "an empty input has no positions; 0 of 0 ignored counts as 'none', never 'all'"
+    ),
 }
-#: value pairs no valid call can have
-IMPOSSIBLE = {
-    ("target", "probability", "ignored", "some"),
-    ("target", "probability", "ignored", "all"),
-    ("target", "probability", "ignore_index", "in_range"),
-    ("target", "probability", "ignore_index", "out_of_range"),
-    ("ignored", "some", "shape", "unbatched"),
-    ("ignored", "some", "shape", "N=1"),
-    ("ignored", "some", "shape", "empty"),
-    ("ignored", "all", "shape", "empty"),
-}
+
+
+def infeasible(a: str, va: str, b: str, vb: str) -> str | None:
+    """The reason no valid call has ``a=va`` and ``b=vb`` (either order), or None."""
+    return INFEASIBLE.get((a, va, b, vb)) or INFEASIBLE.get((b, vb, a, va))
+
+
+def feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Parameter pair -> the value pairs a valid call can have, in display order."""
+    return {
+        (a, b): [
+            (va, vb)
+            for va, vb in itertools.product(PARAMETERS[a], PARAMETERS[b])
+            if infeasible(a, va, b, vb) is None
+        ]
+        for a, b in itertools.combinations(PARAMETERS, 2)
+    }
 
 
 def classify(case: Case) -> dict[str, str]:
     """The parameter values of a valid case (dtype excluded)."""
-    x, t = case.logits, case.target
+    return classify_call(
+        case.logits,
+        case.target,
+        probability=case.probability_target,
+        weight=case.weight,
+        ignore_index=case.ignore_index,
+        label_smoothing=case.label_smoothing,
+        reduction=case.reduction,
+    )
+
+
+def classify_call(
+    x: np.ndarray,
+    t: np.ndarray,
+    *,
+    probability: bool,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> dict[str, str]:
+    """The parameter values of one call (dtype excluded): logits ``x``, target ``t``."""
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
-    out = {"target": "probability" if case.probability_target else "index"}
-    w = case.weight
+    out = {"target": "probability" if probability else "index"}
+    w = weight
     if w is None:
         out["weight"] = "none"
     elif np.any(w < 0):
@@ -57,7 +125,7 @@ def classify(case: Case) -> dict[str, str]:
         out["weight"] = "some_zero"
     else:
         out["weight"] = "uniform" if np.all(w == w[0]) else "positive"
-    ii = case.ignore_index
+    ii = ignore_index
     out["ignore_index"] = (
         "default"
         if ii == -100
@@ -67,12 +135,12 @@ def classify(case: Case) -> dict[str, str]:
         if ii < c
         else "out_of_range"
     )
-    if case.probability_target or t.size == 0:
+    if probability or t.size == 0:
         out["ignored"] = "none"
     else:
         n = int(np.count_nonzero(t == ii))
         out["ignored"] = "none" if n == 0 else "all" if n == t.size else "some"
-    eps = case.label_smoothing
+    eps = label_smoothing
     out["smoothing"] = (
         "0"
         if eps == 0
@@ -84,7 +152,7 @@ def classify(case: Case) -> dict[str, str]:
         if eps == 1
         else "large"
     )
-    out["reduction"] = case.reduction
+    out["reduction"] = reduction
     if x.size == 0:
         out["shape"] = "empty"
     elif x.ndim == 1:
@@ -92,7 +160,8 @@ def classify(case: Case) -> dict[str, str]:
     elif x.ndim == 2:
         out["shape"] = "N=1" if x.shape[0] == 1 else "N>1"
     else:
-        out["shape"] = f"kdim{min(x.ndim - 2, 3)}"
+        k = x.ndim - 2
+        out["shape"] = f"kdim{k}" if k < 5 else "kdim>=5"
     out["classes"] = (
         "1"
         if c == 1
@@ -115,8 +184,36 @@ def rows_of(cases: list[Case]) -> tuple[list[dict[str, str]], Counter]:
             errors[case.expect_error] += 1
             continue
         base = classify(case)
-        rows.extend({**base, "dtype": d} for d in case.dtypes)
+        rows.extend({**base, "dtype": d, "case": case.id} for d in case.dtypes)
     return rows, errors
+
+
+@dataclass(frozen=True)
+class PairCoverage:
+    """Coverage of one parameter pair: feasible value pairs, those never seen, infeasible ones seen."""
+
+    a: str
+    b: str
+    feasible: list[tuple[str, str]]
+    missing: list[tuple[str, str]]
+    contradicting: dict[tuple[str, str], str]  # an 'infeasible' value pair -> a case that has it
+
+    @property
+    def covered(self) -> int:
+        return len(self.feasible) - len(self.missing)
+
+
+def pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
+    """Per parameter pair (in PARAMETERS order), what the rows cover."""
+    out = []
+    for (a, b), feasible in feasible_pairs().items():
+        seen: dict[tuple[str, str], str] = {}
+        for r in rows:
+            seen.setdefault((r[a], r[b]), r.get("case", "?"))
+        missing = [p for p in feasible if p not in seen]
+        contradicting = {p: cid for p, cid in seen.items() if infeasible(a, p[0], b, p[1])}
+        out.append(PairCoverage(a, b, feasible, missing, contradicting))
+    return out
 
 
 def render(cases: list[Case]) -> str:
@@ -130,23 +227,30 @@ def render(cases: list[Case]) -> str:
         table.append([name, "  ".join(f"{v}={counts.get(v, 0)}" for v in values)])
     table.append(["expect_error", "  ".join(f"{k}={errors.get(k, 0)}" for k in ERROR_KINDS)])
     lines.append(tabulate(table, headers=["parameter", "value=runs"], tablefmt="simple"))
-    lines += ["", "Pairs (covered/possible; never covered):"]
+    lines += ["", "Pairs (covered/feasible; never covered):"]
     pair_rows = []
-    total_cov = total_pos = 0
-    for a, b in itertools.combinations(PARAMETERS, 2):
-        seen = {(r[a], r[b]) for r in rows}
-        possible = [
-            (va, vb)
-            for va, vb in itertools.product(PARAMETERS[a], PARAMETERS[b])
-            if (a, va, b, vb) not in IMPOSSIBLE
-        ]
-        missing = [f"{va}+{vb}" for va, vb in possible if (va, vb) not in seen]
-        covered = len(possible) - len(missing)
-        total_cov += covered
-        total_pos += len(possible)
-        pair_rows.append([f"{a} x {b}", f"{covered}/{len(possible)}", " ".join(missing) or "-"])
+    coverage = pair_coverage(rows)
+    for pc in coverage:
+        missing = " ".join(f"{va}+{vb}" for va, vb in pc.missing) or "-"
+        pair_rows.append([f"{pc.a} x {pc.b}", f"{pc.covered}/{len(pc.feasible)}", missing])
     lines.append(tabulate(pair_rows, headers=["pair", "covered", "missing"], tablefmt="simple"))
-    lines.append(f"\npairwise coverage: {total_cov}/{total_pos} value pairs")
+    lines += ["", f"Infeasible value pairs ({len(INFEASIBLE)}, not counted):"]
+    infeasible_rows = [[f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in INFEASIBLE.items()]
+    lines.append(tabulate(infeasible_rows, headers=["pair", "why"], tablefmt="simple"))
+    contradicting = [
+        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
+        for pc in coverage
+        for (va, vb), cid in pc.contradicting.items()
+    ]
+    if contradicting:
+        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
+        lines += contradicting
+    covered = sum(pc.covered for pc in coverage)
+    feasible = sum(len(pc.feasible) for pc in coverage)
+    share = 100.0 * covered / feasible if feasible else 100.0
+    lines.append(
+        f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)"
+    )
     return "\n".join(lines)
 
 
