@@ -248,9 +248,7 @@ def render(cases: list[Case]) -> str:
     covered = sum(pc.covered for pc in coverage)
     feasible = sum(len(pc.feasible) for pc in coverage)
     share = 100.0 * covered / feasible if feasible else 100.0
-    lines.append(
-        f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)"
-    )
+    lines.append(f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
     return "\n".join(lines)
 
 

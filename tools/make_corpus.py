@@ -10,6 +10,10 @@ serves all four. Expected values come from the oracle afterwards::
     python tools/make_corpus.py                      # writes cases/generated/grid_*.yaml
     python -m harness regen cases/generated          # fills in expected values
 
+It also writes ``cases/generated/pairwise.yaml``: cases that together have every value
+pair of ``python -m harness coverage`` a valid call can have, one dtype each, with
+``expected: oracle`` (see "the pairwise set" below).
+
 ``--fingerprints FILE...`` replaces ``sha256: FILL`` in the recipes of hand-written
 case files with the fingerprint of the array the recipe makes (see
 harness/generate.py); existing fingerprints are never touched.
@@ -18,15 +22,19 @@ harness/generate.py); existing fingerprints are never touched.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import itertools
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
+from harness import coverage
+from harness.generate import build, fingerprint
 from harness.regen import fill_fingerprints
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,6 +249,345 @@ def write_grid(out: Path = OUT) -> list[Path]:
     return written
 
 
+# -- the pairwise set -----------------------------------------------------------------------
+#
+# The grid multiplies a few values of six parameters. The pairwise set takes every value of
+# every parameter of ``python -m harness coverage`` (harness/coverage.py), dtype included,
+# and has every value pair a valid call can have at least once, one dtype per case: a
+# greedy covering array with no random choice in it (inputs are seeded by the case's name).
+
+PAIRWISE_FILE = "pairwise.yaml"
+#: the coverage parameters whose values constrain each other (the rest combine freely)
+CONSTRAINED = ("target", "weight", "ignored", "ignore_index", "shape", "classes")
+
+
+def realizable(v: dict[str, str]) -> bool:
+    """Whether one valid call has all these values of the CONSTRAINED parameters."""
+    if v["target"] == "probability" and (
+        v["ignored"] != "none" or v["ignore_index"] in ("in_range", "out_of_range")
+    ):
+        return False  # soft targets ignore nothing, and ignore_index >= 0 raises with them
+    if v["ignored"] == "some" and v["shape"] in ("unbatched", "N=1", "empty"):
+        return False  # fewer than two positions
+    if v["ignored"] == "all" and v["shape"] == "empty":
+        return False  # no positions: 'none'
+    if v["classes"] == "1":
+        if v["weight"] == "positive":
+            return False  # one weight is 'uniform' (or zero, or negative)
+        if v["ignore_index"] == "in_range" and v["shape"] != "empty" and v["ignored"] != "all":
+            return False  # the only class, 0, is the ignore_index: every target is ignored
+    return True
+
+
+@functools.cache
+def _realizable_combos() -> tuple[tuple[str, ...], ...]:
+    values = [coverage.PARAMETERS[k] for k in CONSTRAINED]
+    return tuple(
+        combo
+        for combo in itertools.product(*values)
+        if realizable(dict(zip(CONSTRAINED, combo, strict=True)))
+    )
+
+
+@functools.cache
+def _extendable(assigned: frozenset[tuple[str, str]]) -> bool:
+    """Whether values of some CONSTRAINED parameters extend to a realizable call."""
+    fixed = [(CONSTRAINED.index(k), v) for k, v in assigned]
+    return any(all(combo[i] == v for i, v in fixed) for combo in _realizable_combos())
+
+
+def _row_extendable(row: dict[str, str]) -> bool:
+    return _extendable(frozenset((k, v) for k, v in row.items() if k in CONSTRAINED))
+
+
+Pair = tuple[tuple[str, str], tuple[str, str]]
+
+
+def _pairs_of(row: dict[str, str]) -> set[Pair]:
+    keys = [k for k in coverage.PARAMETERS if k in row]
+    return {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(keys, 2)}
+
+
+def realizable_pairs() -> set[Pair]:
+    """Every value pair (parameters in coverage.PARAMETERS order) some valid call has."""
+    params = coverage.PARAMETERS
+    return {
+        ((a, va), (b, vb))
+        for a, b in itertools.combinations(params, 2)
+        for va, vb in itertools.product(params[a], params[b])
+        if _row_extendable({a: va, b: vb})
+    }
+
+
+def pairwise_rows() -> list[dict[str, str]]:
+    """Rows of coverage parameter values that together have every realizable value pair.
+
+    Each row starts from an uncovered pair of the parameter pair with the most uncovered
+    pairs left, fills the other parameters (largest domain first) with the value that
+    covers most new pairs, and the best such row is kept; ties go to the first candidate.
+    """
+    params = coverage.PARAMETERS
+    order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
+    uncovered = realizable_pairs()
+    rows: list[dict[str, str]] = []
+    while uncovered:
+        left: Counter = Counter((a[0], b[0]) for a, b in uncovered)
+        busiest = max(left, key=lambda ab: (left[ab], [-list(params).index(k) for k in ab]))
+        best, best_gain = None, -1
+        for seed in sorted(p for p in uncovered if (p[0][0], p[1][0]) == busiest):
+            row = dict(seed)
+            for k in order:
+                if k in row:
+                    continue
+                choices = [v for v in params[k] if _row_extendable({**row, k: v})]
+                row[k] = max(choices, key=lambda v: len(_pairs_of({**row, k: v}) & uncovered))
+            gain = len(_pairs_of(row) & uncovered)
+            if gain > best_gain:
+                best, best_gain = row, gain
+        rows.append({k: best[k] for k in params})
+        uncovered -= _pairs_of(best)
+    return rows
+
+
+_NAME_TOKENS = {"N=1": "n1", "N>1": "nbatch", "kdim>=5": "kdim5", ">=10000": "10000plus"}
+
+
+def pairwise_name(row: dict[str, str]) -> str:
+    t = {k: _NAME_TOKENS.get(v, v).replace("-", "to") for k, v in row.items()}
+    return (
+        f"{t['target']}_w-{t['weight']}_ig-{t['ignored']}_ii-{t['ignore_index']}"
+        f"_ls-{t['smoothing']}_{t['reduction']}_{t['shape']}_c{t['classes']}_{t['dtype']}"
+    )
+
+
+def _recipe(kind: str, shape: tuple[int, ...], **params: object) -> dict:
+    """A generator recipe (harness/generate.py) with its fingerprint."""
+    spec = {"generate": kind, "shape": list(shape), **params}
+    if kind != "full":
+        spec["sha256"] = fingerprint(build(spec))
+    return spec
+
+
+def _array(source: object) -> np.ndarray:
+    return build(source) if isinstance(source, dict) else np.asarray(source, dtype=np.float64)
+
+
+def pairwise_inputs(row: dict[str, str], rng: np.random.Generator) -> dict:
+    """Inputs of the call a row describes: logits, target, weight, ignore_index, label_smoothing.
+
+    Small arrays are literals in multiples of 1/8 (logits, probabilities) and 1/4 (weights,
+    negative ones in [-10, 10]); 100 classes and more, and empty arrays, are recipes.
+    """
+    classes = row["classes"]
+    c = {"1": 1, "2": 2, "3-99": int(rng.integers(3, 8))}.get(classes)
+    if c is None:
+        c = 10_000 if classes == ">=10000" else int(rng.choice([100, 128, 257, 1000]))
+    big = c >= 100
+    shape = row["shape"]
+    if shape == "unbatched":
+        dims: tuple[int, ...] = (c,)
+    elif shape == "N=1":
+        dims = (1, c)
+    elif shape == "N>1":
+        dims = (2 if big else int(rng.integers(2, 5)), c)
+    elif shape == "empty":
+        dims = [(0, c), (0, c, 2), (2, c, 0)][int(rng.integers(0, 3))]
+    else:
+        k = 5 if shape == "kdim>=5" else int(shape[len("kdim") :])
+        # many classes: one position (two when some are ignored), the oracle is exact
+        n, spatial = (1, [1] * k) if big else (
+            int(rng.integers(1, 3)), rng.integers(1, 3, size=k).tolist()
+        )  # fmt: skip
+        if n * int(np.prod(spatial)) < 2 and (row["ignored"] == "some" or not big):
+            spatial[0] = 2
+        dims = (n, c, *spatial)
+    index_shape = _index_shape(dims)
+    positions = int(np.prod(index_shape, dtype=np.int64))
+    out: dict = {}
+    if 0 in dims:
+        out["logits"] = _recipe("full", dims, value=0.0)
+    elif big:
+        out["logits"] = _recipe("normal", dims, seed=int(rng.integers(2**31)), std=2.0)
+    else:
+        out["logits"] = _eighths(rng, dims, 24).tolist()
+
+    weight = row["weight"]
+    if weight == "uniform":
+        value = float(rng.choice([0.5, 1.5, 2.0, 4.0]))
+        out["weight"] = _recipe("full", (c,), value=value) if big else [value] * c
+    elif weight == "positive" and big:
+        out["weight"] = _recipe("uniform", (c,), seed=int(rng.integers(2**31)), low=0.25, high=3.0)
+    elif weight == "negative" and big:
+        out["weight"] = _recipe(
+            "uniform", (c,), seed=int(rng.integers(2**31)), low=-10.0, high=10.0
+        )
+    elif weight == "positive":
+        w = rng.integers(1, 13, size=c) / 4.0
+        if np.all(w == w[0]):
+            w[0] += 0.25
+        out["weight"] = w.tolist()
+    elif weight == "some_zero":
+        w = rng.integers(1, 13, size=c) / 4.0
+        w[rng.choice(c, size=max(1, c // 3), replace=False)] = 0.0
+        out["weight"] = w.tolist()
+    elif weight == "negative":
+        w = rng.integers(-40, 41, size=c) / 4.0
+        if not np.any(w < 0):
+            w[int(rng.integers(0, c))] = -float(rng.integers(1, 41)) / 4.0
+        out["weight"] = w.tolist()
+    w = None if "weight" not in out else _array(out["weight"])
+
+    if row["target"] == "probability":
+        if 0 in dims:
+            out["target"] = _recipe("full", dims, value=0.0)
+        elif big and len(dims) == 1:
+            out["target"] = _recipe("uniform", dims, seed=int(rng.integers(2**31)), high=2.0 / c)
+        elif big:
+            out["target"] = _recipe("probabilities", dims, seed=int(rng.integers(2**31)))
+        else:
+            # 8 units of mass per position over the classes: rows of eighths summing to 1
+            counts = rng.multinomial(8, np.ones(c) / c, size=index_shape or None)
+            target = np.asarray(counts, dtype=np.float64).reshape((*index_shape, c)) / 8.0
+            out["target"] = (np.moveaxis(target, -1, 1) if len(dims) > 1 else target).tolist()
+        if row["ignore_index"] == "negative":
+            out["ignore_index"] = int(rng.choice([-1, -5]))
+    else:
+        ii = {
+            "default": -100,
+            "negative": int(rng.choice([-1, -5])),
+            "in_range": int(rng.integers(0, c)),
+            "out_of_range": c if rng.random() < 0.5 else c + int(rng.integers(1, 256)),
+        }[row["ignore_index"]]
+        if ii != -100:
+            out["ignore_index"] = ii
+        if positions == 0:
+            out["target"] = _recipe("full", index_shape, value=0)
+        else:
+            labels = _labels(row, rng, c, ii, positions, w)
+            out["target"] = labels.reshape(index_shape).tolist()
+    eps = {
+        "0": 0.0,
+        "small": float(rng.choice([0.05, 0.1, 0.2])),
+        "0.5": 0.5,
+        "large": float(rng.choice([0.7, 0.75, 0.9])),
+        "1": 1.0,
+    }[row["smoothing"]]
+    if eps:
+        out["label_smoothing"] = eps
+    return out
+
+
+def _labels(row, rng, c: int, ii: int, positions: int, w: np.ndarray | None) -> np.ndarray:
+    """Class-index targets with the row's ignored positions.
+
+    With weights and a mean the draw is repeated (a few times, seeded) until the weighted
+    mean's denominator sum_n w[y_n] is at least 0.5 away from 0: a denominator near 0 is
+    an edge the hand-written cases have (weights.yaml), not a grid point.
+    """
+    for _ in range(100):
+        labels = rng.integers(0, c, size=positions)
+        if 0 <= ii < c and c > 1:  # no kept target in the ignored class
+            labels = np.where(
+                labels == ii, (ii + 1 + rng.integers(0, c - 1, size=positions)) % c, labels
+            )
+        if row["ignored"] == "all":
+            labels[:] = ii
+        elif row["ignored"] == "some":
+            labels[rng.choice(positions, size=max(1, positions // 3), replace=False)] = ii
+        kept = labels[labels != ii]
+        if w is None or row["reduction"] != "mean" or kept.size == 0 or c == 1:
+            break
+        if abs(float(w[kept].sum())) >= 0.5:
+            break
+    return labels
+
+
+def _pairwise_tags(row: dict[str, str]) -> list[str]:
+    tags = []
+    if row["target"] == "probability":
+        tags.append("targets")
+    if row["weight"] != "none":
+        tags.append("weights")
+    if row["target"] == "index" and (row["ignored"] != "none" or row["ignore_index"] != "default"):
+        tags.append("ignore_index")
+    if row["smoothing"] != "0":
+        tags.append("smoothing")
+    if row["shape"] == "unbatched":
+        tags.append("unbatched")
+    elif row["shape"].startswith("kdim"):
+        tags.append("kdim")
+    elif row["shape"] == "empty":
+        tags.append("empty")
+    return tags
+
+
+def render_pairwise(rows: list[dict[str, str]]) -> str:
+    lines = [
+        "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
+        "# Do not edit by hand: change the generator and run it again.",
+        "description: >",
+        "  A covering array of the parameters of 'python -m harness coverage': every value pair",
+        "  a valid call can have (target kind, weight, ignored positions, ignore_index,",
+        "  label_smoothing, reduction, shape up to 5 spatial axes, classes up to 10000, dtype)",
+        "  occurs in at least one case; each case runs in one dtype.",
+        "defaults:",
+        "  tags: [pairwise]",
+        "",
+        "cases:",
+    ]
+    for row in rows:
+        name = pairwise_name(row)
+        rng = np.random.default_rng([SEED, _stable_index_of(name)])
+        fields = pairwise_inputs(row, rng)
+        got = coverage.classify_call(
+            _array(fields["logits"]),
+            _array(fields["target"]),
+            probability=row["target"] == "probability",
+            weight=None if "weight" not in fields else _array(fields["weight"]),
+            ignore_index=fields.get("ignore_index", -100),
+            label_smoothing=fields.get("label_smoothing", 0.0),
+            reduction=row["reduction"],
+        )
+        assert got == {k: v for k, v in row.items() if k != "dtype"}, (name, got)
+        described = ", ".join(f"{k} {v}" for k, v in row.items())
+        lines.append(f"  - name: {name}")
+        lines.append(f'    why: "pairwise point: {described}"')
+        for key in ("logits", "target", "weight"):
+            if key in fields:
+                lines.append(f"    {key}: {_flow_value(fields[key])}")
+        if "ignore_index" in fields:
+            lines.append(f"    ignore_index: {fields['ignore_index']}")
+        if "label_smoothing" in fields:
+            lines.append(f"    label_smoothing: {fields['label_smoothing']}")
+        lines.append(f"    reduction: {row['reduction']}")
+        lines.append(f"    dtype: {row['dtype']}")
+        lines.append("    expected: oracle")
+        tags = _pairwise_tags(row)
+        if tags:
+            lines.append(f"    tags: {_flow(tags)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_pairwise(out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = pairwise_rows()
+    path = out / PAIRWISE_FILE
+    path.write_text(render_pairwise(rows), encoding="utf-8")
+    print(f"{path}: {len(rows)} cases", file=sys.stderr)
+    return path
+
+
+def _flow_value(value: object) -> str:
+    """A list or a recipe mapping as one line of flow-style YAML."""
+    if isinstance(value, dict):
+        return yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    return _flow(value)
+
+
+def _stable_index_of(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -256,6 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {n} fingerprints filled", file=sys.stderr)
         return 0
     write_grid()
+    write_pairwise()
     return 0
 
 
