@@ -19,7 +19,7 @@ subnormal, which says nothing about accuracy.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -36,7 +36,12 @@ class Errors:
     max_ratio: float = 0.0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "max_ulp": self.max_ulp,
+            "max_ratio": self.max_ratio,
+        }
 
 
 @dataclass(frozen=True)
