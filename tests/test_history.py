@@ -7,11 +7,17 @@ import json
 from harness import history
 
 
-def _report(path, version: str, statuses: dict[str, str], ulp: float = 1.0, adapter="torch"):
-    """A minimal JSON report of ``adapter`` wrapping torch ``version``."""
+def _report(
+    path, version: str, statuses: dict[str, str], ulp: float = 1.0, adapter="torch",
+    ratio: float | None = 0.1,
+):  # fmt: skip
+    """A minimal JSON report of ``adapter`` wrapping torch ``version`` (``ratio`` None: a
+    report written before test ratios existed)."""
     results = []
     for case_id, status in statuses.items():
         errors = {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": ulp}
+        if ratio is not None:
+            errors["max_ratio"] = ratio
         results.append({
             "case_id": case_id, "case_hash": "h-" + case_id, "adapter": adapter,
             "dtype": "float32", "status": status, "message": "",
@@ -37,17 +43,25 @@ def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
     # file names sort the other way round: 2.14.1 < 2.9.0 as text
     _report(folder / "a.json", "2.14.1", {"w/weight_mean": "fail", "w/plain": "pass"})
     _report(folder / "b.json", "2.9.0", ok)
-    _report(folder / "c.json", "2.13.0+cpu", ok, ulp=8.0)
+    _report(folder / "c.json", "2.13.0+cpu", ok, ulp=8.0, ratio=0.8)
     r = cli("history", str(folder), "--plot", str(tmp_path / "h.png"))
     assert r.returncode == 1, r.output  # a regression is marked
     table = r.stdout.split("\n\n")[0]
     rows = [line for line in table.splitlines() if line.startswith("torch ")]
     assert [row.split()[1] for row in rows] == ["2.9.0", "2.13.0+cpu", "2.14.1"]
-    # 2.13: worst error grew 1 -> 8 ulp (beyond 2x); 2.14.1: weights 0/1 conform
-    assert "1/1 8u !" in rows[1] and "0/1 8u !" not in rows[1]
-    assert "0/1 1u !" in rows[2]
+    # 2.13: worst test ratio grew 0.1 -> 0.8 (beyond 2 x a third of the limit);
+    # 2.14.1: weights 0/1 conform
+    assert "1/1 0.8r !" in rows[1] and "0/1 0.8r !" not in rows[1]
+    assert "0/1 0.1r !" in rows[2]
     assert "torch 2.13.0+cpu  torch 2.14.1  w/weight_mean  float32  pass   fail" in r.stdout
     assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_old_reports_show_ulp_and_ulp_growth_is_no_regression(tmp_path):
+    a = _report(tmp_path / "a.json", "2.13.0", {"x/plain": "pass"}, ulp=1.0, ratio=None)
+    b = _report(tmp_path / "b.json", "2.14.1", {"x/plain": "pass"}, ulp=4.0, ratio=None)
+    text = history.render(history.load_runs([a, b]))
+    assert "1/1 4u" in text and "!" not in text.split("\n", 2)[2]
 
 
 def test_no_regression_exits_0_and_says_so(tmp_path):
