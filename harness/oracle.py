@@ -1,14 +1,20 @@
 """The oracle: expected cross-entropy loss and gradient, independent of any framework.
 
-Small cases are computed in 200-bit binary floating point with mpmath from the
-exact float64 values of the (already cast) inputs, then rounded to float64 once
-at the end. Differences of logits are formed exactly, so every intermediate
-carries a relative error below about 2**-190 and the float64 results are
-correctly rounded unless they lie within that distance of a rounding boundary.
+The values are those of exact arithmetic on the float64 values of the (already
+cast) inputs, correctly rounded to float64, at every size:
 
-Cases with more than ``EXACT_LIMIT`` logits use the streaming oracle in
-``harness.oracle_stream`` (float64, one pass over chunks of rows); its error
-bound is stated there.
+- ``cross_entropy_mpmath`` (this module) is the reference: 200-bit binary
+  floating point with mpmath, logit differences formed exactly, every
+  intermediate within about 2**-190 (relative) of its exact value, rounded to
+  float64 once at the end (about 10 us per logit);
+- ``cross_entropy`` computes the same values in vectorised double-double
+  NumPy arithmetic with an error bound per value (``harness.oracle_fast``) and
+  recomputes, with this module's code, each position whose bound does not
+  decide the rounding (Ziv's strategy): bit-identical to ``cross_entropy_mpmath``,
+  about 0.1 to 0.2 us per logit on large cases.
+
+``harness.oracle_stream`` is an opt-in float64 approximation kept for
+comparison; nothing in the harness uses it.
 
 Non-finite values follow PyTorch's IEEE arithmetic, which the suite conforms to:
 
@@ -34,9 +40,6 @@ import numpy as np
 mpmath = None  # imported by the first exact computation: starting the CLI does not pay for it
 
 PRECISION_BITS = 200
-# Above this many logits the mpmath oracle (about 10 us per element) gives way
-# to the streaming one.
-EXACT_LIMIT = 200_000
 
 
 @dataclass(frozen=True)
@@ -95,11 +98,20 @@ class Problem:
 
 
 def cross_entropy(problem: Problem, *, want_grad: bool = True) -> OracleResult:
-    """Expected loss (and gradient w.r.t. logits) of ``problem``, rounded to float64."""
-    if problem.logits.size > EXACT_LIMIT:
-        from harness.oracle_stream import cross_entropy_streaming
+    """Expected loss (and gradient w.r.t. logits) of ``problem``, correctly rounded to float64.
 
-        return cross_entropy_streaming(problem, want_grad=want_grad)
+    Computed by ``harness.oracle_fast`` (double-double arithmetic with an error
+    bound per value, NumPy-vectorised); a value whose bound does not decide its
+    rounding is recomputed here in mpmath. The results are bit-identical to
+    ``cross_entropy_mpmath``.
+    """
+    from harness.oracle_fast import cross_entropy_fast
+
+    return cross_entropy_fast(problem, want_grad=want_grad)
+
+
+def cross_entropy_mpmath(problem: Problem, *, want_grad: bool = True) -> OracleResult:
+    """The reference: every value in 200-bit mpmath (about 10 us per logit), rounded once."""
     _import_mpmath()
     with mpmath.workprec(PRECISION_BITS):
         return _exact(problem, want_grad)
@@ -138,6 +150,47 @@ def _divide(num, den):
     return num / den
 
 
+def _row_terms(p: Problem, lrow: list, target, w: list, eps, c: int):
+    """One position's terms: ``(loss, nll, smooth, coeffs, weight)``.
+
+    ``nll`` and ``smooth`` are None unless the target is a class index with label
+    smoothing; ``coeffs`` is None for an ignored position; ``weight`` is what the
+    position adds to the ``mean`` denominator.
+    """
+    if p.probability_target:
+        y = _mpf_row(target)
+        if p.label_smoothing != 0:
+            y = [(1 - eps) * v + eps / c for v in y]
+        a = [w[j] * y[j] for j in range(c)]
+        return -mpmath.fsum(a[j] * lrow[j] for j in range(c)), None, None, a, mpmath.mpf(1)
+    label = int(target)
+    if label == p.ignore_index:
+        zero = mpmath.mpf(0)
+        return zero, zero, zero, None, zero
+    wy = w[label]
+    loss = -wy * lrow[label]
+    a = [mpmath.mpf(0)] * c
+    a[label] = wy
+    if p.label_smoothing == 0:
+        return loss, None, None, a, wy
+    smooth = -mpmath.fsum(w[j] * lrow[j] for j in range(c))
+    mixed = (1 - eps) * loss + eps / c * smooth
+    a = [(1 - eps) * a[j] + eps / c * w[j] for j in range(c)]
+    return mixed, loss, smooth, a, wy
+
+
+def _row_grad(p: Problem, a, lrow: list, scale, target, c: int) -> list[float]:
+    """One position's gradient row, rounded to float64 (``a`` None: ignored)."""
+    g = [mpmath.mpf(0)] * c if a is None else [-scale * aj for aj in a]
+    if a is not None and not p.probability_target and p.label_smoothing == 0:
+        # PyTorch writes the NLL gradient only at the target class
+        label = int(target)
+        g = [mpmath.mpf(0)] * c
+        g[label] = -scale * a[label]
+    g_sum = mpmath.fsum(g)
+    return [float(g[j] - mpmath.exp(lrow[j]) * g_sum) for j in range(c)]
+
+
 def _exact(p: Problem, want_grad: bool) -> OracleResult:
     x, t = p.rows()
     n_pos, c = x.shape
@@ -155,35 +208,13 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
     for n in range(n_pos):
         lrow = _log_softmax(_mpf_row(x[n]))
         logp.append(lrow)
-        if p.probability_target:
-            y = _mpf_row(t[n])
-            if p.label_smoothing != 0:
-                y = [(1 - eps) * v + eps / c for v in y]
-            a = [w[j] * y[j] for j in range(c)]
-            per_pos.append(-mpmath.fsum(a[j] * lrow[j] for j in range(c)))
-            coeffs.append(a)
-            denominator += 1
-            continue
-        label = int(t[n])
-        if label == p.ignore_index:
-            per_pos.append(mpmath.mpf(0))
-            nll_pos.append(mpmath.mpf(0))
-            smooth_pos.append(mpmath.mpf(0))
-            coeffs.append(None)
-            continue
-        wy = w[label]
-        denominator += wy
-        loss = -wy * lrow[label]
-        a = [mpmath.mpf(0)] * c
-        a[label] = wy
-        if p.label_smoothing != 0:
-            smooth = -mpmath.fsum(w[j] * lrow[j] for j in range(c))
-            nll_pos.append(loss)
-            smooth_pos.append(smooth)
-            loss = (1 - eps) * loss + eps / c * smooth
-            a = [(1 - eps) * a[j] + eps / c * w[j] for j in range(c)]
+        loss, nll, smooth, a, weight = _row_terms(p, lrow, t[n], w, eps, c)
         per_pos.append(loss)
+        if nll is not None:
+            nll_pos.append(nll)
+            smooth_pos.append(smooth)
         coeffs.append(a)
+        denominator += weight
 
     if p.reduction == "none":
         loss_out = np.array([float(v) for v in per_pos], dtype=np.float64).reshape(p.loss_shape())
@@ -193,33 +224,31 @@ def _exact(p: Problem, want_grad: bool) -> OracleResult:
             else [mpmath.mpf(1)] * n_pos
         )
     else:
-
-        def reduce(values: list):
-            total = mpmath.fsum(values) if values else mpmath.mpf(0)
-            return _divide(total, denominator) if p.reduction == "mean" else total
-
-        if p.label_smoothing != 0 and not p.probability_target:
-            total = (1 - eps) * reduce(nll_pos) + eps / c * reduce(smooth_pos)
-        else:
-            total = reduce(per_pos)
-        factor = _divide(mpmath.mpf(1), denominator) if p.reduction == "mean" else mpmath.mpf(1)
+        total = _reduce(p, per_pos, nll_pos, smooth_pos, denominator, eps, c)
         loss_out = np.array(float(total), dtype=np.float64)
-        scale = [factor] * n_pos
+        scale = [_factor(p, denominator)] * n_pos
 
     if not want_grad:
         return OracleResult(loss_out, None)
 
     grad = np.zeros((n_pos, c), dtype=np.float64)
     for n in range(n_pos):
-        a = coeffs[n]
-        lrow = logp[n]
-        g = [mpmath.mpf(0)] * c if a is None else [-scale[n] * aj for aj in a]
-        if a is not None and not p.probability_target and p.label_smoothing == 0:
-            # PyTorch writes the NLL gradient only at the target class
-            label = int(t[n])
-            g = [mpmath.mpf(0)] * c
-            g[label] = -scale[n] * a[label]
-        g_sum = mpmath.fsum(g)
-        for j in range(c):
-            grad[n, j] = float(g[j] - mpmath.exp(lrow[j]) * g_sum)
+        grad[n] = _row_grad(p, coeffs[n], logp[n], scale[n], t[n], c)
     return OracleResult(loss_out, p.grad_from_rows(grad))
+
+
+def _reduce(p: Problem, per_pos: list, nll_pos: list, smooth_pos: list, denominator, eps, c: int):
+    """The reduced loss ('sum' or 'mean') from the positions' terms."""
+
+    def reduce(values: list):
+        total = mpmath.fsum(values) if values else mpmath.mpf(0)
+        return _divide(total, denominator) if p.reduction == "mean" else total
+
+    if p.label_smoothing != 0 and not p.probability_target:
+        return (1 - eps) * reduce(nll_pos) + eps / c * reduce(smooth_pos)
+    return reduce(per_pos)
+
+
+def _factor(p: Problem, denominator):
+    """The reduction's factor on every position's gradient."""
+    return _divide(mpmath.mpf(1), denominator) if p.reduction == "mean" else mpmath.mpf(1)

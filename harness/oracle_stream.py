@@ -1,7 +1,8 @@
-"""Streaming oracle for large cases: one float64 pass over chunks of rows.
+"""Streaming float64 approximation of the oracle: one float64 pass over chunks of rows.
 
-Used by ``harness.oracle.cross_entropy`` above ``EXACT_LIMIT`` logits, and
-directly for LLM-scale inputs (``cross_entropy_streaming``). The logits may be
+Opt-in only (``cross_entropy_streaming``): ``harness.oracle.cross_entropy`` is
+correctly rounded at every size and no longer uses this module. It is kept as a
+cheaper approximation with the error bound stated below. The logits may be
 held in their carrier dtype (float16, float32 or float64): each chunk of rows is
 converted to float64 in one reused buffer of ``CHUNK_BYTES``, so the memory is
 the inputs, the output gradient and a few chunk buffers, never a float64 copy

@@ -1,0 +1,183 @@
+"""The oracle (correctly rounded, harness.oracle.cross_entropy): large-case throughput and
+memory against one bare float64 logsumexp pass, the mpmath reference, and a cold first run.
+
+Each large-case measurement runs in a fresh subprocess so ``ru_maxrss`` is its own peak:
+
+    python benchmarks/bench_oracle.py                  # 4096 x 131072 float32 (2 GiB) + cold suite
+    python benchmarks/bench_oracle.py --rows 256       # a quicker, smaller run
+    python benchmarks/bench_oracle.py --modes suite    # only the cold first run of the suite
+
+Large case: float32 N(0, 4^2) logits made in place; class-index targets with a
+quarter ignored. Modes: ``nll`` (no weights, no smoothing: the common case),
+``smooth`` (class weights and label smoothing 0.1: the most work per row),
+``loss`` (``smooth`` without the gradient). The baseline is one bare NumPy
+float64 log-sum-exp pass over the same array in row chunks (max, subtract, exp,
+sum, log). ``mpmath`` times the 200-bit reference and the oracle on one
+64 x 1000 case. ``suite`` runs ``python -m harness -q`` with an empty
+``LOSSCONF_CACHE_DIR`` (a cold first run: every expected value computed), then
+again warm. Prints markdown table rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_inputs(rows: int, classes: int, mode: str):
+    from harness.oracle import Problem
+
+    rng = np.random.default_rng(0)
+    x = np.empty((rows, classes), dtype=np.float32)
+    for lo in range(0, rows, 64):  # in pieces: never a float64 copy of the whole array
+        x[lo : lo + 64] = rng.standard_normal((min(64, rows - lo), classes), dtype=np.float32) * 4
+    t = rng.integers(0, classes, rows)
+    t[rng.random(rows) < 0.25] = -100
+    if mode == "nll":
+        return x, Problem(x, t, False)
+    w = rng.uniform(0.5, 2.0, classes)
+    return x, Problem(x, t, False, weight=w, label_smoothing=0.1)
+
+
+def logsumexp_pass(x: np.ndarray) -> np.ndarray:
+    """One bare float64 log-sum-exp over rows, in 8 MiB float64 chunks."""
+    out = np.empty(x.shape[0])
+    step = max(1, 2**20 // x.shape[1])
+    buf = np.empty((min(step, x.shape[0]), x.shape[1]))
+    for lo in range(0, x.shape[0], step):
+        d = buf[: min(step, x.shape[0] - lo)]
+        np.copyto(d, x[lo : lo + step])
+        m = d.max(axis=1)
+        d -= m[:, None]
+        np.exp(d, out=d)
+        out[lo : lo + step] = m + np.log(d.sum(axis=1))
+    return out
+
+
+def measure(mode: str, rows: int, classes: int) -> dict:
+    from harness import oracle_fast
+    from harness.oracle import cross_entropy
+
+    x, problem = make_inputs(rows, classes, mode)
+    cross_entropy(problem.__class__(x[:1], problem.target[:1], False))  # tables, imports
+    start = time.perf_counter()
+    if mode == "baseline":
+        logsumexp_pass(x)
+    else:
+        cross_entropy(problem, want_grad=mode != "loss")
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {
+        "mode": mode,
+        "seconds": seconds,
+        "peak_bytes": peak,
+        "logits_bytes": x.nbytes,
+        "rows_mpmath": oracle_fast.stats["rows_mpmath"],
+    }
+
+
+def mpmath_vs_fast() -> str:
+    from harness.oracle import Problem, cross_entropy, cross_entropy_mpmath
+
+    rng = np.random.default_rng(1)
+    p = Problem(rng.normal(size=(64, 1000)) * 3, rng.integers(0, 1000, 64), False)
+    cross_entropy(Problem(p.logits[:1], p.target[:1], False))
+    t0 = time.perf_counter()
+    fast = cross_entropy(p)
+    t1 = time.perf_counter()
+    ref = cross_entropy_mpmath(p)
+    t2 = time.perf_counter()
+    same = np.array_equal(fast.grad, ref.grad) and np.array_equal(fast.loss, ref.loss)
+    return (
+        f"| 64 x 1000 float64, loss + grad | mpmath {t2 - t1:.2f} s | oracle {t1 - t0:.4f} s | "
+        f"{(t2 - t1) / (t1 - t0):.0f}x | bit-identical: {same} |"
+    )
+
+
+def cold_suite(repeat: int) -> list[str]:
+    env = dict(os.environ)
+    lines = []
+    best_cold = best_warm = None
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory() as cache:
+            env["LOSSCONF_CACHE_DIR"] = cache
+            times = []
+            for _run in range(2):
+                start = time.perf_counter()
+                out = subprocess.run(
+                    [sys.executable, "-m", "harness", "-q"],
+                    cwd=ROOT,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
+                times.append(time.perf_counter() - start)
+            summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
+        best_cold = min(times[0], best_cold or times[0])
+        best_warm = min(times[1], best_warm or times[1])
+    lines.append(
+        f"| `python -m harness -q`, empty LOSSCONF_CACHE_DIR (best of {repeat}) | "
+        f"cold {best_cold:.2f} s | warm {best_warm:.2f} s | {summary} |"
+    )
+    return lines
+
+
+MODES = {
+    "baseline": "bare float64 logsumexp pass",
+    "loss": "oracle, weights + smoothing, loss only",
+    "nll": "oracle, loss + float64 grad (no weights, no smoothing)",
+    "smooth": "oracle, loss + float64 grad (weights + smoothing 0.1)",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--classes", type=int, default=131072)
+    ap.add_argument("--modes", default="baseline,nll,smooth,loss,mpmath,suite")
+    ap.add_argument("--repeat", type=int, default=3, help="cold suite runs (best is printed)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(measure(args.child, args.rows, args.classes)))
+        return
+    modes = args.modes.split(",")
+    results = {}
+    for mode in (m for m in modes if m in MODES):
+        cmd = [sys.executable, __file__, "--child", mode, f"--rows={args.rows}",
+               f"--classes={args.classes}"]  # fmt: skip
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
+        results[mode] = json.loads(out)
+    if results:
+        base = results.get("baseline", {}).get("seconds")
+        print(
+            f"| {args.rows} x {args.classes} float32 | seconds | ns per logit | "
+            "throughput / baseline | peak RSS / logits bytes | positions recomputed in mpmath |"
+        )
+        print("|---|---|---|---|---|---|")
+        for mode, r in results.items():
+            ratio = f"{base / r['seconds']:.3f}" if base else "-"
+            ns = r["seconds"] / (args.rows * args.classes) * 1e9
+            print(
+                f"| {MODES[mode]} | {r['seconds']:.2f} | {ns:.1f} | {ratio} | "
+                f"{r['peak_bytes'] / r['logits_bytes']:.2f} | {r['rows_mpmath']} |"
+            )
+    if "mpmath" in modes:
+        print(mpmath_vs_fast())
+    if "suite" in modes:
+        print("\n".join(cold_suite(args.repeat)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,674 @@
+"""The oracle's fast path: double-double NumPy arithmetic with an error bound per value.
+
+``harness.oracle.cross_entropy`` calls ``cross_entropy_fast``. Every output value
+(a loss, a gradient entry) is computed in vectorised double-double arithmetic
+(about 100 significant bits: error-free transformations TwoSum and Dekker's
+TwoProduct, a table-driven ``exp`` and a Newton-refined ``log``) together with a
+rigorous bound on its error. The bound covers both the distance to the exact
+value and the distance to what the 200-bit mpmath oracle
+(``harness.oracle.cross_entropy_mpmath``) computes, whose own error is below
+2**-150 of the same magnitudes. When every number within the bound rounds to
+the same float64 (and that float64 is normal and finite), that float64 is the
+correctly rounded value and also the mpmath oracle's value. Otherwise the
+position (row) is recomputed in mpmath with the oracle's own code (Ziv's
+strategy); a reduced loss that is not decided is recomputed by the mpmath
+oracle as a whole. The results are therefore bit-identical to the mpmath
+oracle, at every size (``tests/test_oracle_fast.py`` checks it on random and
+adversarial inputs).
+
+Error bounds, with ``u = 2**-53`` (the analysis, then the generous constants used):
+
+- TwoSum, FastTwoSum and Dekker's TwoProduct are exact barring overflow and
+  underflow; a double-double sum or product has a relative error below
+  ``7 u**2 < 2**-103`` (Joldes, Muller, Popescu 2017); ``EPS_OP = 2**-100``.
+- ``exp``: ``a = k ln2/2**24 + r`` with ``ln2/2**24`` in four pieces (the first
+  three of 19 bits, so ``k * piece`` is exact for ``|k| < 2**34``), ``r`` kept
+  to an absolute error below ``2**-97.5``; ``exp(a) = 2**K T1[j1] T2[j2] exp(r)``
+  with two 4096-entry double-double tables (from mpmath at 160 bits) and
+  ``exp(r) = 1 + r + r**2/2 + r**3/6`` (``|r| < 2**-25``, truncation below
+  ``2**-106``): relative error below ``2**-96.5``; ``EPS_EXP = 2**-93``. Valid for
+  ``-600 <= a <= 1``; a logit more than 600 below the row's maximum has
+  ``exp < e**-600``, counted as 0 with that absolute error.
+- ``log z`` for ``1 <= z``: ``y = log(z_hi)`` in float64 plus one Newton step
+  ``y + d - d**2/2`` with ``d = z exp(-y) - 1``: absolute error below
+  ``EPS_EXP + 4 EPS_OP + |d|**3`` plus z's relative error.
+
+Memory: the logits are read in chunks of rows (converted to float64 chunk by
+chunk), so a large case needs its logits, the float64 gradient and a few
+chunk-sized temporaries.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from harness import oracle as ref
+from harness.oracle import OracleResult, Problem
+
+EPS_OP = 2.0**-100
+EPS_EXP = 2.0**-93
+#: below this (relative to the row maximum) an exponential counts as 0, with error E_TINY
+TINY_D = -600.0
+E_TINY = 2.7e-261  # > exp(-600) = 2.65e-261
+#: elements of float64 work per chunk (about 40 temporaries of this size are alive)
+CHUNK_ELEMENTS = 1 << 16
+#: counts for this process (tests and benchmarks read them): problems, positions
+#: recomputed in mpmath, problems recomputed whole in mpmath
+stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0}
+_SPLITTER = 134217729.0  # 2**27 + 1
+#: certified values stay far from underflow; every bound also carries _ABS_SLACK, more
+#: than all the absolute errors that gradual underflow of intermediates could add
+_MIN_OK = 2.0**-900
+_ABS_SLACK = 2.0**-1000
+_MAX_OK = 2.0**1000
+_HALF_MARGIN = 0.5 * (1 - 2.0**-40)
+
+
+# ---------------------------------------------------------------- error-free transformations
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fast_two_sum(a, b):
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a):
+    c = _SPLITTER * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dd_mul(ah, al, bh, bl):
+    p, e = _two_prod(ah, bh)
+    e = e + (ah * bl + al * bh)
+    return _fast_two_sum(p, e)
+
+
+def _dd_add(ah, al, bh, bl):
+    """Accurate double-double sum (relative error < 3u**2 even under cancellation)."""
+    s, e = _two_sum(ah, bh)
+    t, f = _two_sum(al, bl)
+    e = e + t
+    s, e = _fast_two_sum(s, e)
+    e = e + f
+    return _fast_two_sum(s, e)
+
+
+def _to_dd(v) -> tuple[float, float]:
+    hi = float(v)
+    return hi, float(v - hi) if math.isfinite(hi) else 0.0
+
+
+# ---------------------------------------------------------------- exp and log
+@functools.lru_cache(maxsize=1)
+def _tables():
+    ref._import_mpmath()
+    mp = ref.mpmath
+    with mp.workprec(160):
+        ln2 = mp.ln2
+        out = []
+        for step in (ln2 / 4096, ln2 / 2**24):
+            base, v, hi, lo = mp.exp(step), mp.mpf(1), [], []
+            for _ in range(4096):
+                h, lw = _to_dd(v)
+                hi.append(h)
+                lo.append(lw)
+                v *= base
+            out += [np.array(hi), np.array(lo)]
+        piece, rest = [], ln2 / 2**24
+        for _ in range(3):
+            with mp.workprec(19):
+                p = +rest
+            piece.append(float(p))
+            rest -= p
+        piece.append(float(rest))
+        inv = float(2**24 / ln2)
+    return out, piece, inv
+
+
+def _exp_dd(ah, al):
+    """exp(ah + al) as a double-double, relative error < EPS_EXP, for -600 <= ah <= 1."""
+    (t1h, t1l, t2h, t2l), (l1, l2, l3, l4), inv = _tables()
+    k = np.rint(ah * inv)
+    s, e1 = _two_sum(ah, -k * l1)
+    s, e2 = _two_sum(s, -k * l2)
+    s, e3 = _two_sum(s, -k * l3)
+    s, e4 = _two_sum(s, al)
+    rh, rl = _fast_two_sum(s, (((e1 + e2) + e3) + e4) - k * l4)
+    ki = k.astype(np.int64)
+    j2 = ki & 4095
+    j1 = (ki >> 12) & 4095
+    scale = ((ki >> 24) + 1023) << 52
+    tail = rh * rh * (0.5 + rh * (1.0 / 6))
+    eh, el = _fast_two_sum(rh, rl + tail)
+    mh, ml = _dd_mul(t1h[j1], t1l[j1], t2h[j2], t2l[j2])
+    p, pe = _two_prod(mh, eh)
+    pe = pe + (mh * el + ml * eh)
+    s, e = _two_sum(mh, p)
+    s, e = _fast_two_sum(s, e + (ml + pe))
+    f = scale.view(np.float64)
+    return s * f, e * f
+
+
+def _log_dd(zh, zl):
+    """log(zh + zl) for z >= 1 (arrays): (hi, lo, absolute error bound before z's own error)."""
+    y0 = np.log(zh)
+    wh, wl = _exp_dd(-y0, np.zeros_like(y0))
+    ph, pl = _dd_mul(zh, zl, wh, wl)
+    d = (ph - 1.0) + pl
+    lh, ll = _two_sum(y0, d - 0.5 * d * d)
+    lh, ll = _fast_two_sum(lh, ll)
+    err = EPS_EXP + 4 * EPS_OP * (1 + np.abs(lh)) + np.abs(d) ** 3
+    err = np.where(np.abs(d) < 2.0**-30, err, np.inf)
+    return lh, ll, err
+
+
+def _sum_last(h, low):
+    """Pairwise double-double sum over the last axis: (hi, lo, bound factor).
+
+    Returns the sum and a bound ``EPS_OP * levels`` relative to ``sum |terms|``.
+    """
+    levels = 0
+    while h.shape[-1] > 1:
+        n = h.shape[-1]
+        if n % 2:
+            h = np.concatenate([h, np.zeros_like(h[..., :1])], axis=-1)
+            low = np.concatenate([low, np.zeros_like(low[..., :1])], axis=-1)
+        s, e = _two_sum(h[..., 0::2], h[..., 1::2])
+        low = (low[..., 0::2] + low[..., 1::2]) + e
+        h = s
+        levels += 1
+    h, low = _fast_two_sum(h[..., 0], low[..., 0])
+    return h, low, (levels + 2) * EPS_OP
+
+
+def _certified(h, low, err):
+    """True where every value within ``err`` of ``h + low`` rounds to ``h`` (normal, finite)."""
+    a = np.abs(h)
+    err = err + _ABS_SLACK
+    with np.errstate(invalid="ignore", over="ignore"):
+        up = np.nextafter(h, np.inf) - h
+        down = h - np.nextafter(h, -np.inf)
+        return (
+            (a >= _MIN_OK)
+            & (a < _MAX_OK)
+            & (low + err < _HALF_MARGIN * up)
+            & (low - err > -_HALF_MARGIN * down)
+        )
+
+
+def _finite(h, low, err):
+    return np.isfinite(h) & np.isfinite(low) & np.isfinite(err) & (np.abs(h) < _MAX_OK)
+
+
+# ---------------------------------------------------------------- the problem in rows
+def _rows(p: Problem):
+    x = np.asarray(p.logits)
+    t = np.asarray(p.target)
+    if x.ndim == 1:
+        x, t = x[None, :], t[None, ...]
+    elif x.ndim > 2:
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        if p.probability_target:
+            t = np.moveaxis(t, 1, -1)
+    c = x.shape[-1]
+    x = x.reshape(-1, c)
+    if p.probability_target:
+        t = np.asarray(t, dtype=np.float64).reshape(-1, c)
+    else:
+        t = np.asarray(t).astype(np.int64).reshape(-1)
+    return x, t
+
+
+def _globally_fast(p: Problem, x, t) -> bool:
+    if x.size == 0 or p.reduction not in ("none", "sum", "mean"):
+        return False
+    eps = float(p.label_smoothing)
+    if not (eps == 0 or 2.0**-900 < eps <= 1):
+        return False
+    if p.weight is not None:
+        w = np.asarray(p.weight, dtype=np.float64)
+        if w.shape != (x.shape[1],) or not np.all(np.abs(w) < 2.0**900):
+            return False
+    if p.probability_target:
+        return t.shape == x.shape and bool(np.all(np.abs(t) < 2.0**900))
+    c = x.shape[1]
+    used = t[t != p.ignore_index]
+    return bool(np.all((used >= 0) & (used < c)))
+
+
+def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> OracleResult:
+    """The oracle's result, bit-identical to ``harness.oracle.cross_entropy_mpmath``."""
+    x, t = _rows(p)
+    stats["problems"] += 1
+    stats["rows"] += x.shape[0]
+    if not _globally_fast(p, x, t):
+        stats["whole_mpmath"] += 1
+        return ref.cross_entropy_mpmath(p, want_grad=want_grad)
+    ref._import_mpmath()
+    with ref.mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
+        result = _Fast(p, x, t, want_grad).run()
+    if result is None:
+        stats["whole_mpmath"] += 1
+        return ref.cross_entropy_mpmath(p, want_grad=want_grad)
+    return result
+
+
+class _Fast:
+    def __init__(self, p: Problem, x, t, want_grad: bool):
+        mp = ref.mpmath
+        self.p, self.x, self.t, self.want_grad = p, x, t, want_grad
+        self.n_pos, self.c = x.shape
+        c = self.c
+        self.w = np.asarray(p.weight, dtype=np.float64) if p.weight is not None else np.ones(c)
+        self.w_mp = ref._mpf_row(self.w) if p.weight is not None else [mp.mpf(1)] * c
+        self.eps_mp = mp.mpf(float(p.label_smoothing))
+        self.smoothing = p.label_smoothing != 0
+        eps = self.eps_mp
+        self.c1 = _to_dd(1 - eps)  # as mpmath rounds them: within 2**-200 of the exact values
+        self.ce = _to_dd(eps / c)
+        self.ignored = np.zeros(self.n_pos, bool) if p.probability_target else t == p.ignore_index
+
+    # ------------------------------------------------------------ scales
+    def _denominator(self):
+        mp = ref.mpmath
+        if self.p.probability_target:
+            return mp.mpf(self.n_pos)
+        if self.p.weight is None:
+            return mp.mpf(int(np.count_nonzero(~self.ignored)))
+        den = mp.mpf(0)
+        w = self.w_mp
+        for label in self.t[~self.ignored].tolist():
+            den += w[label]  # the mpmath oracle's own sequence of 200-bit additions
+        return den
+
+    def run(self) -> OracleResult | None:
+        p = self.p
+        den = self._denominator() if p.reduction == "mean" else None
+        self.den = den
+        reduced = p.reduction != "none"
+        if p.reduction == "mean" and den == 0:
+            if np.all(self.ignored):
+                return self._all_ignored_mean()
+            return None  # inf or nan factors: the mpmath oracle decides
+        upstream = p.upstream()
+        if reduced:
+            factor = ref._factor(p, den)
+            self.scale_mp = [factor] * self.n_pos
+            fh, fl = _to_dd(factor)
+            self.sh = np.full(self.n_pos, fh)
+            self.sl = np.full(self.n_pos, fl)
+        elif upstream is not None:
+            self.sh = upstream.astype(np.float64)
+            self.sl = np.zeros(self.n_pos)
+            self.scale_mp = None
+        else:
+            self.sh, self.sl = np.ones(self.n_pos), np.zeros(self.n_pos)
+            self.scale_mp = None
+
+        n, c = self.n_pos, self.c
+        # per position: loss terms (value, bound); nll and smooth for index targets with smoothing
+        self.loss = [np.zeros(n), np.zeros(n), np.zeros(n)]  # hi, lo, err
+        self.nll = [np.zeros(n), np.zeros(n), np.zeros(n)]
+        self.smooth = [np.zeros(n), np.zeros(n), np.zeros(n)]
+        self.grad = np.zeros((n, c)) if self.want_grad else None
+        self.loss_ok = np.ones(n, bool)
+        self.fallback = np.zeros(n, bool)
+        step = max(1, CHUNK_ELEMENTS // c)
+        for lo in range(0, n, step):
+            self._chunk(lo, min(n, lo + step))
+        return self._finish(reduced)
+
+    def _all_ignored_mean(self) -> OracleResult:
+        loss = np.array(np.nan)
+        if not self.want_grad:
+            return OracleResult(loss, None)
+        grad = np.zeros((self.n_pos, self.c))
+        step = max(1, CHUNK_ELEMENTS // self.c)
+        for lo in range(0, self.n_pos, step):
+            xc = np.asarray(self.x[lo : lo + step], dtype=np.float64)
+            bad = np.any(~(xc < np.inf), axis=1) | np.all(xc == -np.inf, axis=1)
+            grad[lo : lo + step][bad] = np.nan
+        return OracleResult(loss, self.p.grad_from_rows(grad))
+
+    # ------------------------------------------------------------ one chunk of rows
+    def _chunk(self, lo: int, hi: int) -> None:
+        p = self.p
+        xc = np.asarray(self.x[lo:hi], dtype=np.float64)
+        ign = self.ignored[lo:hi]
+        nan_row = np.any(~(xc < np.inf), axis=1) | np.all(xc == -np.inf, axis=1)
+        has_ninf = np.any(xc == -np.inf, axis=1)
+        general = p.probability_target or self.smoothing
+        scale_ok = np.isfinite(self.sh[lo:hi])
+        # ignored rows: loss 0, gradient 0 (NaN in a NaN row), exactly as in mpmath
+        if self.want_grad:
+            self.grad[lo:hi][ign & nan_row] = np.nan
+        slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
+        rows = np.nonzero(~ign & ~slow)[0]
+        self.fallback[lo:hi] |= slow
+        if rows.size == 0:
+            return
+        xr = xc[rows]
+        m = np.max(xr, axis=1, keepdims=True)
+        with np.errstate(over="ignore", invalid="ignore"):
+            dh, dl = _two_sum(xr, -m)
+        ninf = xr == -np.inf
+        overflow = np.any(~np.isfinite(dh) & ~ninf, axis=1)
+        tiny = (dh < TINY_D) | ninf
+        dh = np.where(ninf, -np.inf, dh)
+        arg = np.where(tiny, 0.0, dh)
+        argl = np.where(tiny, 0.0, dl)
+        eh, el = _exp_dd(arg, argl)
+        eh = np.where(tiny, 0.0, eh)
+        el = np.where(tiny, 0.0, el)
+        n_tiny = np.count_nonzero(tiny & ~ninf, axis=1)
+        zh, zl, zf = _sum_last(eh, el)
+        z_rel = EPS_EXP + zf + n_tiny * E_TINY  # z >= 1
+        lzh, lzl, lz_err = _log_dd(zh, zl)
+        lz_err = lz_err + 2 * z_rel
+        # 1/z by one Newton step from 1/z_hi
+        q0 = 1.0 / zh
+        rh, rl = _dd_mul(zh, zl, q0, np.zeros_like(q0))
+        r = (1.0 - rh) - rl
+        izh, izl = _fast_two_sum(q0, q0 * r)
+        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP  # relative error of p = e / z
+
+        idx = lo + rows
+        c = self.c
+        if p.probability_target:
+            self._general_rows(idx, xr, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel)
+        else:
+            y = self.t[idx]
+            self._index_rows(idx, y, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel)
+        self.fallback[idx[overflow]] = True
+        del c
+
+    def _p(self, eh, el, izh, izl):
+        ph, pl = _dd_mul(eh, el, izh[:, None], izl[:, None])
+        return ph, pl
+
+    def _index_rows(self, idx, y, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel):
+        p = self.p
+        r = np.arange(idx.size)
+        w = self.w
+        wy = w[y]
+        # log-probability of the target and the NLL term -w_y l_y
+        dyh, dyl = dh[r, y], dl[r, y]
+        target_ninf = dyh == -np.inf
+        lyh, lyl = _dd_add(np.where(target_ninf, 0.0, dyh), dyl, -lzh, -lzl)
+        ly_err = lz_err + EPS_OP * np.abs(lyh)
+        nh, nl = _dd_mul(lyh, lyl, -wy, np.zeros_like(wy))
+        n_err = np.abs(wy) * ly_err + 2 * EPS_OP * np.abs(nh)
+        with np.errstate(invalid="ignore"):
+            inf_loss = np.where(wy == 0, np.nan, np.where(wy > 0, np.inf, -np.inf))
+        nh = np.where(wy == 0, 0.0, nh)  # 0 * l_y is 0 in mpmath, unsigned
+        nh = np.where(target_ninf, inf_loss, nh)
+        nl = np.where(target_ninf, 0.0, nl)
+        n_err = np.where(target_ninf, 0.0, n_err)
+        if self.smoothing:
+            # smooth = -sum_j w_j l_j = W log z - sum_j w_j d_j   (no -inf here)
+            wdh, wdl = _two_prod(dh, np.broadcast_to(w, dh.shape))
+            wdl = wdl + dl * w
+            sh_, sl_, sf = _sum_last(wdh, wdl)
+            mag = np.sum(np.abs(wdh), axis=1)
+            wh, wl, wf = _sum_last(w[None, :], np.zeros((1, w.size)))
+            wmag = float(np.sum(np.abs(w)))
+            th, tl = _dd_mul(lzh, lzl, np.full_like(lzh, wh[0]), np.full_like(lzh, wl[0]))
+            smh, sml = _dd_add(th, tl, -sh_, -sl_)
+            s_err = (
+                (sf + 4 * EPS_OP) * mag
+                + wmag * (lz_err + (wf + 4 * EPS_OP) * np.abs(lzh))
+                + 2 * EPS_OP * (np.abs(th) + np.abs(smh))
+            )
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            ah, al = _dd_mul(nh, nl, np.full_like(nh, c1h), np.full_like(nh, c1l))
+            bh, bl = _dd_mul(smh, sml, np.full_like(nh, ceh), np.full_like(nh, cel))
+            lh, ll = _dd_add(ah, al, bh, bl)
+            l_err = (
+                abs(c1h) * n_err + ceh * s_err + 4 * EPS_OP * (np.abs(ah) + np.abs(bh) + np.abs(lh))
+            )
+            self.nll[0][idx], self.nll[1][idx], self.nll[2][idx] = nh, nl, n_err
+            self.fallback[idx] |= ~(_finite(nh, nl, n_err) & _finite(smh, sml, s_err))
+            self.smooth[0][idx], self.smooth[1][idx], self.smooth[2][idx] = smh, sml, s_err
+        else:
+            lh, ll, l_err = nh, nl, n_err
+        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
+        exact = (target_ninf | (wy == 0)) & (not self.smoothing)
+        if p.reduction == "none":
+            self.loss_ok[idx] = _certified(lh, ll, l_err) | exact
+        else:  # a term lost to overflow: the position is recomputed
+            self.fallback[idx] |= ~(_finite(lh, ll, l_err) | exact)
+        if not self.want_grad:
+            return
+        ph, pl = self._p(eh, el, izh, izl)
+        ph = np.where(tiny, 0.0, ph)
+        pl = np.where(tiny, 0.0, pl)
+        p_err = ph * p_rel[:, None] + np.where(tiny & (dh > -np.inf), E_TINY, 0.0)
+        sh, sl = self.sh[idx], self.sl[idx]
+        if not self.smoothing:
+            # g = -s w_y at the target; grad_j = s w_y p_j (j != y), -s w_y (1 - p_y) at y
+            qh, ql = _dd_mul(sh, sl, wy, np.zeros_like(wy))
+            q_err = 4 * EPS_OP * np.abs(qh)
+            gh, gl = _dd_mul(ph, pl, qh[:, None], ql[:, None])
+            g_err = p_err * np.abs(qh)[:, None] + ph * q_err[:, None] + 4 * EPS_OP * np.abs(gh)
+            oh, ol = _dd_add(np.ones_like(qh), np.zeros_like(qh), -ph[r, y], -pl[r, y])
+            o_err = p_err[r, y] + 2 * EPS_OP * (1 + ph[r, y])
+            yh, yl = _dd_mul(oh, ol, -qh, -ql)
+            y_err = np.abs(qh) * o_err + np.abs(oh) * q_err + 4 * EPS_OP * np.abs(yh)
+            gh[r, y], gl[r, y], g_err[r, y] = yh, yl, y_err
+            zero_q = (sh == 0) | (wy == 0)  # s w_y = 0: every g is 0 and so is the gradient
+            gh[zero_q] = 0.0
+            ok = _certified(gh, gl, g_err)
+            # exactly 0 in mpmath: -inf logits off the target (p = 0, g = 0) and rows with s w_y = 0
+            ninf_off = (dh == -np.inf) & ~zero_q[:, None]
+            ninf_off[r, y] = False
+            ok |= ninf_off | zero_q[:, None]
+            gh = np.where(ninf_off, 0.0, gh)
+            self._store_grad(idx, gh, ok)
+            return
+        # label smoothing: a_j = ce w_j + [j = y] c1 w_y;  grad_j = s (p_j A - a_j)
+        c1h, c1l = self.c1
+        ceh, cel = self.ce
+        awh, awl = _dd_mul(
+            np.full_like(self.w, ceh), np.full_like(self.w, cel), self.w, np.zeros_like(self.w)
+        )
+        a_h = np.broadcast_to(awh, ph.shape).copy()
+        a_l = np.broadcast_to(awl, ph.shape).copy()
+        a_err = np.broadcast_to(4 * EPS_OP * np.abs(awh), ph.shape).copy()
+        yh_, yl_ = _dd_mul(np.full_like(wy, c1h), np.full_like(wy, c1l), wy, np.zeros_like(wy))
+        th, tl = _dd_add(yh_, yl_, a_h[r, y], a_l[r, y])
+        a_h[r, y], a_l[r, y] = th, tl
+        a_err[r, y] = 8 * EPS_OP * (np.abs(yh_) + np.abs(awh[y]))
+        self._general_grad(idx, ph, pl, p_err, a_h, a_l, a_err)
+
+    def _general_grad(self, idx, ph, pl, p_err, a_h, a_l, a_err):
+        sh, sl = self.sh[idx], self.sl[idx]
+        Ah, Al, Af = _sum_last(a_h, a_l)
+        amag = np.sum(np.abs(a_h), axis=1)
+        A_err = np.sum(a_err, axis=1) + (Af + 2 * EPS_OP) * amag
+        th, tl = _dd_mul(ph, pl, Ah[:, None], Al[:, None])
+        uh, ul = _dd_add(th, tl, -a_h, -a_l)
+        u_err = (
+            p_err * np.abs(Ah)[:, None]
+            + ph * A_err[:, None]
+            + a_err
+            + 4 * EPS_OP * (np.abs(th) + np.abs(a_h))
+        )
+        gh, gl = _dd_mul(uh, ul, sh[:, None], sl[:, None])
+        g_err = np.abs(sh)[:, None] * u_err * (1 + 4 * EPS_OP) + 4 * EPS_OP * np.abs(gh)
+        zero = sh == 0
+        ok = _certified(gh, gl, g_err) | zero[:, None]
+        gh[zero] = 0.0
+        self._store_grad(idx, gh, ok)
+
+    def _store_grad(self, idx, gh, ok):
+        good = np.all(ok, axis=1)
+        self.grad[idx[good]] = gh[good]
+        self.fallback[idx[~good]] = True
+
+    def _general_rows(self, idx, xr, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel):
+        """Probability targets: a_j = w_j y_j, y_j = t_j or c1 t_j + ce."""
+        p = self.p
+        tt = self.t[idx]
+        w = self.w
+        if self.smoothing:
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            yh, yl = _dd_mul(tt, np.zeros_like(tt), np.full_like(tt, c1h), np.full_like(tt, c1l))
+            y_mag = np.abs(yh) + ceh
+            yh, yl = _dd_add(yh, yl, np.full_like(tt, ceh), np.full_like(tt, cel))
+            y_err = 6 * EPS_OP * y_mag
+        else:
+            yh, yl, y_err, y_mag = tt, np.zeros_like(tt), np.zeros_like(tt), np.abs(tt)
+        a_h, a_l = _dd_mul(yh, yl, np.broadcast_to(w, yh.shape), np.zeros_like(yh))
+        a_err = np.abs(w) * y_err + 4 * EPS_OP * np.abs(w) * y_mag
+        # loss = -sum_j a_j l_j = A log z - sum_j a_j d_j
+        adh, adl = _dd_mul(a_h, a_l, dh, dl)
+        sh_, sl_, sf = _sum_last(adh, adl)
+        mag = np.sum(np.abs(adh), axis=1) + np.sum(a_err * np.abs(dh), axis=1)
+        Ah, Al, Af = _sum_last(a_h, a_l)
+        amag = np.sum(np.abs(a_h), axis=1)
+        A_err = np.sum(a_err, axis=1) + (Af + 2 * EPS_OP) * amag
+        th, tl = _dd_mul(lzh, lzl, Ah, Al)
+        lh, ll = _dd_add(th, tl, -sh_, -sl_)
+        l_err = (
+            (sf + 6 * EPS_OP) * mag
+            + amag * lz_err
+            + A_err * np.abs(lzh)
+            + 4 * EPS_OP * (np.abs(th) + np.abs(lh))
+        )
+        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
+        if p.reduction == "none":
+            self.loss_ok[idx] = _certified(lh, ll, l_err)
+        else:
+            self.fallback[idx] |= ~_finite(lh, ll, l_err)
+        if not self.want_grad:
+            return
+        ph, pl = self._p(eh, el, izh, izl)
+        ph = np.where(tiny, 0.0, ph)
+        pl = np.where(tiny, 0.0, pl)
+        p_err = ph * p_rel[:, None] + np.where(tiny, E_TINY, 0.0)
+        self._general_grad(idx, ph, pl, p_err, a_h, a_l, a_err)
+
+    # ------------------------------------------------------------ reductions and fallbacks
+    def _finish(self, reduced: bool) -> OracleResult | None:
+        p = self.p
+        redo = self.fallback | (~self.loss_ok if not reduced else False)
+        rows_mp = {}
+        stats["rows_mpmath"] += int(np.count_nonzero(redo))
+        for n in np.nonzero(redo)[0].tolist():
+            rows_mp[n] = self._mp_row(n)
+        if not reduced:
+            out = np.where(self.loss_ok & ~self.fallback, self.loss[0], 0.0)
+            for n, (terms, _) in rows_mp.items():
+                out[n] = float(terms[0])
+            loss_out = out.reshape(p.loss_shape())
+        else:
+            loss_out = self._reduced(rows_mp)
+            if loss_out is None:
+                return None
+        if not self.want_grad:
+            return OracleResult(loss_out, None)
+        for n, (_, g) in rows_mp.items():
+            self.grad[n] = g
+        return OracleResult(loss_out, p.grad_from_rows(self.grad))
+
+    def _mp_row(self, n: int):
+        """Position ``n`` by the mpmath oracle's own code: its terms and gradient row."""
+        p = self.p
+        lrow = ref._log_softmax(ref._mpf_row(np.asarray(self.x[n], dtype=np.float64)))
+        terms = ref._row_terms(p, lrow, self.t[n], self.w_mp, self.eps_mp, self.c)
+        grad = None
+        if self.want_grad:
+            if self.scale_mp is not None:
+                scale = self.scale_mp[n]
+            else:
+                scale = ref.mpmath.mpf(float(self.sh[n]))
+            grad = ref._row_grad(p, terms[3], lrow, scale, self.t[n], self.c)
+        return terms, grad
+
+    def _reduced(self, rows_mp) -> np.ndarray | None:
+        p = self.p
+        split = self.smoothing and not p.probability_target
+        parts = [self.nll, self.smooth] if split else [self.loss]
+        totals = []
+        for k, part in enumerate(parts):
+            h, low, e = (part[0].copy(), part[1].copy(), part[2].copy())
+            for n, (terms, _) in rows_mp.items():
+                v = terms[1 + k] if split else terms[0]
+                h[n], low[n] = _to_dd(v)
+                e[n] = abs(h[n]) * 2.0**-104
+            if not np.all(np.isfinite(h)) or np.any(np.abs(h) > 2.0**900):
+                return self._nonfinite_total(parts, rows_mp, split)
+            sh, sl, sf = _sum_last(h[None, :], low[None, :])
+            err = float(np.sum(e)) + sf * float(np.sum(np.abs(h)))
+            totals.append((float(sh[0]), float(sl[0]), err))
+        if p.reduction == "mean":
+            fh, fl = _to_dd(ref._factor(p, self.den))
+            totals = [
+                (
+                    *_dd_mul(np.array(h), np.array(low), np.array(fh), np.array(fl)),
+                    abs(fh) * e * (1 + 2.0**-50) + 4 * EPS_OP * abs(fh * h),
+                )
+                for h, low, e in totals
+            ]
+        if split:
+            (ah, al, ae), (bh, bl, be) = totals
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            xh, xl = _dd_mul(np.array(ah), np.array(al), np.array(c1h), np.array(c1l))
+            yh, yl = _dd_mul(np.array(bh), np.array(bl), np.array(ceh), np.array(cel))
+            th, tl = _dd_add(xh, xl, yh, yl)
+            te = (
+                abs(c1h) * ae
+                + ceh * be
+                + 4 * EPS_OP * (abs(float(xh)) + abs(float(yh)) + abs(float(th)))
+            )
+        else:
+            th, tl, te = totals[0]
+        th, tl = np.array(th, dtype=np.float64), np.array(tl, dtype=np.float64)
+        if not _certified(th, tl, np.array(te)):
+            return None
+        return np.array(float(th), dtype=np.float64)
+
+    def _nonfinite_total(self, parts, rows_mp, split):
+        """A reduction with an infinite or NaN term: the IEEE rules mpmath follows."""
+        mp = ref.mpmath
+        vals = []
+        for k, part in enumerate(parts):
+            v = part[0].astype(np.float64).copy()
+            for n, (terms, _) in rows_mp.items():
+                t = terms[1 + k] if split else terms[0]
+                v[n] = float(t) if (mp.isnan(t) or mp.isinf(t)) else 0.0
+            v[np.isfinite(v)] = 0.0  # finite terms cannot change a non-finite total
+            pos, neg = bool(np.any(v == np.inf)), bool(np.any(v == -np.inf))
+            if np.any(np.isnan(v)) or (pos and neg):
+                total = math.nan
+            elif pos or neg:
+                total = math.inf if pos else -math.inf
+            else:
+                total = 0.0  # finite
+            if self.p.reduction == "mean" and self.den < 0:
+                total = -total
+            vals.append(total)
+        if all(math.isfinite(v) for v in vals):
+            return None  # finite but huge terms: the mpmath oracle sums them
+        if split:
+            c1 = float(1 - self.eps_mp)  # 0 exactly when eps = 1; eps / C > 0
+            return np.array(c1 * vals[0] + 1.0 * vals[1], dtype=np.float64)
+        return np.array(vals[0], dtype=np.float64)
