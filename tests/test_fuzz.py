@@ -1,4 +1,5 @@
-"""The fuzz command: it finds and shrinks planted bugs, writes cases that load, and stays quiet on correct adapters."""
+"""The fuzz command: it finds and shrinks planted bugs, writes cases that load and that the reference
+implementations pass, and stays quiet on correct adapters."""
 
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from harness.metamorphic import PROPERTIES, NotApplicable, check
 TARGETS = REPO / "tests" / "fuzz_targets"
 NO_MAX_SHIFT = str(TARGETS / "no_max_shift.py")
 RARE_MEAN = str(TARGETS / "wrong_rare_mean.py")
+OFFSET = str(TARGETS / "offset_loss.py")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 CORRECT = ["numpy", *(["torch"] if HAS_TORCH else [])]
+SLICE_EXAMPLES = 200  # per property in the test suite; tools/fuzz_references.py runs 2,000
 
 
 def _conforms(adapter: str, path: Path, *dtypes: str) -> bool:
@@ -40,8 +43,9 @@ def test_finds_and_shrinks_missing_max_shift(tmp_path):
     assert "case = {c.id: c for c in load_paths(" in r.stdout  # the Python repro snippet
     (case,) = load_file(out)
     assert case.tags == ("fuzz", "oracle") and "property oracle" in case.why
-    # shrunk: one row, and the largest logit is just past exp()'s overflow (about 709.8)
-    assert case.logits.size <= 2 and 709.8 < np.nanmax(case.logits) <= 1024
+    # shrunk: one row, and the largest |logit| just past exp()'s range (overflow above
+    # about 709.8, a row of only underflowing logits below about -745)
+    assert case.logits.size <= 2 and 709.8 < np.nanmax(np.abs(case.logits)) <= 1024
     assert any(db.rglob("*")), "the example database was not written"
     assert not _conforms(NO_MAX_SHIFT, out)
     for adapter in CORRECT:
@@ -83,19 +87,42 @@ def test_same_seed_same_case(tmp_path):
 def test_numpy_reference_passes_every_property():
     r = run_cli("fuzz", "--adapter", "numpy", "--examples", "40", "--seed", "1")
     assert r.returncode == 0, r.output
-    assert "no failure found" in r.stdout
+    assert "no failure found" in r.stdout and "reference" not in r.stdout
     for name in ["oracle", *PROPERTIES]:
         assert name in r.stdout
 
 
-@pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
-def test_torch_passes_every_property_in_float64_and_float32():
-    # float16/bfloat16: torch accumulates in half precision, a documented divergence (README)
-    r = run_cli(
-        "fuzz", "--adapter", "torch", "--examples", "40", "--seed", "2",
-        "--dtype", "float64", "--dtype", "float32",
-    )  # fmt: skip
-    assert r.returncode == 0, r.output
+def _fuzz_references():
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        from fuzz_references import fuzz_references
+    finally:
+        sys.path.remove(str(REPO / "tools"))
+    return fuzz_references
+
+
+@pytest.mark.parametrize(
+    "adapter",
+    [
+        "numpy",
+        pytest.param(
+            "torch", marks=pytest.mark.skipif(not HAS_TORCH, reason="torch not installed")
+        ),
+    ],
+)
+def test_references_pass_every_property_seeded_slice(adapter):
+    """A seeded slice of tools/fuzz_references.py: no reference gate, so a violation by a
+    reference itself is a finding (a bug in a comparison or a gap in the error model).
+    numpy in every dtype, torch in float64 and float32 (its half precision accumulates in
+    half precision, a documented divergence)."""
+    rows = _fuzz_references()(
+        examples=SLICE_EXAMPLES, seed=20, adapters=[adapter], split_dtypes=False
+    )
+    assert {r.prop for r in rows} == {"oracle", *PROPERTIES}
+    for row in rows:
+        r = row.report
+        assert r.finding is None and r.error is None, (row.prop, r.finding or r.error)
+        assert r.examples >= SLICE_EXAMPLES and r.max_ratio <= 1.0, (row.prop, r.examples)
 
 
 UNSUPPORTED = frozenset(
@@ -134,9 +161,78 @@ def test_shift_invariance_catches_overflow_the_oracle_check_would_not_need():
     # 700 is fine for exp() in float64; the shifted row is not
     case = memory_case({"logits": [[700.0, 0.0]], "target": [1], "dtype": "float64"})
     violation = check("shift_invariance", resolve(NO_MAX_SHIFT), case, "float64")
-    assert violation is not None and "variant vs original" in violation.message
+    assert violation is not None and "loss: original 700.0, shifted inf" in violation.message
     assert set(violation.variants) == {"original", "shifted"}
     assert "8192.0 added to the logits of position 0" in violation.message
+
+
+def test_relation_allows_threshold_times_both_bounds():
+    from harness.error_model import THRESHOLD
+    from harness.metamorphic import Side, relation
+
+    a = Side("original", np.array([1.0, 2.0]), np.array([0.25, 0.0]))
+    room = THRESHOLD * (0.25 + 0.5)
+    ratio, message = relation("grad", a, Side("variant", np.array([1.0 + room, 2.0]), 0.5))
+    assert ratio == 1.0 and message is None
+    ratio, message = relation("grad", a, Side("variant", np.array([1.0, 2.0 + 1e-9]), 0.5))
+    assert ratio == pytest.approx(1e-9 / (THRESHOLD * 0.5))
+    ratio, message = relation("grad", a, Side("variant", np.array([1.0 + 2 * room, 2.0]), 0.5))
+    assert ratio == pytest.approx(2.0) and message.startswith("grad[0]: original 1.0, variant")
+    assert "test ratio 2: |diff| 6 > allowed 3 = 4 x (bound 0.25 + 0.5)" in message
+    # NaN matches NaN, an infinity itself; nothing is allowed between them and numbers
+    nan, inf = float("nan"), float("inf")
+    assert relation("loss", Side("a", nan, 0.0), Side("b", nan, 0.0)) == (0.0, None)
+    assert relation("loss", Side("a", inf, 0.0), Side("b", inf, 0.0)) == (0.0, None)
+    ratio, message = relation("loss", Side("a", inf, 1.0), Side("b", 1e308, 1.0))
+    assert ratio == inf and "non-finite mismatch" in message
+    # a NaN bound (the model cannot say) allows no difference, and equal values hold
+    assert relation("loss", Side("a", 0.5, nan), Side("b", 0.5, 0.0)) == (0.0, None)
+    assert relation("loss", Side("a", 0.5, nan), Side("b", 0.5 + 1e-9, 1.0))[0] == inf
+
+
+def test_a_violation_a_reference_shares_is_not_written(tmp_path, monkeypatch, capsys):
+    """With no allowance, every gradient row that does not sum to exactly 0 violates
+    grad_rows_sum_zero, for numpy as for the adapter: the search reports that the tolerance
+    disagrees with the reference, writes nothing, and exits 1. (An adapter with a bug of its
+    own would still have that bug found: the search goes on past the shared violations.)"""
+    from harness import fuzz, metamorphic
+
+    monkeypatch.setattr(metamorphic, "THRESHOLD", 0.0)
+    out = tmp_path / "found.yaml"
+    code = fuzz.main([
+        "--adapter", "numpy", "--property", "grad_rows_sum_zero", "--dtype", "float64",
+        "--examples", "40", "--seed", "0", "--out", str(out),
+    ])  # fmt: skip
+    text = capsys.readouterr().out
+    assert code == fuzz.EXIT_FOUND, text
+    assert not out.exists(), text
+    assert (
+        "grad_rows_sum_zero: not a finding, the tolerance or the semantics disagree with "
+        "reference numpy [float64]: grad row of position" in text
+    )
+    assert "reference numpy fails too on" in text and "FAILED" not in text
+
+
+def test_a_case_a_reference_fails_is_not_written(tmp_path, monkeypatch, capsys):
+    """A stand-in reference that adds 0.5 to every loss lets a shift_invariance
+    finding through the search, then fails the case the finding would write: not written."""
+    from harness import fuzz
+
+    monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None), (OFFSET, None)))
+    out = tmp_path / "found.yaml"
+    args = ["--adapter", NO_MAX_SHIFT, "--property", "shift_invariance", "--dtype", "float64",
+            "--examples", "40", "--seed", "3", "--out", str(out)]  # fmt: skip
+    code = fuzz.main(args)
+    text = capsys.readouterr().out
+    assert code == fuzz.EXIT_FOUND, text
+    assert not out.exists(), text
+    assert f"not written: the tolerance or the semantics disagree with reference {OFFSET}" in text
+    assert "no case written" in text and "FAILED" not in text
+    # with numpy alone as the reference, the same search writes the case
+    monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None),))
+    assert fuzz.main(args) == fuzz.EXIT_FOUND
+    assert "FAILED [float64]" in capsys.readouterr().out
+    assert load_file(out)
 
 
 def test_not_applicable_is_reported_not_failed():
@@ -145,6 +241,8 @@ def test_not_applicable_is_reported_not_failed():
     case = memory_case({"logits": [[0.5]], "target": [0], "dtype": "float64"})
     with pytest.raises(NotApplicable):
         PROPERTIES["class_permutation"](load("numpy"), case, "float64")
+    with pytest.raises(NotApplicable):
+        check("class_permutation", load("numpy"), case, "float64")
 
 
 def test_usage_errors_name_the_flag():
