@@ -159,6 +159,9 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
             lse = m + np.log(s)
             p = z / s[:, None]
             logp = xs - lse[:, None]  # -inf where the logit is -inf
+            # a row of only -inf logits has lse = -inf: NaN expected values, unless its target
+            # is ignored (loss 0); its magnitude must not turn the zero coefficients into NaN
+            abs_lse = np.where(np.isfinite(lse), np.abs(lse), 0.0)
             abs_x = np.abs(np.where(np.isfinite(x), x, 0.0))
             abs_a = _abs_coefficients(t_all[lo:hi], keep[lo:hi], w, abs_w, eps, c, probability)
             # |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part
@@ -171,7 +174,7 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
             # S_c: x_c - lse for every class with a coefficient, log of a sum of C terms,
             # and the sum over classes of the terms
             per_pos_c[lo:hi] = (
-                (abs_a * (abs_x + np.abs(lse)[:, None])).sum(axis=1)
+                (abs_a * (abs_x + abs_lse[:, None])).sum(axis=1)
                 + sum_a * sqrt_c
                 + sqrt_c * sum_a_logp
             )
@@ -188,7 +191,7 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
                 s_d = term_p * (1.0 + abs_logp) + term_a
                 # p_j = exp(x_j - lse): the argument's absolute error becomes p_j's relative one;
                 # the sum over classes in the backward pass of log_softmax
-                s_c = term_p * (abs_x + np.abs(lse)[:, None] + sqrt_c) + term_a
+                s_c = term_p * (abs_x + abs_lse[:, None] + sqrt_c) + term_a
                 floor = 1.0 + gg * sum_a[:, None]
                 grad_rows[lo:hi] = u_d * s_d + u_c * s_c + tiny * floor
                 grad_rows[lo:hi][~finite_row] = 0.0

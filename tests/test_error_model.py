@@ -208,6 +208,18 @@ def test_non_finite_expected_values_have_zero_bound_and_match_exactly():
     assert compare(exact.loss, exact.loss, b.loss, "float32", "loss").ok
 
 
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_an_ignored_row_of_only_minus_infinity_takes_no_part(reduction):
+    """Found by the fuzzer: lse = -inf of an ignored row made the bound NaN."""
+    x = np.array([[-np.inf, -np.inf], [0.0, 1.0]])
+    p = Problem(x, np.array([-100, 1]), False, None, reduction)
+    exact = cross_entropy(p)
+    b = error_bounds(p, "float32", exact.loss, exact.grad)
+    assert np.all(np.isfinite(b.loss)) and np.all(b.loss > 0)
+    got = cast(exact.loss, "float32").astype(np.float64)
+    assert compare(got, exact.loss, b.loss, "float32", "loss").ok
+
+
 def test_override_widens_and_is_reported():
     e, b = np.array([1.0]), np.array([1e-8])
     assert not compare(np.array([1.001]), e, b, "float32", "loss").ok
