@@ -163,22 +163,24 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
             # is ignored (loss 0); its magnitude must not turn the zero coefficients into NaN
             abs_lse = np.where(np.isfinite(lse), np.abs(lse), 0.0)
             abs_x = np.abs(np.where(np.isfinite(x), x, 0.0))
+            abs_logp = np.where(p > 0, np.abs(logp), 0.0)
             abs_a = _abs_coefficients(t_all[lo:hi], keep[lo:hi], w, abs_w, eps, c, probability)
-            # |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part
-            a_logp = np.where(abs_a > 0, abs_a * np.abs(logp), 0.0)
-            sum_a_logp = a_logp.sum(axis=1)
+            # Magnitudes are multiplied by their unit roundoff before they are summed or
+            # multiplied together: logits near the dtype's largest value must not overflow the
+            # bound. |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part.
+            a_logp_d = np.where(abs_a > 0, abs_a * (u_d * np.abs(logp)), 0.0).sum(axis=1)
+            a_logp_c = np.where(abs_a > 0, abs_a * (u_c * np.abs(logp)), 0.0).sum(axis=1)
             sum_a = abs_a.sum(axis=1)
-            loss_n = sum_a_logp  # |loss_n| <= sum_c |a_c log p_c|; the scale, not the value
-            # S_d: each term a_c log p_c and the position's loss stored in the dtype
-            per_pos_d[lo:hi] = sum_a_logp + loss_n
+            # S_d: each term a_c log p_c and the position's loss (at most their sum) stored
+            per_pos_d[lo:hi] = 2.0 * a_logp_d
             # S_c: x_c - lse for every class with a coefficient, log of a sum of C terms,
             # and the sum over classes of the terms
             per_pos_c[lo:hi] = (
-                (abs_a * (abs_x + abs_lse[:, None])).sum(axis=1)
-                + sum_a * sqrt_c
-                + sqrt_c * sum_a_logp
+                (abs_a * (u_c * abs_x + u_c * abs_lse[:, None])).sum(axis=1)
+                + u_c * sqrt_c * sum_a
+                + sqrt_c * a_logp_c
             )
-            per_pos_abs[lo:hi] = loss_n
+            per_pos_abs[lo:hi] = a_logp_c  # u_c |loss_n|, at most
             per_pos_a[lo:hi] = sum_a
             if grad_rows is not None:
                 gg = g[lo:hi, None]
@@ -187,13 +189,12 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
                 # log_softmax does this) carries that rounding, u_d |log p_j|, as a relative error
                 term_p = gg * sum_a[:, None] * p
                 term_a = gg * abs_a
-                abs_logp = np.where(p > 0, np.abs(logp), 0.0)
-                s_d = term_p * (1.0 + abs_logp) + term_a
+                b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
                 # p_j = exp(x_j - lse): the argument's absolute error becomes p_j's relative one;
                 # the sum over classes in the backward pass of log_softmax
-                s_c = term_p * (abs_x + abs_lse[:, None] + sqrt_c) + term_a
+                b_c = term_p * (u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c) + u_c * term_a
                 floor = 1.0 + gg * sum_a[:, None]
-                grad_rows[lo:hi] = u_d * s_d + u_c * s_c + tiny * floor
+                grad_rows[lo:hi] = b_d + b_c + tiny * floor
                 grad_rows[lo:hi][~finite_row] = 0.0
             per_pos_d[lo:hi][~finite_row] = 0.0
             per_pos_c[lo:hi][~finite_row] = 0.0
@@ -244,24 +245,26 @@ def _loss_bound(
     problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
     den_condition, u_d, u_c, tiny,
 ) -> np.ndarray:  # fmt: skip
+    """The loss's bound from each position's contributions (already multiplied by u_d, u_c)."""
     abs_loss = np.abs(np.where(np.isfinite(loss), loss, 0.0))
     if problem.reduction == "none":
         # per_pos_d already counts the position's loss, which is the result here
-        bound = u_d * per_pos_d + u_c * per_pos_c + tiny * (1.0 + per_pos_a)
+        bound = per_pos_d + per_pos_c + tiny * (1.0 + per_pos_a)
         return bound.reshape(np.shape(loss))
     n_terms = n_kept if not problem.probability_target else per_pos_abs.size
     sqrt_n = float(length_factor(n_terms))
     gk = np.where(keep, g, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
-        # per-position losses (scaled by 1/|D| for a mean) stored in the dtype, then summed
-        s_d = float(np.sum(gk * per_pos_d)) + 2.0 * float(abs_loss)
-        s_c = (
+        # per-position losses (scaled by 1/|D| for a mean) stored in the dtype, then summed;
+        # the result, and a mean's denominator, rounded to the dtype
+        b_d = float(np.sum(gk * per_pos_d)) + 2.0 * u_d * float(abs_loss)
+        b_c = (
             float(np.sum(gk * per_pos_c))
             + sqrt_n * float(np.sum(gk * per_pos_abs))
-            + sqrt_n * den_condition * float(abs_loss)
+            + sqrt_n * den_condition * u_c * float(abs_loss)
         )
         floor = 1.0 + float(np.sum(gk * per_pos_a))
-        bound = u_d * s_d + u_c * s_c + tiny * floor
-    if not math.isfinite(bound):
+        bound = b_d + b_c + tiny * floor
+    if math.isnan(bound):
         bound = 0.0  # a mean over zero total weight: the expected value is NaN, compared exactly
     return np.array(bound)

@@ -220,6 +220,17 @@ def test_an_ignored_row_of_only_minus_infinity_takes_no_part(reduction):
     assert compare(got, exact.loss, b.loss, "float32", "loss").ok
 
 
+def test_logits_near_the_largest_float_do_not_overflow_the_bound():
+    """Found by the fuzzer: 1e308-sized logits made the loss's bound inf, then 0."""
+    x = np.array([1.0252468659761645e308, 8.145797017344869e307])
+    p = Problem(x, np.array([0.625, 0.75]), True, None, "sum", -100, 0.15)
+    exact = cross_entropy(p)
+    b = error_bounds(p, "float64", exact.loss, exact.grad)
+    assert np.isfinite(exact.loss) and 0 < b.loss < np.inf and np.all(np.isfinite(b.grad))
+    one_ulp = np.nextafter(exact.loss, 0.0)
+    assert compare(one_ulp, exact.loss, b.loss, "float64", "loss").ok
+
+
 def test_override_widens_and_is_reported():
     e, b = np.array([1.0]), np.array([1e-8])
     assert not compare(np.array([1.001]), e, b, "float32", "loss").ok
