@@ -53,8 +53,8 @@ EPS_EXP = 2.0**-93
 #: below this (relative to the row maximum) an exponential counts as 0, with error E_TINY
 TINY_D = -600.0
 E_TINY = 2.7e-261  # > exp(-600) = 2.65e-261
-#: elements of float64 work per chunk (about 40 temporaries of this size are alive)
-CHUNK_ELEMENTS = 1 << 16
+#: float64 elements per block of work (64 KiB temporaries: they stay in cache and on the heap)
+CHUNK_ELEMENTS = 8192
 #: counts for this process (tests and benchmarks read them): problems, positions
 #: recomputed in mpmath, problems recomputed whole in mpmath
 stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0}
@@ -251,6 +251,21 @@ def _globally_fast(p: Problem, x, t) -> bool:
     return bool(np.all((used >= 0) & (used < c)))
 
 
+@functools.lru_cache(maxsize=1)
+def _warm_allocator() -> None:
+    """Free one 4 MiB buffer, once, before a large case.
+
+    The chunks' temporaries are small (CHUNK_ELEMENTS float64) and short-lived.
+    With glibc's initial thresholds the heap top is trimmed and refaulted again
+    and again (about one page fault per 16 logits, half the run time on large
+    cases); freeing a buffer this size raises glibc's dynamic mmap and trim
+    thresholds (to 4 and 8 MiB), after which the temporaries reuse the same
+    memory. Elsewhere it has no effect.
+    """
+    buffer = np.ones(1 << 19)
+    del buffer
+
+
 def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> OracleResult:
     """The oracle's result, bit-identical to ``harness.oracle.cross_entropy_mpmath``."""
     x, t = _rows(p)
@@ -259,6 +274,8 @@ def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> OracleResult:
     if not _globally_fast(p, x, t):
         stats["whole_mpmath"] += 1
         return ref.cross_entropy_mpmath(p, want_grad=want_grad)
+    if x.size > 1 << 20:
+        _warm_allocator()
     ref._import_mpmath()
     with ref.mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
         result = _Fast(p, x, t, want_grad).run()
@@ -266,6 +283,30 @@ def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> OracleResult:
         stats["whole_mpmath"] += 1
         return ref.cross_entropy_mpmath(p, want_grad=want_grad)
     return result
+
+
+class _Acc:
+    """Per-row double-double sums accumulated over column blocks, with their magnitudes."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.sums: dict = {}
+        self.err: dict = {}
+
+    def add(self, key, h, low, factor, mag) -> None:
+        if key not in self.sums:
+            self.sums[key] = [h, low, factor, mag]
+            return
+        s = self.sums[key]
+        s[0], s[1] = _dd_add(s[0], s[1], h, low)
+        s[2] = max(s[2], factor)
+        s[3] = s[3] + mag
+
+    def get(self, key):
+        if key not in self.sums:
+            z = np.zeros(self.n)
+            return z, z, 0.0, z
+        return tuple(self.sums[key])
 
 
 class _Fast:
@@ -282,6 +323,8 @@ class _Fast:
         self.c1 = _to_dd(1 - eps)  # as mpmath rounds them: within 2**-200 of the exact values
         self.ce = _to_dd(eps / c)
         self.ignored = np.zeros(self.n_pos, bool) if p.probability_target else t == p.ignore_index
+        wh, wl, wf = _sum_last(self.w[None, :], np.zeros((1, c)))
+        self.w_total = (float(wh[0]), float(wl[0]), wf, float(np.sum(np.abs(self.w))))
 
     # ------------------------------------------------------------ scales
     def _denominator(self):
@@ -348,9 +391,9 @@ class _Fast:
     # ------------------------------------------------------------ one chunk of rows
     def _chunk(self, lo: int, hi: int) -> None:
         p = self.p
-        xc = np.asarray(self.x[lo:hi], dtype=np.float64)
+        xc = self.x[lo:hi]  # the carrier dtype: converted to float64 block by block
         ign = self.ignored[lo:hi]
-        nan_row = np.any(~(xc < np.inf), axis=1) | np.all(xc == -np.inf, axis=1)
+        nan_row = ~np.all(xc < np.inf, axis=1) | np.all(xc == -np.inf, axis=1)
         has_ninf = np.any(xc == -np.inf, axis=1)
         general = p.probability_target or self.smoothing
         scale_ok = np.isfinite(self.sh[lo:hi])
@@ -358,26 +401,53 @@ class _Fast:
         if self.want_grad:
             self.grad[lo:hi][ign & nan_row] = np.nan
         slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
-        rows = np.nonzero(~ign & ~slow)[0]
         self.fallback[lo:hi] |= slow
+        rows = np.nonzero(~ign & ~slow)[0]
         if rows.size == 0:
             return
-        xr = xc[rows]
-        m = np.max(xr, axis=1, keepdims=True)
-        with np.errstate(over="ignore", invalid="ignore"):
-            dh, dl = _two_sum(xr, -m)
-        ninf = xr == -np.inf
-        overflow = np.any(~np.isfinite(dh) & ~ninf, axis=1)
-        tiny = (dh < TINY_D) | ninf
-        dh = np.where(ninf, -np.inf, dh)
-        arg = np.where(tiny, 0.0, dh)
-        argl = np.where(tiny, 0.0, dl)
-        eh, el = _exp_dd(arg, argl)
-        eh = np.where(tiny, 0.0, eh)
-        el = np.where(tiny, 0.0, el)
-        n_tiny = np.count_nonzero(tiny & ~ninf, axis=1)
-        zh, zl, zf = _sum_last(eh, el)
-        z_rel = EPS_EXP + zf + n_tiny * E_TINY  # z >= 1
+        xr = xc if rows.size == xc.shape[0] else xc[rows]
+        self._rows_fast(lo + rows, xr)
+
+    def _rows_fast(self, idx, xr) -> None:
+        """Rows ``idx`` (logits ``xr``, all finite or -inf), in column blocks of CHUNK_ELEMENTS."""
+        p, c, n = self.p, self.c, idx.size
+        m = np.max(xr, axis=1).astype(np.float64)[:, None]
+        width = max(1, min(c, CHUNK_ELEMENTS // n))
+        blocks = [(c0, min(c, c0 + width)) for c0 in range(0, c, width)]
+        slack = (2 * len(blocks) + 2) * EPS_OP  # block sums and the dd additions across blocks
+        e_hi, e_lo = np.empty((n, c)), np.empty((n, c))
+        zh, zl, zf = np.zeros(n), np.zeros(n), 0.0
+        n_tiny = np.zeros(n, np.int64)
+        overflow = np.zeros(n, bool)
+        acc = _Acc(n)
+        for c0, c1 in blocks:
+            xb = np.asarray(xr[:, c0:c1], dtype=np.float64)
+            dh, dl = _two_sum(xb, -m)
+            ninf = xb == -np.inf
+            tiny = (dh < TINY_D) | ninf
+            overflow |= np.any(~np.isfinite(dh) & ~ninf, axis=1)
+            n_tiny += np.count_nonzero(tiny & ~ninf, axis=1)
+            dh = np.where(ninf, -np.inf, dh)
+            dl = np.where(ninf, 0.0, dl)
+            eh, el = _exp_dd(np.where(tiny, 0.0, dh), np.where(tiny, 0.0, dl))
+            eh[tiny] = 0.0
+            el[tiny] = 0.0
+            e_hi[:, c0:c1], e_lo[:, c0:c1] = eh, el
+            bh, bl, bf = _sum_last(eh, el)
+            zh, zl = _dd_add(zh, zl, bh, bl)
+            zf = max(zf, bf)
+            if self.smoothing and not p.probability_target:
+                w = self.w[c0:c1]
+                wdh, wdl = _two_prod(dh, np.broadcast_to(w, dh.shape))
+                acc.add("wd", *_sum_last(wdh, wdl + dl * w), np.sum(np.abs(wdh), axis=1))
+            elif p.probability_target:
+                a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
+                adh, adl = _dd_mul(a_h, a_l, dh, dl)
+                mag = np.sum(np.abs(adh), axis=1) + np.sum(a_err * np.abs(dh), axis=1)
+                acc.add("ad", *_sum_last(adh, adl), mag)
+                acc.add("A", *_sum_last(a_h, a_l), np.sum(np.abs(a_h), axis=1))
+                acc.err["A"] = acc.err.get("A", 0.0) + np.sum(a_err, axis=1)
+        z_rel = EPS_EXP + zf + slack + n_tiny * E_TINY  # z >= 1: its relative error
         lzh, lzl, lz_err = _log_dd(zh, zl)
         lz_err = lz_err + 2 * z_rel
         # 1/z by one Newton step from 1/z_hi
@@ -386,51 +456,58 @@ class _Fast:
         r = (1.0 - rh) - rl
         izh, izl = _fast_two_sum(q0, q0 * r)
         p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP  # relative error of p = e / z
-
-        idx = lo + rows
-        c = self.c
+        row = dict(lzh=lzh, lzl=lzl, lz_err=lz_err, slack=slack)
         if p.probability_target:
-            self._general_rows(idx, xr, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel)
+            self._prob_loss(idx, acc, row)
         else:
-            y = self.t[idx]
-            self._index_rows(idx, y, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel)
+            self._index_loss(idx, xr, m, acc, row)
         self.fallback[idx[overflow]] = True
-        del c
+        if not self.want_grad:
+            return
+        bad = np.zeros(n, bool)
+        for c0, c1 in blocks:
+            eh, el = e_hi[:, c0:c1], e_lo[:, c0:c1]
+            ph, pl = _dd_mul(eh, el, izh[:, None], izl[:, None])
+            tiny = eh == 0  # exp of anything >= TINY_D is far from 0
+            ninf = np.asarray(xr[:, c0:c1]) == -np.inf
+            ph[tiny] = 0.0
+            pl[tiny] = 0.0
+            p_err = ph * p_rel[:, None] + np.where(tiny & ~ninf, E_TINY, 0.0)
+            if p.probability_target or self.smoothing:
+                gh, ok = self._general_grad(idx, c0, c1, ph, pl, p_err, row)
+            else:
+                gh, ok = self._nll_grad(idx, c0, c1, ph, pl, p_err, ninf, row)
+            self.grad[idx, c0:c1] = gh
+            bad |= ~np.all(ok, axis=1)
+        self.fallback[idx[bad]] = True
 
-    def _p(self, eh, el, izh, izl):
-        ph, pl = _dd_mul(eh, el, izh[:, None], izl[:, None])
-        return ph, pl
-
-    def _index_rows(self, idx, y, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel):
+    def _index_loss(self, idx, xr, m, acc, row) -> None:
+        """Per-position loss terms of class-index targets (and the rows' grad factors)."""
         p = self.p
+        y = self.t[idx]
         r = np.arange(idx.size)
-        w = self.w
-        wy = w[y]
-        # log-probability of the target and the NLL term -w_y l_y
-        dyh, dyl = dh[r, y], dl[r, y]
-        target_ninf = dyh == -np.inf
-        lyh, lyl = _dd_add(np.where(target_ninf, 0.0, dyh), dyl, -lzh, -lzl)
+        wy = self.w[y]
+        lzh, lzl, lz_err = row["lzh"], row["lzl"], row["lz_err"]
+        xy = np.asarray(xr[r, y], dtype=np.float64)
+        target_ninf = xy == -np.inf
+        dyh, dyl = _two_sum(np.where(target_ninf, 0.0, xy), -m[:, 0])
+        lyh, lyl = _dd_add(dyh, dyl, -lzh, -lzl)
         ly_err = lz_err + EPS_OP * np.abs(lyh)
         nh, nl = _dd_mul(lyh, lyl, -wy, np.zeros_like(wy))
         n_err = np.abs(wy) * ly_err + 2 * EPS_OP * np.abs(nh)
-        with np.errstate(invalid="ignore"):
-            inf_loss = np.where(wy == 0, np.nan, np.where(wy > 0, np.inf, -np.inf))
+        inf_loss = np.where(wy == 0, np.nan, np.where(wy > 0, np.inf, -np.inf))
         nh = np.where(wy == 0, 0.0, nh)  # 0 * l_y is 0 in mpmath, unsigned
         nh = np.where(target_ninf, inf_loss, nh)
         nl = np.where(target_ninf, 0.0, nl)
         n_err = np.where(target_ninf, 0.0, n_err)
         if self.smoothing:
             # smooth = -sum_j w_j l_j = W log z - sum_j w_j d_j   (no -inf here)
-            wdh, wdl = _two_prod(dh, np.broadcast_to(w, dh.shape))
-            wdl = wdl + dl * w
-            sh_, sl_, sf = _sum_last(wdh, wdl)
-            mag = np.sum(np.abs(wdh), axis=1)
-            wh, wl, wf = _sum_last(w[None, :], np.zeros((1, w.size)))
-            wmag = float(np.sum(np.abs(w)))
-            th, tl = _dd_mul(lzh, lzl, np.full_like(lzh, wh[0]), np.full_like(lzh, wl[0]))
+            sh_, sl_, sf, mag = acc.get("wd")
+            wh, wl, wf, wmag = self.w_total
+            th, tl = _dd_mul(lzh, lzl, np.full_like(lzh, wh), np.full_like(lzh, wl))
             smh, sml = _dd_add(th, tl, -sh_, -sl_)
             s_err = (
-                (sf + 4 * EPS_OP) * mag
+                (sf + row["slack"] + 4 * EPS_OP) * mag
                 + wmag * (lz_err + (wf + 4 * EPS_OP) * np.abs(lzh))
                 + 2 * EPS_OP * (np.abs(th) + np.abs(smh))
             )
@@ -443,8 +520,15 @@ class _Fast:
                 abs(c1h) * n_err + ceh * s_err + 4 * EPS_OP * (np.abs(ah) + np.abs(bh) + np.abs(lh))
             )
             self.nll[0][idx], self.nll[1][idx], self.nll[2][idx] = nh, nl, n_err
-            self.fallback[idx] |= ~(_finite(nh, nl, n_err) & _finite(smh, sml, s_err))
             self.smooth[0][idx], self.smooth[1][idx], self.smooth[2][idx] = smh, sml, s_err
+            self.fallback[idx] |= ~(_finite(nh, nl, n_err) & _finite(smh, sml, s_err))
+            # a_j = ce w_j + [j = y] c1 w_y, so A = ce W + c1 w_y
+            yh, yl = _dd_mul(np.full_like(wy, c1h), np.full_like(wy, c1l), wy, np.zeros_like(wy))
+            cwh, cwl = _dd_mul(np.array(ceh), np.array(cel), np.array(wh), np.array(wl))
+            Ah, Al = _dd_add(yh, yl, np.full_like(yh, cwh), np.full_like(yh, cwl))
+            amag = np.abs(yh) + ceh * wmag
+            row["A"] = (Ah, Al, (wf + 12 * EPS_OP) * amag + 8 * EPS_OP * np.abs(Ah))
+            row["y_coeff"] = (yh, yl)
         else:
             lh, ll, l_err = nh, nl, n_err
         self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
@@ -453,54 +537,96 @@ class _Fast:
             self.loss_ok[idx] = _certified(lh, ll, l_err) | exact
         else:  # a term lost to overflow: the position is recomputed
             self.fallback[idx] |= ~(_finite(lh, ll, l_err) | exact)
-        if not self.want_grad:
-            return
-        ph, pl = self._p(eh, el, izh, izl)
-        ph = np.where(tiny, 0.0, ph)
-        pl = np.where(tiny, 0.0, pl)
-        p_err = ph * p_rel[:, None] + np.where(tiny & (dh > -np.inf), E_TINY, 0.0)
-        sh, sl = self.sh[idx], self.sl[idx]
-        if not self.smoothing:
-            # g = -s w_y at the target; grad_j = s w_y p_j (j != y), -s w_y (1 - p_y) at y
+        if self.want_grad and not self.smoothing:
+            sh, sl = self.sh[idx], self.sl[idx]
             qh, ql = _dd_mul(sh, sl, wy, np.zeros_like(wy))
-            q_err = 4 * EPS_OP * np.abs(qh)
-            gh, gl = _dd_mul(ph, pl, qh[:, None], ql[:, None])
-            g_err = p_err * np.abs(qh)[:, None] + ph * q_err[:, None] + 4 * EPS_OP * np.abs(gh)
-            oh, ol = _dd_add(np.ones_like(qh), np.zeros_like(qh), -ph[r, y], -pl[r, y])
-            o_err = p_err[r, y] + 2 * EPS_OP * (1 + ph[r, y])
-            yh, yl = _dd_mul(oh, ol, -qh, -ql)
-            y_err = np.abs(qh) * o_err + np.abs(oh) * q_err + 4 * EPS_OP * np.abs(yh)
-            gh[r, y], gl[r, y], g_err[r, y] = yh, yl, y_err
-            zero_q = (sh == 0) | (wy == 0)  # s w_y = 0: every g is 0 and so is the gradient
-            gh[zero_q] = 0.0
-            ok = _certified(gh, gl, g_err)
-            # exactly 0 in mpmath: -inf logits off the target (p = 0, g = 0) and rows with s w_y = 0
-            ninf_off = (dh == -np.inf) & ~zero_q[:, None]
-            ninf_off[r, y] = False
-            ok |= ninf_off | zero_q[:, None]
-            gh = np.where(ninf_off, 0.0, gh)
-            self._store_grad(idx, gh, ok)
-            return
-        # label smoothing: a_j = ce w_j + [j = y] c1 w_y;  grad_j = s (p_j A - a_j)
-        c1h, c1l = self.c1
-        ceh, cel = self.ce
-        awh, awl = _dd_mul(
-            np.full_like(self.w, ceh), np.full_like(self.w, cel), self.w, np.zeros_like(self.w)
-        )
-        a_h = np.broadcast_to(awh, ph.shape).copy()
-        a_l = np.broadcast_to(awl, ph.shape).copy()
-        a_err = np.broadcast_to(4 * EPS_OP * np.abs(awh), ph.shape).copy()
-        yh_, yl_ = _dd_mul(np.full_like(wy, c1h), np.full_like(wy, c1l), wy, np.zeros_like(wy))
-        th, tl = _dd_add(yh_, yl_, a_h[r, y], a_l[r, y])
-        a_h[r, y], a_l[r, y] = th, tl
-        a_err[r, y] = 8 * EPS_OP * (np.abs(yh_) + np.abs(awh[y]))
-        self._general_grad(idx, ph, pl, p_err, a_h, a_l, a_err)
+            row["q"] = (qh, ql, 4 * EPS_OP * np.abs(qh))
+            row["zero_q"] = (sh == 0) | (wy == 0)  # s w_y = 0: every g is 0, so is the gradient
 
-    def _general_grad(self, idx, ph, pl, p_err, a_h, a_l, a_err):
+    def _nll_grad(self, idx, c0, c1, ph, pl, p_err, ninf, row):
+        """No smoothing: grad_j = s w_y p_j (j != y), -s w_y (1 - p_y) at the target."""
+        qh, ql, q_err = row["q"]
+        zero_q = row["zero_q"]
+        gh, gl = _dd_mul(ph, pl, qh[:, None], ql[:, None])
+        g_err = p_err * np.abs(qh)[:, None] + ph * q_err[:, None] + 4 * EPS_OP * np.abs(gh)
+        y = self.t[idx]
+        sel = np.nonzero((y >= c0) & (y < c1))[0]
+        ys = y[sel] - c0
+        at_y = np.zeros(gh.shape, bool)
+        if sel.size:
+            py_h, py_l, py_err = ph[sel, ys], pl[sel, ys], p_err[sel, ys]
+            oh, ol = _dd_add(np.ones_like(py_h), np.zeros_like(py_h), -py_h, -py_l)
+            o_err = py_err + 2 * EPS_OP * (1 + py_h)
+            yh, yl = _dd_mul(oh, ol, -qh[sel], -ql[sel])
+            y_err = np.abs(qh[sel]) * o_err + np.abs(oh) * q_err[sel] + 4 * EPS_OP * np.abs(yh)
+            gh[sel, ys], gl[sel, ys], g_err[sel, ys] = yh, yl, y_err
+            at_y[sel, ys] = True
+        gh[zero_q] = 0.0
+        ok = _certified(gh, gl, g_err)
+        # exactly 0 in mpmath: -inf logits off the target (p = 0, g = 0) and rows with s w_y = 0
+        ninf_off = ninf & ~zero_q[:, None] & ~at_y
+        ok |= ninf_off | zero_q[:, None]
+        gh[ninf_off] = 0.0
+        return gh, ok
+
+    def _prob_coeffs(self, idx, c0, c1):
+        """Probability targets, a block of a_j = w_j y_j (y_j = t_j or c1 t_j + ce) with bounds."""
+        tt = self.t[idx, c0:c1]
+        w = self.w[c0:c1]
+        if self.smoothing:
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            yh, yl = _dd_mul(tt, np.zeros_like(tt), np.full_like(tt, c1h), np.full_like(tt, c1l))
+            y_mag = np.abs(yh) + ceh
+            yh, yl = _dd_add(yh, yl, np.full_like(tt, ceh), np.full_like(tt, cel))
+            y_err = 6 * EPS_OP * y_mag
+        else:
+            yh, yl, y_err, y_mag = tt, np.zeros_like(tt), np.zeros_like(tt), np.abs(tt)
+        a_h, a_l = _dd_mul(yh, yl, np.broadcast_to(w, yh.shape), np.zeros_like(yh))
+        return a_h, a_l, np.abs(w) * y_err + 4 * EPS_OP * np.abs(w) * y_mag
+
+    def _prob_loss(self, idx, acc, row) -> None:
+        """loss = -sum_j a_j l_j = A log z - sum_j a_j d_j."""
+        lzh, lzl, lz_err = row["lzh"], row["lzl"], row["lz_err"]
+        sh_, sl_, sf, mag = acc.get("ad")
+        Ah, Al, Af, amag = acc.get("A")
+        A_err = acc.err["A"] + (Af + row["slack"] + 2 * EPS_OP) * amag
+        row["A"] = (Ah, Al, A_err)
+        th, tl = _dd_mul(lzh, lzl, Ah, Al)
+        lh, ll = _dd_add(th, tl, -sh_, -sl_)
+        l_err = (
+            (sf + row["slack"] + 6 * EPS_OP) * mag
+            + amag * lz_err
+            + A_err * np.abs(lzh)
+            + 4 * EPS_OP * (np.abs(th) + np.abs(lh))
+        )
+        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
+        if self.p.reduction == "none":
+            self.loss_ok[idx] = _certified(lh, ll, l_err)
+        else:
+            self.fallback[idx] |= ~_finite(lh, ll, l_err)
+
+    def _general_grad(self, idx, c0, c1, ph, pl, p_err, row):
+        """grad_j = s (p_j A - a_j): label smoothing or probability targets."""
+        if self.p.probability_target:
+            a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
+        else:
+            ceh, cel = self.ce
+            w = self.w[c0:c1]
+            awh, awl = _dd_mul(np.full_like(w, ceh), np.full_like(w, cel), w, np.zeros_like(w))
+            a_h = np.repeat(awh[None, :], idx.size, axis=0)
+            a_l = np.repeat(awl[None, :], idx.size, axis=0)
+            a_err = np.repeat(4 * EPS_OP * np.abs(awh)[None, :], idx.size, axis=0)
+            y = self.t[idx]
+            sel = np.nonzero((y >= c0) & (y < c1))[0]
+            if sel.size:
+                ys = y[sel] - c0
+                yh, yl = row["y_coeff"][0][sel], row["y_coeff"][1][sel]
+                th, tl = _dd_add(yh, yl, a_h[sel, ys], a_l[sel, ys])
+                a_err[sel, ys] = 8 * EPS_OP * (np.abs(yh) + np.abs(a_h[sel, ys]))
+                a_h[sel, ys], a_l[sel, ys] = th, tl
+        Ah, Al, A_err = row["A"]
         sh, sl = self.sh[idx], self.sl[idx]
-        Ah, Al, Af = _sum_last(a_h, a_l)
-        amag = np.sum(np.abs(a_h), axis=1)
-        A_err = np.sum(a_err, axis=1) + (Af + 2 * EPS_OP) * amag
         th, tl = _dd_mul(ph, pl, Ah[:, None], Al[:, None])
         uh, ul = _dd_add(th, tl, -a_h, -a_l)
         u_err = (
@@ -514,56 +640,7 @@ class _Fast:
         zero = sh == 0
         ok = _certified(gh, gl, g_err) | zero[:, None]
         gh[zero] = 0.0
-        self._store_grad(idx, gh, ok)
-
-    def _store_grad(self, idx, gh, ok):
-        good = np.all(ok, axis=1)
-        self.grad[idx[good]] = gh[good]
-        self.fallback[idx[~good]] = True
-
-    def _general_rows(self, idx, xr, dh, dl, tiny, eh, el, izh, izl, lzh, lzl, lz_err, p_rel):
-        """Probability targets: a_j = w_j y_j, y_j = t_j or c1 t_j + ce."""
-        p = self.p
-        tt = self.t[idx]
-        w = self.w
-        if self.smoothing:
-            c1h, c1l = self.c1
-            ceh, cel = self.ce
-            yh, yl = _dd_mul(tt, np.zeros_like(tt), np.full_like(tt, c1h), np.full_like(tt, c1l))
-            y_mag = np.abs(yh) + ceh
-            yh, yl = _dd_add(yh, yl, np.full_like(tt, ceh), np.full_like(tt, cel))
-            y_err = 6 * EPS_OP * y_mag
-        else:
-            yh, yl, y_err, y_mag = tt, np.zeros_like(tt), np.zeros_like(tt), np.abs(tt)
-        a_h, a_l = _dd_mul(yh, yl, np.broadcast_to(w, yh.shape), np.zeros_like(yh))
-        a_err = np.abs(w) * y_err + 4 * EPS_OP * np.abs(w) * y_mag
-        # loss = -sum_j a_j l_j = A log z - sum_j a_j d_j
-        adh, adl = _dd_mul(a_h, a_l, dh, dl)
-        sh_, sl_, sf = _sum_last(adh, adl)
-        mag = np.sum(np.abs(adh), axis=1) + np.sum(a_err * np.abs(dh), axis=1)
-        Ah, Al, Af = _sum_last(a_h, a_l)
-        amag = np.sum(np.abs(a_h), axis=1)
-        A_err = np.sum(a_err, axis=1) + (Af + 2 * EPS_OP) * amag
-        th, tl = _dd_mul(lzh, lzl, Ah, Al)
-        lh, ll = _dd_add(th, tl, -sh_, -sl_)
-        l_err = (
-            (sf + 6 * EPS_OP) * mag
-            + amag * lz_err
-            + A_err * np.abs(lzh)
-            + 4 * EPS_OP * (np.abs(th) + np.abs(lh))
-        )
-        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
-        if p.reduction == "none":
-            self.loss_ok[idx] = _certified(lh, ll, l_err)
-        else:
-            self.fallback[idx] |= ~_finite(lh, ll, l_err)
-        if not self.want_grad:
-            return
-        ph, pl = self._p(eh, el, izh, izl)
-        ph = np.where(tiny, 0.0, ph)
-        pl = np.where(tiny, 0.0, pl)
-        p_err = ph * p_rel[:, None] + np.where(tiny, E_TINY, 0.0)
-        self._general_grad(idx, ph, pl, p_err, a_h, a_l, a_err)
+        return gh, ok
 
     # ------------------------------------------------------------ reductions and fallbacks
     def _finish(self, reduced: bool) -> OracleResult | None:

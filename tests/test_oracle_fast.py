@@ -148,6 +148,18 @@ def test_loss_only_is_bit_identical_to_mpmath(p):
 
 
 @SETTINGS
+@given(problems(max_classes=7), st.integers(1, 5))
+def test_column_blocks_give_the_same_values(p, chunk):
+    """Rows wider than a block are processed in column blocks: the same values."""
+    saved = oracle_fast.CHUNK_ELEMENTS
+    oracle_fast.CHUNK_ELEMENTS = chunk
+    try:
+        check(p)
+    finally:
+        oracle_fast.CHUNK_ELEMENTS = saved
+
+
+@SETTINGS
 @given(st.integers(0, 2**32 - 1), st.sampled_from([0.0, 0.2]), st.sampled_from(["none", "mean"]))
 def test_near_rounding_boundaries_fall_back_and_agree(seed, smoothing, reduction):
     """Logits whose loss lies within 2**-60 of a float64 rounding boundary."""
@@ -180,13 +192,13 @@ def test_ordinary_inputs_never_need_mpmath():
 
 
 def test_large_classes_and_chunking(monkeypatch):
-    """A wide float32 row (C = 6000) and chunks of a single row give the mpmath values."""
+    """Wide float32 rows (C = 6000) in blocks of 700 columns give the mpmath values."""
     rng = np.random.default_rng(1)
     x = (rng.normal(size=(2, 6000)) * 4).astype(np.float32)
     t = rng.integers(0, 6000, size=2)
     p = Problem(x.astype(np.float64), t, False, label_smoothing=0.05)
     want = cross_entropy_mpmath(p)
-    monkeypatch.setattr(oracle_fast, "CHUNK_ELEMENTS", 1)
+    monkeypatch.setattr(oracle_fast, "CHUNK_ELEMENTS", 700)
     got = cross_entropy(Problem(x, t, False, label_smoothing=0.05))  # float32 carrier
     assert_bit_identical(want.loss, got.loss)
     assert_bit_identical(want.grad, got.grad)
