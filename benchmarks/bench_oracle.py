@@ -13,9 +13,14 @@ quarter ignored. Modes: ``nll`` (no weights, no smoothing: the common case),
 ``loss`` (``smooth`` without the gradient). The baseline is one bare NumPy
 float64 log-sum-exp pass over the same array in row chunks (max, subtract, exp,
 sum, log). ``mpmath`` times the 200-bit reference and the oracle on one
-64 x 1000 case. ``suite`` runs ``python -m harness -q`` with an empty
+64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
+on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
+installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
+arithmetic, if importable. ``suite`` runs ``python -m harness -q`` with an empty
 ``LOSSCONF_CACHE_DIR`` (a cold first run: every expected value computed), then
-again warm. Prints markdown table rows.
+again warm, and measures the oracle's share of a cold run in-process
+(``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up
+to 200,000 logits and the float64 streaming pass above). Prints markdown table rows.
 """
 
 from __future__ import annotations
@@ -105,7 +110,44 @@ def mpmath_vs_fast() -> str:
     )
 
 
-def cold_suite(repeat: int) -> list[str]:
+def libraries() -> str:
+    """The alternatives: mpmath's gmpy2 backend, python-flint's arb balls (if importable)."""
+    import mpmath
+
+    from harness.oracle import Problem, cross_entropy, cross_entropy_mpmath
+
+    rng = np.random.default_rng(1)
+    p = Problem(rng.normal(size=(16, 1000)) * 3, rng.integers(0, 1000, 16), False)
+    cross_entropy(Problem(p.logits[:1], p.target[:1], False))
+    t0 = time.perf_counter()
+    cross_entropy_mpmath(p)
+    t1 = time.perf_counter()
+    cross_entropy(p)
+    t2 = time.perf_counter()
+    us = 1e6 / p.logits.size
+    out = (
+        f"| 16 x 1000, us per logit | mpmath 200-bit ({mpmath.libmp.BACKEND} backend) "
+        f"{(t1 - t0) * us:.2f} | double-double oracle {(t2 - t1) * us:.3f} |"
+    )
+    try:
+        import flint
+    except ImportError:
+        return out + " python-flint not installed |"
+    flint.ctx.prec = 120
+    t0 = time.perf_counter()
+    for n in range(p.logits.shape[0]):  # loss and gradient in arb balls, no rounding check
+        row = [flint.arb(float(v)) for v in p.logits[n]]
+        m = float(p.logits[n].max())
+        ex = [(v - m).exp() for v in row]
+        z = sum(ex, flint.arb(0))
+        -(row[p.target[n]] - m - z.log())
+        g = [e / z for e in ex]
+        g[p.target[n]] -= 1
+        [float(v.mid()) for v in g]
+    return out + f" python-flint arb 120-bit {(time.perf_counter() - t0) * us:.2f} |"
+
+
+def cold_suite(repeat: int, with_mpmath: bool) -> list[str]:
     env = dict(os.environ)
     lines = []
     best_cold = best_warm = None
@@ -130,7 +172,52 @@ def cold_suite(repeat: int) -> list[str]:
         f"| `python -m harness -q`, empty LOSSCONF_CACHE_DIR (best of {repeat}) | "
         f"cold {best_cold:.2f} s | warm {best_warm:.2f} s | {summary} |"
     )
+    for which in ([], ["mpmath"]) if with_mpmath else ([],):  # the oracle's share of a cold run
+        with tempfile.TemporaryDirectory() as cache:
+            env["LOSSCONF_CACHE_DIR"] = cache
+            out = subprocess.run(
+                [sys.executable, "-c", SUITE_ORACLE_SHARE, *which], cwd=ROOT, env=env,
+                capture_output=True, text=True, check=True,
+            )  # fmt: skip
+            lines.append(out.stdout.strip().splitlines()[-1])
     return lines
+
+
+SUITE_ORACLE_SHARE = """
+import sys, time
+from harness import cli, oracle, oracle_fast
+reference = sys.argv[1:] == ["mpmath"]
+def previous(problem, want_grad=True):  # before issue 13: mpmath up to 200,000 logits
+    if problem.logits.size > 200_000:
+        from harness.oracle_stream import cross_entropy_streaming
+        return cross_entropy_streaming(problem, want_grad=want_grad)
+    return oracle.cross_entropy_mpmath(problem, want_grad=want_grad)
+inner = previous if reference else oracle.cross_entropy
+spent = [0.0, 0]
+def timed(problem, want_grad=True):
+    start = time.perf_counter()
+    try:
+        return inner(problem, want_grad=want_grad)
+    finally:
+        spent[0] += time.perf_counter() - start
+        spent[1] += 1
+oracle.cross_entropy = timed
+start = time.perf_counter()
+try:
+    cli.main(["-q"])
+except SystemExit:
+    pass
+total = time.perf_counter() - start
+s = oracle_fast.stats
+if reference:
+    print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
+          f"one cold run (in-process) | "
+          f"{spent[0]:.2f} s of {total:.2f} s | {spent[1]} calls |")
+else:
+    print(f"| the oracle within one cold run (in-process) | {spent[0]:.2f} s of {total:.2f} s | "
+          f"{spent[1]} calls, {s['rows']} positions, {s['rows_mpmath']} recomputed in mpmath, "
+          f"{s['whole_mpmath']} problems wholly in mpmath (empty inputs, undecided reductions) |")
+"""
 
 
 MODES = {
@@ -145,7 +232,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--classes", type=int, default=131072)
-    ap.add_argument("--modes", default="baseline,nll,smooth,loss,mpmath,suite")
+    ap.add_argument("--modes", default="baseline,nll,smooth,loss,mpmath,suite,suite-mpmath")
     ap.add_argument("--repeat", type=int, default=3, help="cold suite runs (best is printed)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -175,8 +262,10 @@ def main() -> None:
             )
     if "mpmath" in modes:
         print(mpmath_vs_fast())
+    if "libraries" in modes:
+        print(libraries())
     if "suite" in modes:
-        print("\n".join(cold_suite(args.repeat)))
+        print("\n".join(cold_suite(args.repeat, "suite-mpmath" in modes)))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ BENCHMARKS = [
     ("1, 2: start-up and loading", "bench_startup.py", [], ["--repeat", "3"]),
     ("3: overhead, numpy", "bench_overhead.py", ["--adapter", "numpy"], ["--adapter", "numpy", "--repeat", "2"]),
     ("3: overhead, torch", "bench_overhead.py", ["--adapter", "torch"], ["--adapter", "torch", "--repeat", "1", "-k", "seed"]),
-    ("4: streaming oracle", "bench_oracle_stream.py", [], ["--rows", "256"]),
+    ("4: oracle (correctly rounded), cold first run", "bench_oracle.py", [], ["--rows", "256", "--repeat", "1"]),
+    ("4b: streaming float64 approximation (opt-in)", "bench_oracle_stream.py", [], ["--rows", "256"]),
     ("5, 7: disk cache and --jobs", "bench_cache_and_jobs.py", [], ["--rows", "256", "--repeat", "1"]),
     ("6: torch adapter, largest case", "bench_torch_large.py", [], ["--rows", "256", "--repeat", "2"]),
 ]  # fmt: skip

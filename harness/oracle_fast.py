@@ -33,9 +33,26 @@ Error bounds, with ``u = 2**-53`` (the analysis, then the generous constants use
   ``y + d - d**2/2`` with ``d = z exp(-y) - 1``: absolute error below
   ``EPS_EXP + 4 EPS_OP + |d|**3`` plus z's relative error.
 
-Memory: the logits are read in chunks of rows (converted to float64 chunk by
-chunk), so a large case needs its logits, the float64 gradient and a few
-chunk-sized temporaries.
+Intermediates that overflow become inf or NaN and fail the test; certified
+values are at least 2**-900 in magnitude and every bound carries 2**-1000 of
+absolute slack, more than gradual underflow of intermediates can add. Values
+that are exactly 0 in mpmath (ignored positions, ``s w_y = 0``, a -inf logit off
+the target) are set structurally, as +0.0.
+
+Recomputed in mpmath, position by position: rows with NaN or +inf logits or
+only -inf; -inf logits with label smoothing or probability targets; a
+non-finite ``grad_output``; a row whose ``x - max`` overflows; any value not
+decided (for instance a gradient entry of a logit more than 600 below the row's
+maximum without smoothing, ties that make an entry exactly 0, a loss of 0).
+As a whole: empty inputs, labels outside [0, C), weights or probability targets
+beyond 2**900 or non-finite, a ``mean`` whose total weight is 0 (unless every
+position is ignored: NaN loss, zero gradient), and a reduced loss that is not
+decided.
+
+Memory: rows are processed in blocks of ``CHUNK_ELEMENTS`` logits (whole rows
+when they fit, column blocks of wide rows, converted to float64 block by
+block; the exponentials of a row are kept for the gradient pass), so a large
+case needs its logits, the float64 gradient and two float64 row buffers.
 """
 
 from __future__ import annotations
@@ -247,6 +264,8 @@ def _globally_fast(p: Problem, x, t) -> bool:
     if p.probability_target:
         return t.shape == x.shape and bool(np.all(np.abs(t) < 2.0**900))
     c = x.shape[1]
+    if t.shape != (x.shape[0],):
+        return False  # a target of the wrong shape: the mpmath oracle's behaviour
     used = t[t != p.ignore_index]
     return bool(np.all((used >= 0) & (used < c)))
 

@@ -23,7 +23,7 @@ defaults:
   dtype: [float64, float32]
 cases:
   - name: big_oracle
-    why: "expected values computed by the oracle at run time (streaming: 300 x 700 logits)"
+    why: "expected values computed by the oracle at run time (300 x 700 logits)"
     logits: {generate: normal, shape: [300, 700], seed: 1, std: 3.0}
     target: {generate: labels, shape: [300], seed: 2, classes: 700, ignore_fraction: 0.2}
     label_smoothing: 0.1
