@@ -239,7 +239,54 @@ def test_exp_and_log_are_within_their_stated_bounds():
         ([[1.0, 2.0], [2.0, 1.0]], [0, 1], dict(weight=np.array([1.0, -1.0]))),  # 0 total weight
         ([[1.0, 2.0], [2.0, 1.0]], [0, 1], dict(weight=np.array([1e300, 1e-300]))),
         ([[5.0]], [0], dict(reduction="none")),  # one class: loss exactly 0
+        # exact midpoints between two float64 (3 (1 + 2**-52) needs 54 bits): ties to even
+        (
+            [[1.0, -math.inf, 2.0], [0.0, 0.0, -math.inf]],
+            [1, 0],
+            dict(
+                reduction="none",
+                weight=np.array([3.0, 3.0, 1.0]),
+                grad_output=np.array([1 + 2.0**-52] * 2),
+            ),
+        ),
     ],
 )
 def test_adversarial_examples(x, t, kw):
     check(Problem(np.array(x, dtype=np.float64), np.array(t), False, **kw))
+
+
+def test_rounding_test_accepts_only_values_whose_interval_rounds_to_one_float():
+    """The Ziv test itself: decided only when every number within the bound rounds to h."""
+    cert = oracle_fast._certified
+    for h in (1.0, -1.0, 1.5, 2.0**-500, -(2.0**300), 0.75):
+        up = np.nextafter(h, np.inf) - h
+        down = h - np.nextafter(h, -np.inf)  # half of up at a power of two above 0
+        hh = np.array([h] * 8)
+        lo = np.array(
+            [0.0, 0.49 * up, 0.49 * up, -0.49 * down, -0.49 * down, 0.5 * up, -0.5 * down, 0.0]
+        )
+        err = np.array(
+            [
+                0.4 * min(up, down),
+                0.009 * up,
+                0.02 * up,
+                0.009 * down,
+                0.02 * down,
+                0.0,
+                0.0,
+                np.nan,
+            ]
+        )
+        assert cert(hh, lo, err).tolist() == [
+            True,
+            True,
+            False,
+            True,
+            False,
+            False,
+            False,
+            False,
+        ], h
+    # zero, subnormal, huge and non-finite values are never decided here
+    for h in (0.0, 5e-324, 2.0**-1000, 1.7e308, np.inf, np.nan):
+        assert not cert(np.array([h]), np.array([0.0]), np.array([0.0]))[0]
