@@ -48,6 +48,15 @@ def build(doc: dict) -> ET.Element:
             )
             seconds += r.get("seconds", 0.0)
             counts["tests"] += 1
+            ratios = [
+                (what, e["max_ratio"])
+                for what, e in (("loss", r.get("loss_errors")), ("grad", r.get("grad_errors")))
+                if e and e.get("max_ratio") is not None
+            ]
+            if ratios:  # the test ratio (error / allowed; at most 1 conforms) of each value
+                tc_props = ET.SubElement(tc, "properties")
+                for what, q in ratios:
+                    ET.SubElement(tc_props, "property", name=f"{what}_test_ratio", value=f"{q:.3g}")
             status, message = r["status"], _text(r.get("message") or r["status"])
             detail = message + (f"\n\nrepro:\n{r['repro']}" if r.get("repro") else "")
             if r.get("expected"):

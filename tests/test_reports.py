@@ -45,6 +45,7 @@ def test_one_run_writes_every_format_with_the_same_verdict(cli, cases, write, tm
     ]
     for x in failing:
         assert x["loss_errors"]["max_ulp"] > 1e6 and x["loss_errors"]["max_rel"] > 0.1
+        assert x["loss_errors"]["max_ratio"] > 1  # the verdict's figure: error / allowed
         assert "load_paths" in x["repro"] and str(wrong) in x["repro"]
         assert "weights" in x["groups"]
     assert all(x["repro"] is None for x in doc["results"] if x["status"] == "pass")
@@ -55,6 +56,7 @@ def test_one_run_writes_every_format_with_the_same_verdict(cli, cases, write, tm
     assert "| `small/weighted_mean` | numpy | float64 | fail |" in md
     matrix_row = md.split("### Conformance matrix")[1].splitlines()[4]
     assert matrix_row.startswith("| numpy |") and "| 0/2 |" in matrix_row
+    assert "### Worst test ratio" in md and "worst loss ratio" in md
 
     root = ET.parse(paths["xml"]).getroot()  # a real XML parser
     assert root.tag == "testsuites" and root.get("tests") == "6" and root.get("failures") == "2"
@@ -64,11 +66,16 @@ def test_one_run_writes_every_format_with_the_same_verdict(cli, cases, write, tm
     assert {tc.get("name") for tc in failed} == {"weighted_mean[float64]", "weighted_mean[float32]"}
     assert failed[0].get("classname") == "lossconf.numpy.small"
     assert "repro" in failed[0].find("failure").text
+    ratios = {p.get("name"): float(p.get("value")) for p in failed[0].iter("property")}
+    assert ratios["loss_test_ratio"] > 1 and "grad_test_ratio" in ratios
+    passed = [tc for tc in cases_xml if tc.find("failure") is None and tc.find("properties")]
+    assert passed and all(float(p.get("value")) <= 1 for tc in passed for p in tc.iter("property"))
 
     html = paths["html"].read_text()
     assert html.startswith("<!DOCTYPE html>") and "FAIL" in html
     assert "data:image/png;base64," in html  # the embedded plot: no external file
     assert "small/weighted_mean" in html and "load_paths" in html
+    assert "Worst test ratio" in html
     assert "<script" not in html and "src='http" not in html and "<link" not in html
 
 
