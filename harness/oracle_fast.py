@@ -335,7 +335,7 @@ class _Fast:
         self.n_pos, self.c = x.shape
         c = self.c
         self.w = np.asarray(p.weight, dtype=np.float64) if p.weight is not None else np.ones(c)
-        self.w_mp = ref._mpf_row(self.w) if p.weight is not None else [mp.mpf(1)] * c
+        self._w_mp = None  # the weights in mpmath, made when first needed
         self.eps_mp = mp.mpf(float(p.label_smoothing))
         self.smoothing = p.label_smoothing != 0
         eps = self.eps_mp
@@ -345,6 +345,13 @@ class _Fast:
         wh, wl, wf = _sum_last(self.w[None, :], np.zeros((1, c)))
         self.w_total = (float(wh[0]), float(wl[0]), wf, float(np.sum(np.abs(self.w))))
 
+    @property
+    def w_mp(self) -> list:
+        if self._w_mp is None:
+            one = ref.mpmath.mpf(1)
+            self._w_mp = ref._mpf_row(self.w) if self.p.weight is not None else [one] * self.c
+        return self._w_mp
+
     # ------------------------------------------------------------ scales
     def _denominator(self):
         mp = ref.mpmath
@@ -353,8 +360,10 @@ class _Fast:
         if self.p.weight is None:
             return mp.mpf(int(np.count_nonzero(~self.ignored)))
         den = mp.mpf(0)
-        w = self.w_mp
-        for label in self.t[~self.ignored].tolist():
+        labels = self.t[~self.ignored]
+        used = np.unique(labels)
+        w = dict(zip(used.tolist(), ref._mpf_row(self.w[used]), strict=True))
+        for label in labels.tolist():
             den += w[label]  # the mpmath oracle's own sequence of 200-bit additions
         return den
 
@@ -486,16 +495,12 @@ class _Fast:
         bad = np.zeros(n, bool)
         for c0, c1 in blocks:
             eh, el = e_hi[:, c0:c1], e_lo[:, c0:c1]
-            ph, pl = _dd_mul(eh, el, izh[:, None], izl[:, None])
             tiny = eh == 0  # exp of anything >= TINY_D is far from 0
             ninf = np.asarray(xr[:, c0:c1]) == -np.inf
-            ph[tiny] = 0.0
-            pl[tiny] = 0.0
-            p_err = ph * p_rel[:, None] + np.where(tiny & ~ninf, E_TINY, 0.0)
             if p.probability_target or self.smoothing:
-                gh, ok = self._general_grad(idx, c0, c1, ph, pl, p_err, row)
+                gh, ok = self._general_grad(idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row)
             else:
-                gh, ok = self._nll_grad(idx, c0, c1, ph, pl, p_err, ninf, row)
+                gh, ok = self._nll_grad(idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row)
             self.grad[idx, c0:c1] = gh
             bad |= ~np.all(ok, axis=1)
         self.fallback[idx[bad]] = True
@@ -562,18 +567,24 @@ class _Fast:
             row["q"] = (qh, ql, 4 * EPS_OP * np.abs(qh))
             row["zero_q"] = (sh == 0) | (wy == 0)  # s w_y = 0: every g is 0, so is the gradient
 
-    def _nll_grad(self, idx, c0, c1, ph, pl, p_err, ninf, row):
-        """No smoothing: grad_j = s w_y p_j (j != y), -s w_y (1 - p_y) at the target."""
+    def _nll_grad(self, idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row):
+        """No smoothing: grad_j = e_j (s w_y / z) (j != y), -s w_y (1 - p_y) at the target."""
         qh, ql, q_err = row["q"]
         zero_q = row["zero_q"]
-        gh, gl = _dd_mul(ph, pl, qh[:, None], ql[:, None])
-        g_err = p_err * np.abs(qh)[:, None] + ph * q_err[:, None] + 4 * EPS_OP * np.abs(gh)
+        # one product per logit: e_j times the row's q / z (relative error below p_rel + 6 EPS_OP)
+        ch, cl = _dd_mul(izh, izl, qh, ql)
+        gh, gl = _dd_mul(eh, el, ch[:, None], cl[:, None])
+        g_rel = (p_rel + 8 * EPS_OP)[:, None]
+        g_err = np.abs(gh) * g_rel + np.where(tiny & ~ninf, E_TINY * np.abs(qh)[:, None], 0.0)
         y = self.t[idx]
         sel = np.nonzero((y >= c0) & (y < c1))[0]
         ys = y[sel] - c0
         at_y = np.zeros(gh.shape, bool)
         if sel.size:
-            py_h, py_l, py_err = ph[sel, ys], pl[sel, ys], p_err[sel, ys]
+            py_h, py_l = _dd_mul(eh[sel, ys], el[sel, ys], izh[sel], izl[sel])
+            ty = tiny[sel, ys]
+            py_h, py_l = np.where(ty, 0.0, py_h), np.where(ty, 0.0, py_l)
+            py_err = py_h * p_rel[sel] + np.where(ty & ~ninf[sel, ys], E_TINY, 0.0)
             oh, ol = _dd_add(np.ones_like(py_h), np.zeros_like(py_h), -py_h, -py_l)
             o_err = py_err + 2 * EPS_OP * (1 + py_h)
             yh, yl = _dd_mul(oh, ol, -qh[sel], -ql[sel])
@@ -625,8 +636,8 @@ class _Fast:
         else:
             self.fallback[idx] |= ~_finite(lh, ll, l_err)
 
-    def _general_grad(self, idx, c0, c1, ph, pl, p_err, row):
-        """grad_j = s (p_j A - a_j): label smoothing or probability targets."""
+    def _general_grad(self, idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row):
+        """grad_j = s (p_j A - a_j) = s (e_j (A / z) - a_j): smoothing or probability targets."""
         if self.p.probability_target:
             a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
         else:
@@ -646,11 +657,15 @@ class _Fast:
                 a_h[sel, ys], a_l[sel, ys] = th, tl
         Ah, Al, A_err = row["A"]
         sh, sl = self.sh[idx], self.sl[idx]
-        th, tl = _dd_mul(ph, pl, Ah[:, None], Al[:, None])
+        # one product per logit: e_j times the row's A / z (relative error below p_rel + 6 EPS_OP)
+        ch, cl = _dd_mul(izh, izl, Ah, Al)
+        th, tl = _dd_mul(eh, el, ch[:, None], cl[:, None])
+        p_max = np.where(tiny, E_TINY, eh * izh[:, None] * (1 + 2.0**-50))  # >= p_j
         uh, ul = _dd_add(th, tl, -a_h, -a_l)
         u_err = (
-            p_err * np.abs(Ah)[:, None]
-            + ph * A_err[:, None]
+            np.abs(th) * (p_rel + 8 * EPS_OP)[:, None]
+            + np.where(tiny, E_TINY * np.abs(Ah)[:, None], 0.0)
+            + p_max * A_err[:, None]
             + a_err
             + 4 * EPS_OP * (np.abs(th) + np.abs(a_h))
         )
