@@ -6,7 +6,7 @@ cast) inputs, correctly rounded to float64, at every size:
 - ``cross_entropy_mpmath`` (this module) is the reference: 200-bit binary
   floating point with mpmath, logit differences formed exactly, every
   intermediate within about 2**-190 (relative) of its exact value, rounded to
-  float64 once at the end (about 10 us per logit);
+  float64 once at the end (10 to 20 us per logit);
 - ``cross_entropy`` computes the same values in vectorised double-double
   NumPy arithmetic with an error bound per value (``harness.oracle_fast``) and
   recomputes, with this module's code, each position whose bound does not
@@ -111,7 +111,7 @@ def cross_entropy(problem: Problem, *, want_grad: bool = True) -> OracleResult:
 
 
 def cross_entropy_mpmath(problem: Problem, *, want_grad: bool = True) -> OracleResult:
-    """The reference: every value in 200-bit mpmath (about 10 us per logit), rounded once."""
+    """The reference: every value in 200-bit mpmath (10 to 20 us per logit), rounded once."""
     _import_mpmath()
     with mpmath.workprec(PRECISION_BITS):
         return _exact(problem, want_grad)
