@@ -65,11 +65,7 @@ from adapters import Output
 from adapters.numpy_ref import NumpyAdapter, cross_entropy
 from harness.dtypes import cast
 from harness.error_model import THRESHOLD, error_bounds
-from harness.oracle import Problem
-
-
-def f64(a):
-    return None if a is None else np.asarray(a, np.float64)
+from harness.metamorphic import problem_of
 
 
 class SlightlyOff(NumpyAdapter):
@@ -80,12 +76,8 @@ class SlightlyOff(NumpyAdapter):
     def run(self, inputs):
         loss, grad = cross_entropy(inputs)
         if inputs.dtype == "float32":
-            prob = np.issubdtype(inputs.target.dtype, np.floating)
-            p = Problem(f64(inputs.logits), f64(inputs.target) if prob else inputs.target, prob,
-                        f64(inputs.weight), inputs.reduction, inputs.ignore_index,
-                        inputs.label_smoothing, f64(inputs.grad_output))
             loss = np.asarray(loss, np.float64)
-            bound = error_bounds(p, "float32", loss, None).loss
+            bound = error_bounds(problem_of(inputs), "float32", loss, None).loss
             loss = loss + 0.9 * THRESHOLD * bound
         return Output(cast(loss, inputs.dtype), cast(grad, inputs.dtype))
 """
