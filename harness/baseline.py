@@ -178,7 +178,17 @@ def render(c: Comparison, old_name: str = "baseline") -> str:
     """The comparison as text tables; an empty-ish summary when nothing moved."""
     from tabulate import tabulate
 
-    headers = ["case", "adapter", "dtype", "was", "now", "ratio was", "ratio now", "ulp now", "message"]
+    headers = [
+        "case",
+        "adapter",
+        "dtype",
+        "was",
+        "now",
+        "ratio was",
+        "ratio now",
+        "ulp now",
+        "message",
+    ]
     parts = []
     if c.added and c.removed and not (c.newly_failing or c.newly_passing or c.growth or c.changed):
         old_adapters = sorted({k[1] for k in c.removed})

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.dtypes import FORMATS
+from harness.oracle import class_last
 
 #: the test ratio's denominator is THRESHOLD x bound. The bound counts each rounding of a
 #: quantity once, at first order; an implementation rounds a quantity of a given size up to
@@ -115,7 +116,6 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
 
     if probability:
         keep = np.ones(n_pos, dtype=bool)
-        w_target = np.ones(n_pos)
         denominator = float(n_pos)
         abs_den_terms = float(n_pos)
     else:
@@ -210,7 +210,7 @@ def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None)
         with np.errstate(invalid="ignore", over="ignore"):
             # the result itself is rounded to the dtype; the mean's 1/D carries D's error
             own = np.abs(np.where(np.isfinite(grad), grad, 0.0))
-            own_rows = _to_rows(own, problem)
+            own_rows = class_last(own)
             grad_rows += (u_d + u_c * den_condition * float(length_factor(n_kept))) * own_rows
         grad_bound = problem.grad_from_rows(np.nan_to_num(grad_rows, nan=0.0, posinf=np.inf))
         grad_bound = np.where(np.isfinite(grad), grad_bound, 0.0)
@@ -231,14 +231,6 @@ def _abs_coefficients(t, keep, w, abs_w, eps, c, probability) -> np.ndarray:
     out[rows, t[rows]] += (1.0 - eps) * abs_w[t[rows]]
     out[~keep] = 0.0
     return out
-
-
-def _to_rows(a: np.ndarray, problem) -> np.ndarray:
-    """A logits-shaped array as (P, C), class axis last (as ``Problem.rows`` lays out logits)."""
-    if a.ndim == 1:
-        return a[None, :]
-    c = a.shape[1]
-    return np.moveaxis(a, 1, -1).reshape(-1, c)
 
 
 def _loss_bound(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from harness.baseline import worst_ratio
+
 #: group -> features (from adapters.FEATURES) any of which puts a result in the group
 FEATURE_GROUPS: dict[str, frozenset[str]] = {
     "reduction": frozenset({"reduction_none", "reduction_sum", "grad_output"}),
@@ -76,16 +78,6 @@ def _record(r: object) -> Mapping:
     }
 
 
-def _ratio(r: Mapping) -> float | None:
-    """The worst test ratio of one result (loss or gradient), None when nothing was compared."""
-    values = [
-        e["max_ratio"]
-        for e in (r.get("loss_errors"), r.get("grad_errors"))
-        if e and e.get("max_ratio") is not None
-    ]
-    return max(values) if values else None
-
-
 CONFORMING = ("pass", "raised")
 
 
@@ -108,7 +100,7 @@ def worst_ratios(results: Iterable[object]) -> dict[str, dict[str, float | None]
     table: dict[str, dict[str, float | None]] = {}
     for r in map(_record, results):
         row = table.setdefault(r["adapter"], dict.fromkeys((*GROUPS, "all")))
-        q = _ratio(r)
+        q = worst_ratio(r)
         if q is None or q != q:  # nothing compared, or NaN
             continue
         for g in [*groups_of(r["case_id"], r["features"], r["tags"], r["dtype"]), "all"]:

@@ -45,7 +45,7 @@ from adapters import Adapter, CallInputs, Output, Unsupported
 from harness.case import Case
 from harness.dtypes import cast, is_exact
 from harness.error_model import THRESHOLD, Bounds, error_bounds
-from harness.oracle import Problem
+from harness.oracle import Problem, class_axis_back, class_last
 from harness.runner import BadOutput, to_array
 from harness.tolerance import Tolerance
 
@@ -281,17 +281,13 @@ def _checked(prop: str, ratios: list[float], problems: list, variants: dict) -> 
 
 
 def _rows(x: np.ndarray) -> np.ndarray:
-    """(C,) or (N, C, d...) as (P, C), class axis last (a copy)."""
-    if x.ndim == 1:
-        return x[None, :].copy()
-    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]).copy()
+    """(C,) or (N, C, d...) as (P, C), class axis last (a copy: callers write to it)."""
+    rows = class_last(x)
+    return rows.copy() if np.shares_memory(rows, x) else rows
 
 
 def _unrows(rows: np.ndarray, like: np.ndarray) -> np.ndarray:
-    if like.ndim == 1:
-        return rows.reshape(like.shape)
-    moved = (like.shape[0], *like.shape[2:], like.shape[1])
-    return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
+    return np.ascontiguousarray(class_axis_back(rows, like.shape))
 
 
 def shift_invariance(adapter: Adapter, case: Case, dtype: str) -> Checked:

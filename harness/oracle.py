@@ -42,6 +42,26 @@ mpmath = None  # imported by the first exact computation: starting the CLI does 
 PRECISION_BITS = 200
 
 
+def class_last(a: np.ndarray) -> np.ndarray:
+    """A logits-shaped array, (C,), (N, C) or (N, C, d1, ..., dK), as (P, C): the class axis
+    last, positions flattened. A view for 1-D and 2-D input; a copy for K-dimensional input."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return a[None, :]
+    c = a.shape[1]
+    if a.ndim > 2:
+        a = np.ascontiguousarray(np.moveaxis(a, 1, -1))
+    return a.reshape(-1, c)
+
+
+def class_axis_back(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``class_last``: (P, C) rows laid out as a logits array of ``shape`` (a view)."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    moved = (shape[0], *shape[2:], shape[1])
+    return np.moveaxis(rows.reshape(moved), -1, 1)
+
+
 @dataclass(frozen=True)
 class OracleResult:
     """Expected values in float64: ``loss`` has the reduced shape, ``grad`` the logits' shape."""
@@ -65,14 +85,10 @@ class Problem:
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Logits as (P, C) and the target as (P,) or (P, C): class axis last, positions flattened."""
-        x = np.asarray(self.logits, dtype=np.float64)
+        x = class_last(np.asarray(self.logits, dtype=np.float64))
         t = np.asarray(self.target)
-        if x.ndim == 1:
-            x, t = x[None, :], t[None, ...]
-        c = x.shape[1]
-        x = np.moveaxis(x, 1, -1).reshape(-1, c)
         if self.probability_target:
-            t = np.moveaxis(t.astype(np.float64), 1, -1).reshape(-1, c)
+            t = class_last(t.astype(np.float64))
         else:
             t = t.astype(np.int64).reshape(-1)
         return x, t
@@ -90,11 +106,7 @@ class Problem:
 
     def grad_from_rows(self, g: np.ndarray) -> np.ndarray:
         """Inverse of ``rows`` for a (P, C) gradient."""
-        x = self.logits
-        if x.ndim == 1:
-            return g.reshape(x.shape)
-        moved = (x.shape[0], *x.shape[2:], x.shape[1])
-        return np.moveaxis(g.reshape(moved), -1, 1)
+        return class_axis_back(g, np.shape(self.logits))
 
 
 def cross_entropy(problem: Problem, *, want_grad: bool = True) -> OracleResult:

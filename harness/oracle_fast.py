@@ -63,7 +63,7 @@ import math
 import numpy as np
 
 from harness import oracle as ref
-from harness.oracle import OracleResult, Problem
+from harness.oracle import OracleResult, Problem, class_last
 
 EPS_OP = 2.0**-100
 EPS_EXP = 2.0**-93
@@ -234,20 +234,10 @@ def _finite(h, low, err):
 
 # ---------------------------------------------------------------- the problem in rows
 def _rows(p: Problem):
-    x = np.asarray(p.logits)
+    """Logits (P, C) in their own dtype; the target (P,) as int64 or (P, C) as float64."""
+    x = class_last(p.logits)
     t = np.asarray(p.target)
-    if x.ndim == 1:
-        x, t = x[None, :], t[None, ...]
-    elif x.ndim > 2:
-        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-        if p.probability_target:
-            t = np.moveaxis(t, 1, -1)
-    c = x.shape[-1]
-    x = x.reshape(-1, c)
-    if p.probability_target:
-        t = np.asarray(t, dtype=np.float64).reshape(-1, c)
-    else:
-        t = np.asarray(t).astype(np.int64).reshape(-1)
+    t = class_last(t.astype(np.float64)) if p.probability_target else t.astype(np.int64).ravel()
     return x, t
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.oracle import OracleResult, Problem
+from harness.oracle import OracleResult, Problem, class_axis_back, class_last
 
 #: Bytes of one float64 chunk buffer (a few of them are alive at once).
 CHUNK_BYTES = 8 * 2**20
@@ -63,18 +63,9 @@ class _Rows:
 
 def _as_rows(p: Problem) -> _Rows:
     """A (P, C) view of the logits, copying only for K-dimensional input (classes on axis 1)."""
-    x = np.asarray(p.logits)
+    x = class_last(p.logits)  # in the logits' own dtype
     t = np.asarray(p.target)
-    if x.ndim == 1:
-        x, t = x[None, :], t[None, ...]
-    elif x.ndim > 2:
-        # positions must be rows: class axis last (a copy, in the logits' own dtype)
-        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
-        if p.probability_target:
-            t = np.moveaxis(t, 1, -1)
-    c = x.shape[-1]
-    x = x.reshape(-1, c)
-    t = t.reshape(-1, c) if p.probability_target else t.astype(np.int64, copy=False).reshape(-1)
+    t = class_last(t) if p.probability_target else t.astype(np.int64, copy=False).reshape(-1)
     return _Rows(x, t, np.shape(p.logits))
 
 
@@ -219,7 +210,7 @@ def cross_entropy_streaming(
         loss_out = np.array(total, dtype=np.float64)
     if grad_rows is None:
         return OracleResult(loss_out, None)
-    return OracleResult(loss_out, _unrows(grad_rows, rows.shape))
+    return OracleResult(loss_out, class_axis_back(grad_rows, rows.shape))
 
 
 def _fsum(values: np.ndarray) -> float:
@@ -227,11 +218,3 @@ def _fsum(values: np.ndarray) -> float:
     if not np.all(np.isfinite(values)):
         return float(np.sum(values))
     return math.fsum(values)
-
-
-def _unrows(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of ``_as_rows`` for a (P, C) gradient."""
-    if len(shape) <= 2:
-        return g.reshape(shape)
-    moved = (shape[0], *shape[2:], shape[1])
-    return np.moveaxis(g.reshape(moved), -1, 1)

@@ -16,10 +16,7 @@ SUMMARY_STATUSES = (
 
 def _worst(results: list[Result], attrs: tuple[str, ...], figure: str) -> str:
     values = [
-        getattr(getattr(r, a), figure)
-        for r in results
-        for a in attrs
-        if getattr(r, a) is not None
+        getattr(getattr(r, a), figure) for r in results for a in attrs if getattr(r, a) is not None
     ]
     values = [v for v in values if v == v]  # NaN: nothing comparable
     if not values:

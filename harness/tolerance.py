@@ -31,10 +31,6 @@ class Tolerance:
     def with_overrides(self, overrides: dict[str, float]) -> Tolerance:
         return replace(self, **{k: float(v) for k, v in overrides.items()})
 
-    @property
-    def widened(self) -> bool:
-        return any((self.loss_rtol, self.loss_atol, self.grad_rtol, self.grad_atol))
-
 
 NONE = Tolerance()
 
