@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.dtypes import FORMATS
-from harness.oracle import class_last
+from harness.oracle import Problem, class_last
 
 #: the test ratio's denominator is THRESHOLD x bound. The bound counts each rounding of a
 #: quantity once, at first order; an implementation rounds a quantity of a given size up to
@@ -96,10 +96,10 @@ class Bounds:
     grad: np.ndarray | None
 
 
-def error_bounds(problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None) -> Bounds:
+def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None) -> Bounds:
     """The bound of every element of the expected ``loss`` and ``grad`` of ``problem`` in ``dtype``.
 
-    ``problem`` is a ``harness.oracle.Problem`` (inputs cast to ``dtype``, held in float64);
+    ``problem`` holds the inputs cast to ``dtype``, in float64;
     ``loss`` and ``grad`` are the exact expected values (float64), whose magnitudes enter
     the bound. Non-finite inputs give non-finite expected values, compared exactly: their
     bounds are 0.
