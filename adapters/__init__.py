@@ -7,7 +7,7 @@ each, and import their framework only inside ``load``/``run``.
 
 Writing one::
 
-    from adapters import Adapter, CallInputs, Output
+    from harness.adapters import Adapter, CallInputs, Output
 
     class Mine(Adapter):
         name = "mine"

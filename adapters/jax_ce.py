@@ -5,7 +5,7 @@ The per-position terms: -l[n, y_n] picked from ``jax.nn.log_softmax`` (optax's
 cancels catastrophically for huge logits), and ``optax.softmax_cross_entropy``
 for -sum_c a[c] l[n, c] (stable: it uses log_softmax); class
 weights, ignore_index, label smoothing and the reductions are composed on top
-exactly as SEMANTICS.md states them. Shapes: logits (C,), (N, C) or
+exactly as docs/semantics.md states them. Shapes: logits (C,), (N, C) or
 (N, C, d1, ..., dK) are moved class-last and flattened to (P, C) rows.
 
 The gradient comes from JAX's autodiff: ``jax.vjp`` with a cotangent of 1 for
@@ -31,7 +31,7 @@ float32 and the results rounded back on the host (round to nearest even;
 carrying exact bfloat16 values and returns the same way.
 
 Argument checks (the errors PyTorch raises) are shared with the NumPy adapter
-(``adapters.numpy_ref.validate``): they run on concrete NumPy inputs, which a
+(``harness.adapters.numpy_ref.validate``): they run on concrete NumPy inputs, which a
 traced JAX function could not do.
 """
 
@@ -46,7 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output
+from harness.adapters import Adapter, CallInputs, Output
+from harness.adapters.numpy_ref import validate
 
 HALF = ("float16", "bfloat16")
 
@@ -448,8 +449,6 @@ class JaxAdapter(Adapter):
         return str(jax.devices()[0].platform)
 
     def run(self, inputs: CallInputs) -> Output:
-        from adapters.numpy_ref import validate
-
         x = np.asarray(inputs.logits)
         validate(x, np.asarray(inputs.target), inputs)
         dtype = inputs.dtype

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output
+from harness.adapters import Adapter, CallInputs, Output
 from harness.dtypes import cast
 
 REDUCTIONS = ("none", "mean", "sum")

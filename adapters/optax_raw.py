@@ -7,7 +7,7 @@ position: reduction 'none' with ``axis=1`` for (N, C, d1, ..., dK) input
 reduction, no class weights, no ignore_index, no label smoothing, and they do
 not raise for out-of-range labels (they return NaN), so those features are
 declared ``unsupported``: this adapter shows what "unsupported" looks like in a
-report. The gradient is JAX autodiff (see ``adapters.jax_ce.run_with_vjp``);
+report. The gradient is JAX autodiff (see ``harness.adapters.jax_ce.run_with_vjp``);
 half precision is computed as given, in the input dtype, as a user would call it.
 """
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from adapters import Adapter, CallInputs, Output
-from adapters.jax_ce import jax_version, run_with_vjp
+from harness.adapters import Adapter, CallInputs, Output
+from harness.adapters.jax_ce import jax_version, run_with_vjp
 
 
 def per_position(x: Any, target: Any, weight: Any) -> Any:

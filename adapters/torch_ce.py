@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output
+from harness.adapters import Adapter, CallInputs, Output
 
 DEVICES = ("cpu", "cuda", "mps")
 

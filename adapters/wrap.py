@@ -35,8 +35,8 @@ jax, else numpy) unless told with ``@framework=torch``. Command-line options:
 e.g. ``--adapter ./my_ce.py:my_ce@framework=torch,unsupported=label_smoothing+float16``.
 
 Declaring what is missing: ``unsupported=`` takes feature names from
-``adapters.FEATURES`` and dtype names; raising ``NotImplementedError`` (or
-``adapters.Unsupported``) from the function has the same effect case by case.
+``harness.FEATURES`` and dtype names; raising ``NotImplementedError`` (or
+``harness.Unsupported``) from the function has the same effect case by case.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
+from harness.adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
+from harness.adapters.jax_ce import run_with_vjp
+from harness.adapters.torch_ce import TorchAdapter, loss_and_grad, to_torch
 from harness.dtypes import DTYPE_NAMES, cast
 
 FRAMEWORKS = ("torch", "jax", "numpy")
@@ -191,8 +193,6 @@ class TorchFunction(FunctionAdapter):
         self._device = str(device)
 
     def load(self) -> None:
-        from adapters.torch_ce import TorchAdapter
-
         TorchAdapter(self._device).load()
 
     def device(self) -> str:
@@ -200,8 +200,6 @@ class TorchFunction(FunctionAdapter):
 
     def run(self, inputs: CallInputs) -> Output:
         import torch
-
-        from adapters.torch_ce import loss_and_grad, to_torch
 
         options = self.options(inputs)
         x, t, weight, grad_output = to_torch(inputs, self._device)
@@ -236,8 +234,6 @@ class JaxFunction(FunctionAdapter):
         return f"{self.fn.__qualname__} ({self.location}) on jax {jax.__version__}"
 
     def run(self, inputs: CallInputs) -> Output:
-        from adapters.jax_ce import run_with_vjp
-
         if self.accepts is not None and "weight" not in self.accepts and inputs.weight is not None:
             raise Unsupported(f"{self.name} has no parameter 'weight'")
         return run_with_vjp(self._call, inputs, self.options(inputs), upcast=False, jit=self.jit)

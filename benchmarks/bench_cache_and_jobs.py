@@ -36,13 +36,13 @@ cases:
 EXPECTED = """
 import time
 from pathlib import Path
-from harness import expected_cache
-from harness.loader import load_paths
+from harness.oracle import cache as expected_cache
+from harness.cases.loader import load_paths
 case = load_paths([Path({path!r})]).cases[0]
 case.logits  # made before timing
-t = time.perf_counter(); expected_cache.oracle_expected(case, "float32"); computed = time.perf_counter() - t
+t = time.perf_counter(); expected_cache.oracle_expected(case.content_hash, "float32", lambda: case.problem("float32")); computed = time.perf_counter() - t
 expected_cache._memory.clear()
-t = time.perf_counter(); expected_cache.oracle_expected(case, "float32"); read = time.perf_counter() - t
+t = time.perf_counter(); expected_cache.oracle_expected(case.content_hash, "float32", lambda: case.problem("float32")); read = time.perf_counter() - t
 assert expected_cache.stats["disk_hits"] == 1
 print(computed, read)
 """
@@ -51,9 +51,9 @@ print(computed, read)
 IN_PROCESS = """
 import sys, time
 from dataclasses import replace
-from harness import parallel
-from harness.cli import build_parser
-from harness.run_command import execute, prepare
+from harness.execution import parallel
+from harness.cli.main import build_parser
+from harness.execution.session import execute, prepare
 
 def main():
     args = build_parser().parse_args(["-q"])

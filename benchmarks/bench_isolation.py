@@ -39,14 +39,14 @@ def main() -> None:
         times = [wall(["--cases", a.cases, *extra]) for _ in range(a.repeats)]
         print(f"| {label} | {statistics.median(times):.2f} |")
 
-    from adapters import CallInputs
-    from harness.runner import _mutations, _snapshot
+    from harness.adapters import CallInputs
+    from harness.execution.runner import mutations, snapshot
 
     x = np.random.default_rng(0).normal(size=(64, 32000)).astype(np.float32)
     inputs = CallInputs(x, np.zeros(64, np.int64), None, "mean", -100, 0.0, "float32")
     start = time.perf_counter()
     for _ in range(20):
-        assert _mutations(inputs, _snapshot(inputs)) == ""
+        assert mutations(inputs, snapshot(inputs)) == ""
     ms = (time.perf_counter() - start) / 20 * 1e3
     print(f"\nmutation check, (64, 32000) float32 logits: {ms:.1f} ms per call")
 

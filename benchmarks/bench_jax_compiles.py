@@ -3,7 +3,7 @@
     python benchmarks/bench_jax_compiles.py
     python benchmarks/bench_jax_compiles.py --adapter path/to/old_jax_ce.py:JaxAdapter -k seed
 
-Runs ``harness.runner.run`` in-process on the selected cases (``-k``: a
+Runs ``harness.execution.runner.run`` in-process on the selected cases (``-k``: a
 substring of the case id) and counts XLA backend compiles through
 ``jax.monitoring`` (eager primitives included), with their total duration.
 Loading the cases and computing expected values happen before the clock
@@ -25,10 +25,10 @@ def main() -> None:
 
     import jax
 
-    from harness.loader import load_paths
-    from harness.registry import load
-    from harness.results import CONFORMING
-    from harness.runner import run
+    from harness.cases.loader import load_paths
+    from harness.execution.registry import load
+    from harness.execution.results import CONFORMING
+    from harness.execution.runner import run
 
     compiles: collections.Counter = collections.Counter()
 

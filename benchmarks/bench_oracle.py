@@ -1,4 +1,4 @@
-"""The oracle (correctly rounded, harness.oracle.cross_entropy): large-case throughput and
+"""The oracle (correctly rounded, harness.oracle.exact.cross_entropy): large-case throughput and
 memory against one bare float64 logsumexp pass, the mpmath reference, and a cold first run.
 
 Each large-case measurement runs in a fresh subprocess so ``ru_maxrss`` is its own peak:
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_inputs(rows: int, classes: int, mode: str):
-    from harness.oracle import Problem
+    from harness.oracle.problem import Problem
 
     rng = np.random.default_rng(0)
     x = np.empty((rows, classes), dtype=np.float32)
@@ -71,8 +71,8 @@ def logsumexp_pass(x: np.ndarray) -> np.ndarray:
 
 
 def measure(mode: str, rows: int, classes: int) -> dict:
-    from harness import oracle_fast
     from harness.oracle import cross_entropy
+    from harness.oracle import fast as oracle_fast
 
     x, problem = make_inputs(rows, classes, mode)
     cross_entropy(problem.__class__(x[:1], problem.target[:1], False))  # tables, imports
@@ -93,7 +93,9 @@ def measure(mode: str, rows: int, classes: int) -> dict:
 
 
 def mpmath_vs_fast() -> str:
-    from harness.oracle import Problem, cross_entropy, cross_entropy_mpmath
+    from harness.oracle import cross_entropy
+    from harness.oracle.exact import cross_entropy_mpmath
+    from harness.oracle.problem import Problem
 
     rng = np.random.default_rng(1)
     p = Problem(rng.normal(size=(64, 1000)) * 3, rng.integers(0, 1000, 64), False)
@@ -114,7 +116,9 @@ def libraries() -> str:
     """The alternatives: mpmath's gmpy2 backend, python-flint's arb balls (if importable)."""
     import mpmath
 
-    from harness.oracle import Problem, cross_entropy, cross_entropy_mpmath
+    from harness.oracle import cross_entropy
+    from harness.oracle.exact import cross_entropy_mpmath
+    from harness.oracle.problem import Problem
 
     rng = np.random.default_rng(1)
     p = Problem(rng.normal(size=(16, 1000)) * 3, rng.integers(0, 1000, 16), False)
@@ -185,11 +189,13 @@ def cold_suite(repeat: int, with_mpmath: bool) -> list[str]:
 
 SUITE_ORACLE_SHARE = """
 import sys, time
-from harness import cli, oracle, oracle_fast
+from harness.cli.main import main as cli
+from harness.oracle import exact as oracle
+from harness.oracle import fast as oracle_fast
 reference = sys.argv[1:] == ["mpmath"]
 def previous(problem, want_grad=True):  # before issue 13: mpmath up to 200,000 logits
     if problem.logits.size > 200_000:
-        from harness.oracle_stream import cross_entropy_streaming
+        from harness.oracle.stream import cross_entropy_streaming
         return cross_entropy_streaming(problem, want_grad=want_grad)
     return oracle.cross_entropy_mpmath(problem, want_grad=want_grad)
 inner = previous if reference else oracle.cross_entropy

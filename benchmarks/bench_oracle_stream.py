@@ -25,7 +25,7 @@ import numpy as np
 
 
 def make_inputs(rows: int, classes: int):
-    from harness.oracle import Problem
+    from harness.oracle.problem import Problem
 
     rng = np.random.default_rng(0)
     x = np.empty((rows, classes), dtype=np.float32)
@@ -39,10 +39,10 @@ def make_inputs(rows: int, classes: int):
 
 def logsumexp_pass(x: np.ndarray) -> np.ndarray:
     """One bare float64 log-sum-exp over rows, chunked like the streaming oracle."""
-    from harness.oracle_stream import _chunk_rows
+    from harness.oracle.stream import chunk_rows
 
     out = np.empty(x.shape[0])
-    step = _chunk_rows(x.shape[1])
+    step = chunk_rows(x.shape[1])
     buf = np.empty((min(step, x.shape[0]), x.shape[1]))  # reused, as in the oracle
     for lo in range(0, x.shape[0], step):
         d = buf[: min(step, x.shape[0] - lo)]
@@ -55,7 +55,7 @@ def logsumexp_pass(x: np.ndarray) -> np.ndarray:
 
 
 def measure(mode: str, rows: int, classes: int) -> dict:
-    from harness.oracle_stream import cross_entropy_streaming
+    from harness.oracle.stream import cross_entropy_streaming
 
     x, problem = make_inputs(rows, classes)
     start = time.perf_counter()

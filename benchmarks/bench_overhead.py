@@ -3,7 +3,7 @@
     python benchmarks/bench_overhead.py --adapter numpy
     python benchmarks/bench_overhead.py --adapter torch
 
-Harness: ``harness.runner.run`` over the whole built-in suite (cases already
+Harness: ``harness.execution.runner.run`` over the whole built-in suite (cases already
 loaded, expected values already computed: both are measured by other scripts),
 i.e. per call the fresh inputs, the input-mutation check, the adapter, the
 output checks, the tolerance comparison with ulp statistics and the Result.
@@ -24,13 +24,13 @@ import numpy as np
 
 def prepared_calls(cases, adapter):
     """(inputs, expected, tolerance, expect_error) for every call the harness makes."""
-    from harness.runner import _unsupported_by_declaration
+    from harness.execution.runner import unsupported_by_declaration
 
     calls = []
     want_grad = "grad" not in adapter.unsupported
     for case in cases:
         for dtype in case.dtypes:
-            if _unsupported_by_declaration(case, adapter, dtype):
+            if unsupported_by_declaration(case, adapter, dtype):
                 continue
             expected = None if case.expect_error else case.expected_for(dtype)
             calls.append((case.inputs(dtype, want_grad=want_grad), expected, case.tolerance(dtype)))
@@ -73,10 +73,10 @@ def main() -> None:
     ap.add_argument("-k", dest="keywords", action="append")
     args = ap.parse_args()
 
-    from harness.loader import load_paths
-    from harness.registry import load
-    from harness.runner import run
-    from harness.select import select
+    from harness.cases.loader import load_paths
+    from harness.cases.select import select
+    from harness.execution.registry import load
+    from harness.execution.runner import run
 
     cases = select(load_paths().cases, args.keywords, None)
     adapter = load(args.adapter)

@@ -5,7 +5,7 @@
 Start-up: wall and CPU time of ``python -m harness --list`` and ``--help`` in fresh
 interpreters, best of ``--repeat``, with a warm cache folder (a second run on
 the machine) and a cold one (an empty ``LOSSCONF_CACHE_DIR``: every file is
-parsed and validated). Loading: ``harness.loader.load_paths()`` of the built-in
+parsed and validated). Loading: ``harness.cases.loader.load_paths()`` of the built-in
 suite in a fresh interpreter, cold and warm, and cases per second. Also checks
 that no framework (torch, jax) was imported. Prints markdown table rows.
 """
@@ -23,7 +23,7 @@ import time
 LOAD = """
 import json, sys, time
 t0 = time.perf_counter(); c0 = time.process_time()
-from harness.loader import load_paths
+from harness.cases.loader import load_paths
 t1 = time.perf_counter()
 cases = load_paths().cases
 t2 = time.perf_counter()

@@ -6,7 +6,7 @@
 Both run on the same float32 logits (class-index targets, a quarter ignored,
 class weights, label smoothing 0.1) in one process, interleaved, best of
 ``--repeat`` calls after a warm-up call; peak RSS is the process's high-water
-mark during each side's calls (``harness.peak_memory``, so it includes the inputs). Bare: tensors made
+mark during each side's calls (``harness.execution.peak_memory``, so it includes the inputs). Bare: tensors made
 with ``torch.from_numpy`` (no copy), ``F.cross_entropy``, ``torch.autograd.grad``,
 ``.numpy()``. Adapter: ``TorchAdapter().run(CallInputs)``, which is what the
 runner times. Prints one markdown table row per side.
@@ -21,7 +21,7 @@ import numpy as np
 
 
 def make_inputs(rows: int, classes: int):
-    from adapters import CallInputs
+    from harness.adapters import CallInputs
 
     rng = np.random.default_rng(0)
     x = np.empty((rows, classes), dtype=np.float32)
@@ -54,8 +54,8 @@ def measure(rows: int, classes: int, repeat: int) -> dict:
     """Both sides in one process, interleaved (the machine is shared), best of ``repeat`` each."""
     import torch  # noqa: F401 - imported before timing, as the harness loads adapters first
 
-    from adapters.torch_ce import TorchAdapter
-    from harness import peak_memory
+    from harness.adapters.torch_ce import TorchAdapter
+    from harness.execution import peak_memory
 
     inputs = make_inputs(rows, classes)
     adapter = TorchAdapter()

@@ -14,7 +14,7 @@ unsupported. ``cross_entropy`` stays callable as a function.
 import jax
 import jax.numpy as jnp
 
-from adapters.wrap import from_jax
+from harness import from_jax
 
 
 @from_jax(name="jax-example", unsupported={"invalid_input"})

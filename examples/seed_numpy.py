@@ -17,7 +17,7 @@ Run it on the seed cases:
 
 import math
 
-from adapters.wrap import from_numpy
+from harness import from_numpy
 
 
 def cross_entropy(output, label):

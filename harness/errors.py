@@ -7,17 +7,19 @@
     ├── CaseFileError              a case file that cannot be loaded or is invalid (exit 2)
     └── AdapterLoadError           an adapter that cannot be found or loaded (exit 2)
 
-Adapters signal a missing feature by raising ``adapters.Unsupported`` (or
+Adapters signal a missing feature by raising ``harness.Unsupported`` (or
 ``NotImplementedError``); that is a result status, not an error.
 """
 
 from __future__ import annotations
 
+from harness.exit_codes import ExitCode
+
 
 class LossconfError(Exception):
     """Root of the errors shown to a user as a message, without a traceback."""
 
-    exit_code = 2
+    exit_code = int(ExitCode.USAGE)
 
 
 class UsageError(LossconfError):

@@ -4,7 +4,7 @@ Registered through the ``pytest11`` entry point. It stays inert (adds options,
 collects nothing) unless ``--lossconf-adapter`` is given, and importing it
 imports no framework: adapters load when their items are collected.
 
-The options are those of the CLI (``harness.options.RUN_OPTIONS``) with a
+The options are those of the CLI (``harness.cli.options.RUN_OPTIONS``) with a
 ``--lossconf-`` prefix: ``--lossconf-adapter``, ``--lossconf-cases``,
 ``--lossconf-keyword`` (alias ``--lossconf-k``), ``--lossconf-dtype``,
 ``--lossconf-expectations``, ... Each case x adapter x dtype becomes one item
@@ -18,11 +18,15 @@ else fails with the message and a repro snippet.
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 
-from harness.options import RUN_OPTIONS
+from harness.cli.options import RUN_OPTIONS
+from harness.errors import LossconfError
+from harness.execution.config import RunConfig
+
+# The plugin loads in every pytest session of an environment that has lossconf, and is
+# inert there unless --lossconf-adapter is given: what runs cases (NumPy, YAML, the oracle)
+# is imported by the functions that run them, off pytest's start-up path.
 
 PREFIX = "lossconf-"
 #: options the plugin does not honour (pytest has its own reports)
@@ -40,13 +44,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         group.addoption(*flags, dest=f"lossconf_{opt.dest}", help=opt.help, **opt.kwargs)
 
 
-def _namespace(config: pytest.Config) -> argparse.Namespace:
-    """The plugin's options as the CLI's argparse namespace (same dest names)."""
-    ns = argparse.Namespace(list=False, quiet=True, verbose=False, reports=None, baseline=None)
-    for opt in RUN_OPTIONS:
-        if opt.name not in CLI_ONLY:
-            setattr(ns, opt.dest, config.getoption(f"lossconf_{opt.dest}"))
-    return ns
+def run_config(config: pytest.Config) -> RunConfig:
+    """The run configuration of the plugin's options (the CLI's, without CLI_ONLY)."""
+    values = {
+        opt.dest: config.getoption(f"lossconf_{opt.dest}")
+        for opt in RUN_OPTIONS
+        if opt.name not in CLI_ONLY
+    }
+    return RunConfig.from_options(values, quiet=True)
 
 
 class NonConformance(Exception):
@@ -58,21 +63,20 @@ class ExpectedNonConformance(NonConformance):
 
 
 def _plan(config: pytest.Config):
-    from harness.errors import LossconfError
-    from harness.gate import adapter_info
-    from harness.run_command import prepare
+    # lazily, off pytest's start-up (see the note at the top)
+    from harness.execution.registry import describe
+    from harness.execution.session import prepare
+    from harness.gate import expectations as expectations_file
 
-    args = _namespace(config)
     try:
-        plan = prepare(args)
+        run = run_config(config)
+        plan = prepare(run)
         expectations = None
-        if args.expectations:
-            from harness.expectations import load
-
-            expectations = load(args.expectations)
+        if run.expectations is not None:
+            expectations = expectations_file.load(run.expectations)
     except LossconfError as e:
         raise pytest.UsageError(f"lossconf: {e}") from None
-    infos = {a.name: adapter_info(a, s) for a, s in zip(plan.adapters, args.adapters, strict=True)}
+    infos = {a.name: describe(a, s) for a, s in zip(plan.adapters, plan.specs, strict=True)}
     return plan, expectations, infos
 
 
@@ -95,7 +99,7 @@ class LossconfItem(pytest.Item):
             )
 
     def runtest(self) -> None:
-        from harness.runner import run_one
+        from harness.execution.runner import run_one  # lazily (see the note at the top)
 
         r = run_one(self.case, self.adapter, self.dtype)
         self.user_properties.append(("lossconf_status", r.status.value))
@@ -106,7 +110,7 @@ class LossconfItem(pytest.Item):
         allowed = self.entry is not None and r.status.value in self.entry.outcomes
         if allowed and self.entry.allows_conforming:
             pytest.xfail(f"expected {r.status.value}: {self.entry.reason}")
-        from harness.repro import snippet
+        from harness.reports.repro import snippet  # lazily (see the note at the top)
 
         text = (
             f"{r.status.value}: {r.message}\n\nrepro:\n{snippet(self.case, self.spec, self.dtype)}"
@@ -140,13 +144,13 @@ def pytest_collection_modifyitems(
     """Append one item per case x adapter x dtype before pytest's -k deselects."""
     if not config.getoption("lossconf_adapters"):
         return
+    from harness.execution.results import Result, Status  # lazily (see the note at the top)
+
     plan, expectations, infos = _plan(config)
     suite = LossconfSuite.from_parent(session, name="lossconf", nodeid="lossconf")
     for case in plan.cases:
         for adapter in plan.adapters:
             for dtype in case.dtypes:
-                from harness.results import Result, Status
-
                 probe = Result(case.id, adapter.name, dtype, Status.PASS)
                 entry = (
                     None if expectations is None else expectations.match(probe, infos[adapter.name])

@@ -40,8 +40,8 @@ cases:
 
 WRONG_MEAN = """
 import numpy as np
-from adapters import Adapter, Output
-from adapters.numpy_ref import NumpyAdapter, cross_entropy
+from harness import Adapter, Output
+from harness.adapters.numpy_ref import NumpyAdapter, cross_entropy
 from harness.dtypes import cast
 
 
@@ -61,11 +61,11 @@ class WrongMean(NumpyAdapter):
 
 SLIGHTLY_OFF = """
 import numpy as np
-from adapters import Output
-from adapters.numpy_ref import NumpyAdapter, cross_entropy
+from harness import Output
+from harness.adapters.numpy_ref import NumpyAdapter, cross_entropy
 from harness.dtypes import cast
-from harness.error_model import THRESHOLD, error_bounds
-from harness.metamorphic import problem_of
+from harness.oracle.error_model import THRESHOLD, error_bounds
+from harness.oracle.problem import Problem
 
 
 class SlightlyOff(NumpyAdapter):
@@ -77,7 +77,7 @@ class SlightlyOff(NumpyAdapter):
         loss, grad = cross_entropy(inputs)
         if inputs.dtype == "float32":
             loss = np.asarray(loss, np.float64)
-            bound = error_bounds(problem_of(inputs), "float32", loss, None).loss
+            bound = error_bounds(Problem.of_call(inputs), "float32", loss, None).loss
             loss = loss + 0.9 * THRESHOLD * bound
         return Output(cast(loss, inputs.dtype), cast(grad, inputs.dtype))
 """

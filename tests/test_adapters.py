@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import REPO
 
-from adapters import CallInputs
-from adapters.numpy_ref import cross_entropy as numpy_cross_entropy
+from harness import CallInputs
+from harness.adapters.numpy_ref import cross_entropy as numpy_cross_entropy
 from harness.dtypes import cast, is_exact
-from harness.registry import load
+from harness.execution.registry import load
 
 SEED = str(REPO / "cases" / "seed.yaml")  # stable cases, whatever the corpus holds today
 
@@ -164,8 +164,8 @@ def test_cuda_device_without_cuda_is_a_load_error(cli):
 
 def test_adapter_modules_import_no_framework():
     code = (
-        "import sys, adapters.torch_ce, adapters.jax_ce, adapters.optax_raw, adapters.wrap\n"
-        "import harness.registry\n"
+        "import sys, harness.adapters.torch_ce, harness.adapters.jax_ce, harness.adapters.optax_raw, harness.adapters.wrap\n"
+        "import harness.execution.registry\n"
         "print(sorted(m for m in ('torch', 'jax', 'optax') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -182,7 +182,7 @@ def test_jax_does_not_cancel_on_huge_logits():
 
 def test_out_of_range_target_is_caught_on_the_host_off_cpu():
     """On CUDA an out-of-range target is a device assert that poisons the process."""
-    from adapters.torch_ce import TorchAdapter
+    from harness.adapters.torch_ce import TorchAdapter
 
     bad = call("float32", target=np.array([2, 4, 1]), want_grad=False)
     with pytest.raises(IndexError, match="checked on the host"):
@@ -252,8 +252,8 @@ PADDING_CALLS = {  # name: CallInputs keyword arguments beyond the float64 defau
 @pytest.mark.parametrize("name", sorted(PADDING_CALLS))
 def test_jax_padding_never_changes_a_value(name):
     """float64 through the padded (64, 8) program against the 200-bit oracle, nan for nan."""
-    from harness.oracle import Problem
     from harness.oracle import cross_entropy as oracle
+    from harness.oracle.problem import Problem
 
     args = {"weight": None, "reduction": "mean", "ignore_index": -100, "label_smoothing": 0.0,
             "dtype": "float64"} | PADDING_CALLS[name]  # fmt: skip
@@ -271,7 +271,7 @@ def test_jax_padding_never_changes_a_value(name):
 
 
 def test_jax_buckets():
-    from adapters.jax_ce import bucket
+    from harness.adapters.jax_ce import bucket
 
     assert [bucket(n, 64) for n in (0, 1, 64, 65, 1000, 1024, 1025, 70000)] == [
         64, 64, 64, 128, 1024, 1024, 2048, 70656,
@@ -281,7 +281,7 @@ def test_jax_buckets():
 
 def test_jax_compiles_once_per_bucket_across_dtypes_and_options():
     """Half precision shares float32's program; sizes, options and reductions are arguments."""
-    from adapters import jax_ce
+    from harness.adapters import jax_ce
 
     rng = np.random.default_rng(4)
     adapter = load("jax")
@@ -303,10 +303,10 @@ def test_jax_compiles_once_per_bucket_across_dtypes_and_options():
 
 
 def test_jax_cross_entropy_function_unpadded_under_jit():
-    """adapters.jax_ce.cross_entropy: F.cross_entropy's signature on JAX arrays, jit and grad."""
+    """harness.adapters.jax_ce.cross_entropy: F.cross_entropy's signature on JAX arrays, jit and grad."""
     import jax
 
-    from adapters.jax_ce import cross_entropy
+    from harness.adapters.jax_ce import cross_entropy
 
     x = np.arange(24.0, dtype=np.float32).reshape(2, 3, 4) / 5
     t = np.array([[0, 2, -100, 1], [2, 2, 0, 1]])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+from harness.cases.loader import load_paths
 from harness.errors import CaseFileError
-from harness.loader import load_paths
 
 BAD = REPO / "tests" / "bad_cases"
 GOOD = REPO / "tests" / "faulty_adapters" / "faulty_cases.yaml"

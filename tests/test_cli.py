@@ -10,8 +10,8 @@ from conftest import REPO
 
 WRONG_MEAN = """
 import numpy as np
-from adapters import Adapter, Output
-from adapters.numpy_ref import cross_entropy
+from harness import Adapter, Output
+from harness.adapters.numpy_ref import cross_entropy
 from harness.dtypes import cast
 
 
@@ -31,8 +31,8 @@ class WrongMean(Adapter):
 """
 
 NO_CHECK = """
-from adapters import Adapter, Output
-from adapters.numpy_ref import cross_entropy
+from harness import Adapter, Output
+from harness.adapters.numpy_ref import cross_entropy
 import numpy as np
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import coverage
-from harness.loader import load_paths
+from harness.cases import coverage
+from harness.cases.loader import load_paths
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,7 +43,7 @@ def test_every_valid_case_has_a_gradient(cases):
 
 
 def test_every_error_kind_and_dtype_is_exercised(cases):
-    from harness.case import ERROR_KINDS
+    from harness.cases.model import ERROR_KINDS
 
     assert {c.expect_error for c in cases} - {None} == set(ERROR_KINDS)
     assert {d for c in cases for d in c.dtypes} == {"float64", "float32", "float16", "bfloat16"}
@@ -229,8 +229,8 @@ def test_coverage_of_one_file_counts_its_runs(cli, write):
 
 
 def test_full_suite_through_numpy_is_fast(cases):
-    from harness.registry import load
-    from harness.runner import run
+    from harness.execution.registry import load
+    from harness.execution.runner import run
 
     start = time.perf_counter()
     results = list(run(cases, [load("numpy")]))

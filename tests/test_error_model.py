@@ -1,4 +1,4 @@
-"""The error model (harness/error_model.py) and the test ratio (harness/compare.py), in process.
+"""The error model (harness/oracle/error_model.py) and the test ratio (harness/execution/compare.py), in process.
 
 Both directions: an implementation that rounds every quantity the model allows to
 round, at every place it may, conforms on random and adversarial inputs; the
@@ -13,12 +13,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from adapters import Output
-from adapters.numpy_ref import NumpyAdapter
-from harness import baseline, report_json
-from harness.compare import compare
+from harness import Output
+from harness.adapters.numpy_ref import NumpyAdapter
+from harness.cases.loader import load_paths
 from harness.dtypes import cast, ulp
-from harness.error_model import (
+from harness.execution.compare import compare
+from harness.execution.runner import run_one
+from harness.gate import baseline
+from harness.oracle import cross_entropy
+from harness.oracle.error_model import (
     COMPUTE_DTYPE,
     THRESHOLD,
     error_bounds,
@@ -26,9 +29,8 @@ from harness.error_model import (
     subnormal_spacing,
     unit_roundoff,
 )
-from harness.loader import load_paths
-from harness.oracle import Problem, cross_entropy
-from harness.runner import run_one
+from harness.oracle.problem import Problem
+from harness.reports import json as report_json
 from tests.mutants.bugs import MeanDividesByN
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")

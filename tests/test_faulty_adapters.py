@@ -131,7 +131,7 @@ def test_isolation_options_are_checked(cli):
 def test_isolated_worker_that_cannot_load_is_an_adapter_error(cli, tmp_path):
     (tmp_path / "needs_env.py").write_text(
         "import os\n"
-        "from adapters.numpy_ref import NumpyAdapter\n\n\n"
+        "from harness.adapters.numpy_ref import NumpyAdapter\n\n\n"
         "class NeedsEnv(NumpyAdapter):\n"
         "    name = 'needs-env'\n\n"
         "    def load(self):\n"
@@ -140,11 +140,11 @@ def test_isolated_worker_that_cannot_load_is_an_adapter_error(cli, tmp_path):
     )
     # the parent loads it before the workers start; the worker then inherits the variable
     code = (
-        "import os, sys; from harness import registry; real = registry.load\n"
+        "import os, sys; from harness.execution import registry; real = registry.load\n"
         "def load(spec):\n"
         "    a = real(spec); os.environ['LOSSCONF_TEST_IN_WORKER'] = '1'; return a\n"
         "registry.load = load\n"
-        "from harness.cli import main; sys.exit(main(sys.argv[1:]))\n"
+        "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))\n"
     )
     import subprocess
     import sys

@@ -13,10 +13,11 @@ import pytest
 from conftest import REPO, run_cli
 from hypothesis import given, settings
 
-from harness.fuzz import memory_case
-from harness.fuzz_strategies import Space, case_fields
-from harness.loader import load_file
-from harness.metamorphic import PROPERTIES, NotApplicable, check
+from harness.cases.loader import load_file
+from harness.exit_codes import ExitCode
+from harness.fuzz.metamorphic import PROPERTIES, NotApplicable, check
+from harness.fuzz.search import memory_case
+from harness.fuzz.strategies import Space, case_fields
 
 TARGETS = REPO / "tests" / "fuzz_targets"
 NO_MAX_SHIFT = str(TARGETS / "no_max_shift.py")
@@ -40,7 +41,7 @@ def test_finds_and_shrinks_missing_max_shift(tmp_path):
     r = run_cli(*args, "--seed", "0", "--out", str(out), "--database", str(db))
     assert r.returncode == 1, r.output
     assert "FAILED" in r.stdout and f"--cases {out}" in r.stdout
-    assert "case = {c.id: c for c in load_paths(" in r.stdout  # the Python repro snippet
+    assert "case = {c.id: c for c in load_cases(" in r.stdout  # the Python repro snippet
     (case,) = load_file(out)
     assert case.tags == ("fuzz", "oracle") and "property oracle" in case.why
     # shrunk: one row, and the largest |logit| just past exp()'s range (overflow above
@@ -140,7 +141,7 @@ def test_declared_unsupported_features_are_not_generated(fields):
 
 
 def test_every_property_holds_for_the_reference_on_a_rich_case():
-    from harness.registry import load
+    from harness.execution.registry import load
 
     fields = {
         "logits": [[[0.5, -1.0], [2.0, 0.25], [-0.75, 1.5]], [[1.0, 0.0], [-2.0, 3.0], [0.5, 0.5]]],
@@ -156,7 +157,7 @@ def test_every_property_holds_for_the_reference_on_a_rich_case():
 
 
 def test_shift_invariance_catches_overflow_the_oracle_check_would_not_need():
-    from harness.registry import resolve
+    from harness.execution.registry import resolve
 
     # 700 is fine for exp() in float64; the shifted row is not
     case = memory_case({"logits": [[700.0, 0.0]], "target": [1], "dtype": "float64"})
@@ -167,8 +168,8 @@ def test_shift_invariance_catches_overflow_the_oracle_check_would_not_need():
 
 
 def test_relation_allows_threshold_times_both_bounds():
-    from harness.error_model import THRESHOLD
-    from harness.metamorphic import Side, relation
+    from harness.fuzz.metamorphic import Side, relation
+    from harness.oracle.error_model import THRESHOLD
 
     a = Side("original", np.array([1.0, 2.0]), np.array([0.25, 0.0]))
     room = THRESHOLD * (0.25 + 0.5)
@@ -195,16 +196,17 @@ def test_a_violation_a_reference_shares_is_not_written(tmp_path, monkeypatch, ca
     grad_rows_sum_zero, for numpy as for the adapter: the search reports that the tolerance
     disagrees with the reference, writes nothing, and exits 1. (An adapter with a bug of its
     own would still have that bug found: the search goes on past the shared violations.)"""
-    from harness import fuzz, metamorphic
+    from harness.cli import fuzz as fuzz_cli
+    from harness.fuzz import metamorphic
 
     monkeypatch.setattr(metamorphic, "THRESHOLD", 0.0)
     out = tmp_path / "found.yaml"
-    code = fuzz.main([
+    code = fuzz_cli.main([
         "--adapter", "numpy", "--property", "grad_rows_sum_zero", "--dtype", "float64",
         "--examples", "40", "--seed", "0", "--out", str(out),
     ])  # fmt: skip
     text = capsys.readouterr().out
-    assert code == fuzz.EXIT_FOUND, text
+    assert code == ExitCode.NONCONFORMING, text
     assert not out.exists(), text
     assert (
         "grad_rows_sum_zero: not a finding, the tolerance or the semantics disagree with "
@@ -216,27 +218,28 @@ def test_a_violation_a_reference_shares_is_not_written(tmp_path, monkeypatch, ca
 def test_a_case_a_reference_fails_is_not_written(tmp_path, monkeypatch, capsys):
     """A stand-in reference that adds 0.5 to every loss lets a shift_invariance
     finding through the search, then fails the case the finding would write: not written."""
-    from harness import fuzz
+    from harness.cli import fuzz as fuzz_cli
+    from harness.fuzz import search as fuzz
 
     monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None), (OFFSET, None)))
     out = tmp_path / "found.yaml"
     args = ["--adapter", NO_MAX_SHIFT, "--property", "shift_invariance", "--dtype", "float64",
             "--examples", "40", "--seed", "3", "--out", str(out)]  # fmt: skip
-    code = fuzz.main(args)
+    code = fuzz_cli.main(args)
     text = capsys.readouterr().out
-    assert code == fuzz.EXIT_FOUND, text
+    assert code == ExitCode.NONCONFORMING, text
     assert not out.exists(), text
     assert f"not written: the tolerance or the semantics disagree with reference {OFFSET}" in text
     assert "no case written" in text and "FAILED" not in text
     # with numpy alone as the reference, the same search writes the case
     monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None),))
-    assert fuzz.main(args) == fuzz.EXIT_FOUND
+    assert fuzz_cli.main(args) == ExitCode.NONCONFORMING
     assert "FAILED [float64]" in capsys.readouterr().out
     assert load_file(out)
 
 
 def test_not_applicable_is_reported_not_failed():
-    from harness.registry import load
+    from harness.execution.registry import load
 
     case = memory_case({"logits": [[0.5]], "target": [0], "dtype": "float64"})
     with pytest.raises(NotApplicable):
@@ -255,7 +258,7 @@ def test_usage_errors_name_the_flag():
 def test_missing_hypothesis_is_a_clear_error():
     code = (
         "import sys; sys.modules['hypothesis'] = None\n"
-        "from harness.cli import main; sys.exit(main(['fuzz', '--examples', '1']))"
+        "from harness.cli.main import main; sys.exit(main(['fuzz', '--examples', '1']))"
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert p.returncode == 2

@@ -7,7 +7,7 @@ import json
 import pytest
 from report_fixtures import CASES, SLIGHTLY_OFF, WRONG_MEAN
 
-from harness.expectations import parse_version_range, version_in_range, version_key
+from harness.gate.expectations import parse_version_range, version_in_range, version_key
 
 
 @pytest.fixture
@@ -187,7 +187,7 @@ def test_expectations_update_writes_entries_that_make_the_gate_pass(cli, cases, 
 
 
 WRONG_TORCH = """
-from adapters.torch_ce import TorchAdapter
+from harness.adapters.torch_ce import TorchAdapter
 
 
 class RegressedTorch(TorchAdapter):
@@ -230,8 +230,8 @@ def test_committed_cuda_expectations_cover_only_cuda_and_name_real_cases():
     """The CUDA divergence file loads, applies only off the CPU, and every id matches a case."""
     from conftest import REPO
 
-    from harness.expectations import load
-    from harness.loader import load_paths
+    from harness.cases.loader import load_paths
+    from harness.gate.expectations import load
 
     exp = load(REPO / "reports/baselines/torch-cuda-expectations.yaml")
     ids = [c.id for c in load_paths().cases]

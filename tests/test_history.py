@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from harness import history
+from harness.cli import history as history_cli
+from harness.gate import history
 
 
 def _report(
@@ -70,7 +71,7 @@ def test_no_regression_exits_0_and_says_so(tmp_path):
     runs = history.load_runs([a, b])
     text = history.render(runs)
     assert "No case changed status" in text and "!" not in text.split("\n", 2)[2]
-    assert history.main([str(a), str(b)]) == 0
+    assert history_cli.main([str(a), str(b)]) == 0
 
 
 def test_bad_input_is_a_usage_error(cli, tmp_path):

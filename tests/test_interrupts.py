@@ -17,7 +17,7 @@ CASES = str(REPO / "tests" / "faulty_adapters" / "faulty_cases.yaml")
 
 STALLS = """
 import os, pathlib, time
-from adapters.numpy_ref import NumpyAdapter
+from harness.adapters.numpy_ref import NumpyAdapter
 
 
 class Stalls(NumpyAdapter):

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.loader import load_paths
-from harness.registry import BUILTIN
-from harness.results import Status
-from harness.runner import run_one
+from harness.cases.loader import load_paths
+from harness.execution.registry import BUILTIN
+from harness.execution.results import Status
+from harness.execution.runner import run_one
 from tests.mutants.bugs import MUTANTS, HalfPrecisionAccumulation
 from tests.mutants.score import first_kill, hand_written_first
 from tests.mutants.stepwise import Stepwise
@@ -74,7 +74,7 @@ def test_float32_accumulating_reference_conforms_everywhere(cases):
 
 
 def test_numpy_adapter_conforms_everywhere(cases):
-    from harness.registry import load
+    from harness.execution.registry import load
 
     assert _false_failures(load("numpy"), cases) == []
 
@@ -83,7 +83,7 @@ def test_torch_conforms_outside_known_divergences(cases):
     pytest.importorskip("torch")
     if "torch" not in BUILTIN:
         pytest.skip("the torch adapter (adapters/torch_ce.py) is not registered yet")
-    from harness.registry import load
+    from harness.execution.registry import load
 
     torch = load("torch")
     hand = [c for c in cases if "grid" not in c.tags]

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from harness.oracle import Problem, cross_entropy
+from harness.oracle import cross_entropy
+from harness.oracle.problem import Problem
 
 
 def hand_loss(row, y):
@@ -125,7 +126,7 @@ def test_non_finite_rules():
 
 
 def test_streaming_oracle_agrees_with_exact():
-    from harness.oracle_stream import cross_entropy_streaming
+    from harness.oracle.stream import cross_entropy_streaming
 
     rng = np.random.default_rng(5)
     x = rng.normal(scale=3.0, size=(6, 7, 2))

@@ -1,4 +1,9 @@
-"""A regular, non-editable install finds the built-in suite from any working directory."""
+"""What a regular (non-editable) install ships, and that it works from a user's own folder.
+
+The distribution installs one import name, ``harness``: the built-in adapters
+(``adapters/``) install as ``harness.adapters`` and the suite (``cases/``) as
+``harness.suite``, so a user's ``adapters.py`` or ``cases/`` never shadows ours.
+"""
 
 from __future__ import annotations
 
@@ -7,27 +12,71 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
-def test_non_editable_install_ships_the_suite(tmp_path):
-    target = tmp_path / "site"
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    target = tmp_path_factory.mktemp("site")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
          "--target", str(target), str(REPO)],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
-    suite = target / "harness" / "suite"
+    return target
+
+
+def _run(args: list[str], cwd: Path, site: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True
+    )  # fmt: skip
+
+
+def test_the_install_has_one_top_level_package(site):
+    # what pip's --target holds besides import packages: metadata and the `lossconf` script
+    top = sorted(p.name for p in site.iterdir() if not p.name.endswith("-info") and p.name != "bin")
+    assert top == ["harness"], top
+    assert (site / "harness" / "adapters" / "numpy_ref.py").is_file()
+    assert (site / "harness" / "cases" / "schema.json").is_file()
+    suite = site / "harness" / "suite"
     shipped = sorted(p.relative_to(suite) for p in suite.rglob("*.yaml"))
     in_repo = sorted(p.relative_to(REPO / "cases") for p in (REPO / "cases").rglob("*.yaml"))
     assert shipped == in_repo
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(target)}
-    r = subprocess.run(
-        [sys.executable, "-m", "harness", "--list"], cwd=elsewhere, env=env,
-        capture_output=True, text=True,
-    )  # fmt: skip
+
+
+def test_list_works_in_a_folder_with_the_users_own_adapters_and_cases(site, tmp_path):
+    """A user's folder holding adapters.py, harness_utils.py and cases/ of their own."""
+    (tmp_path / "adapters.py").write_text("raise ImportError('the user module was imported')\n")
+    (tmp_path / "harness_utils.py").write_text("raise ImportError('imported by mistake')\n")
+    (tmp_path / "cases").mkdir()
+    (tmp_path / "cases" / "mine.yaml").write_text(
+        "cases:\n  - name: tiny\n    why: the user's own case\n"
+        "    logits: [[1.0, 2.0]]\n    target: [1]\n    expected: oracle\n"
+    )
+    r = _run(["-m", "harness", "--list"], tmp_path, site)
     assert r.returncode == 0, r.stderr
-    assert "seed/article_1x5" in r.stdout
-    assert Path(target / "harness" / "case_schema.json").is_file()
+    assert "seed/article_1x5" in r.stdout  # the built-in suite, not ./cases
+    r = _run(["-m", "harness", "--cases", "cases", "-q"], tmp_path, site)
+    assert r.returncode == 0, r.stderr
+    assert "2 results, 0 not conforming" in r.stdout
+
+
+def test_the_public_api_works_from_the_install(site, tmp_path):
+    code = (
+        "import harness\n"
+        "cases = [c for c in harness.load_suite() if c.id == 'seed/article_1x5']\n"
+        "results = harness.run(cases, 'numpy')\n"
+        "assert results and all(r.conforming for r in results), results\n"
+        "print(len(results), harness.__version__)\n"
+    )
+    r = _run(["-c", code], tmp_path, site)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[1] == harness_version()
+
+
+def harness_version() -> str:
+    from harness.version import VERSION
+
+    return VERSION

@@ -11,9 +11,12 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from harness import expected_cache, load_cache, loader, oracle_stream
-from harness.oracle import Problem, cross_entropy
-from harness.oracle_stream import cross_entropy_streaming
+from harness.cases import load_cache, loader
+from harness.oracle import cache as expected_cache
+from harness.oracle import cross_entropy
+from harness.oracle import stream as oracle_stream
+from harness.oracle.problem import Problem
+from harness.oracle.stream import cross_entropy_streaming
 from tests.conftest import REPO
 
 FRAMEWORKS = ("torch", "jax", "jaxlib", "optax")
@@ -69,8 +72,8 @@ def _modules_after(code: str, env: dict) -> list[str]:
 
 LIST_CODE = """
 import contextlib, io
-from harness.cli import build_parser, main
-from harness.loader import load_paths
+from harness.cli.main import build_parser, main
+from harness.cases.loader import load_paths
 build_parser()
 assert len(load_paths().cases) > 0
 with contextlib.redirect_stdout(io.StringIO()):
@@ -93,7 +96,7 @@ def test_help_imports_no_framework(tmp_path):
     import os
 
     code = (
-        "import contextlib, io\nfrom harness.cli import main\n"
+        "import contextlib, io\nfrom harness.cli.main import main\n"
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n    except SystemExit: pass"
     )
@@ -145,12 +148,16 @@ def test_expected_values_come_from_disk_on_a_second_run(write, cache_dir):
     path = write("suite.yaml", SMALL_SUITE)
     case = loader.load_paths([path]).cases[0]
     before = dict(expected_cache.stats)
-    first = expected_cache.oracle_expected(case, "float32")
+    first = expected_cache.oracle_expected(
+        case.content_hash, "float32", lambda: case.problem("float32")
+    )
     assert expected_cache.stats["computed"] == before["computed"] + 1
-    stored = expected_cache.cache_path(case, "float32")
+    stored = expected_cache.cache_path(case.content_hash, "float32")
     assert stored.is_file()
     expected_cache._memory.clear()
-    second = expected_cache.oracle_expected(case, "float32")
+    second = expected_cache.oracle_expected(
+        case.content_hash, "float32", lambda: case.problem("float32")
+    )
     assert expected_cache.stats["disk_hits"] == before["disk_hits"] + 1
     assert expected_cache.stats["computed"] == before["computed"] + 1
     np.testing.assert_array_equal(second.grad, first.grad)
@@ -225,7 +232,7 @@ def test_streaming_agrees_with_exact(seed):
                  ignore=ignore, special=special)  # fmt: skip
     exact, stream = cross_entropy(p), cross_entropy_streaming(p)
     c = shape[0] if len(shape) == 1 else shape[1]
-    bound = (np.log2(c) + 8) * 2.0**-53  # harness/oracle_stream.py's stated relative bound
+    bound = (np.log2(c) + 8) * 2.0**-53  # harness/oracle/stream.py's stated relative bound
     for want, got in ((exact.loss, stream.loss), (exact.grad, stream.grad)):
         assert got.shape == want.shape and got.dtype == np.float64
         np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
@@ -312,8 +319,8 @@ def test_jobs_rejects_a_negative_count(cli):
 
 HOG = """
 import numpy as np
-from adapters import Adapter, Output
-from adapters.numpy_ref import NumpyAdapter
+from harness import Adapter, Output
+from harness.adapters.numpy_ref import NumpyAdapter
 
 
 class Hog(Adapter):
@@ -344,7 +351,7 @@ def test_json_report_has_time_and_peak_memory_per_adapter(write, cli, tmp_path):
 
 
 def test_workers_are_spawned_once_a_threaded_framework_is_imported(monkeypatch):
-    from harness import parallel
+    from harness.execution import parallel
 
     monkeypatch.delitem(sys.modules, "torch", raising=False)
     monkeypatch.delitem(sys.modules, "jax", raising=False)
@@ -358,7 +365,7 @@ PRETEND_THREADED = """
 import sys
 import types
 
-from adapters.numpy_ref import NumpyAdapter
+from harness.adapters.numpy_ref import NumpyAdapter
 
 sys.modules.setdefault("jaxlib", types.ModuleType("jaxlib"))  # as if jax were loaded: spawn
 
@@ -386,7 +393,7 @@ def test_jobs_with_spawned_workers_gives_the_serial_results(write, cli, tmp_path
 def test_batches_keep_order_and_isolate_large_cases():
     from types import SimpleNamespace
 
-    from harness.parallel import batches
+    from harness.execution.parallel import batches
 
     def case(size):
         return SimpleNamespace(logits_source=np.zeros(size), dtypes=("float32",))
@@ -405,7 +412,7 @@ a = np.ones(25_000_000)  # a 200 MB peak in the image that execs the harness
 del a
 os.execv(sys.executable, [sys.executable, "-c", '''
 import numpy as np
-from harness import peak_memory
+from harness.execution import peak_memory
 peak_memory.reset()
 idle = peak_memory.peak_bytes()
 peak_memory.reset()

@@ -43,7 +43,7 @@ def test_plugin_is_inert_without_the_adapter_option(project):
     assert r.returncode == 0, r.stdout
     assert "1 passed" in r.stdout and "lossconf" not in r.stdout
     h = pytest_run(project, "--help")
-    # the CLI's run options, defined once in harness/options.py, with a prefix
+    # the CLI's run options, defined once in harness/cli/options.py, with a prefix
     for flag in ("--lossconf-adapter", "--lossconf-cases", "--lossconf-k", "--lossconf-keyword",
                  "--lossconf-dtype", "--lossconf-expectations"):  # fmt: skip
         assert flag in h.stdout, flag

@@ -10,7 +10,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from report_fixtures import CASES, WRONG_MEAN
 
-from harness import matrix, report_markdown
+from harness.reports import markdown as report_markdown
+from harness.reports import matrix
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def test_one_run_writes_every_format_with_the_same_verdict(cli, cases, write, tm
     for x in failing:
         assert x["loss_errors"]["max_ulp"] > 1e6 and x["loss_errors"]["max_rel"] > 0.1
         assert x["loss_errors"]["max_ratio"] > 1  # the verdict's figure: error / allowed
-        assert "load_paths" in x["repro"] and str(wrong) in x["repro"]
+        assert "load_cases" in x["repro"] and str(wrong) in x["repro"]
         assert "weights" in x["groups"]
     assert all(x["repro"] is None for x in doc["results"] if x["status"] == "pass")
     assert doc["gate"]["exit_code"] == 1 and doc["gate"]["blocking"] == 2
@@ -74,7 +75,7 @@ def test_one_run_writes_every_format_with_the_same_verdict(cli, cases, write, tm
     html = paths["html"].read_text()
     assert html.startswith("<!DOCTYPE html>") and "FAIL" in html
     assert "data:image/png;base64," in html  # the embedded plot: no external file
-    assert "small/weighted_mean" in html and "load_paths" in html
+    assert "small/weighted_mean" in html and "load_cases" in html
     assert "Worst test ratio" in html
     assert "<script" not in html and "src='http" not in html and "<link" not in html
 
@@ -170,7 +171,7 @@ def test_markdown_is_truncated_under_one_mib_with_a_pointer_to_json():
 def test_progress_bar_only_on_a_tty_after_the_delay():
     import io
 
-    from harness.progress import Progress
+    from harness.execution.progress import Progress
 
     class Tty(io.StringIO):
         def isatty(self):

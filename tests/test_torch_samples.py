@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 sys.path.insert(0, {tools!r})
 import import_torch_samples as m
-from harness.loader import load_file
+from harness.cases.loader import load_file
 
 import torch
 m.check_version(torch.__version__, allow=False)

@@ -30,7 +30,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
 
 NUMPY_WITH_GRAD = """
 import numpy as np
-from adapters.wrap import from_numpy
+from harness.adapters.wrap import from_numpy
 
 def _rows(x, t):
     p = np.exp(x - x.max(axis=1, keepdims=True))
@@ -173,8 +173,8 @@ def test_examples_find_real_bugs(cli):
 def test_jax_function_that_cannot_be_traced_runs_eagerly(tmp_path):
     import numpy as np
 
-    from adapters import CallInputs
-    from adapters.wrap import from_jax
+    from harness.adapters import CallInputs
+    from harness.adapters.wrap import from_jax
 
     def picky(input, target, reduction="mean"):
         import jax

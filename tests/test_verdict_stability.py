@@ -95,7 +95,7 @@ class Run:
 
     @property
     def nonconforming(self) -> int:
-        from harness.results import CONFORMING
+        from harness.execution.results import CONFORMING
 
         conforming = {s.value for s in CONFORMING}
         return sum(n for s, n in self.doc["summary"].items() if s not in conforming)
@@ -260,7 +260,7 @@ def test_cache_off_gives_the_cold_verdicts(reference, reports):
 
 
 #: name -> (-k terms, --dtype values, other options); all run on the cache the cold run filled.
-#: A --dtype that drops some of a case's dtypes copies the case (harness/select.py): the copies
+#: A --dtype that drops some of a case's dtypes copies the case (harness/cases/select.py): the copies
 #: of shapes' oracle cases (float32, float64) and half_precision's (float16) collided before the fix
 MODES = {
     "-k": (("not grid_index", "!seed"), (), ()),
@@ -361,8 +361,8 @@ def test_dtype_float64_twice_on_a_warm_cache_conforms(reference, cache, tmp_path
 def test_distinct_cases_keep_distinct_hashes_after_selection_and_the_load_cache(
     reference, cache, monkeypatch
 ):
-    from harness.loader import load_paths
-    from harness.select import select
+    from harness.cases.loader import load_paths
+    from harness.cases.select import select
 
     monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(cache))
     fresh = reference.doc["suite"]["cases"]  # computed by the loader from the YAML (cold run)
@@ -390,12 +390,12 @@ def test_distinct_cases_keep_distinct_hashes_after_selection_and_the_load_cache(
 
 
 def _old_scheme_revision() -> str:
-    """``oracle_revision()`` as written before KEY_SCHEME 2: the oracle's source alone."""
-    from harness import expected_cache
+    """A revision as written before KEY_SCHEME 2: a hash of the oracle's source alone."""
+    from harness.oracle import cache as expected_cache
 
     here = Path(expected_cache.__file__).parent
     h = hashlib.sha256()
-    for name in ("oracle.py", "oracle_stream.py"):
+    for name in ("exact.py", "stream.py"):  # the oracle source, without the scheme
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -403,8 +403,8 @@ def _old_scheme_revision() -> str:
 def test_expected_values_under_the_old_key_scheme_are_never_read(
     reference, cache, tmp_path, monkeypatch
 ):
-    from harness import expected_cache
-    from harness.loader import load_paths
+    from harness.cases.loader import load_paths
+    from harness.oracle import cache as expected_cache
     from harness.oracle import cross_entropy
 
     monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(cache))  # cases from the warm load cache
@@ -441,11 +441,13 @@ def test_expected_values_under_the_old_key_scheme_are_never_read(
     disk_hits = expected_cache.stats["disk_hits"]
     for c in cases:
         for dtype in c.dtypes:
-            got = expected_cache.oracle_expected(c, dtype)
+            got = expected_cache.oracle_expected(
+                c.content_hash, dtype, lambda c=c, dtype=dtype: c.problem(dtype)
+            )
             np.testing.assert_array_equal(got.loss, want[c.id, dtype].loss, err_msg=c.id)
             if want[c.id, dtype].grad is None:
                 assert got.grad is None
             else:
                 np.testing.assert_array_equal(got.grad, want[c.id, dtype].grad, err_msg=c.id)
-            assert expected_cache.cache_path(c, dtype).name not in planted
+            assert expected_cache.cache_path(c.content_hash, dtype).name not in planted
     assert expected_cache.stats["disk_hits"] == disk_hits, "a stale file was read"

@@ -1,13 +1,13 @@
 """Fuzz the reference implementations: every property must hold for them, or the harness is wrong.
 
 ``python -m harness fuzz`` writes a finding only when the reference implementations
-(``harness.fuzz.REFERENCES``: the numpy adapter in every dtype, torch in float64 and
+(``harness.fuzz.search.REFERENCES``: the numpy adapter in every dtype, torch in float64 and
 float32) pass the same call. That is only meaningful if they pass every property on
 their own; this script checks it. It searches each property (``oracle`` and the
-metamorphic relations of ``harness.metamorphic``) against each reference, one
+metamorphic relations of ``harness.fuzz.metamorphic``) against each reference, one
 dtype at a time, with no reference gate: any violation is a finding, shrunk by
 hypothesis and printed, and means a bug in the property's comparison or a gap in
-the error model (``harness.error_model``).
+the error model (``harness.oracle.error_model``).
 
     python tools/fuzz_references.py                      # 2,000 examples per property
     python tools/fuzz_references.py --examples 200 --adapter numpy --dtype float16
@@ -28,8 +28,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from harness.cases.writer import flow as _flow
 from harness.dtypes import DTYPE_NAMES
-from harness.fuzz import REFERENCES, PropertyReport, _flow, property_names, search
+from harness.fuzz.search import REFERENCES, PropertyReport, property_names, search
 
 DEFAULT_EXAMPLES = 2000
 
@@ -55,7 +56,7 @@ HEADERS = ["property", "adapter", "dtype", "examples", "not applicable", "findin
 
 
 def reference_targets(adapters: list[str] | None = None) -> list[tuple[str, tuple[str, ...]]]:
-    """(adapter spec, dtypes it is a reference for), from harness.fuzz.REFERENCES."""
+    """(adapter spec, dtypes it is a reference for), from harness.fuzz.search.REFERENCES."""
     out = []
     for spec, dtypes in REFERENCES:
         if adapters and spec not in adapters:
@@ -77,8 +78,8 @@ def fuzz_references(
     """Search every property against every reference; one search per dtype (``split_dtypes``)
     or one over all of an adapter's dtypes. A reference that cannot load here is skipped."""
     from harness.errors import AdapterLoadError
-    from harness.fuzz_strategies import Space
-    from harness.registry import load
+    from harness.execution.registry import load
+    from harness.fuzz.strategies import Space
 
     rows = []
     for spec, ref_dtypes in reference_targets(adapters):

@@ -18,12 +18,12 @@ becomes one case holding its logits, target (class indices or probabilities),
 weight, reduction, ignore_index and label_smoothing exactly as the sample
 passes them, with ``expected: oracle`` and every dtype. The call is also made
 with torch: a sample torch rejects becomes an ``expect_error`` case when the
-error is one of ``harness.case.ERROR_KINDS``, and is skipped otherwise; so is a
+error is one of ``harness.cases.model.ERROR_KINDS``, and is skipped otherwise; so is a
 sample the case format cannot express. The header of the file counts both.
 
-Values are written as ``harness.regen`` writes them (Python's shortest repr),
+Values are written as ``harness.cases.writer`` writes them (Python's shortest repr),
 so the float64 values read back exactly. They come from torch's random
-generator, which the recipes of harness/generate.py (NumPy's PCG64) cannot
+generator, which the recipes of harness/cases/generate.py (NumPy's PCG64) cannot
 reproduce, so every array is a literal::
 
     python tools/import_torch_samples.py            # writes cases/generated/torch_samples.yaml
@@ -48,9 +48,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from harness.case import ERROR_KINDS  # noqa: E402
-from harness.fuzz import _flow  # noqa: E402  (the case writer's one-line YAML flow)
-from harness.regen import format_array, format_number  # noqa: E402
+from harness.cases.model import ERROR_KINDS  # noqa: E402
+from harness.cases.writer import flow as _flow  # noqa: E402
+from harness.cases.writer import format_array, format_number  # noqa: E402
 
 OUT = REPO / "cases" / "generated" / "torch_samples.yaml"
 TORCH_VERSION = "2.13.0"
@@ -58,7 +58,7 @@ SEED = 0
 DTYPES = ["float64", "float32", "float16", "bfloat16"]
 OPINFO_NAME = "nn.functional.cross_entropy"
 
-#: torch's error message -> the harness's error kind (harness/case.py ERROR_KINDS)
+#: torch's error message -> the harness's error kind (harness/cases/model.py ERROR_KINDS)
 ERROR_PATTERNS: list[tuple[str, str]] = [
     (r"Target -?\d+ is out of bounds", "index_out_of_range"),
     (r"Expected input batch_size .* to match target batch_size", "target_shape"),
@@ -85,7 +85,7 @@ SKIP_REASONS = {
     "another type than the case format's",
     "nonfinite_target": "non-finite probability targets (the case format allows them only "
     "in an expect_error case)",
-    "unmapped_error": "torch raises an error that is none of harness/case.py ERROR_KINDS",
+    "unmapped_error": "torch raises an error that is none of harness/cases/model.py ERROR_KINDS",
     "error_not_raised": "an error input that torch accepts",
 }
 

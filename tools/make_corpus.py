@@ -16,7 +16,7 @@ pair of ``python -m harness coverage`` a valid call can have, one dtype each, wi
 
 ``--fingerprints FILE...`` replaces ``sha256: FILL`` in the recipes of hand-written
 case files with the fingerprint of the array the recipe makes (see
-harness/generate.py); existing fingerprints are never touched.
+harness/cases/generate.py); existing fingerprints are never touched.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness import coverage
-from harness.generate import build, fingerprint
-from harness.regen import fill_fingerprints
+from harness.cases import coverage
+from harness.cases.generate import build, fingerprint
+from harness.cases.writer import fill_fingerprints
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "cases" / "generated"
@@ -245,7 +245,7 @@ def write_grid(out: Path = OUT) -> list[Path]:
 # -- the pairwise set -----------------------------------------------------------------------
 #
 # The grid multiplies a few values of six parameters. The pairwise set takes every value of
-# every parameter of ``python -m harness coverage`` (harness/coverage.py), dtype included,
+# every parameter of ``python -m harness coverage`` (harness/cases/coverage.py), dtype included,
 # and has every value pair a valid call can have at least once, one dtype per case: a
 # greedy covering array with no random choice in it (inputs are seeded by the case's name).
 
@@ -354,7 +354,7 @@ def pairwise_name(row: dict[str, str]) -> str:
 
 
 def _recipe(kind: str, shape: tuple[int, ...], **params: object) -> dict:
-    """A generator recipe (harness/generate.py) with its fingerprint."""
+    """A generator recipe (harness/cases/generate.py) with its fingerprint."""
     spec = {"generate": kind, "shape": list(shape), **params}
     if kind != "full":
         spec["sha256"] = fingerprint(build(spec))

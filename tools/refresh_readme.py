@@ -68,7 +68,7 @@ def _fenced_after(text: str, anchor: str, body: str) -> str:
 
 
 def corpus_figures(text: str) -> str:
-    from harness.loader import load_paths
+    from harness.cases.loader import load_paths
 
     cases = load_paths().cases
     runs = sum(len(c.dtypes) for c in cases)

@@ -25,11 +25,11 @@ sys.path.insert(0, str(REPO))
 
 from tabulate import tabulate  # noqa: E402
 
-from harness import expectations  # noqa: E402
-from harness.gate import adapter_info  # noqa: E402
-from harness.loader import load_paths  # noqa: E402
-from harness.registry import load as load_adapter  # noqa: E402
-from harness.runner import run_one  # noqa: E402
+from harness.cases.loader import load_paths  # noqa: E402
+from harness.execution.registry import describe as adapter_info  # noqa: E402
+from harness.execution.registry import load as load_adapter  # noqa: E402
+from harness.execution.runner import run_one  # noqa: E402
+from harness.gate import expectations  # noqa: E402
 
 DOC = REPO / "docs" / "tolerances.md"
 TORCH_EXPECTATIONS = REPO / "reports" / "baselines" / "torch-expectations.yaml"

@@ -7,8 +7,8 @@ Under --isolate the harness restarts the worker after such an error, so later
 results are clean; without it, every later result of this adapter is an error.
 """
 
-from adapters import CallInputs, Output
-from adapters.numpy_ref import NumpyAdapter
+from harness import CallInputs, Output
+from harness.adapters.numpy_ref import NumpyAdapter
 
 
 class PoisonedContext(NumpyAdapter):

@@ -4,8 +4,8 @@ Correct (NumPy reference) except on a reduction='sum' call, where it returns Non
 Used by tests/test_faulty_adapters.py with tests/faulty_adapters/cases.yaml.
 """
 
-from adapters import CallInputs, Output
-from adapters.numpy_ref import NumpyAdapter
+from harness import CallInputs, Output
+from harness.adapters.numpy_ref import NumpyAdapter
 
 
 class ReturnsNone(NumpyAdapter):

@@ -6,8 +6,8 @@ Used by tests/test_faulty_adapters.py with tests/faulty_adapters/cases.yaml.
 
 import torch
 
-from adapters import CallInputs, Output
-from adapters.numpy_ref import NumpyAdapter
+from harness import CallInputs, Output
+from harness.adapters.numpy_ref import NumpyAdapter
 
 
 class TorchRequiresGrad(NumpyAdapter):

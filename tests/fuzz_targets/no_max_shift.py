@@ -13,7 +13,7 @@ from unittest import mock
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output, numpy_ref
+from harness.adapters import Adapter, CallInputs, Output, numpy_ref
 from harness.dtypes import cast
 
 

@@ -11,8 +11,8 @@ passes a property yet fails the cases a finding would write.
 
 from __future__ import annotations
 
-from adapters import Adapter, CallInputs, Output
-from adapters.numpy_ref import cross_entropy
+from harness import Adapter, CallInputs, Output
+from harness.adapters.numpy_ref import cross_entropy
 from harness.dtypes import cast
 
 OFFSET = 0.5

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output
-from adapters.numpy_ref import cross_entropy
+from harness import Adapter, CallInputs, Output
+from harness.adapters.numpy_ref import cross_entropy
 from harness.dtypes import cast
 
 

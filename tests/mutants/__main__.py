@@ -6,7 +6,7 @@ import sys
 
 from tabulate import tabulate
 
-from harness.loader import load_paths
+from harness.cases.loader import load_paths
 from tests.mutants.bugs import MUTANTS
 from tests.mutants.score import kill_table
 

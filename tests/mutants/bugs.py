@@ -1,7 +1,7 @@
 """Deliberately wrong cross-entropies: each overrides one step of ``Stepwise`` with a real bug.
 
 Every bug here has been seen in the wild or follows a documented convention of
-another library (see SEMANTICS.md, "Other frameworks differ"). The suite must
+another library (see docs/semantics.md, "Other frameworks differ"). The suite must
 fail each of them on at least one case (tests/test_mutants.py).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import CallInputs
+from harness import CallInputs
 from harness.dtypes import cast
 from tests.mutants.stepwise import Stepwise
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from adapters import Adapter
-from harness.case import Case
-from harness.results import Status
-from harness.runner import run_one
+from harness import Adapter
+from harness.cases.model import Case
+from harness.execution.results import Status
+from harness.execution.runner import run_one
 
 #: statuses that count as the suite catching a mutant
 KILLING = frozenset({Status.FAIL, Status.ERROR, Status.MISSING_ERROR})

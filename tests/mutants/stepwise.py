@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from adapters import Adapter, CallInputs, Output
-from adapters.numpy_ref import validate as reference_validate
+from harness import Adapter, CallInputs, Output
+from harness.adapters.numpy_ref import validate as reference_validate
 from harness.dtypes import cast
 
 

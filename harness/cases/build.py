@@ -1,0 +1,337 @@
+"""Semantic checks of one case mapping (already schema-valid) and its conversion to a Case.
+
+The schema checks structure; this module checks what a schema cannot: arrays
+are rectangular and numeric, shapes agree with each other and with the
+reduction, labels are integers in range, expected values have the right shape.
+Invalid-input cases (``expect_error``) skip the checks their inputs exist to break.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from harness.cases import limits
+from harness.cases.generate import RECIPES, FingerprintMismatch, materialize
+from harness.cases.model import ERROR_KINDS, REDUCTIONS, Case, content_hash_of
+from harness.dtypes import DTYPE_NAMES, is_exact
+from harness.errors import CaseFileError
+from harness.oracle.problem import Expected
+
+_RECIPE_KEYS = {
+    "generate", "shape", "seed", "sha256", "mean", "std", "low", "high",
+    "classes", "ignore_fraction", "ignore_index", "value",
+}  # fmt: skip
+
+
+#: recipes up to this many elements are made, and their sha256 checked, when the file loads;
+#: larger ones when a run first needs them (a mismatch is then an ``error`` result)
+FINGERPRINT_AT_LOAD = 2**20
+
+
+class _Fail(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+
+
+def _array(value: object, field: str, *, finite: bool = False) -> np.ndarray | dict:
+    """A literal nested list as int64 (all integers) or float64 array, or a checked recipe."""
+    if isinstance(value, dict):
+        return _recipe(value, field)
+    _check_rectangular(value, field)
+    obj = np.array(value, dtype=object)
+    bound = limits.current().max_array_elements
+    if limits.exceeds(obj.size, bound):
+        raise _Fail(
+            field,
+            f"{obj.size:,} elements, above {limits.describe('max_array_elements', bound)}",
+        )
+    kinds = {type(v) for v in obj.flat}
+    if bool in kinds:
+        raise _Fail(field, "booleans are not numbers (write 0/1 or 0.0/1.0)")
+    bad = kinds - {int, float}
+    if bad:
+        example = next(v for v in obj.flat if type(v) in bad)
+        raise _Fail(field, f"{example!r} is not a number (expected a nested list of numbers)")
+    if kinds <= {int}:
+        try:
+            return obj.astype(np.int64)
+        except OverflowError:
+            raise _Fail(field, "integer too large for int64") from None
+    out = obj.astype(np.float64)
+    if finite and not np.all(np.isfinite(out)):
+        raise _Fail(field, "non-finite values are not allowed here (only in logits)")
+    return out
+
+
+def _check_rectangular(value: object, field: str) -> None:
+    """Refuse ragged nested lists, naming the first row whose length differs (breadth first)."""
+    level: list[tuple[str, object]] = [("", value)]
+    while level and isinstance(level[0][1], list):
+        lists = [(where, v) for where, v in level if isinstance(v, list)]
+        if len(lists) != len(level):
+            where, v = next((w, v) for w, v in level if not isinstance(v, list))
+            raise _Fail(f"{field}{where}", f"{v!r} where a list is due: ragged nested list")
+        first_where, first = lists[0]
+        for where, v in lists:
+            if len(v) != len(first):
+                raise _Fail(
+                    f"{field}{where}",
+                    f"ragged nested list: {len(v)} items here, {len(first)} in "
+                    f"{field}{first_where or ''}; every row must have the same length",
+                )
+        level = [(f"{where}[{i}]", item) for where, v in lists for i, item in enumerate(v)]
+    if any(isinstance(v, list) for _, v in level):
+        where, v = next((w, v) for w, v in level if isinstance(v, list))
+        raise _Fail(f"{field}{where}", "a list where a number is due: ragged nested list")
+
+
+def _recipe(spec: dict, field: str) -> dict:
+    unknown = set(spec) - _RECIPE_KEYS
+    if unknown:
+        raise _Fail(
+            field, f"unknown recipe keys {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}"
+        )
+    if spec.get("generate") not in RECIPES:
+        raise _Fail(field, f"generate={spec.get('generate')!r} must be one of {', '.join(RECIPES)}")
+    shape = spec.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise _Fail(field, f"shape={shape!r} must be a list of non-negative integers")
+    bound = limits.current().max_array_elements
+    if limits.exceeds(math.prod(shape), bound):
+        raise _Fail(
+            field,
+            f"shape={shape} has {math.prod(shape):,} elements, above "
+            f"{limits.describe('max_array_elements', bound)}",
+        )
+    sha = spec.get("sha256")
+    if sha is not None and not (
+        isinstance(sha, str) and len(sha) == 16 and all(c in "0123456789abcdef" for c in sha)
+    ):
+        raise _Fail(
+            f"{field}.sha256",
+            f"{sha!r} must be 16 lowercase hex digits in quotes ('python -m harness regen' "
+            "writes it)",
+        )
+    if sha is not None and not limits.exceeds(math.prod(shape), FINGERPRINT_AT_LOAD):
+        try:
+            materialize(spec, None)
+        except FingerprintMismatch as e:
+            raise _Fail(f"{field}.sha256", str(e)) from None
+    if spec["generate"] == "labels" and not isinstance(spec.get("classes"), int):
+        raise _Fail(field, "a 'labels' recipe needs an integer 'classes'")
+    return dict(spec)
+
+
+def _small(a: np.ndarray | dict) -> np.ndarray:
+    """Weights and upstream gradients are small: recipes for them are made at once, as float64."""
+    return (materialize(a, np.float64) if isinstance(a, dict) else a).astype(np.float64)
+
+
+def _shape(a: np.ndarray | dict) -> tuple[int, ...]:
+    return tuple(a["shape"]) if isinstance(a, dict) else a.shape
+
+
+def _is_float(a: np.ndarray | dict) -> bool:
+    if isinstance(a, dict):
+        if a["generate"] == "full":
+            return not isinstance(a.get("value", 0.0), int)
+        return a["generate"] != "labels"
+    return np.issubdtype(a.dtype, np.floating)
+
+
+def build_case(path: Path, raw: dict, defaults: dict, *, require_expected: bool = True) -> Case:
+    """Check one case mapping and build its Case; raise CaseFileError naming the field."""
+    name = raw["name"]
+    merged = {**defaults, **raw}
+    if "tags" in defaults and "tags" in raw:
+        merged["tags"] = list(dict.fromkeys([*defaults["tags"], *raw["tags"]]))
+    try:
+        return _build(path, name, merged, raw, require_expected)
+    except _Fail as f:
+        key = f.field.split(".")[0].split("[")[0]
+        line = getattr(raw, "key_lines", {}).get(key, getattr(raw, "line", None))
+        raise CaseFileError(path, f.message, case=name, field=f.field, line=line) from None
+
+
+def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) -> Case:
+    expect_error = m.get("expect_error")
+    if expect_error is not None and expect_error not in ERROR_KINDS:
+        raise _Fail("expect_error", f"{expect_error!r} must be one of {', '.join(ERROR_KINDS)}")
+    strict = expect_error is None
+
+    logits = _array(m["logits"], "logits")
+    target = _array(m["target"], "target", finite=False)
+    weight = None if m.get("weight") is None else _small(_array(m["weight"], "weight", finite=True))
+    grad_output = None
+    if "grad_output" in m:
+        grad_output = _small(_array(m["grad_output"], "grad_output", finite=True))
+    reduction = m.get("reduction", "mean")
+    ignore_index = m.get("ignore_index", -100)
+    smoothing = float(m.get("label_smoothing", 0.0))
+    dtypes = m.get("dtype", ["float64", "float32"])
+    dtypes = tuple([dtypes] if isinstance(dtypes, str) else dtypes)
+    xs = _shape(logits)
+
+    if len(xs) == 0:
+        raise _Fail("logits", "a scalar: expected shape (C,), (N, C) or (N, C, d1, ...)")
+    if strict:
+        _check_call(logits, target, weight, reduction, ignore_index, smoothing)
+        if grad_output is not None:
+            if reduction != "none":
+                raise _Fail("grad_output", f"only for reduction 'none', not {reduction!r}")
+            want = _loss_shape(xs, "none")
+            if _shape(grad_output) != want:
+                raise _Fail(
+                    "grad_output", f"shape {_shape(grad_output)}, expected the loss shape {want}"
+                )
+
+    expected = None
+    if "expected" in m:
+        if not strict:
+            raise _Fail("expected", "an expect_error case has no expected values")
+        if m["expected"] != "oracle":
+            expected = _expected(m["expected"], dtypes, xs, reduction, logits, target, weight)
+    elif strict and require_expected:
+        raise _Fail(
+            "expected",
+            "missing: write the values, 'expected: oracle', or run 'python -m harness regen FILE'",
+        )
+
+    return Case(
+        name=name,
+        file=Path(path),
+        why=m["why"],
+        logits_source=logits,
+        target_source=target,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        dtypes=dtypes,
+        expected=expected,
+        expect_error=expect_error,
+        grad_output=grad_output,
+        tolerance_overrides=dict(m.get("tolerance", {})),
+        tags=tuple(m.get("tags", ())),
+        loss=m.get("loss", "cross_entropy"),
+        line=getattr(raw, "line", None),
+        content_hash=content_hash_of(_plain(m)),
+    )
+
+
+def _plain(value: object) -> object:
+    """A LineDict tree as plain dicts and lists (for hashing and reports)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _loss_shape(xs: tuple[int, ...], reduction: str) -> tuple[int, ...]:
+    if reduction != "none" or len(xs) == 1:
+        return ()
+    return (xs[0], *xs[2:])
+
+
+def _check_call(logits, target, weight, reduction, ignore_index, smoothing) -> None:
+    xs = _shape(logits)
+    c = xs[0] if len(xs) == 1 else xs[1]
+    if c < 1:
+        raise _Fail("logits", f"shape {xs} has no classes (C = 0)")
+    if reduction not in REDUCTIONS:
+        raise _Fail(
+            "reduction",
+            f"{reduction!r} must be one of {', '.join(map(repr, REDUCTIONS))} "
+            "(an invalid reduction belongs in a case with expect_error: reduction)",
+        )
+    if not 0.0 <= smoothing <= 1.0:
+        raise _Fail(
+            "label_smoothing",
+            f"{smoothing!r} must lie in [0, 1] (use expect_error: label_smoothing_range for > 1)",
+        )
+    if weight is not None and _shape(weight) != (c,):
+        raise _Fail("weight", f"shape {_shape(weight)}, expected ({c},) for C = {c} classes")
+    ts = _shape(target)
+    index_shape = () if len(xs) == 1 else (xs[0], *xs[2:])
+    if _is_float(target):
+        if ts != xs:
+            hint = (
+                " (class indices must be integers: write 3, not 3.0)" if ts == index_shape else ""
+            )
+            raise _Fail(
+                "target", f"probability target of shape {ts}, expected the logits' shape {xs}{hint}"
+            )
+        if ignore_index >= 0:
+            raise _Fail(
+                "ignore_index",
+                f"{ignore_index} >= 0 with probability targets raises in PyTorch "
+                "(use expect_error: ignore_index_with_probabilities)",
+            )
+        if isinstance(target, np.ndarray) and not np.all(np.isfinite(target)):
+            raise _Fail("target", "non-finite probabilities are not allowed")
+        return
+    if ts != index_shape:
+        raise _Fail(
+            "target", f"class-index target of shape {ts}, expected {index_shape} for logits {xs}"
+        )
+    if isinstance(target, np.ndarray):
+        bad = (target != ignore_index) & ((target < 0) | (target >= c))
+        if np.any(bad):
+            raise _Fail(
+                "target",
+                f"class index {int(target[bad].flat[0])} outside [0, {c}) and not "
+                f"ignore_index={ignore_index} (use expect_error: index_out_of_range)",
+            )
+
+
+def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str, Expected]:
+    loss_shape = _loss_shape(xs, reduction)
+    per_dtype = not ("loss" in value or "grad" in value)
+    if per_dtype:
+        missing = [d for d in dtypes if d not in value]
+        extra = [d for d in value if d not in dtypes]
+        if missing or extra:
+            raise _Fail(
+                "expected",
+                f"per-dtype values for {sorted(value)}, but the case runs in {list(dtypes)}",
+            )
+        entries = {d: value[d] for d in dtypes}
+    else:
+        arrays = [a for a in (logits, weight) if isinstance(a, np.ndarray)]
+        if _is_float(target) and isinstance(target, np.ndarray):
+            arrays.append(target)
+        inexact = [d for d in dtypes if not all(is_exact(a, d) for a in arrays)]
+        if inexact:
+            raise _Fail(
+                "expected",
+                f"one set of values for all dtypes, but the inputs are not exactly representable "
+                f"in {inexact}: give values per dtype ('python -m harness regen' writes them)",
+            )
+        entries = dict.fromkeys(dtypes, value)
+    out = {}
+    for d, entry in entries.items():
+        where = f"expected.{d}" if per_dtype else "expected"
+        loss = _array(entry["loss"], f"{where}.loss")
+        if isinstance(loss, dict) or loss.shape != loss_shape:
+            raise _Fail(
+                f"{where}.loss",
+                f"shape {_shape(loss)}, expected {loss_shape} for reduction {reduction!r}",
+            )
+        grad = None
+        if "grad" in entry:
+            grad = _array(entry["grad"], f"{where}.grad")
+            if isinstance(grad, dict) or grad.shape != xs:
+                raise _Fail(
+                    f"{where}.grad", f"shape {_shape(grad)}, expected the logits' shape {xs}"
+                )
+            grad = grad.astype(np.float64)
+        out[d] = Expected(loss.astype(np.float64), grad)
+    for d in dtypes:
+        if d not in DTYPE_NAMES:  # pragma: no cover - the schema already refuses it
+            raise _Fail("dtype", f"{d!r} must be one of {', '.join(DTYPE_NAMES)}")
+    return out

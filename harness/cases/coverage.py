@@ -1,0 +1,250 @@
+"""Which parameter values and pairs the cases cover (``python -m harness coverage``).
+
+Each valid case is classified along a few parameters (target kind, weight, ignored
+positions, ignore_index kind, label_smoothing, reduction, shape, dtype); each
+invalid-input case by its expected error. The report lists, per parameter, how
+many case x dtype runs take each value, then for every pair of parameters how
+many of the feasible value pairs occur, naming the ones that never do, and lists
+the value pairs no valid call can have (``INFEASIBLE``), each with its reason.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.cases.model import ERROR_KINDS, Case
+
+#: parameter -> the values it can take, in display order
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "target": ("index", "probability"),
+    "weight": ("none", "uniform", "positive", "some_zero", "negative"),
+    "ignored": ("none", "some", "all"),
+    "ignore_index": ("default", "negative", "in_range", "out_of_range"),
+    "smoothing": ("0", "small", "0.5", "large", "1"),
+    "reduction": ("none", "mean", "sum"),
+    "shape": (
+        "unbatched", "N=1", "N>1", "kdim1", "kdim2", "kdim3", "kdim4", "kdim>=5", "empty",
+    ),
+    "classes": ("1", "2", "3-99", "100-9999", ">=10000"),
+    "dtype": ("float64", "float32", "float16", "bfloat16"),
+}  # fmt: skip
+
+_PROBABILITY_NOT_IGNORED = (
+    "probability targets have no ignored positions: ignore_index never selects a soft "
+    "target row (a negative one is accepted and does nothing), so 'ignored' is always 'none'"
+)
+_PROBABILITY_RAISES = (
+    "PyTorch raises for ignore_index >= 0 with probability targets ('ignore_index is not "
+    "supported for floating point target'): an invalid-input case "
+    "(expect_error: ignore_index_with_probabilities), not a valid call"
+)
+#: (parameter, value, parameter, value) -> why no valid call has both values; parameters
+#: in PARAMETERS order. Triples can be infeasible too (one class with an in-range
+#: ignore_index, ii = 0, ignores every target), but coverage counts pairs only.
+INFEASIBLE: dict[tuple[str, str, str, str], str] = {
+    ("target", "probability", "ignored", "some"): _PROBABILITY_NOT_IGNORED,
+    ("target", "probability", "ignored", "all"): _PROBABILITY_NOT_IGNORED,
+    ("target", "probability", "ignore_index", "in_range"): _PROBABILITY_RAISES,
+    ("target", "probability", "ignore_index", "out_of_range"): (
+        "'out_of_range' is ignore_index >= C >= 0; " + _PROBABILITY_RAISES
+    ),
+    ("weight", "positive", "classes", "1"): (
+        "'positive' means positive and not all equal; the weight of one class has one entry, "
+        "which is 'uniform' (or 'some_zero', 'negative')"
+    ),
+    ("ignored", "some", "shape", "unbatched"): (
+        "unbatched input has one position (a scalar target): it is ignored or not, never 'some'"
+    ),
+    ("ignored", "some", "shape", "N=1"): (
+        "(1, C) input has one position: it is ignored or not, never 'some'"
+    ),
+    ("ignored", "some", "shape", "empty"): (
+        "an empty input has no positions, so none of them is ignored"
+    ),
+    ("ignored", "all", "shape", "empty"): (
+        "an empty input has no positions; 0 of 0 ignored counts as 'none', never 'all'"
+    ),
+}
+
+
+def infeasible(a: str, va: str, b: str, vb: str) -> str | None:
+    """The reason no valid call has ``a=va`` and ``b=vb`` (either order), or None."""
+    return INFEASIBLE.get((a, va, b, vb)) or INFEASIBLE.get((b, vb, a, va))
+
+
+def feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """Parameter pair -> the value pairs a valid call can have, in display order."""
+    return {
+        (a, b): [
+            (va, vb)
+            for va, vb in itertools.product(PARAMETERS[a], PARAMETERS[b])
+            if infeasible(a, va, b, vb) is None
+        ]
+        for a, b in itertools.combinations(PARAMETERS, 2)
+    }
+
+
+def classify(case: Case) -> dict[str, str]:
+    """The parameter values of a valid case (dtype excluded)."""
+    return classify_call(
+        case.logits,
+        case.target,
+        probability=case.probability_target,
+        weight=case.weight,
+        ignore_index=case.ignore_index,
+        label_smoothing=case.label_smoothing,
+        reduction=case.reduction,
+    )
+
+
+def classify_call(
+    x: np.ndarray,
+    t: np.ndarray,
+    *,
+    probability: bool,
+    weight: np.ndarray | None = None,
+    ignore_index: int = -100,
+    label_smoothing: float = 0.0,
+    reduction: str = "mean",
+) -> dict[str, str]:
+    """The parameter values of one call (dtype excluded): logits ``x``, target ``t``."""
+    c = x.shape[0] if x.ndim == 1 else x.shape[1]
+    out = {"target": "probability" if probability else "index"}
+    w = weight
+    if w is None:
+        out["weight"] = "none"
+    elif np.any(w < 0):
+        out["weight"] = "negative"
+    elif np.any(w == 0):
+        out["weight"] = "some_zero"
+    else:
+        out["weight"] = "uniform" if np.all(w == w[0]) else "positive"
+    ii = ignore_index
+    out["ignore_index"] = (
+        "default"
+        if ii == -100
+        else "negative"
+        if ii < 0
+        else "in_range"
+        if ii < c
+        else "out_of_range"
+    )
+    if probability or t.size == 0:
+        out["ignored"] = "none"
+    else:
+        n = int(np.count_nonzero(t == ii))
+        out["ignored"] = "none" if n == 0 else "all" if n == t.size else "some"
+    eps = label_smoothing
+    out["smoothing"] = (
+        "0"
+        if eps == 0
+        else "small"
+        if eps < 0.5
+        else "0.5"
+        if eps == 0.5
+        else "1"
+        if eps == 1
+        else "large"
+    )
+    out["reduction"] = reduction
+    if x.size == 0:
+        out["shape"] = "empty"
+    elif x.ndim == 1:
+        out["shape"] = "unbatched"
+    elif x.ndim == 2:
+        out["shape"] = "N=1" if x.shape[0] == 1 else "N>1"
+    else:
+        k = x.ndim - 2
+        out["shape"] = f"kdim{k}" if k < 5 else "kdim>=5"
+    out["classes"] = (
+        "1"
+        if c == 1
+        else "2"
+        if c == 2
+        else "3-99"
+        if c < 100
+        else "100-9999"
+        if c < 10000
+        else ">=10000"
+    )
+    return out
+
+
+def rows_of(cases: list[Case]) -> tuple[list[dict[str, str]], Counter]:
+    """One classification per valid case x dtype; a count of invalid cases per expected error."""
+    rows, errors = [], Counter()
+    for case in cases:
+        if case.expect_error is not None:
+            errors[case.expect_error] += 1
+            continue
+        base = classify(case)
+        rows.extend({**base, "dtype": d, "case": case.id} for d in case.dtypes)
+    return rows, errors
+
+
+@dataclass(frozen=True)
+class PairCoverage:
+    """Coverage of one parameter pair: feasible value pairs, those never seen, infeasible ones seen."""
+
+    a: str
+    b: str
+    feasible: list[tuple[str, str]]
+    missing: list[tuple[str, str]]
+    contradicting: dict[tuple[str, str], str]  # an 'infeasible' value pair -> a case that has it
+
+    @property
+    def covered(self) -> int:
+        return len(self.feasible) - len(self.missing)
+
+
+def pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
+    """Per parameter pair (in PARAMETERS order), what the rows cover."""
+    out = []
+    for (a, b), feasible in feasible_pairs().items():
+        seen: dict[tuple[str, str], str] = {}
+        for r in rows:
+            seen.setdefault((r[a], r[b]), r.get("case", "?"))
+        missing = [p for p in feasible if p not in seen]
+        contradicting = {p: cid for p, cid in seen.items() if infeasible(a, p[0], b, p[1])}
+        out.append(PairCoverage(a, b, feasible, missing, contradicting))
+    return out
+
+
+def render(cases: list[Case]) -> str:
+    from tabulate import tabulate
+
+    rows, errors = rows_of(cases)
+    lines = [f"{len(cases)} cases, {len(rows)} valid case x dtype runs", "", "Values (runs):"]
+    table = []
+    for name, values in PARAMETERS.items():
+        counts = Counter(r[name] for r in rows)
+        table.append([name, "  ".join(f"{v}={counts.get(v, 0)}" for v in values)])
+    table.append(["expect_error", "  ".join(f"{k}={errors.get(k, 0)}" for k in ERROR_KINDS)])
+    lines.append(tabulate(table, headers=["parameter", "value=runs"], tablefmt="simple"))
+    lines += ["", "Pairs (covered/feasible; never covered):"]
+    pair_rows = []
+    coverage = pair_coverage(rows)
+    for pc in coverage:
+        missing = " ".join(f"{va}+{vb}" for va, vb in pc.missing) or "-"
+        pair_rows.append([f"{pc.a} x {pc.b}", f"{pc.covered}/{len(pc.feasible)}", missing])
+    lines.append(tabulate(pair_rows, headers=["pair", "covered", "missing"], tablefmt="simple"))
+    lines += ["", f"Infeasible value pairs ({len(INFEASIBLE)}, not counted):"]
+    infeasible_rows = [[f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in INFEASIBLE.items()]
+    lines.append(tabulate(infeasible_rows, headers=["pair", "why"], tablefmt="simple"))
+    contradicting = [
+        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
+        for pc in coverage
+        for (va, vb), cid in pc.contradicting.items()
+    ]
+    if contradicting:
+        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
+        lines += contradicting
+    covered = sum(pc.covered for pc in coverage)
+    feasible = sum(len(pc.feasible) for pc in coverage)
+    share = 100.0 * covered / feasible if feasible else 100.0
+    lines.append(f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
+    return "\n".join(lines)

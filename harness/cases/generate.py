@@ -1,0 +1,74 @@
+"""Arrays given by a seeded recipe instead of literals, for large cases.
+
+A case field may hold a mapping instead of a nested list::
+
+    logits: {generate: normal, shape: [64, 32000], seed: 1, std: 4.0, sha256: 9f1c...}
+    target: {generate: labels, shape: [64], seed: 2, classes: 32000,
+             ignore_fraction: 0.25, ignore_index: -100}
+
+Recipes use NumPy's PCG64 generator (``numpy.random.default_rng(seed)``).
+``sha256`` (first 16 hex digits of the sha256 of the float64 / int64 bytes) is
+checked every time the array is made, so a change in NumPy's random streams can
+never silently change a case; ``python -m harness regen`` fills in ``sha256: FILL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+RECIPES = {
+    "normal": "Gaussian values: mean (0), std (1)",
+    "uniform": "uniform values in [low, high) (0, 1)",
+    "labels": "class indices in [0, classes), a fraction ignore_fraction set to ignore_index",
+    "probabilities": "rows of a softmax of Gaussian values over axis 1 (classes)",
+    "full": "every element equal to value (an integer value gives int64): empty shapes too",
+}
+
+
+class FingerprintMismatch(ValueError):
+    pass
+
+
+def fingerprint(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+def build(spec: dict) -> np.ndarray:
+    """Make the array a recipe describes (no fingerprint check)."""
+    kind = spec["generate"]
+    shape = tuple(int(s) for s in spec["shape"])
+    rng = np.random.default_rng(int(spec.get("seed", 0)))
+    if kind == "normal":
+        return rng.normal(float(spec.get("mean", 0.0)), float(spec.get("std", 1.0)), shape)
+    if kind == "uniform":
+        return rng.uniform(float(spec.get("low", 0.0)), float(spec.get("high", 1.0)), shape)
+    if kind == "labels":
+        out = rng.integers(0, int(spec["classes"]), shape, dtype=np.int64)
+        frac = float(spec.get("ignore_fraction", 0.0))
+        if frac:
+            out[rng.random(shape) < frac] = int(spec.get("ignore_index", -100))
+        return out
+    if kind == "probabilities":
+        z = rng.normal(0.0, float(spec.get("std", 1.0)), shape)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return z / z.sum(axis=1, keepdims=True)
+    if kind == "full":
+        value = spec.get("value", 0.0)
+        return np.full(shape, value, dtype=np.int64 if isinstance(value, int) else np.float64)
+    raise ValueError(f"unknown recipe {kind!r}; expected one of {', '.join(RECIPES)}")
+
+
+def materialize(source: object, dtype: np.dtype | None) -> np.ndarray:
+    """The array of a case field: a literal array as is, or a recipe built and fingerprint-checked."""
+    if isinstance(source, np.ndarray):
+        return source
+    array = build(source)
+    want = source.get("sha256")
+    if want is not None and fingerprint(array) != want:
+        raise FingerprintMismatch(
+            f"generated array has fingerprint {fingerprint(array)}, the case says {want}: "
+            f"NumPy {np.__version__} makes a different stream for {source!r}"
+        )
+    return array if dtype is None else array.astype(dtype)

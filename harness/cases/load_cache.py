@@ -1,0 +1,132 @@
+"""Parsed and validated case files, pickled on disk: a second load skips YAML and the schema.
+
+Parsing YAML, checking the JSON Schema and building Cases cost about 2 ms per
+case; unpickling the finished Cases costs a few microseconds. An entry is keyed
+by everything that decides the outcome of loading a file: the file's bytes and
+path, ``require_expected``, the limits in force (``harness.cases.limits``), the NumPy
+and Python versions, and a hash of the source of every module that shapes a
+Case (loader, validation, schema, ...). Only files that load without error are
+stored, so error messages are always produced by the real loader. Entries are
+written under a temporary name and renamed into place (safe for concurrent
+writers). The folder is ``<cache dir>/cases`` (see ``harness.oracle.cache``);
+``LOSSCONF_CACHE_DIR=off`` disables it. A Case from the cache carries the
+``content_hash`` the loader computed, like every other copy of a Case.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import hashlib
+import importlib.util
+import os
+import pickle
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from harness.cases import limits
+from harness.oracle.cache import cache_dir
+
+#: modules whose code decides what a case file loads into, and the case schema
+_SOURCES = (
+    "harness.cases.loader",
+    "harness.cases.build",
+    "harness.cases.model",
+    "harness.cases.generate",
+    "harness.cases.limits",
+    "harness.cases.tolerance",
+    "harness.cases.load_cache",
+    "harness.dtypes",
+    "harness.errors",
+    "harness.adapters",
+    "harness.oracle.problem",
+    "harness.oracle.exact",
+    "harness.oracle.error_model",
+)
+_SCHEMA = Path(__file__).with_name("schema.json")
+#: cached properties of Case that are recomputed on use rather than stored (large arrays)
+_DROP = ("logits", "target")
+
+
+@functools.lru_cache(maxsize=1)
+def source_revision() -> str:
+    h = hashlib.sha256(_SCHEMA.read_bytes())
+    for name in _SOURCES:
+        spec = importlib.util.find_spec(name)  # locates the file; imports only parent packages
+        origin = None if spec is None else spec.origin
+        h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"-")
+    return h.hexdigest()
+
+
+def _key(path: Path, data: bytes, require_expected: bool) -> str:
+    h = hashlib.sha256(data)
+    context = (
+        str(path), str(path.resolve()), require_expected, repr(limits.current()),
+        np.__version__, sys.version, source_revision(),
+    )  # fmt: skip
+    h.update(repr(context).encode())
+    # the prefix names the file: storing a new version removes the old ones (see put)
+    tag = hashlib.sha256(f"{path.resolve()}|{require_expected}".encode()).hexdigest()[:12]
+    return f"{tag}-{h.hexdigest()[:32]}"
+
+
+def _folder() -> Path | None:
+    folder = cache_dir()
+    return None if folder is None else folder / "cases"
+
+
+def get(path: Path, require_expected: bool) -> tuple[str, list] | tuple[str | None, None]:
+    """``(key, cases)`` when a valid entry exists, else ``(key, None)`` (key None: no caching)."""
+    folder = _folder()
+    if folder is None:
+        return None, None
+    try:
+        if limits.exceeds(path.stat().st_size, limits.current().max_file_bytes):
+            return None, None  # too large: the loader reports it
+        key = _key(path, path.read_bytes(), require_expected)
+    except Exception:  # unreadable file, bad limit variables: the loader reports it
+        return None, None
+    try:
+        with open(folder / f"{key}.pickle", "rb") as f:
+            return key, pickle.load(f)
+    except Exception:  # absent, damaged, or pickled by another version: load and overwrite
+        return key, None
+
+
+def put(key: str, cases: list) -> None:
+    """Store the cases of one file under ``key`` (best effort: a failure only costs speed)."""
+    folder = _folder()
+    if folder is None:
+        return
+    slim = []
+    for case in cases:
+        if case.expected is not None:
+            # literal expected values: their error bounds are stored with the case (computing
+            # them costs more than unpickling them); oracle cases keep theirs in the value cache
+            for dtype in case.dtypes:
+                case.expected_for(dtype)
+        c = copy.copy(case)
+        if cases and c.file == cases[0].file:
+            c.file = cases[0].file  # one Path object: pickled once, not once per case
+        for name in _DROP:
+            c.__dict__.pop(name, None)
+        slim.append(c)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=folder)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(slim, f, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, folder / f"{key}.pickle")
+    except Exception:
+        Path(tmp).unlink(missing_ok=True)
+        return
+    tag = key.split("-")[0]
+    for old in folder.glob(f"{tag}-*.pickle"):  # earlier versions of the same file
+        if old.name != f"{key}.pickle":
+            old.unlink(missing_ok=True)

@@ -1,0 +1,344 @@
+"""Finding and reading case files: YAML (safe subset only) checked against the JSON Schema.
+
+``load_paths`` returns the cases of every file under the given paths; each
+problem raises (or, with ``keep_going``, is collected as) a ``CaseFileError``
+naming file, line, case and field. Semantic checks live in ``harness.cases.build``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+from harness.cases import limits, load_cache
+from harness.cases.build import build_case
+from harness.cases.model import Case
+from harness.errors import CaseFileError
+
+try:  # libyaml is several times faster; both give yaml.safe_load semantics
+    from yaml import CSafeLoader as SafeYamlLoader
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeLoader as SafeYamlLoader
+
+CASE_SUFFIXES = (".yaml", ".yml")
+
+
+class LineDict(dict):
+    """A YAML mapping that remembers its line and the line of each key (1-based)."""
+
+    line: int | None = None
+    key_lines: dict
+
+
+class _LineLoader(SafeYamlLoader):
+    pass
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> LineDict:
+    loader.flatten_mapping(node)
+    out = LineDict()
+    out.line = node.start_mark.line + 1
+    out.key_lines = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"keys must be strings, found {key!r}", key_node.start_mark
+            )
+        if key in out:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.key_lines[key] = key_node.start_mark.line + 1
+    return out
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_mapping)
+
+
+def builtin_suite() -> Path:
+    """The built-in cases: installed as package data, or cases/ in a source checkout."""
+    package = Path(__file__).resolve().parents[1]  # harness/
+    installed = package / "suite"
+    if installed.is_dir():
+        return installed
+    return package.parent / "cases"
+
+
+@functools.lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(resources.files("harness.cases").joinpath("schema.json").read_text())
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    cls = jsonschema.validators.validator_for(schema())
+    return cls(schema())
+
+
+def discover(paths: list[Path]) -> list[Path]:
+    """Case files under ``paths`` (files as given, folders searched recursively), sorted."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            found.extend(sorted(q for q in p.rglob("*") if q.suffix in CASE_SUFFIXES))
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise CaseFileError(p, "no such file or folder")
+    return found
+
+
+def read_yaml(path: Path) -> object:
+    """Parse one file with safe YAML semantics, within ``harness.cases.limits``; errors carry the line."""
+    bounds = limits.current()
+    try:
+        size = path.stat().st_size
+        if limits.exceeds(size, bounds.max_file_bytes):
+            raise CaseFileError(
+                path,
+                f"file of {size:,} bytes is above "
+                f"{limits.describe('max_file_bytes', bounds.max_file_bytes)}",
+            )
+        data = path.read_bytes()
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[: e.start].count(b"\n") + 1
+        raise CaseFileError(
+            path,
+            f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
+            "save the file as UTF-8",
+            line=line,
+        ) from None
+    except OSError as e:
+        raise CaseFileError(path, f"cannot read: {e.strerror}") from None
+    loader = _LineLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expanded_size(path, node, bounds)
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else None
+        problem = e.problem or str(e)
+        if "could not determine a constructor" in str(e):
+            problem = f"tag not allowed ({problem.split('for the tag')[-1].strip()}): only plain YAML is accepted"
+        raise CaseFileError(path, f"invalid YAML: {problem}", line=line) from None
+    except yaml.YAMLError as e:
+        raise CaseFileError(path, f"invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expanded_size(path: Path, root: yaml.Node, bounds: limits.Limits) -> None:
+    """Refuse recursive aliases, deep nesting, and documents above ``max_yaml_nodes`` nodes
+    once aliases are expanded. Iterative, and each shared (aliased) node is sized once."""
+    sizes: dict[int, int] = {}  # id(node) -> expanded size
+    open_nodes: set[int] = set()  # the ancestors of the node being visited
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    while stack:
+        node, depth, finished = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if finished:
+            open_nodes.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            if limits.exceeds(sizes[key], bounds.max_yaml_nodes):
+                raise CaseFileError(
+                    path,
+                    f"more than {bounds.max_yaml_nodes:,} YAML values once anchors and aliases "
+                    f"are expanded (an alias bomb?): above "
+                    f"{limits.describe('max_yaml_nodes', bounds.max_yaml_nodes)}",
+                )
+            continue
+        if key in sizes:
+            continue
+        line = node.start_mark.line + 1
+        if key in open_nodes:
+            raise CaseFileError(path, "recursive alias: an anchor is used inside itself", line=line)
+        if limits.exceeds(depth, bounds.max_yaml_depth):
+            raise CaseFileError(
+                path,
+                f"nested more than {bounds.max_yaml_depth} levels deep: above "
+                f"{limits.describe('max_yaml_depth', bounds.max_yaml_depth)}",
+                line=line,
+            )
+        open_nodes.add(key)
+        stack.append((node, depth, True))
+        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return node.value
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def _schema_error(path: Path, doc: object, err) -> CaseFileError:
+    """Turn a jsonschema error into a message naming the case and field."""
+    where = list(err.absolute_path)
+    case_name = None
+    line = getattr(doc, "line", None)
+    field_name = None
+    node = doc
+    if len(where) >= 2 and where[0] == "cases" and isinstance(where[1], int):
+        node = doc["cases"][where[1]]
+        case_name = node.get("name") if isinstance(node, dict) else None
+        if case_name is None:
+            case_name = f"#{where[1] + 1}"
+        line = getattr(node, "line", line)
+        if len(where) >= 3:
+            field_name = ".".join(str(p) for p in where[2:])
+            line = getattr(node, "key_lines", {}).get(where[2], line)
+    elif where:
+        field_name = ".".join(str(p) for p in where)
+    message = err.message
+    if err.validator == "additionalProperties":
+        allowed = list(err.schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        target = err.instance
+        parts = []
+        for name in extra:
+            close = difflib.get_close_matches(name, allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parts.append(f"unknown field {name!r}{hint}")
+            if isinstance(target, LineDict):
+                line = target.key_lines.get(name, line)
+        message = "; ".join(parts) + f"; allowed fields: {', '.join(allowed)}"
+        field_name = ".".join(filter(None, [field_name, extra[0]]))
+    elif err.validator == "required":
+        missing = err.message.split(" is a required")[0]
+        message = f"missing required field: {missing}"
+        field_name = ".".join(filter(None, [field_name, missing.strip("'")]))
+        if field_name.endswith("tolerance.reason"):
+            message += (
+                ": the error model already allows for rounding (docs/tolerances.md); "
+                "say why this case needs more room, or remove the field"
+            )
+    elif err.validator in ("type", "enum", "const", "oneOf", "pattern", "minimum", "minItems"):
+        shown = err.instance
+        if err.validator == "oneOf" and err.context:  # name the bad item, not the whole list
+            enums = [e for e in err.context if "enum" in e.schema]
+            shown = max(enums, key=lambda e: len(e.path)).instance if enums else shown
+        message = f"{_short(shown)} is not valid: {_expectation(err)}"
+    return CaseFileError(path, message, case=case_name, field=field_name, line=line)
+
+
+def _short(value: object, width: int = 60) -> str:
+    """``repr(value)``, cut to ``width`` characters: a bad value may be a huge nested list."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "text", "number": "a number"}
+
+
+def _expectation(err) -> str:
+    s = err.schema
+    if err.validator == "minItems":
+        return f"expected at least {s['minItems']} item(s)"
+    if err.validator == "pattern":
+        return f"expected text matching {s['pattern']} (letters, digits, '_', '.', '-')"
+    if err.validator == "minimum":
+        return f"expected a number >= {s['minimum']}"
+    if err.validator == "oneOf":
+        enums = [e for e in err.context if "enum" in e.schema]
+        if enums:
+            return _expectation(enums[0])
+        return "expected " + (s.get("description") or "a value of another form")
+    if "enum" in s:
+        return "expected one of " + ", ".join(repr(v) for v in s["enum"])
+    if "type" in s:
+        if "description" in s:
+            return "expected " + s["description"][0].lower() + s["description"][1:].rstrip(".")
+        t = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        return "expected " + " or ".join(_TYPE_WORDS.get(x, x) for x in t)
+    return err.message
+
+
+@dataclass
+class LoadResult:
+    cases: list[Case] = field(default_factory=list)
+    errors: list[CaseFileError] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
+    key, cases = load_cache.get(path, require_expected)
+    if cases is None:
+        cases = _load_file(path, require_expected=require_expected)
+        if key is not None:
+            load_cache.put(key, cases)
+    return cases
+
+
+def _load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
+    doc = read_yaml(path)
+    if doc is None:
+        raise CaseFileError(path, "empty file: expected a mapping with a 'cases' list")
+    if not isinstance(doc, dict):
+        hint = " (put the list under 'cases:')" if isinstance(doc, list) else ""
+        raise CaseFileError(
+            path,
+            f"top level is a {type(doc).__name__}: expected a mapping with a 'cases' list{hint}",
+            line=1,
+        )
+    # first error by position; at one position an unknown field (with its did-you-mean) beats
+    # a missing one, since a typo ('case:') usually causes both
+    errors = sorted(
+        _validator().iter_errors(doc),
+        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
+    )
+    if errors:
+        raise _schema_error(path, doc, errors[0])
+    defaults = doc.get("defaults", {})
+    return [
+        build_case(path, raw, defaults, require_expected=require_expected) for raw in doc["cases"]
+    ]
+
+
+def load_paths(
+    paths: list[Path] | None = None, *, keep_going: bool = False, require_expected: bool = True
+) -> LoadResult:
+    """Load every case under ``paths`` (default: the built-in suite); ids must be unique."""
+    result = LoadResult()
+    try:
+        result.files = discover(paths or [builtin_suite()])
+    except CaseFileError as e:
+        if not keep_going:
+            raise
+        result.errors.append(e)
+    seen: dict[str, Path] = {}
+    for path in result.files:
+        try:
+            cases = load_file(path, require_expected=require_expected)
+            for case in cases:
+                if case.id in seen:
+                    raise CaseFileError(
+                        path,
+                        f"duplicate case id {case.id!r}, also in {seen[case.id]}",
+                        case=case.name,
+                        line=case.line,
+                    )
+                seen[case.id] = path
+        except CaseFileError as e:
+            if not keep_going:
+                raise
+            result.errors.append(e)
+            continue
+        result.cases.extend(cases)
+    return result

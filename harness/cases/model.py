@@ -1,0 +1,180 @@
+"""The Case record: one conformance case, loaded and validated, with its inputs per dtype.
+
+Inputs are kept as written (float64 values, int64 class indices); ``inputs``
+casts them to a dtype for an adapter and ``problem`` gives the oracle the same
+cast values in float64, so expected values are those of the cast inputs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from harness.adapters import CallInputs
+from harness.cases.generate import materialize
+from harness.cases.tolerance import Tolerance, resolve
+from harness.dtypes import cast
+from harness.oracle.cache import oracle_expected
+from harness.oracle.error_model import error_bounds
+from harness.oracle.problem import Expected, Problem
+
+#: The errors an invalid-input case may expect (``expect_error: KIND``).
+ERROR_KINDS: dict[str, str] = {
+    "index_out_of_range": "a class index >= C, or negative and not ignore_index",
+    "target_shape": "target shape does not fit the input (batch or spatial size mismatch, "
+    "a probability target not of the input's shape, an integer target of the input's shape)",
+    "weight_shape": "weight not of shape (C,)",
+    "ignore_index_with_probabilities": "ignore_index >= 0 with probability targets",
+    "label_smoothing_range": "label_smoothing > 1",
+    "reduction": "a reduction other than 'none', 'mean', 'sum'",
+}
+
+REDUCTIONS = ("none", "mean", "sum")
+
+
+def content_hash_of(content: dict) -> str:
+    """The identity of a case: sha256 of its merged YAML mapping in canonical JSON (16 hex digits)."""
+    text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(eq=False)
+class Case:
+    name: str
+    file: Path
+    why: str
+    logits_source: object  # np.ndarray, or a harness.cases.generate spec materialised on first use
+    target_source: object
+    weight: np.ndarray | None = None
+    reduction: str = "mean"
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    dtypes: tuple[str, ...] = ("float64", "float32")
+    expected: dict[str, Expected] | None = None  # None: computed by the oracle when needed
+    expect_error: str | None = None
+    grad_output: np.ndarray | None = None
+    tolerance_overrides: dict = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    loss: str = "cross_entropy"
+    line: int | None = None
+    #: sha256 of the case's canonical content (inputs, recipes with their fingerprints,
+    #: options, expectations; not the selected dtypes), computed once by the loader and
+    #: carried by every copy (selection, the load cache, pickling to workers): the key of
+    #: every cached expected value and of baseline comparisons
+    content_hash: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.content_hash:
+            raise ValueError(f"case {self.name!r}: content_hash is required (see content_hash_of)")
+
+    @property
+    def id(self) -> str:
+        return f"{self.file.stem}/{self.name}"
+
+    @functools.cached_property
+    def logits(self) -> np.ndarray:
+        return materialize(self.logits_source, np.float64)
+
+    @functools.cached_property
+    def target(self) -> np.ndarray:
+        return materialize(self.target_source, None)
+
+    @property
+    def probability_target(self) -> bool:
+        return np.issubdtype(self.target.dtype, np.floating)
+
+    def features(self) -> frozenset[str]:
+        """The adapter features this case exercises (names from ``harness.FEATURES``)."""
+        return self._features
+
+    @functools.cached_property
+    def _features(self) -> frozenset[str]:
+        # computed once per case: it scans the target, and every dtype and adapter asks
+        f = {f"reduction_{self.reduction}"} if self.reduction in REDUCTIONS else set()
+        if self.expect_error is not None:
+            f.add("invalid_input")
+        else:
+            f.add("grad")
+        if self.probability_target:
+            f.add("probability_target")
+        elif self.ignore_index != -100 or np.any(self.target == self.ignore_index):
+            f.add("ignore_index")
+        if self.weight is not None:
+            f.add("weight")
+        if self.label_smoothing != 0:
+            f.add("label_smoothing")
+        if self.logits.ndim == 1:
+            f.add("unbatched")
+        elif self.logits.ndim > 2:
+            f.add("kdim")
+        if self.logits.size == 0:
+            f.add("empty")
+        if self.grad_output is not None:
+            f.add("grad_output")
+        return frozenset(f)
+
+    def tolerance(self, dtype: str) -> Tolerance:
+        return resolve(dtype, self.tolerance_overrides)
+
+    def inputs(self, dtype: str, *, want_grad: bool = True) -> CallInputs:
+        """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes).
+
+        Every call returns new arrays, so an adapter that writes to its inputs
+        harms only its own call; small cases keep their cast arrays and copy them.
+        """
+        arrays = tuple(None if a is None else a.copy() for a in self._cast(dtype))
+        return self._call(dtype, arrays, want_grad=want_grad and self.expect_error is None)
+
+    def _call(self, dtype: str, arrays: tuple, *, want_grad: bool) -> CallInputs:
+        logits, target, weight, grad_output = arrays
+        return CallInputs(
+            logits=logits,
+            target=target,
+            weight=weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            dtype=dtype,
+            grad_output=grad_output,
+            want_grad=want_grad,
+        )
+
+    #: cases with at most this many logits keep their cast inputs between calls
+    CAST_CACHE_ELEMENTS = 1 << 16
+
+    def _cast(self, dtype: str) -> tuple:
+        """(logits, target, weight, grad_output) in ``dtype``'s carrier; never hand these out."""
+        cache = self.__dict__.setdefault("_cast_cache", {})
+        if dtype in cache:
+            return cache[dtype]
+        target = cast(self.target, dtype) if self.probability_target else self.target
+        arrays = (
+            cast(self.logits, dtype),
+            target,
+            None if self.weight is None else cast(self.weight, dtype),
+            None if self.grad_output is None else cast(self.grad_output, dtype),
+        )
+        if self.logits.size <= self.CAST_CACHE_ELEMENTS:
+            cache[dtype] = arrays
+        return arrays
+
+    def problem(self, dtype: str) -> Problem:
+        """The oracle's view of this case in ``dtype``: cast values, held in float64."""
+        return Problem.of_call(self._call(dtype, self._cast(dtype), want_grad=False))
+
+    def expected_for(self, dtype: str) -> Expected:
+        """Expected values and their error bounds for ``dtype``: from the file, or from the
+        oracle when the file says so (bounds from ``harness.oracle.error_model`` either way)."""
+        if self.expected is None:
+            return oracle_expected(self.content_hash, dtype, lambda: self.problem(dtype))
+        done = self.__dict__.setdefault("_bounded", {})
+        if dtype not in done:
+            e = self.expected[dtype]
+            b = error_bounds(self.problem(dtype), dtype, e.loss, e.grad)
+            done[dtype] = Expected(e.loss, e.grad, b.loss, b.grad)
+        return done[dtype]

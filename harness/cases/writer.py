@@ -1,0 +1,175 @@
+"""Writing case files: numbers that YAML reads back exactly, expected values, fingerprints.
+
+Used by ``python -m harness regen`` (rewrite the ``expected:`` entries of case
+files), by the fuzzer (write found failures as cases) and by the corpus tools.
+Only the ``expected:`` entry of each case is rewritten (or added at the end of
+the case); comments and the rest of the file stay as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from harness.cases.generate import build, fingerprint
+from harness.cases.loader import SafeYamlLoader, load_file
+from harness.cases.model import Case
+from harness.errors import CaseFileError
+from harness.oracle import cross_entropy
+
+
+def format_number(v: float) -> str:
+    """A float as YAML 1.1 reads it back exactly (PyYAML needs a dot in 1.0e-05)."""
+    v = float(v)
+    if np.isnan(v):
+        return ".nan"
+    if np.isinf(v):
+        return ".inf" if v > 0 else "-.inf"
+    s = repr(v)
+    if "e" in s:
+        mantissa, exp = s.split("e")
+        if "." not in mantissa:
+            mantissa += ".0"
+        if exp[0] not in "+-":
+            exp = "+" + exp
+        s = f"{mantissa}e{exp}"
+    return s
+
+
+def format_array(a: np.ndarray) -> str:
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim == 0:
+        return format_number(a)
+    return "[" + ", ".join(format_array(x) for x in a) + "]"
+
+
+def compute(case: Case) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    out = {}
+    for dtype in case.dtypes:
+        r = cross_entropy(case.problem(dtype))
+        out[dtype] = (r.loss, r.grad)
+    return out
+
+
+def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
+
+
+def render_expected(values: dict[str, tuple[np.ndarray, np.ndarray | None]], indent: int) -> str:
+    pad = " " * (indent + 2)
+    items = list(values.items())
+    first_loss, first_grad = items[0][1]
+    shared = all(_same(lo, first_loss) and _same(g, first_grad) for _, (lo, g) in items)
+    if shared:
+        loss, grad = items[0][1]
+        lines = [f"{pad}loss: {format_array(loss)}"]
+        if grad is not None:
+            lines.append(f"{pad}grad: {format_array(grad)}")
+    else:
+        lines = []
+        for dtype, (loss, grad) in items:
+            body = f"loss: {format_array(loss)}"
+            if grad is not None:
+                body += f", grad: {format_array(grad)}"
+            lines.append(f"{pad}{dtype}: {{{body}}}")
+    return "expected:\n" + "\n".join(lines)
+
+
+def _last_end(node: yaml.Node) -> int:
+    if isinstance(node, yaml.MappingNode) and not node.flow_style and node.value:
+        return _last_end(node.value[-1][1])
+    if isinstance(node, yaml.SequenceNode) and not node.flow_style and node.value:
+        return _last_end(node.value[-1])
+    return node.end_mark.index
+
+
+def stored_differs(case: Case, values: dict) -> bool:
+    if case.expected is None:
+        return True
+    for dtype, (loss, grad) in values.items():
+        exp = case.expected.get(dtype)
+        if exp is None or not _same(exp.loss, loss) or not _same(exp.grad, grad):
+            return True
+    return False
+
+
+_FILL = re.compile(r"\{generate:[^{}]*sha256: FILL[^{}]*\}")
+
+
+def fill_fingerprints(path: Path) -> int:
+    """Replace ``sha256: FILL`` in each one-line recipe of ``path``; returns how many were filled."""
+    text = path.read_text(encoding="utf-8")
+    count = 0
+
+    def replace(match: re.Match) -> str:
+        nonlocal count
+        spec = yaml.safe_load(match.group(0).replace("sha256: FILL", "sha256: null"))
+        spec.pop("sha256")
+        count += 1
+        return match.group(0).replace("sha256: FILL", f'sha256: "{fingerprint(build(spec))}"')
+
+    new = _FILL.sub(replace, text)
+    if count:
+        path.write_text(new, encoding="utf-8")
+    return count
+
+
+def regen_file(path: Path, *, check: bool) -> list[str]:
+    """Rewrite (or with ``check`` only compare) one file; returns the ids that changed."""
+    if not check:
+        fill_fingerprints(path)
+    cases = {c.name: c for c in load_file(path, require_expected=False)}
+    text = path.read_text(encoding="utf-8")
+    root = yaml.compose(text, Loader=SafeYamlLoader)
+    cases_node = next(v for k, v in root.value if k.value == "cases")
+    edits: list[tuple[int, int, str]] = []
+    changed = []
+    for node in cases_node.value:
+        keys = {k.value: (k, v) for k, v in node.value}
+        case = cases[keys["name"][1].value]
+        if case.expect_error is not None or (
+            "expected" in keys and keys["expected"][1].value == "oracle"
+        ):
+            continue
+        values = compute(case)
+        if not stored_differs(case, values):
+            continue
+        changed.append(case.id)
+        if node.flow_style:
+            raise CaseFileError(path, "regen needs block-style cases, not {...}", case=case.name)
+        indent = node.value[0][0].start_mark.column
+        block = render_expected(values, indent)
+        if "expected" in keys:
+            k, v = keys["expected"]
+            edits.append((k.start_mark.index, _last_end(v), block))
+        else:
+            end = _last_end(node.value[-1][1])
+            edits.append((end, end, "\n" + " " * indent + block))
+    if changed and not check:
+        for start, end, new in sorted(edits, reverse=True):
+            text = text[:start] + new + text[end:]
+        path.write_text(text, encoding="utf-8")
+        load_file(path)  # the rewritten file must load
+    return changed
+
+
+def flow(value: object) -> str:
+    """A field value as one line of YAML flow: ints stay ints, floats as format_number writes them."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(flow(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return format_number(float(value))
+    text = str(value)
+    return text if text.isidentifier() else json.dumps(text)

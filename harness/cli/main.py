@@ -1,0 +1,81 @@
+"""``python -m harness`` / ``lossconf``: run the suite, or one of the sub-commands.
+
+Exit codes: 0 every result conforms; 1 at least one result does not conform;
+2 usage error, invalid case file, or an adapter that cannot be loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+
+from harness.cli.options import add_run_options, config_from
+from harness.cli.run import run_command
+from harness.errors import LossconfError
+from harness.exit_codes import ExitCode
+
+#: sub-command -> (module with a main(argv) -> int, one-line help); imported when used
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("harness.cli.validate", "check case files without running them"),
+    "regen": ("harness.cli.regen", "write the oracle's expected values into case files"),
+    "coverage": ("harness.cli.coverage", "which parameter values and pairs the cases cover"),
+    "diff": ("harness.cli.diff", "compare two JSON reports: newly failing, error growth"),
+    "history": ("harness.cli.history", "table (and plot) of reports across framework versions"),
+    "expectations": ("harness.cli.expectations", "'update FILE': write expectations from a run"),
+    "fuzz": ("harness.cli.fuzz", "search for failing calls, shrink them, write them as cases"),
+}
+
+EPILOG = """\
+sub-commands (python -m harness COMMAND --help):
+{commands}
+
+exit codes:
+  0  every result conforms (pass, expected error raised, or declared unsupported)
+  1  at least one result does not conform (fail, error, missing error, crash, timeout)
+  2  usage error, invalid case file, or an adapter that cannot be loaded
+
+examples:
+  python -m harness                          # built-in suite through the numpy adapter
+  python -m harness --adapter ./my_ce.py     # your own implementation
+  python -m harness -k weight --dtype float32 --report out.json --report out.md
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    commands = "\n".join(f"  {name:<12} {doc}" for name, (_, doc) in SUBCOMMANDS.items())
+    p = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="Run cross-entropy conformance cases through one or more implementations.",
+        epilog=EPILOG.format(commands=commands),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_run_options(p)
+    p.add_argument(
+        "--list", action="store_true", help="list the selected cases and the adapters, then exit"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="full messages; tracebacks for errors"
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "-v" in argv or "--verbose" in argv
+    try:
+        if argv and argv[0] in SUBCOMMANDS:
+            module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+            return module.main(argv[1:])
+        args = build_parser().parse_args(argv)
+        return run_command(config_from(args))
+    except LossconfError as e:
+        if verbose:
+            traceback.print_exc()
+        print(f"lossconf: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("lossconf: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED

@@ -1,0 +1,165 @@
+"""Comparing an adapter's values with the expected ones, element by element.
+
+NaN matches only NaN, an infinity only the same infinity, and a finite value
+must be within what a correct implementation may be off by::
+
+    allowed = THRESHOLD * bound + atol + rtol * |expected|
+
+``bound`` is the element's rounding-error bound from ``harness.oracle.error_model``;
+``atol`` and ``rtol`` are 0 unless a case's ``tolerance:`` field widens them for
+a stated reason. The verdict's figure is the *test ratio* ``|got - expected| /
+allowed``: at most 1 conforms. Beside it, on the pairs where both are finite:
+the largest absolute error, relative error and error in units in the last
+place (ulp) of the case dtype. The ulp is taken at the array's largest expected
+magnitude (a normwise measure): counted element by element, a gradient entry
+that is exactly 0 would turn a 1e-17 error into 1e15 "ulp" of the smallest
+subnormal, which says nothing about accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.dtypes import scalar_ulp
+from harness.oracle.error_model import THRESHOLD
+
+
+@dataclass(frozen=True)
+class Errors:
+    max_abs: float
+    max_rel: float
+    max_ulp: float
+    #: the largest |got - expected| / allowed (at most 1 conforms; inf for a non-finite mismatch)
+    max_ratio: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "max_abs": self.max_abs,
+            "max_rel": self.max_rel,
+            "max_ulp": self.max_ulp,
+            "max_ratio": self.max_ratio,
+        }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    ok: bool
+    errors: Errors
+    message: str | None  # the worst mismatch, in words
+
+
+def _index(shape: tuple[int, ...], flat: int) -> str:
+    if not shape:
+        return ""
+    return "[" + ", ".join(str(i) for i in np.unravel_index(flat, shape)) + "]"
+
+
+#: elements per block of the fast path: its temporaries stay in cache and off the page-fault path
+BLOCK = 8192
+
+
+def _ratio(d: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """d / allowed with 0/0 = 0 (an exact match where nothing is allowed) and x/0 = inf."""
+    out = np.zeros_like(d)
+    np.divide(d, allowed, out=out, where=allowed > 0)
+    out[(allowed <= 0) & (d > 0)] = np.inf
+    return out
+
+
+def _all_finite_and_within(
+    g: np.ndarray, e: np.ndarray, b: np.ndarray, dtype: str, rtol: float, atol: float
+) -> Errors | None:
+    """The errors when every pair is finite and within tolerance (the common case), else None."""
+    max_abs = max_rel = scale = max_ratio = 0.0
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for lo in range(0, e.size, BLOCK):
+            gb, eb, bb = g[lo : lo + BLOCK], e[lo : lo + BLOCK], b[lo : lo + BLOCK]
+            d = np.abs(gb - eb)
+            if not np.isfinite(d).all():  # a non-finite value (or an overflowing difference)
+                return None
+            abs_e = np.abs(eb)
+            allowed = THRESHOLD * bb + atol + rtol * abs_e
+            if not (d <= allowed).all():
+                return None
+            rel = np.divide(d, abs_e, out=np.zeros_like(d), where=d > 0)
+            max_abs = max(max_abs, float(d.max()))
+            max_rel = max(max_rel, float(rel.max()))
+            max_ratio = max(max_ratio, float(_ratio(d, allowed).max()))
+            scale = max(scale, float(abs_e.max(initial=0.0)))
+    return Errors(max_abs, max_rel, max_abs / scalar_ulp(scale, dtype), max_ratio)
+
+
+def compare(
+    got: np.ndarray,
+    expected: np.ndarray,
+    bound: np.ndarray,
+    dtype: str,
+    what: str,
+    *,
+    rtol: float = 0.0,
+    atol: float = 0.0,
+) -> Comparison:
+    """Compare float64 arrays of equal shape; ``bound`` is the expected values' error bound
+    (``harness.oracle.error_model``), ``what`` names them in the message ('loss', 'grad')."""
+    g = np.asarray(got, dtype=np.float64).reshape(-1)
+    e = np.asarray(expected, dtype=np.float64).reshape(-1)
+    b = np.asarray(bound, dtype=np.float64).reshape(-1)
+    if e.size == 1:  # a reduced loss: Python floats cost less than a dozen NumPy calls
+        gv, ev, bv = float(g[0]), float(e[0]), float(b[0])
+        d = abs(gv - ev)
+        allowed = THRESHOLD * bv + atol + rtol * abs(ev)
+        if math.isfinite(d) and d <= allowed:
+            rel = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
+            ratio = d / allowed if d > 0 else 0.0
+            return Comparison(True, Errors(d, rel, d / scalar_ulp(ev, dtype), ratio), None)
+    errors = _all_finite_and_within(g, e, b, dtype, rtol, atol)
+    if errors is not None:
+        return Comparison(True, errors, None)
+    e_nan, g_nan = np.isnan(e), np.isnan(g)
+    e_fin, g_fin = np.isfinite(e), np.isfinite(g)
+    special_ok = np.where(e_nan, g_nan, np.where(e_fin, g_fin, g == e))
+    both = e_fin & g_fin
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        diff = np.where(both, np.abs(g - e), 0.0)
+        limit = np.where(e_fin, THRESHOLD * b + atol + rtol * np.abs(e), 0.0)
+        ratio = _ratio(diff, limit)
+        rel = np.where(both & (diff > 0), diff / np.abs(e), 0.0)
+        scale = float(np.abs(np.where(e_fin, e, 0.0)).max(initial=0.0))
+        ulps = diff / scalar_ulp(scale, dtype)
+    within = ~both | (diff <= limit)
+    bad = ~(special_ok & within)
+    if bool(np.any(~special_ok)):
+        errors = Errors(float("inf"), float("inf"), float("inf"), float("inf"))
+    else:
+        errors = Errors(
+            float(diff.max(initial=0.0)),
+            float(rel.max(initial=0.0)),
+            float(ulps.max(initial=0.0)),
+            float(ratio.max(initial=0.0)),
+        )
+    if not np.any(bad):
+        return Comparison(True, errors, None)
+    n_bad = int(bad.sum())
+    if np.any(~special_ok):
+        i = int(np.argmax(~special_ok))
+        why = "non-finite mismatch"
+    else:
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            i = int(np.argmax(np.where(bad, ratio, -1.0)))
+            # the element's own ulp here: the message is about this element
+            own = diff[i] / scalar_ulp(float(e[i]), dtype)
+        why = (
+            f"test ratio {ratio[i]:.3g}: |diff| {diff[i]:.3g} > allowed {limit[i]:.3g}"
+            f" = {THRESHOLD:g} x bound {b[i]:.3g}"
+            + (" + tolerance override" if atol or rtol else "")
+            + f"; {own:.3g} ulp"
+        )
+    shape = np.shape(expected)
+    more = f" ({n_bad} of {e.size} elements off)" if e.size > 1 else ""
+    message = (
+        f"{what}{_index(shape, i)}: expected {float(e[i])!r}, got {float(g[i])!r} ({why}){more}"
+    )
+    return Comparison(False, errors, message)

@@ -1,0 +1,74 @@
+"""The run configuration: what a run does, as a typed record.
+
+The CLI builds one from its arguments and the pytest plugin from its
+``--lossconf-*`` options (both through ``RunConfig.from_options``, with the
+destination names of ``harness.cli.options.RUN_OPTIONS``); code below the CLI
+reads only this record, never ``argparse``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import UsageError
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One run. Sequences are tuples; an empty ``cases`` means the built-in suite."""
+
+    adapters: tuple[str, ...] = ("numpy",)  # adapter specs (harness.execution.registry)
+    cases: tuple[Path, ...] = ()  # case files or folders
+    keywords: tuple[str, ...] = ()  # -k terms, all must hold
+    dtypes: tuple[str, ...] = ()  # run only these dtypes; empty: each case's own
+    reports: tuple[Path, ...] = ()  # report files; the suffix picks the format
+    expectations: Path | None = None  # known non-conformities (harness.gate.expectations)
+    baseline: Path | None = None  # an earlier JSON report to compare with
+    growth_factor: float | None = None  # with baseline: test-ratio growth that regresses
+    keep_going: bool = False  # run every valid case despite invalid case files
+    timeout: float | None = None  # seconds per call
+    isolate: bool = False  # adapters in worker processes (harness.execution.isolate)
+    memory_limit: str | None = None  # with isolate: address-space limit per worker
+    jobs: int = 1  # worker processes for cases (harness.execution.parallel)
+    list_only: bool = False  # print the selected cases and the adapters, run nothing
+    quiet: bool = False  # print only the summary, no progress bar
+    verbose: bool = False  # full messages, tracebacks, repro snippets
+
+    def __post_init__(self) -> None:
+        if not self.adapters:
+            object.__setattr__(self, "adapters", ("numpy",))
+        if self.growth_factor is not None and not self.growth_factor > 1:
+            raise UsageError(
+                f"--growth-factor {self.growth_factor}: must be > 1 (2 means twice the test ratio)"
+            )
+        if self.memory_limit is not None and not self.isolate:
+            raise UsageError("--memory-limit applies to worker processes: add --isolate")
+
+    @classmethod
+    def from_options(cls, values: Mapping[str, object], **overrides: object) -> RunConfig:
+        """A config from option values keyed by field name (None or absent: the default)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, object] = {}
+        for name, value in {**values, **overrides}.items():
+            if name not in fields or value is None:
+                continue
+            if name in ("cases", "reports"):
+                value = tuple(Path(str(v)) for v in _seq(value))
+            elif name in ("adapters", "keywords", "dtypes"):
+                value = tuple(str(v) for v in _seq(value))
+            elif name in ("expectations", "baseline"):
+                value = Path(str(value))
+            kwargs[name] = value
+        return cls(**kwargs)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> RunConfig:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _seq(value: object) -> Iterable[object]:
+    if isinstance(value, (str, Path)):
+        return (value,)
+    return value  # type: ignore[return-value]

@@ -1,0 +1,245 @@
+"""Finding adapters by name: ``--adapter SPEC``.
+
+A SPEC resolves, in this order:
+
+1. a built-in name (``BUILTIN``), e.g. ``numpy``;
+2. an entry point named SPEC in the group ``lossconf.adapters``;
+3. ``path/to/file.py[:attr]`` (anything ending in ``.py`` or containing a ``/``);
+4. a bare name ``mine`` (no dot) finds ``./mine.py`` in the working directory,
+   which wins over an importable module of the same name;
+5. ``package.module[:attr]``, importable from sys.path or the working directory.
+
+Options follow ``@`` (or a last ``:`` when they contain ``=``):
+``torch@device=cuda,deterministic=1`` or ``torch:device=cuda`` pass
+``device='cuda'`` (and ``deterministic='1'``) to the adapter's constructor.
+Without ``:attr`` a module must define ``adapter`` (an Adapter instance or
+class), exactly one Adapter subclass, or a function named ``cross_entropy``. The object may also be a plain function
+with F.cross_entropy's signature: ``harness.adapters.wrap.adapt`` wraps it (options
+``framework``, ``unsupported``, ``device``, ``jit``). Every loading error says
+what was tried and lists the known adapters.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from harness.adapters import Adapter
+from harness.adapters.wrap import adapt
+from harness.errors import AdapterLoadError
+
+ENTRY_POINT_GROUP = "lossconf.adapters"
+
+#: name -> "module:attr" of the adapters that ship with lossconf
+BUILTIN: dict[str, str] = {
+    "numpy": "harness.adapters.numpy_ref:NumpyAdapter",
+    "torch": "harness.adapters.torch_ce:TorchAdapter",
+    "torch-module": "harness.adapters.torch_ce:TorchModuleAdapter",
+    "jax": "harness.adapters.jax_ce:JaxAdapter",
+    "optax": "harness.adapters.optax_raw:OptaxAdapter",
+}
+
+
+@dataclass
+class Spec:
+    text: str
+    target: str
+    options: dict[str, str]
+
+
+def parse_spec(text: str) -> Spec:
+    target, _, opts = text.partition("@")
+    head, colon, tail = target.rpartition(":")
+    if not opts and colon and "=" in tail:  # the 'torch:device=cuda' spelling
+        target, opts = head, tail
+    options: dict[str, str] = {}
+    for item in filter(None, opts.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise AdapterLoadError(f"adapter option {item!r} in {text!r}: expected key=value")
+        options[key.strip()] = value.strip()
+    return Spec(text, target, options)
+
+
+def known_names() -> list[str]:
+    names = list(BUILTIN)
+    names += [
+        ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP) if ep.name not in names
+    ]
+    return names
+
+
+def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
+    if isinstance(obj, Adapter):
+        if spec.options:
+            raise AdapterLoadError(f"{origin}: is an adapter instance, it takes no options")
+        return obj
+    if inspect.isclass(obj) and issubclass(obj, Adapter):
+        try:
+            return obj(**spec.options)
+        except (TypeError, ValueError) as e:
+            raise AdapterLoadError(f"{origin}: bad options {spec.options}: {e}") from None
+    if inspect.isclass(obj) or not callable(obj):
+        raise AdapterLoadError(
+            f"{origin}: is a {type(obj).__name__} {obj!r:.60}, expected an adapters.Adapter "
+            "subclass or instance, or a function with F.cross_entropy's signature"
+        )
+    try:
+        return adapt(obj, name=spec.target, **spec.options)
+    except (ValueError, TypeError) as e:
+        raise AdapterLoadError(f"{origin}: {e}") from e
+
+
+def _pick(module: object, attr: str | None, origin: str) -> object:
+    if attr:
+        try:
+            return getattr(module, attr)
+        except AttributeError:
+            raise AdapterLoadError(f"{origin}: module has no attribute {attr!r}") from None
+    if hasattr(module, "adapter"):
+        return module.adapter
+    found = [
+        v
+        for v in vars(module).values()
+        if inspect.isclass(v)
+        and issubclass(v, Adapter)
+        and v is not Adapter
+        and v.__module__ == module.__name__
+    ]
+    if len(found) == 1:
+        return found[0]
+    if not found and callable(getattr(module, "cross_entropy", None)):
+        return module.cross_entropy  # the common case: a plain function of that name
+    raise AdapterLoadError(
+        f"{origin}: name the object with ':attr' (the module defines no 'adapter', "
+        f"no 'cross_entropy' function and {len(found)} Adapter subclasses)"
+    )
+
+
+def _import_file(path: Path, origin: str) -> object:
+    name = f"lossconf_user_{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise AdapterLoadError(f"{origin}: cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise AdapterLoadError(f"{origin}: importing {path} raised {type(e).__name__}: {e}") from e
+    return module
+
+
+def resolve(text: str) -> Adapter:
+    """The adapter named by ``text``; AdapterLoadError says what was tried and what is known."""
+    try:
+        return _resolve(text)
+    except AdapterLoadError as e:
+        raise _with_known(e) from e.__cause__
+
+
+def _with_known(error: AdapterLoadError) -> AdapterLoadError:
+    message = str(error)
+    if "Known adapters:" in message:
+        return error
+    return AdapterLoadError(f"{message}. Known adapters: {', '.join(known_names())}")
+
+
+def _resolve(text: str) -> Adapter:
+    spec = parse_spec(text)
+    target = spec.target
+    tried: list[str] = []
+    if target in BUILTIN:
+        mod_name, _, attr = BUILTIN[target].partition(":")
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise AdapterLoadError(f"built-in adapter {target!r} cannot be imported: {e}") from e
+        return _instantiate(getattr(module, attr), spec, f"adapter {target!r}")
+    tried.append("built-in names")
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == target:
+            try:
+                obj = ep.load()
+            except Exception as e:
+                raise AdapterLoadError(
+                    f"entry point {target!r} ({ep.value}) failed to load: {e}"
+                ) from e
+            return _instantiate(obj, spec, f"entry point {target!r}")
+    tried.append(f"entry points in {ENTRY_POINT_GROUP!r}")
+    path_part, _, attr = target.partition(":") if not _looks_windows(target) else (target, "", "")
+    if path_part.endswith(".py") or "/" in path_part:
+        path = Path(path_part)
+        if not path.is_file():
+            raise AdapterLoadError(_not_found(text, [*tried, f"file {path}"]))
+        return _instantiate(_pick(_import_file(path, text), attr, text), spec, text)
+    local = Path.cwd() / f"{path_part}.py"
+    if local.is_file() and "." not in path_part:
+        return _instantiate(_pick(_import_file(local, text), attr, text), spec, text)
+    tried.append(f"./{path_part}.py")
+    if str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(path_part)
+    except ModuleNotFoundError as e:
+        if e.name and path_part.startswith(e.name):
+            raise AdapterLoadError(_not_found(text, [*tried, f"module {path_part!r}"])) from None
+        raise AdapterLoadError(f"{text}: importing {path_part!r} failed: {e}") from e
+    except Exception as e:
+        raise AdapterLoadError(
+            f"{text}: importing {path_part!r} raised {type(e).__name__}: {e}"
+        ) from e
+    return _instantiate(_pick(module, attr, text), spec, text)
+
+
+def _looks_windows(target: str) -> bool:
+    return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
+
+
+def _not_found(text: str, tried: list[str]) -> str:
+    return (
+        f"adapter {text!r} not found; tried {', '.join(tried)}. "
+        f"Known adapters: {', '.join(known_names())}"
+    )
+
+
+def load(text: str) -> Adapter:
+    """Resolve and load an adapter (imports its framework)."""
+    adapter = resolve(text)
+    try:
+        adapter.load()
+    except Exception as e:
+        raise _with_known(
+            AdapterLoadError(f"adapter {adapter.name!r} cannot run here: {type(e).__name__}: {e}")
+        ) from e
+    return adapter
+
+
+def describe(adapter: Adapter, spec: str) -> dict[str, str]:
+    """What an adapter wraps, for reports and expectations: name, spec, wraps
+    ('torch 2.13.0'), library ('torch'), version ('2.13.0'), device."""
+    wraps = adapter.version()
+    library, _, version = wraps.partition(" ")
+    return {
+        "name": adapter.name,
+        "spec": spec,
+        "wraps": wraps,
+        "library": library,
+        "version": version.strip(),
+        "device": adapter.device(),
+    }
+
+
+def requirements(name: str) -> tuple[str, ...]:
+    """Modules a built-in adapter needs, read from its class without importing a framework."""
+    where = BUILTIN.get(name, "")
+    if ":" not in where:
+        return ()
+    module_name, _, attr = where.partition(":")
+    module = importlib.import_module(module_name)
+    return tuple(getattr(getattr(module, attr), "requires", ()))

@@ -1,0 +1,264 @@
+"""Running cases through adapters: every case x every adapter x each dtype of the case.
+
+``run_one`` never raises for anything an adapter does: an exception, a wrong
+type, shape or dtype all become a Result with status ``error``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+
+import numpy as np
+
+from harness.adapters import Adapter, CallInputs, Output, Unsupported
+from harness.cases.generate import FingerprintMismatch
+from harness.cases.model import ERROR_KINDS, Case
+from harness.dtypes import carrier, is_exact
+from harness.execution import peak_memory
+from harness.execution.compare import compare
+from harness.execution.results import Result, Status
+from harness.execution.watchdog import CallTimedOut, call_with_timeout
+
+
+class BadOutput(Exception):
+    """An adapter returned something that is not a usable array."""
+
+
+def _summary(a: np.ndarray) -> object:
+    """A short JSON-friendly form of a value for reports: a float, or a shape description."""
+    if a.ndim == 0:
+        v = float(a)
+        return v if np.isfinite(v) else repr(v)
+    return f"array{list(a.shape)}"
+
+
+def to_array(value: object, what: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
+    """Check an adapter's output and return it as float64 of ``shape``."""
+    if value is None:
+        raise BadOutput(f"{what} is None")
+    if isinstance(value, (list, tuple)):
+        raise BadOutput(f"{what} is a {type(value).__name__}: expected a NumPy array or float")
+    try:
+        arr = np.asarray(value)
+    except Exception as e:  # a framework object that will not convert
+        raise BadOutput(
+            f"{what} is a {type(value).__module__}.{type(value).__name__} that NumPy cannot read "
+            f"({type(e).__name__}: {e}); return a NumPy array"
+        ) from None
+    if arr.dtype == object or not np.issubdtype(arr.dtype, np.floating):
+        raise BadOutput(f"{what} has dtype {arr.dtype}: expected a floating array")
+    if arr.shape != shape:
+        raise BadOutput(f"{what} has shape {arr.shape}, expected {shape}")
+    if arr.dtype != carrier(dtype):
+        raise BadOutput(
+            f"{what} has dtype {arr.dtype}, expected {carrier(dtype)} for a {dtype} case"
+        )
+    if dtype == "bfloat16" and not is_exact(arr.astype(np.float64), "bfloat16"):
+        raise BadOutput(f"{what} holds float32 values that are not bfloat16 numbers")
+    return arr.astype(np.float64)
+
+
+def unsupported_by_declaration(
+    case: Case, adapter: Adapter, dtype: str, features: frozenset[str] | None = None
+) -> list[str]:
+    needed = ((case.features() if features is None else features) - {"grad"}) | {dtype}
+    return sorted(needed & adapter.unsupported)
+
+
+def snapshot(inputs: CallInputs) -> dict[str, np.ndarray]:
+    """Copies of the input arrays, to find in-place writes after the call (a copy and a
+    bitwise comparison cost less than two checksums: about 6 ms for 2M float32 values)."""
+    arrays = {
+        "logits": inputs.logits,
+        "target": inputs.target,
+        "weight": inputs.weight,
+        "grad_output": inputs.grad_output,
+    }
+    return {k: v.copy() for k, v in arrays.items() if isinstance(v, np.ndarray)}
+
+
+def mutations(inputs: CallInputs, before: dict[str, np.ndarray]) -> str:
+    """'' when the inputs are bitwise unchanged, else a message naming each changed array."""
+    changed = []
+    for name, old in before.items():
+        new = getattr(inputs, name)
+        if new.shape != old.shape or new.dtype != old.dtype:
+            changed.append(f"{name!r} (now shape {new.shape}, dtype {new.dtype})")
+            continue
+        bits = f"u{old.itemsize}"
+        n = int(np.count_nonzero(old.reshape(-1).view(bits) != new.reshape(-1).view(bits)))
+        if n:
+            changed.append(f"{name!r} ({n} of {old.size} elements)")
+    if not changed:
+        return ""
+    return (
+        f"modified its input {', '.join(changed)} in place: an implementation must not "
+        "write to its inputs (copy them first)"
+    )
+
+
+def _call(adapter: Adapter, inputs: CallInputs, timeout: float | None) -> object:
+    if timeout is None:
+        return adapter.run(inputs)
+    return call_with_timeout(lambda: adapter.run(inputs), timeout)
+
+
+def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None) -> Result:
+    """One call of ``adapter`` on ``case`` in ``dtype``, checked; never raises for the adapter.
+
+    ``timeout`` (seconds): stop waiting and report ``timeout`` (see ``harness.execution.watchdog``).
+    Inputs written to by the adapter make the result ``error``, whatever it returned.
+    """
+    result = Result(
+        case_id=case.id,
+        adapter=adapter.name,
+        dtype=dtype,
+        status=Status.PASS,
+        case_hash=case.content_hash,
+        tags=case.tags,
+    )
+    try:
+        features = case.features()
+        result.features = tuple(sorted(features))
+        lacking = unsupported_by_declaration(case, adapter, dtype, features)
+        want_grad = "grad" not in adapter.unsupported
+        inputs = case.inputs(dtype, want_grad=want_grad)
+    except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
+        result.status = Status.ERROR
+        result.message = f"the case's inputs cannot be made: {e}"
+        return result
+    if lacking:
+        result.status = Status.UNSUPPORTED
+        result.message = f"needs {', '.join(lacking)} ({adapter.unsupported_source})"
+        return result
+    if not want_grad and case.expect_error is None:
+        result.notes.append("loss only: the adapter gives no gradient")
+    before = snapshot(inputs)
+    _call_and_check(case, adapter, dtype, inputs, timeout, result)
+    if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
+        mutated = mutations(inputs, before)
+        if mutated:
+            was = f"{result.status.value}: {result.message}" if result.message else "pass"
+            result.message = f"{mutated} (otherwise: {was})"
+            result.status = Status.ERROR
+    return result
+
+
+def _call_and_check(
+    case: Case,
+    adapter: Adapter,
+    dtype: str,
+    inputs: CallInputs,
+    timeout: float | None,
+    result: Result,
+) -> None:
+    peak_memory.reset()
+    start = time.perf_counter()
+    try:
+        output = _call(adapter, inputs, timeout)
+    except CallTimedOut as e:
+        result.seconds = time.perf_counter() - start
+        result.status = Status.TIMEOUT
+        result.message = f"--timeout {timeout:g}: {e} (abandoned in its thread, not killed)"
+        return
+    except (Unsupported, NotImplementedError) as e:
+        result.seconds = time.perf_counter() - start
+        result.status = Status.UNSUPPORTED
+        result.message = f"raised by the adapter: {type(e).__name__}: {e}".rstrip(": ")
+        return
+    except Exception as e:
+        result.seconds = time.perf_counter() - start
+        if case.expect_error is not None:
+            result.status = Status.RAISED
+            result.message = f"raised {type(e).__name__}: {e}"
+        else:
+            result.status = Status.ERROR
+            result.message = f"raised {type(e).__name__}: {e}"
+        return
+    finally:
+        result.peak_rss_bytes = peak_memory.peak_bytes()
+    result.seconds = time.perf_counter() - start
+    if case.expect_error is not None:
+        result.status = Status.MISSING_ERROR
+        got = getattr(output, "loss", output)
+        result.message = (
+            f"returned {_safe_repr(got)} instead of raising: expected an error for "
+            f"{case.expect_error} ({ERROR_KINDS[case.expect_error]})"
+        )
+        return
+    _check_values(case, dtype, inputs, output, result)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        text = repr(np.asarray(value).tolist()) if not isinstance(value, str) else repr(value)
+    except Exception:
+        text = f"a {type(value).__name__}"
+    return text if len(text) < 80 else text[:77] + "..."
+
+
+def _check_values(
+    case: Case, dtype: str, inputs: CallInputs, output: object, result: Result
+) -> None:
+    expected = case.expected_for(dtype)
+    result.expected_loss = _summary(expected.loss)
+    if not isinstance(output, Output):
+        result.status = Status.ERROR
+        result.message = f"returned a {type(output).__name__}: expected adapters.Output(loss, grad)"
+        return
+    tol = case.tolerance(dtype)
+    try:
+        loss = to_array(output.loss, "loss", dtype, expected.loss.shape)
+        grad = None
+        if inputs.want_grad and expected.grad is not None:
+            if output.grad is None:
+                raise BadOutput(
+                    "grad is None (declare 'grad' in unsupported to be checked for loss only)"
+                )
+            grad = to_array(output.grad, "grad", dtype, expected.grad.shape)
+    except BadOutput as e:
+        result.status = Status.ERROR
+        result.message = str(e)
+        return
+    result.got_loss = _summary(loss)
+    lc = compare(
+        loss, expected.loss, expected.loss_bound, dtype, "loss",
+        rtol=tol.loss_rtol, atol=tol.loss_atol,
+    )  # fmt: skip
+    result.loss_errors = lc.errors
+    messages = [lc.message] if not lc.ok else []
+    if grad is not None:
+        gc = compare(
+            grad, expected.grad, expected.grad_bound, dtype, "grad",
+            rtol=tol.grad_rtol, atol=tol.grad_atol,
+        )  # fmt: skip
+        result.grad_errors = gc.errors
+        if not gc.ok:
+            messages.append(gc.message)
+    if messages:
+        result.status = Status.FAIL
+        result.message = "; ".join(messages)
+
+
+def run(
+    cases: Iterable[Case],
+    adapters: list[Adapter],
+    *,
+    on_result: Callable[[Result], None] | None = None,
+    timeout: float | None = None,
+    call: Callable[..., Result] | None = None,
+) -> Iterator[Result]:
+    """Yield results case by case; adapters in the given order, dtypes in the case's order.
+
+    ``call(case, adapter, dtype, timeout=...)`` runs one (default ``run_one``; ``--isolate``
+    passes ``harness.execution.isolate.IsolatedPool.run_one``).
+    """
+    call = call or run_one
+    for case in cases:
+        for adapter in adapters:
+            for dtype in case.dtypes:
+                r = call(case, adapter, dtype, timeout=timeout)
+                if on_result is not None:
+                    on_result(r)
+                yield r

@@ -1,0 +1,121 @@
+"""A run, below the CLI: select cases, load adapters, execute every case x adapter x dtype.
+
+``prepare`` settles what a run will do (``Plan``) before anything runs; ``execute``
+runs it serially, in worker processes (``--jobs``) or with isolated adapters
+(``--isolate``), keeping results as they arrive so an interrupt keeps them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from harness.adapters import Adapter
+from harness.cases.loader import load_paths
+from harness.cases.model import Case
+from harness.cases.select import select
+from harness.errors import CaseFileError, UsageError
+from harness.execution import registry
+from harness.execution.config import RunConfig
+from harness.execution.isolate import IsolatedPool, IsolationSettings, parse_memory_limit
+from harness.execution.parallel import run_parallel
+from harness.execution.progress import Progress
+from harness.execution.results import Result
+from harness.execution.runner import run
+
+
+@dataclass
+class Selection:
+    """The selected cases, and the invalid case files skipped under ``keep_going``."""
+
+    cases: list[Case]
+    load_errors: list[CaseFileError]
+
+
+@dataclass
+class Plan:
+    """What a run will do, settled before anything runs."""
+
+    cases: list[Case]
+    adapters: list[Adapter]
+    specs: list[str] = field(default_factory=list)  # the adapter specs, one per adapter
+    load_errors: list[CaseFileError] = field(default_factory=list)  # skipped (keep_going)
+    results: list[Result] = field(default_factory=list)  # filled by execute() as they arrive
+
+    @property
+    def total(self) -> int:
+        """The number of results the plan makes: every case x adapter x dtype."""
+        return sum(len(c.dtypes) for c in self.cases) * len(self.adapters)
+
+
+def select_cases(config: RunConfig) -> Selection:
+    """Load the case files and select by keywords and dtypes; UsageError if nothing is left."""
+    loaded = load_paths(list(config.cases) or None, keep_going=config.keep_going)
+    cases = select(loaded.cases, list(config.keywords) or None, list(config.dtypes) or None)
+    if not cases and loaded.errors:
+        raise loaded.errors[0]
+    if not cases:
+        terms = " ".join(f"-k {k!r}" for k in config.keywords) or "(no filter)"
+        raise UsageError(f"no case selected from {len(loaded.cases)} loaded cases by {terms}")
+    return Selection(cases, loaded.errors)
+
+
+def load_adapters(specs: tuple[str, ...] | list[str]) -> list[Adapter]:
+    """The adapters named by ``specs``; UsageError when two share a name."""
+    adapters = [registry.load(s) for s in specs]
+    names = [a.name for a in adapters]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two adapters share a name: {names}; give each a distinct name")
+    return adapters
+
+
+def prepare(config: RunConfig, selection: Selection | None = None) -> Plan:
+    """The plan of ``config``: its selected cases (``selection`` if given) and loaded adapters."""
+    selection = selection or select_cases(config)
+    adapters = load_adapters(config.adapters)
+    return Plan(
+        selection.cases, adapters, specs=list(config.adapters), load_errors=selection.load_errors
+    )
+
+
+def execute(plan: Plan, config: RunConfig) -> list[Result]:
+    """Every case x adapter x dtype, in order; results also accumulate in ``plan.results``."""
+    bar = Progress(plan.total, enabled=False if config.quiet else None)
+    if config.jobs > 1 and len(plan.cases) > 1:
+
+        def keep(r: Result) -> None:
+            plan.results.append(r)
+            bar.update(r.case_id)
+
+        try:
+            # workers run execute() serially on their share of the cases
+            run_parallel(
+                plan, config, config.jobs, prepare=prepare, execute=execute, on_result=keep
+            )
+            return plan.results
+        finally:
+            bar.close()
+    pool = _isolation_pool(plan, config)
+    try:
+        for r in run(
+            plan.cases,
+            plan.adapters,
+            on_result=lambda r: bar.update(r.case_id),
+            timeout=config.timeout,
+            call=None if pool is None else pool.run_one,
+        ):
+            plan.results.append(r)  # kept as they come: an interrupt keeps them
+        return plan.results
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.close()
+
+
+def _isolation_pool(plan: Plan, config: RunConfig) -> IsolatedPool | None:
+    """With ``isolate``, the started worker pool (harness.execution.isolate); else None."""
+    if not config.isolate:
+        return None
+    settings = IsolationSettings(memory_limit=parse_memory_limit(config.memory_limit))
+    pool = IsolatedPool(plan.specs, plan.adapters, settings)
+    pool.start()
+    return pool

@@ -1,0 +1,117 @@
+"""Expected values computed by the oracle at run time (``expected: oracle`` cases), cached.
+
+Two levels: a dict for the run, and files on disk so a second run does not
+recompute them (the oracle takes about 0.1 to 0.2 us per logit on large cases, plus
+a few milliseconds per call). A file is keyed by the case's content
+hash (inputs, recipes with their fingerprints, options), the dtype and a hash
+of the oracle's source, so editing a case or the oracle never reuses a stale
+value. Files are written to a temporary name and renamed into place, so
+concurrent writers (``--jobs``, pytest-xdist, two CI jobs) never expose a
+partial file; both write the same bytes and the last rename wins.
+
+Folder: ``$LOSSCONF_CACHE_DIR``, else ``$XDG_CACHE_HOME/lossconf``, else
+``~/.cache/lossconf``. ``LOSSCONF_CACHE_DIR=off`` disables the disk level; an
+unwritable folder is skipped silently (values are then computed every run).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from harness.oracle import cross_entropy
+from harness.oracle.error_model import error_bounds
+from harness.oracle.problem import Expected, Problem
+
+_memory: dict[tuple[str, str], Expected] = {}
+#: counts for this process, read by tests and benchmarks
+stats = {"memory_hits": 0, "disk_hits": 0, "computed": 0}
+
+
+def cache_dir() -> Path | None:
+    """The disk cache folder, or None when disabled."""
+    configured = os.environ.get("LOSSCONF_CACHE_DIR")
+    if configured is not None:
+        return None if configured.strip().lower() in ("", "off") else Path(configured)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lossconf"
+
+
+#: bumped when the meaning of a key changes: entries written under an older scheme
+#: (before 2 the case hash of a selected or cache-loaded case could collide) are never read
+KEY_SCHEME = 2
+
+
+@functools.lru_cache(maxsize=1)
+def oracle_revision() -> str:
+    """Hash of the oracle's source and the key scheme: a changed oracle never reads old values."""
+    here = Path(__file__).parent
+    h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
+    for name in ("__init__.py", "problem.py", "exact.py", "fast.py", "error_model.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def cache_path(key: str, dtype: str) -> Path | None:
+    """The file of ``key`` (a case's content hash) in ``dtype``, or None when disabled."""
+    folder = cache_dir()
+    if folder is None:
+        return None
+    return folder / f"{key}-{dtype}-{oracle_revision()}.npz"
+
+
+def _read(path: Path) -> Expected | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            grad = f["grad"] if "grad" in f.files else None
+            grad_bound = f["grad_bound"] if "grad_bound" in f.files else None
+            return Expected(f["loss"], grad, f["loss_bound"], grad_bound)
+    except (OSError, ValueError, KeyError):  # absent, or damaged by hand: recompute
+        return None
+
+
+def _write(path: Path, expected: Expected) -> None:
+    arrays = {"loss": expected.loss, "loss_bound": expected.loss_bound}
+    if expected.grad is not None:
+        arrays["grad"] = expected.grad
+        arrays["grad_bound"] = expected.grad_bound
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Expected:
+    """Expected values of the problem named ``key`` (a case's content hash) in ``dtype``, with
+    their error bounds: from memory, from disk, or computed from ``problem()`` and stored."""
+    memory_key = (key, dtype)
+    if memory_key in _memory:
+        stats["memory_hits"] += 1
+        return _memory[memory_key]
+    path = cache_path(key, dtype)
+    found = _read(path) if path is not None and path.is_file() else None
+    if found is not None:
+        stats["disk_hits"] += 1
+    else:
+        stats["computed"] += 1
+        built = problem()
+        result = cross_entropy(built)
+        bounds = error_bounds(built, dtype, result.loss, result.grad)
+        found = Expected(result.loss, result.grad, bounds.loss, bounds.grad)
+        if path is not None:
+            _write(path, found)
+    _memory[memory_key] = found
+    return found

@@ -1,0 +1,262 @@
+"""How far a correct implementation may be from the exact value: an error bound per element.
+
+A conformance verdict is a *test ratio*, as in LAPACK's test programs::
+
+    ratio = |got - expected| / (THRESHOLD * bound)        passes when ratio <= 1
+
+``expected`` is the exact value (correctly rounded to float64, see
+``harness.oracle.exact``); ``bound`` is a first-order rounding-error bound computed
+here, element by element, from the magnitudes of the quantities the value is
+computed from. It has two parts, because a correct implementation works at two
+precisions (docs/tolerances.md explains each term)::
+
+    bound = u_d * S_d  +  u_c * S_c  +  tiny_d * F
+
+- ``u_d`` is the unit roundoff of the case dtype (2**-53, 2**-24, 2**-11,
+  2**-8). ``S_d`` is the size of the quantities an implementation may store in
+  the case dtype: the log-probabilities and probabilities that
+  ``nll_loss(log_softmax(x))`` passes between its two halves, each term
+  ``w * q * log p``, the per-position losses and the result. Storing them
+  rounds each once.
+- ``u_c`` is the unit roundoff of the compute precision: float64 for float64
+  cases, float32 for the others (a correct implementation accumulates half
+  precision in float32). ``S_c`` holds what arithmetic in that precision can
+  lose: a log-probability ``x - lse`` loses ``u * (|x| + |lse|)`` (the
+  formulation of every fused kernel), a sum of ``n`` terms loses ``sqrt(n) * u``
+  of the sum of their magnitudes (the probabilistic bound of Higham and Mary,
+  2019: rounding errors are not all of one sign), a probability ``exp(x - lse)``
+  inherits the absolute error of its argument as a relative one.
+- ``tiny_d * F``: gradual underflow. A quantity stored in the dtype below its
+  smallest normal number is off by up to the subnormal spacing ``tiny_d``
+  (2**-1074, 2**-149, 2**-24, 2**-133), times the factor it is later scaled by.
+
+The sums of absolute values make the bound honest where terms cancel: a
+gradient entry ``g * (A p_j - a_j)`` with ``p_j`` close to ``a_j / A`` is tiny,
+but an implementation that rounds ``p_j`` loses an ulp of ``|g A p_j|``, not of
+the tiny result; a ``mean`` whose weights have mixed signs divides by a
+denominator that is itself the result of cancellation.
+
+Notation, per position n (row of the (P, C) view): ``a[n, c]`` the class
+coefficients (``loss_n = -sum_c a[n, c] * log p[n, c]``), ``|a|`` their
+magnitudes with smoothing and weight kept apart (``(1 - eps) |w_y|`` at the
+target plus ``eps / C * |w_c|`` everywhere), ``g_n`` the upstream factor (1 for
+``sum``, ``1 / D`` for ``mean`` with denominator ``D``, ``grad_output[n]`` for
+``none``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.dtypes import FORMATS
+from harness.oracle.problem import Problem, class_last
+
+#: the test ratio's denominator is THRESHOLD x bound. The bound counts each rounding of a
+#: quantity once, at first order; an implementation rounds a quantity of a given size up to
+#: about four times on its way (a shift, an exp or log, a product, a store), so four
+#: bounds are what a correct implementation may use. Figures: docs/tolerances.md.
+THRESHOLD = 4.0
+
+#: the precision a correct implementation computes in, per case dtype
+COMPUTE_DTYPE = {
+    "float64": "float64",
+    "float32": "float32",
+    "float16": "float32",
+    "bfloat16": "float32",
+}
+
+#: rows per chunk when computing bounds: float64 temporaries of this many logits
+_CHUNK_ELEMENTS = 1 << 20
+
+
+def unit_roundoff(dtype: str) -> float:
+    """2**-p for a format with p significand bits (half an ulp of 1)."""
+    return math.ldexp(1.0, -(FORMATS[dtype].mantissa_bits + 1))
+
+
+def subnormal_spacing(dtype: str) -> float:
+    """The gap between subnormal numbers of ``dtype`` (its smallest positive value)."""
+    fmt = FORMATS[dtype]
+    return math.ldexp(1.0, fmt.min_exponent - fmt.mantissa_bits)
+
+
+def length_factor(n: int | np.ndarray) -> np.ndarray | float:
+    """The error growth of a sum of ``n`` terms in units of u (sqrt(n), at least 1)."""
+    return np.sqrt(np.maximum(n, 1))
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Error bounds (absolute, float64) of the expected loss and gradient, same shapes."""
+
+    loss: np.ndarray
+    grad: np.ndarray | None
+
+
+def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None) -> Bounds:
+    """The bound of every element of the expected ``loss`` and ``grad`` of ``problem`` in ``dtype``.
+
+    ``problem`` holds the inputs cast to ``dtype``, in float64;
+    ``loss`` and ``grad`` are the exact expected values (float64), whose magnitudes enter
+    the bound. Non-finite inputs give non-finite expected values, compared exactly: their
+    bounds are 0.
+    """
+    u_d = unit_roundoff(dtype)
+    u_c = unit_roundoff(COMPUTE_DTYPE[dtype])
+    tiny = subnormal_spacing(dtype)
+    x_all, t_all = problem.rows()
+    n_pos, c = x_all.shape
+    probability = problem.probability_target
+    eps = float(problem.label_smoothing)
+    w = np.ones(c) if problem.weight is None else np.asarray(problem.weight, dtype=np.float64)
+    abs_w = np.abs(w)
+
+    if probability:
+        keep = np.ones(n_pos, dtype=bool)
+        denominator = float(n_pos)
+        abs_den_terms = float(n_pos)
+    else:
+        keep = t_all != problem.ignore_index
+        safe = np.where(keep, t_all, 0)
+        w_target = np.where(keep, w[safe], 0.0)
+        denominator = math.fsum(w_target)
+        abs_den_terms = math.fsum(np.abs(w_target))
+    n_kept = int(np.count_nonzero(keep))
+
+    # the upstream factor of each position and the condition of the mean's denominator
+    den_condition = 0.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if problem.reduction == "mean":
+            g = np.full(n_pos, 1.0 / abs(denominator) if denominator else np.inf)
+            den_condition = abs_den_terms / abs(denominator) if denominator else np.inf
+        elif problem.reduction == "none" and problem.grad_output is not None:
+            g = np.abs(problem.upstream())
+        else:
+            g = np.ones(n_pos)
+    g = np.where(keep, g, 0.0)
+
+    per_pos_d = np.zeros(n_pos)  # S_d of each position's loss
+    per_pos_c = np.zeros(n_pos)  # S_c of each position's loss
+    per_pos_abs = np.zeros(n_pos)  # |loss_n|
+    per_pos_a = np.zeros(n_pos)  # sum_c |a|[n, c]
+    grad_rows = np.zeros((n_pos, c)) if grad is not None else None
+    step = max(1, _CHUNK_ELEMENTS // max(1, c))
+    sqrt_c = float(length_factor(c))
+
+    for lo in range(0, n_pos, step):
+        hi = min(n_pos, lo + step)
+        x = x_all[lo:hi]
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
+            finite_row = np.isfinite(np.where(np.isneginf(x), 0.0, x)).all(axis=1)
+            xs = np.where(np.isfinite(x), x, -np.inf)
+            m = xs.max(axis=1)
+            m = np.where(np.isfinite(m), m, 0.0)
+            z = np.exp(xs - m[:, None])
+            s = z.sum(axis=1)
+            lse = m + np.log(s)
+            p = z / s[:, None]
+            logp = xs - lse[:, None]  # -inf where the logit is -inf
+            # a row of only -inf logits has lse = -inf: NaN expected values, unless its target
+            # is ignored (loss 0); its magnitude must not turn the zero coefficients into NaN
+            abs_lse = np.where(np.isfinite(lse), np.abs(lse), 0.0)
+            abs_x = np.abs(np.where(np.isfinite(x), x, 0.0))
+            abs_logp = np.where(p > 0, np.abs(logp), 0.0)
+            abs_a = _abs_coefficients(t_all[lo:hi], keep[lo:hi], w, abs_w, eps, c, probability)
+            # Magnitudes are multiplied by their unit roundoff before they are summed or
+            # multiplied together: logits near the dtype's largest value must not overflow the
+            # bound. |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part.
+            a_logp_d = np.where(abs_a > 0, abs_a * (u_d * np.abs(logp)), 0.0).sum(axis=1)
+            a_logp_c = np.where(abs_a > 0, abs_a * (u_c * np.abs(logp)), 0.0).sum(axis=1)
+            sum_a = abs_a.sum(axis=1)
+            # S_d: each term a_c log p_c and the position's loss (at most their sum) stored
+            per_pos_d[lo:hi] = 2.0 * a_logp_d
+            # S_c: x_c - lse for every class with a coefficient, log of a sum of C terms,
+            # and the sum over classes of the terms
+            per_pos_c[lo:hi] = (
+                (abs_a * (u_c * abs_x + u_c * abs_lse[:, None])).sum(axis=1)
+                + u_c * sqrt_c * sum_a
+                + sqrt_c * a_logp_c
+            )
+            per_pos_abs[lo:hi] = a_logp_c  # u_c |loss_n|, at most
+            per_pos_a[lo:hi] = sum_a
+            if grad_rows is not None:
+                gg = g[lo:hi, None]
+                # g (A p_j - a_j): p_j and each product rounded in the dtype; p_j recomputed
+                # as exp(log p_j) from a log-probability stored in the dtype (autograd through
+                # log_softmax does this) carries that rounding, u_d |log p_j|, as a relative error
+                term_p = gg * sum_a[:, None] * p
+                term_a = gg * abs_a
+                b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
+                # p_j = exp(x_j - lse): the argument's absolute error becomes p_j's relative one;
+                # the sum over classes in the backward pass of log_softmax
+                b_c = term_p * (u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c) + u_c * term_a
+                floor = 1.0 + gg * sum_a[:, None]
+                grad_rows[lo:hi] = b_d + b_c + tiny * floor
+                grad_rows[lo:hi][~finite_row] = 0.0
+            per_pos_d[lo:hi][~finite_row] = 0.0
+            per_pos_c[lo:hi][~finite_row] = 0.0
+
+    loss_bound = _loss_bound(
+        problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
+        den_condition, u_d, u_c, tiny,
+    )  # fmt: skip
+    # a non-finite expected value is compared exactly: its bound is 0
+    loss_bound = np.where(np.isfinite(loss), loss_bound, 0.0)
+    grad_bound = None
+    if grad is not None and grad_rows is not None:
+        with np.errstate(invalid="ignore", over="ignore"):
+            # the result itself is rounded to the dtype; the mean's 1/D carries D's error
+            own = np.abs(np.where(np.isfinite(grad), grad, 0.0))
+            own_rows = class_last(own)
+            grad_rows += (u_d + u_c * den_condition * float(length_factor(n_kept))) * own_rows
+        grad_bound = problem.grad_from_rows(np.nan_to_num(grad_rows, nan=0.0, posinf=np.inf))
+        grad_bound = np.where(np.isfinite(grad), grad_bound, 0.0)
+    return Bounds(loss_bound, grad_bound)
+
+
+def _abs_coefficients(t, keep, w, abs_w, eps, c, probability) -> np.ndarray:
+    """|a| for a chunk of rows (r, C): smoothing and target parts kept apart (no cancellation)."""
+    if probability:
+        y = np.asarray(t, dtype=np.float64)
+        y = np.where(np.isfinite(y), y, 0.0)
+        return abs_w * (np.abs((1.0 - eps) * y) + eps / c)
+    r = t.shape[0]
+    out = np.zeros((r, c))
+    if eps:
+        out += (eps / c) * abs_w
+    rows = np.nonzero(keep)[0]
+    out[rows, t[rows]] += (1.0 - eps) * abs_w[t[rows]]
+    out[~keep] = 0.0
+    return out
+
+
+def _loss_bound(
+    problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
+    den_condition, u_d, u_c, tiny,
+) -> np.ndarray:  # fmt: skip
+    """The loss's bound from each position's contributions (already multiplied by u_d, u_c)."""
+    abs_loss = np.abs(np.where(np.isfinite(loss), loss, 0.0))
+    if problem.reduction == "none":
+        # per_pos_d already counts the position's loss, which is the result here
+        bound = per_pos_d + per_pos_c + tiny * (1.0 + per_pos_a)
+        return bound.reshape(np.shape(loss))
+    n_terms = n_kept if not problem.probability_target else per_pos_abs.size
+    sqrt_n = float(length_factor(n_terms))
+    gk = np.where(keep, g, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # per-position losses (scaled by 1/|D| for a mean) stored in the dtype, then summed;
+        # the result, and a mean's denominator, rounded to the dtype
+        b_d = float(np.sum(gk * per_pos_d)) + 2.0 * u_d * float(abs_loss)
+        b_c = (
+            float(np.sum(gk * per_pos_c))
+            + sqrt_n * float(np.sum(gk * per_pos_abs))
+            + sqrt_n * den_condition * u_c * float(abs_loss)
+        )
+        floor = 1.0 + float(np.sum(gk * per_pos_a))
+        bound = b_d + b_c + tiny * floor
+    if math.isnan(bound):
+        bound = 0.0  # a mean over zero total weight: the expected value is NaN, compared exactly
+    return np.array(bound)

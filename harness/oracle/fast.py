@@ -1,0 +1,771 @@
+"""The oracle's fast path: double-double NumPy arithmetic with an error bound per value.
+
+``harness.oracle.exact.cross_entropy`` calls ``cross_entropy_fast``. Every output value
+(a loss, a gradient entry) is computed in vectorised double-double arithmetic
+(about 100 significant bits: error-free transformations TwoSum and Dekker's
+TwoProduct, a table-driven ``exp`` and a Newton-refined ``log``) together with a
+rigorous bound on its error. The bound covers both the distance to the exact
+value and the distance to what the 200-bit mpmath oracle
+(``harness.oracle.exact.cross_entropy_mpmath``) computes, whose own error is below
+2**-150 of the same magnitudes. When every number within the bound rounds to
+the same float64 (and that float64 is normal and finite), that float64 is the
+correctly rounded value and also the mpmath oracle's value. Otherwise the
+position (row) is recomputed in mpmath with the oracle's own code (Ziv's
+strategy); a reduced loss that is not decided is recomputed by the mpmath
+oracle as a whole. The results are therefore bit-identical to the mpmath
+oracle, at every size (``tests/test_oracle_fast.py`` checks it on random and
+adversarial inputs).
+
+Error bounds, with ``u = 2**-53`` (the analysis, then the generous constants used):
+
+- TwoSum, FastTwoSum and Dekker's TwoProduct are exact barring overflow and
+  underflow; a double-double sum or product has a relative error below
+  ``7 u**2 < 2**-103`` (Joldes, Muller, Popescu 2017); ``EPS_OP = 2**-100``.
+- ``exp``: ``a = k ln2/2**24 + r`` with ``ln2/2**24`` in four pieces (the first
+  three of 19 bits, so ``k * piece`` is exact for ``|k| < 2**34``), ``r`` kept
+  to an absolute error below ``2**-97.5``; ``exp(a) = 2**K T1[j1] T2[j2] exp(r)``
+  with two 4096-entry double-double tables (from mpmath at 160 bits) and
+  ``exp(r) = 1 + r + r**2/2 + r**3/6`` (``|r| < 2**-25``, truncation below
+  ``2**-106``): relative error below ``2**-96.5``; ``EPS_EXP = 2**-93``. Valid for
+  ``-600 <= a <= 1``; a logit more than 600 below the row's maximum has
+  ``exp < e**-600``, counted as 0 with that absolute error.
+- ``log z`` for ``1 <= z``: ``y = log(z_hi)`` in float64 plus one Newton step
+  ``y + d - d**2/2`` with ``d = z exp(-y) - 1``: absolute error below
+  ``EPS_EXP + 4 EPS_OP + |d|**3`` plus z's relative error.
+
+Intermediates that overflow become inf or NaN and fail the test; certified
+values are at least 2**-900 in magnitude and every bound carries 2**-1000 of
+absolute slack, more than gradual underflow of intermediates can add. Values
+that are exactly 0 in mpmath (ignored positions, ``s w_y = 0``, a -inf logit off
+the target) are set structurally, as +0.0.
+
+Recomputed in mpmath, position by position: rows with NaN or +inf logits or
+only -inf; -inf logits with label smoothing or probability targets; a
+non-finite ``grad_output``; a row whose ``x - max`` overflows; any value not
+decided (for instance a gradient entry of a logit more than 600 below the row's
+maximum without smoothing, ties that make an entry exactly 0, a loss of 0).
+As a whole: empty inputs, labels outside [0, C), weights or probability targets
+beyond 2**900 or non-finite, a ``mean`` whose total weight is 0 (unless every
+position is ignored: NaN loss, zero gradient), and a reduced loss that is not
+decided.
+
+Memory: rows are processed in blocks of ``CHUNK_ELEMENTS`` logits (whole rows
+when they fit, column blocks of wide rows, converted to float64 block by
+block; the exponentials of a row are kept for the gradient pass), so a large
+case needs its logits, the float64 gradient and two float64 row buffers.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from harness.oracle import exact as ref
+from harness.oracle.lazy_mpmath import mpmath
+from harness.oracle.problem import Expected, Problem, class_last
+
+EPS_OP = 2.0**-100
+EPS_EXP = 2.0**-93
+#: below this (relative to the row maximum) an exponential counts as 0, with error E_TINY
+TINY_D = -600.0
+E_TINY = 2.7e-261  # > exp(-600) = 2.65e-261
+#: float64 elements per block of work (64 KiB temporaries: they stay in cache and on the heap)
+CHUNK_ELEMENTS = 8192
+#: counts for this process (tests and benchmarks read them): problems, positions
+#: recomputed in mpmath, problems recomputed whole in mpmath
+stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0}
+_SPLITTER = 134217729.0  # 2**27 + 1
+#: certified values stay far from underflow; every bound also carries _ABS_SLACK, more
+#: than all the absolute errors that gradual underflow of intermediates could add
+_MIN_OK = 2.0**-900
+_ABS_SLACK = 2.0**-1000
+_MAX_OK = 2.0**1000
+_HALF_MARGIN = 0.5 * (1 - 2.0**-40)
+
+
+# ---------------------------------------------------------------- error-free transformations
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+def _fast_two_sum(a, b):
+    s = a + b
+    return s, b - (s - a)
+
+
+def _split(a):
+    c = _SPLITTER * a
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+def _dd_mul(ah, al, bh, bl):
+    p, e = _two_prod(ah, bh)
+    e = e + (ah * bl + al * bh)
+    return _fast_two_sum(p, e)
+
+
+def _dd_add(ah, al, bh, bl):
+    """Accurate double-double sum (relative error < 3u**2 even under cancellation)."""
+    s, e = _two_sum(ah, bh)
+    t, f = _two_sum(al, bl)
+    e = e + t
+    s, e = _fast_two_sum(s, e)
+    e = e + f
+    return _fast_two_sum(s, e)
+
+
+def _to_dd(v) -> tuple[float, float]:
+    hi = float(v)
+    return hi, float(v - hi) if math.isfinite(hi) else 0.0
+
+
+# ---------------------------------------------------------------- exp and log
+@functools.lru_cache(maxsize=1)
+def _tables():
+    mp = mpmath
+    with mp.workprec(160):
+        ln2 = mp.ln2
+        out = []
+        for step in (ln2 / 4096, ln2 / 2**24):
+            base, v, hi, lo = mp.exp(step), mp.mpf(1), [], []
+            for _ in range(4096):
+                h, lw = _to_dd(v)
+                hi.append(h)
+                lo.append(lw)
+                v *= base
+            out += [np.array(hi), np.array(lo)]
+        piece, rest = [], ln2 / 2**24
+        for _ in range(3):
+            with mp.workprec(19):
+                p = +rest
+            piece.append(float(p))
+            rest -= p
+        piece.append(float(rest))
+        inv = float(2**24 / ln2)
+    return out, piece, inv
+
+
+def _exp_dd(ah, al):
+    """exp(ah + al) as a double-double, relative error < EPS_EXP, for -600 <= ah <= 1."""
+    (t1h, t1l, t2h, t2l), (l1, l2, l3, l4), inv = _tables()
+    k = np.rint(ah * inv)
+    s, e1 = _two_sum(ah, -k * l1)
+    s, e2 = _two_sum(s, -k * l2)
+    s, e3 = _two_sum(s, -k * l3)
+    s, e4 = _two_sum(s, al)
+    rh, rl = _fast_two_sum(s, (((e1 + e2) + e3) + e4) - k * l4)
+    ki = k.astype(np.int64)
+    j2 = ki & 4095
+    j1 = (ki >> 12) & 4095
+    scale = ((ki >> 24) + 1023) << 52
+    tail = rh * rh * (0.5 + rh * (1.0 / 6))
+    eh, el = _fast_two_sum(rh, rl + tail)
+    mh, ml = _dd_mul(t1h[j1], t1l[j1], t2h[j2], t2l[j2])
+    p, pe = _two_prod(mh, eh)
+    pe = pe + (mh * el + ml * eh)
+    s, e = _two_sum(mh, p)
+    s, e = _fast_two_sum(s, e + (ml + pe))
+    f = scale.view(np.float64)
+    return s * f, e * f
+
+
+def _log_dd(zh, zl):
+    """log(zh + zl) for z >= 1 (arrays): (hi, lo, absolute error bound before z's own error)."""
+    y0 = np.log(zh)
+    wh, wl = _exp_dd(-y0, np.zeros_like(y0))
+    ph, pl = _dd_mul(zh, zl, wh, wl)
+    d = (ph - 1.0) + pl
+    lh, ll = _two_sum(y0, d - 0.5 * d * d)
+    lh, ll = _fast_two_sum(lh, ll)
+    err = EPS_EXP + 4 * EPS_OP * (1 + np.abs(lh)) + np.abs(d) ** 3
+    err = np.where(np.abs(d) < 2.0**-30, err, np.inf)
+    return lh, ll, err
+
+
+def _sum_last(h, low):
+    """Pairwise double-double sum over the last axis: (hi, lo, bound factor).
+
+    Returns the sum and a bound ``EPS_OP * levels`` relative to ``sum |terms|``.
+    """
+    levels = 0
+    while h.shape[-1] > 1:
+        n = h.shape[-1]
+        if n % 2:
+            h = np.concatenate([h, np.zeros_like(h[..., :1])], axis=-1)
+            low = np.concatenate([low, np.zeros_like(low[..., :1])], axis=-1)
+        s, e = _two_sum(h[..., 0::2], h[..., 1::2])
+        low = (low[..., 0::2] + low[..., 1::2]) + e
+        h = s
+        levels += 1
+    h, low = _fast_two_sum(h[..., 0], low[..., 0])
+    return h, low, (levels + 2) * EPS_OP
+
+
+def _certified(h, low, err):
+    """True where every value within ``err`` of ``h + low`` rounds to ``h`` (normal, finite)."""
+    a = np.abs(h)
+    err = err + _ABS_SLACK
+    with np.errstate(invalid="ignore", over="ignore"):
+        up = np.nextafter(h, np.inf) - h
+        down = h - np.nextafter(h, -np.inf)
+        return (
+            (a >= _MIN_OK)
+            & (a < _MAX_OK)
+            & (low + err < _HALF_MARGIN * up)
+            & (low - err > -_HALF_MARGIN * down)
+        )
+
+
+def _finite(h, low, err):
+    return np.isfinite(h) & np.isfinite(low) & np.isfinite(err) & (np.abs(h) < _MAX_OK)
+
+
+# ---------------------------------------------------------------- the problem in rows
+def _rows(p: Problem):
+    """Logits (P, C) in their own dtype; the target (P,) as int64 or (P, C) as float64."""
+    x = class_last(p.logits)
+    t = np.asarray(p.target)
+    t = class_last(t.astype(np.float64)) if p.probability_target else t.astype(np.int64).ravel()
+    return x, t
+
+
+def _globally_fast(p: Problem, x, t) -> bool:
+    if x.size == 0 or p.reduction not in ("none", "sum", "mean"):
+        return False
+    eps = float(p.label_smoothing)
+    if not (eps == 0 or 2.0**-900 < eps <= 1):
+        return False
+    if p.weight is not None:
+        w = np.asarray(p.weight, dtype=np.float64)
+        if w.shape != (x.shape[1],) or not np.all(np.abs(w) < 2.0**900):
+            return False
+    if p.probability_target:
+        return t.shape == x.shape and bool(np.all(np.abs(t) < 2.0**900))
+    c = x.shape[1]
+    if t.shape != (x.shape[0],):
+        return False  # a target of the wrong shape: the mpmath oracle's behaviour
+    used = t[t != p.ignore_index]
+    return bool(np.all((used >= 0) & (used < c)))
+
+
+@functools.lru_cache(maxsize=1)
+def _warm_allocator() -> None:
+    """Free one 4 MiB buffer, once, before a large case.
+
+    The chunks' temporaries are small (CHUNK_ELEMENTS float64) and short-lived.
+    With glibc's initial thresholds the heap top is trimmed and refaulted again
+    and again (about one page fault per 16 logits, half the run time on large
+    cases); freeing a buffer this size raises glibc's dynamic mmap and trim
+    thresholds (to 4 and 8 MiB), after which the temporaries reuse the same
+    memory. Elsewhere it has no effect.
+    """
+    buffer = np.ones(1 << 19)
+    del buffer
+
+
+def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> Expected:
+    """The oracle's result, bit-identical to ``harness.oracle.exact.cross_entropy_mpmath``."""
+    x, t = _rows(p)
+    stats["problems"] += 1
+    stats["rows"] += x.shape[0]
+    if not _globally_fast(p, x, t):
+        stats["whole_mpmath"] += 1
+        return ref.cross_entropy_mpmath(p, want_grad=want_grad)
+    if x.size > 1 << 20:
+        _warm_allocator()
+    with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
+        result = _Fast(p, x, t, want_grad).run()
+    if result is None:
+        stats["whole_mpmath"] += 1
+        return ref.cross_entropy_mpmath(p, want_grad=want_grad)
+    return result
+
+
+class _Acc:
+    """Per-row double-double sums accumulated over column blocks, with their magnitudes."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.sums: dict = {}
+        self.err: dict = {}
+
+    def add(self, key, h, low, factor, mag) -> None:
+        if key not in self.sums:
+            self.sums[key] = [h, low, factor, mag]
+            return
+        s = self.sums[key]
+        s[0], s[1] = _dd_add(s[0], s[1], h, low)
+        s[2] = max(s[2], factor)
+        s[3] = s[3] + mag
+
+    def get(self, key):
+        if key not in self.sums:
+            z = np.zeros(self.n)
+            return z, z, 0.0, z
+        return tuple(self.sums[key])
+
+
+class _Fast:
+    def __init__(self, p: Problem, x, t, want_grad: bool):
+        mp = mpmath
+        self.p, self.x, self.t, self.want_grad = p, x, t, want_grad
+        self.n_pos, self.c = x.shape
+        c = self.c
+        self.w = np.asarray(p.weight, dtype=np.float64) if p.weight is not None else np.ones(c)
+        self._w_mp = None  # the weights in mpmath, made when first needed
+        self.eps_mp = mp.mpf(float(p.label_smoothing))
+        self.smoothing = p.label_smoothing != 0
+        eps = self.eps_mp
+        self.c1 = _to_dd(1 - eps)  # as mpmath rounds them: within 2**-200 of the exact values
+        self.ce = _to_dd(eps / c)
+        self.ignored = np.zeros(self.n_pos, bool) if p.probability_target else t == p.ignore_index
+        wh, wl, wf = _sum_last(self.w[None, :], np.zeros((1, c)))
+        self.w_total = (float(wh[0]), float(wl[0]), wf, float(np.sum(np.abs(self.w))))
+
+    @property
+    def w_mp(self) -> list:
+        if self._w_mp is None:
+            one = mpmath.mpf(1)
+            self._w_mp = ref.mpf_row(self.w) if self.p.weight is not None else [one] * self.c
+        return self._w_mp
+
+    # ------------------------------------------------------------ scales
+    def _denominator(self):
+        mp = mpmath
+        if self.p.probability_target:
+            return mp.mpf(self.n_pos)
+        if self.p.weight is None:
+            return mp.mpf(int(np.count_nonzero(~self.ignored)))
+        den = mp.mpf(0)
+        labels = self.t[~self.ignored]
+        used = np.unique(labels)
+        w = dict(zip(used.tolist(), ref.mpf_row(self.w[used]), strict=True))
+        for label in labels.tolist():
+            den += w[label]  # the mpmath oracle's own sequence of 200-bit additions
+        return den
+
+    def run(self) -> Expected | None:
+        p = self.p
+        den = self._denominator() if p.reduction == "mean" else None
+        self.den = den
+        reduced = p.reduction != "none"
+        if p.reduction == "mean" and den == 0:
+            if np.all(self.ignored):
+                return self._all_ignored_mean()
+            return None  # inf or nan factors: the mpmath oracle decides
+        upstream = p.upstream()
+        if reduced:
+            factor = ref.factor(p, den)
+            self.scale_mp = [factor] * self.n_pos
+            fh, fl = _to_dd(factor)
+            self.sh = np.full(self.n_pos, fh)
+            self.sl = np.full(self.n_pos, fl)
+        elif upstream is not None:
+            self.sh = upstream.astype(np.float64)
+            self.sl = np.zeros(self.n_pos)
+            self.scale_mp = None
+        else:
+            self.sh, self.sl = np.ones(self.n_pos), np.zeros(self.n_pos)
+            self.scale_mp = None
+
+        n, c = self.n_pos, self.c
+        # per position: loss terms (value, bound); nll and smooth for index targets with smoothing
+        self.loss = [np.zeros(n), np.zeros(n), np.zeros(n)]  # hi, lo, err
+        self.nll = [np.zeros(n), np.zeros(n), np.zeros(n)]
+        self.smooth = [np.zeros(n), np.zeros(n), np.zeros(n)]
+        self.grad = np.zeros((n, c)) if self.want_grad else None
+        self.loss_ok = np.ones(n, bool)
+        self.fallback = np.zeros(n, bool)
+        step = max(1, CHUNK_ELEMENTS // c)
+        for lo in range(0, n, step):
+            self._chunk(lo, min(n, lo + step))
+        return self._finish(reduced)
+
+    def _all_ignored_mean(self) -> Expected:
+        loss = np.array(np.nan)
+        if not self.want_grad:
+            return Expected(loss, None)
+        grad = np.zeros((self.n_pos, self.c))
+        step = max(1, CHUNK_ELEMENTS // self.c)
+        for lo in range(0, self.n_pos, step):
+            xc = np.asarray(self.x[lo : lo + step], dtype=np.float64)
+            bad = np.any(~(xc < np.inf), axis=1) | np.all(xc == -np.inf, axis=1)
+            grad[lo : lo + step][bad] = np.nan
+        return Expected(loss, self.p.grad_from_rows(grad))
+
+    # ------------------------------------------------------------ one chunk of rows
+    def _chunk(self, lo: int, hi: int) -> None:
+        p = self.p
+        xc = self.x[lo:hi]  # the carrier dtype: converted to float64 block by block
+        ign = self.ignored[lo:hi]
+        nan_row = ~np.all(xc < np.inf, axis=1) | np.all(xc == -np.inf, axis=1)
+        has_ninf = np.any(xc == -np.inf, axis=1)
+        general = p.probability_target or self.smoothing
+        scale_ok = np.isfinite(self.sh[lo:hi])
+        # ignored rows: loss 0, gradient 0 (NaN in a NaN row), exactly as in mpmath
+        if self.want_grad:
+            self.grad[lo:hi][ign & nan_row] = np.nan
+        slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
+        self.fallback[lo:hi] |= slow
+        rows = np.nonzero(~ign & ~slow)[0]
+        if rows.size == 0:
+            return
+        xr = xc if rows.size == xc.shape[0] else xc[rows]
+        self._rows_fast(lo + rows, xr)
+
+    def _rows_fast(self, idx, xr) -> None:
+        """Rows ``idx`` (logits ``xr``, all finite or -inf), in column blocks of CHUNK_ELEMENTS."""
+        p, c, n = self.p, self.c, idx.size
+        m = np.max(xr, axis=1).astype(np.float64)[:, None]
+        width = max(1, min(c, CHUNK_ELEMENTS // n))
+        blocks = [(c0, min(c, c0 + width)) for c0 in range(0, c, width)]
+        slack = (2 * len(blocks) + 2) * EPS_OP  # block sums and the dd additions across blocks
+        e_hi, e_lo = np.empty((n, c)), np.empty((n, c))
+        zh, zl, zf = np.zeros(n), np.zeros(n), 0.0
+        n_tiny = np.zeros(n, np.int64)
+        overflow = np.zeros(n, bool)
+        acc = _Acc(n)
+        for c0, c1 in blocks:
+            xb = np.asarray(xr[:, c0:c1], dtype=np.float64)
+            dh, dl = _two_sum(xb, -m)
+            ninf = xb == -np.inf
+            tiny = (dh < TINY_D) | ninf
+            overflow |= np.any(~np.isfinite(dh) & ~ninf, axis=1)
+            n_tiny += np.count_nonzero(tiny & ~ninf, axis=1)
+            dh = np.where(ninf, -np.inf, dh)
+            dl = np.where(ninf, 0.0, dl)
+            eh, el = _exp_dd(np.where(tiny, 0.0, dh), np.where(tiny, 0.0, dl))
+            eh[tiny] = 0.0
+            el[tiny] = 0.0
+            e_hi[:, c0:c1], e_lo[:, c0:c1] = eh, el
+            bh, bl, bf = _sum_last(eh, el)
+            zh, zl = _dd_add(zh, zl, bh, bl)
+            zf = max(zf, bf)
+            if self.smoothing and not p.probability_target:
+                w = self.w[c0:c1]
+                wdh, wdl = _two_prod(dh, np.broadcast_to(w, dh.shape))
+                acc.add("wd", *_sum_last(wdh, wdl + dl * w), np.sum(np.abs(wdh), axis=1))
+            elif p.probability_target:
+                a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
+                adh, adl = _dd_mul(a_h, a_l, dh, dl)
+                mag = np.sum(np.abs(adh), axis=1) + np.sum(a_err * np.abs(dh), axis=1)
+                acc.add("ad", *_sum_last(adh, adl), mag)
+                acc.add("A", *_sum_last(a_h, a_l), np.sum(np.abs(a_h), axis=1))
+                acc.err["A"] = acc.err.get("A", 0.0) + np.sum(a_err, axis=1)
+        z_rel = EPS_EXP + zf + slack + n_tiny * E_TINY  # z >= 1: its relative error
+        lzh, lzl, lz_err = _log_dd(zh, zl)
+        lz_err = lz_err + 2 * z_rel
+        # 1/z by one Newton step from 1/z_hi
+        q0 = 1.0 / zh
+        rh, rl = _dd_mul(zh, zl, q0, np.zeros_like(q0))
+        r = (1.0 - rh) - rl
+        izh, izl = _fast_two_sum(q0, q0 * r)
+        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP  # relative error of p = e / z
+        row = dict(lzh=lzh, lzl=lzl, lz_err=lz_err, slack=slack)
+        if p.probability_target:
+            self._prob_loss(idx, acc, row)
+        else:
+            self._index_loss(idx, xr, m, acc, row)
+        self.fallback[idx[overflow]] = True
+        if not self.want_grad:
+            return
+        bad = np.zeros(n, bool)
+        for c0, c1 in blocks:
+            eh, el = e_hi[:, c0:c1], e_lo[:, c0:c1]
+            tiny = eh == 0  # exp of anything >= TINY_D is far from 0
+            ninf = np.asarray(xr[:, c0:c1]) == -np.inf
+            if p.probability_target or self.smoothing:
+                gh, ok = self._general_grad(idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row)
+            else:
+                gh, ok = self._nll_grad(idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row)
+            self.grad[idx, c0:c1] = gh
+            bad |= ~np.all(ok, axis=1)
+        self.fallback[idx[bad]] = True
+
+    def _index_loss(self, idx, xr, m, acc, row) -> None:
+        """Per-position loss terms of class-index targets (and the rows' grad factors)."""
+        p = self.p
+        y = self.t[idx]
+        r = np.arange(idx.size)
+        wy = self.w[y]
+        lzh, lzl, lz_err = row["lzh"], row["lzl"], row["lz_err"]
+        xy = np.asarray(xr[r, y], dtype=np.float64)
+        target_ninf = xy == -np.inf
+        dyh, dyl = _two_sum(np.where(target_ninf, 0.0, xy), -m[:, 0])
+        lyh, lyl = _dd_add(dyh, dyl, -lzh, -lzl)
+        ly_err = lz_err + EPS_OP * np.abs(lyh)
+        nh, nl = _dd_mul(lyh, lyl, -wy, np.zeros_like(wy))
+        n_err = np.abs(wy) * ly_err + 2 * EPS_OP * np.abs(nh)
+        inf_loss = np.where(wy == 0, np.nan, np.where(wy > 0, np.inf, -np.inf))
+        nh = np.where(wy == 0, 0.0, nh)  # 0 * l_y is 0 in mpmath, unsigned
+        nh = np.where(target_ninf, inf_loss, nh)
+        nl = np.where(target_ninf, 0.0, nl)
+        n_err = np.where(target_ninf, 0.0, n_err)
+        if self.smoothing:
+            # smooth = -sum_j w_j l_j = W log z - sum_j w_j d_j   (no -inf here)
+            sh_, sl_, sf, mag = acc.get("wd")
+            wh, wl, wf, wmag = self.w_total
+            th, tl = _dd_mul(lzh, lzl, np.full_like(lzh, wh), np.full_like(lzh, wl))
+            smh, sml = _dd_add(th, tl, -sh_, -sl_)
+            s_err = (
+                (sf + row["slack"] + 4 * EPS_OP) * mag
+                + wmag * (lz_err + (wf + 4 * EPS_OP) * np.abs(lzh))
+                + 2 * EPS_OP * (np.abs(th) + np.abs(smh))
+            )
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            ah, al = _dd_mul(nh, nl, np.full_like(nh, c1h), np.full_like(nh, c1l))
+            bh, bl = _dd_mul(smh, sml, np.full_like(nh, ceh), np.full_like(nh, cel))
+            lh, ll = _dd_add(ah, al, bh, bl)
+            l_err = (
+                abs(c1h) * n_err + ceh * s_err + 4 * EPS_OP * (np.abs(ah) + np.abs(bh) + np.abs(lh))
+            )
+            self.nll[0][idx], self.nll[1][idx], self.nll[2][idx] = nh, nl, n_err
+            self.smooth[0][idx], self.smooth[1][idx], self.smooth[2][idx] = smh, sml, s_err
+            self.fallback[idx] |= ~(_finite(nh, nl, n_err) & _finite(smh, sml, s_err))
+            # a_j = ce w_j + [j = y] c1 w_y, so A = ce W + c1 w_y
+            yh, yl = _dd_mul(np.full_like(wy, c1h), np.full_like(wy, c1l), wy, np.zeros_like(wy))
+            cwh, cwl = _dd_mul(np.array(ceh), np.array(cel), np.array(wh), np.array(wl))
+            Ah, Al = _dd_add(yh, yl, np.full_like(yh, cwh), np.full_like(yh, cwl))
+            amag = np.abs(yh) + ceh * wmag
+            row["A"] = (Ah, Al, (wf + 12 * EPS_OP) * amag + 8 * EPS_OP * np.abs(Ah))
+            row["y_coeff"] = (yh, yl)
+        else:
+            lh, ll, l_err = nh, nl, n_err
+        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
+        exact = (target_ninf | (wy == 0)) & (not self.smoothing)
+        if p.reduction == "none":
+            self.loss_ok[idx] = _certified(lh, ll, l_err) | exact
+        else:  # a term lost to overflow: the position is recomputed
+            self.fallback[idx] |= ~(_finite(lh, ll, l_err) | exact)
+        if self.want_grad and not self.smoothing:
+            sh, sl = self.sh[idx], self.sl[idx]
+            qh, ql = _dd_mul(sh, sl, wy, np.zeros_like(wy))
+            row["q"] = (qh, ql, 4 * EPS_OP * np.abs(qh))
+            row["zero_q"] = (sh == 0) | (wy == 0)  # s w_y = 0: every g is 0, so is the gradient
+
+    def _nll_grad(self, idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row):
+        """No smoothing: grad_j = e_j (s w_y / z) (j != y), -s w_y (1 - p_y) at the target."""
+        qh, ql, q_err = row["q"]
+        zero_q = row["zero_q"]
+        # one product per logit: e_j times the row's q / z (relative error below p_rel + 6 EPS_OP)
+        ch, cl = _dd_mul(izh, izl, qh, ql)
+        gh, gl = _dd_mul(eh, el, ch[:, None], cl[:, None])
+        g_rel = (p_rel + 8 * EPS_OP)[:, None]
+        g_err = np.abs(gh) * g_rel + np.where(tiny & ~ninf, E_TINY * np.abs(qh)[:, None], 0.0)
+        y = self.t[idx]
+        sel = np.nonzero((y >= c0) & (y < c1))[0]
+        ys = y[sel] - c0
+        at_y = np.zeros(gh.shape, bool)
+        if sel.size:
+            py_h, py_l = _dd_mul(eh[sel, ys], el[sel, ys], izh[sel], izl[sel])
+            ty = tiny[sel, ys]
+            py_h, py_l = np.where(ty, 0.0, py_h), np.where(ty, 0.0, py_l)
+            py_err = py_h * p_rel[sel] + np.where(ty & ~ninf[sel, ys], E_TINY, 0.0)
+            oh, ol = _dd_add(np.ones_like(py_h), np.zeros_like(py_h), -py_h, -py_l)
+            o_err = py_err + 2 * EPS_OP * (1 + py_h)
+            yh, yl = _dd_mul(oh, ol, -qh[sel], -ql[sel])
+            y_err = np.abs(qh[sel]) * o_err + np.abs(oh) * q_err[sel] + 4 * EPS_OP * np.abs(yh)
+            gh[sel, ys], gl[sel, ys], g_err[sel, ys] = yh, yl, y_err
+            at_y[sel, ys] = True
+        gh[zero_q] = 0.0
+        ok = _certified(gh, gl, g_err)
+        # exactly 0 in mpmath: -inf logits off the target (p = 0, g = 0) and rows with s w_y = 0
+        ninf_off = ninf & ~zero_q[:, None] & ~at_y
+        ok |= ninf_off | zero_q[:, None]
+        gh[ninf_off] = 0.0
+        return gh, ok
+
+    def _prob_coeffs(self, idx, c0, c1):
+        """Probability targets, a block of a_j = w_j y_j (y_j = t_j or c1 t_j + ce) with bounds."""
+        tt = self.t[idx, c0:c1]
+        w = self.w[c0:c1]
+        if self.smoothing:
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            yh, yl = _dd_mul(tt, np.zeros_like(tt), np.full_like(tt, c1h), np.full_like(tt, c1l))
+            y_mag = np.abs(yh) + ceh
+            yh, yl = _dd_add(yh, yl, np.full_like(tt, ceh), np.full_like(tt, cel))
+            y_err = 6 * EPS_OP * y_mag
+        else:
+            yh, yl, y_err, y_mag = tt, np.zeros_like(tt), np.zeros_like(tt), np.abs(tt)
+        a_h, a_l = _dd_mul(yh, yl, np.broadcast_to(w, yh.shape), np.zeros_like(yh))
+        return a_h, a_l, np.abs(w) * y_err + 4 * EPS_OP * np.abs(w) * y_mag
+
+    def _prob_loss(self, idx, acc, row) -> None:
+        """loss = -sum_j a_j l_j = A log z - sum_j a_j d_j."""
+        lzh, lzl, lz_err = row["lzh"], row["lzl"], row["lz_err"]
+        sh_, sl_, sf, mag = acc.get("ad")
+        Ah, Al, Af, amag = acc.get("A")
+        A_err = acc.err["A"] + (Af + row["slack"] + 2 * EPS_OP) * amag
+        row["A"] = (Ah, Al, A_err)
+        th, tl = _dd_mul(lzh, lzl, Ah, Al)
+        lh, ll = _dd_add(th, tl, -sh_, -sl_)
+        l_err = (
+            (sf + row["slack"] + 6 * EPS_OP) * mag
+            + amag * lz_err
+            + A_err * np.abs(lzh)
+            + 4 * EPS_OP * (np.abs(th) + np.abs(lh))
+        )
+        self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = lh, ll, l_err
+        if self.p.reduction == "none":
+            self.loss_ok[idx] = _certified(lh, ll, l_err)
+        else:
+            self.fallback[idx] |= ~_finite(lh, ll, l_err)
+
+    def _general_grad(self, idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row):
+        """grad_j = s (p_j A - a_j) = s (e_j (A / z) - a_j): smoothing or probability targets."""
+        if self.p.probability_target:
+            a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
+        else:
+            ceh, cel = self.ce
+            w = self.w[c0:c1]
+            awh, awl = _dd_mul(np.full_like(w, ceh), np.full_like(w, cel), w, np.zeros_like(w))
+            a_h = np.repeat(awh[None, :], idx.size, axis=0)
+            a_l = np.repeat(awl[None, :], idx.size, axis=0)
+            a_err = np.repeat(4 * EPS_OP * np.abs(awh)[None, :], idx.size, axis=0)
+            y = self.t[idx]
+            sel = np.nonzero((y >= c0) & (y < c1))[0]
+            if sel.size:
+                ys = y[sel] - c0
+                yh, yl = row["y_coeff"][0][sel], row["y_coeff"][1][sel]
+                th, tl = _dd_add(yh, yl, a_h[sel, ys], a_l[sel, ys])
+                a_err[sel, ys] = 8 * EPS_OP * (np.abs(yh) + np.abs(a_h[sel, ys]))
+                a_h[sel, ys], a_l[sel, ys] = th, tl
+        Ah, Al, A_err = row["A"]
+        sh, sl = self.sh[idx], self.sl[idx]
+        # one product per logit: e_j times the row's A / z (relative error below p_rel + 6 EPS_OP)
+        ch, cl = _dd_mul(izh, izl, Ah, Al)
+        th, tl = _dd_mul(eh, el, ch[:, None], cl[:, None])
+        p_max = np.where(tiny, E_TINY, eh * izh[:, None] * (1 + 2.0**-50))  # >= p_j
+        uh, ul = _dd_add(th, tl, -a_h, -a_l)
+        u_err = (
+            np.abs(th) * (p_rel + 8 * EPS_OP)[:, None]
+            + np.where(tiny, E_TINY * np.abs(Ah)[:, None], 0.0)
+            + p_max * A_err[:, None]
+            + a_err
+            + 4 * EPS_OP * (np.abs(th) + np.abs(a_h))
+        )
+        gh, gl = _dd_mul(uh, ul, sh[:, None], sl[:, None])
+        g_err = np.abs(sh)[:, None] * u_err * (1 + 4 * EPS_OP) + 4 * EPS_OP * np.abs(gh)
+        zero = sh == 0
+        ok = _certified(gh, gl, g_err) | zero[:, None]
+        gh[zero] = 0.0
+        return gh, ok
+
+    # ------------------------------------------------------------ reductions and fallbacks
+    def _finish(self, reduced: bool) -> Expected | None:
+        p = self.p
+        redo = self.fallback | (~self.loss_ok if not reduced else False)
+        rows_mp = {}
+        stats["rows_mpmath"] += int(np.count_nonzero(redo))
+        for n in np.nonzero(redo)[0].tolist():
+            rows_mp[n] = self._mp_row(n)
+        if not reduced:
+            out = np.where(self.loss_ok & ~self.fallback, self.loss[0], 0.0)
+            for n, (terms, _) in rows_mp.items():
+                out[n] = float(terms[0])
+            loss_out = out.reshape(p.loss_shape())
+        else:
+            loss_out = self._reduced(rows_mp)
+            if loss_out is None:
+                return None
+        if not self.want_grad:
+            return Expected(loss_out, None)
+        for n, (_, g) in rows_mp.items():
+            self.grad[n] = g
+        return Expected(loss_out, p.grad_from_rows(self.grad))
+
+    def _mp_row(self, n: int):
+        """Position ``n`` by the mpmath oracle's own code: its terms and gradient row."""
+        p = self.p
+        lrow = ref.log_softmax(ref.mpf_row(np.asarray(self.x[n], dtype=np.float64)))
+        terms = ref.row_terms(p, lrow, self.t[n], self.w_mp, self.eps_mp, self.c)
+        grad = None
+        if self.want_grad:
+            scale = self.scale_mp[n] if self.scale_mp is not None else mpmath.mpf(float(self.sh[n]))
+            grad = ref.row_grad(p, terms[3], lrow, scale, self.t[n], self.c)
+        return terms, grad
+
+    def _reduced(self, rows_mp) -> np.ndarray | None:
+        p = self.p
+        split = self.smoothing and not p.probability_target
+        parts = [self.nll, self.smooth] if split else [self.loss]
+        totals = []
+        for k, part in enumerate(parts):
+            h, low, e = (part[0].copy(), part[1].copy(), part[2].copy())
+            for n, (terms, _) in rows_mp.items():
+                v = terms[1 + k] if split else terms[0]
+                h[n], low[n] = _to_dd(v)
+                e[n] = abs(h[n]) * 2.0**-104
+            if not np.all(np.isfinite(h)) or np.any(np.abs(h) > 2.0**900):
+                return self._nonfinite_total(parts, rows_mp, split)
+            sh, sl, sf = _sum_last(h[None, :], low[None, :])
+            err = float(np.sum(e)) + sf * float(np.sum(np.abs(h)))
+            totals.append((float(sh[0]), float(sl[0]), err))
+        if p.reduction == "mean":
+            fh, fl = _to_dd(ref.factor(p, self.den))
+            totals = [
+                (
+                    *_dd_mul(np.array(h), np.array(low), np.array(fh), np.array(fl)),
+                    abs(fh) * e * (1 + 2.0**-50) + 4 * EPS_OP * abs(fh * h),
+                )
+                for h, low, e in totals
+            ]
+        if split:
+            (ah, al, ae), (bh, bl, be) = totals
+            c1h, c1l = self.c1
+            ceh, cel = self.ce
+            xh, xl = _dd_mul(np.array(ah), np.array(al), np.array(c1h), np.array(c1l))
+            yh, yl = _dd_mul(np.array(bh), np.array(bl), np.array(ceh), np.array(cel))
+            th, tl = _dd_add(xh, xl, yh, yl)
+            te = (
+                abs(c1h) * ae
+                + ceh * be
+                + 4 * EPS_OP * (abs(float(xh)) + abs(float(yh)) + abs(float(th)))
+            )
+        else:
+            th, tl, te = totals[0]
+        th, tl = np.array(th, dtype=np.float64), np.array(tl, dtype=np.float64)
+        if not _certified(th, tl, np.array(te)):
+            return None
+        return np.array(float(th), dtype=np.float64)
+
+    def _nonfinite_total(self, parts, rows_mp, split):
+        """A reduction with an infinite or NaN term: the IEEE rules mpmath follows."""
+        mp = mpmath
+        vals = []
+        for k, part in enumerate(parts):
+            v = part[0].astype(np.float64).copy()
+            for n, (terms, _) in rows_mp.items():
+                t = terms[1 + k] if split else terms[0]
+                v[n] = float(t) if (mp.isnan(t) or mp.isinf(t)) else 0.0
+            v[np.isfinite(v)] = 0.0  # finite terms cannot change a non-finite total
+            pos, neg = bool(np.any(v == np.inf)), bool(np.any(v == -np.inf))
+            if np.any(np.isnan(v)) or (pos and neg):
+                total = math.nan
+            elif pos or neg:
+                total = math.inf if pos else -math.inf
+            else:
+                total = 0.0  # finite
+            if self.p.reduction == "mean" and self.den < 0:
+                total = -total
+            vals.append(total)
+        if all(math.isfinite(v) for v in vals):
+            return None  # finite but huge terms: the mpmath oracle sums them
+        if split:
+            c1 = float(1 - self.eps_mp)  # 0 exactly when eps = 1; eps / C > 0
+            return np.array(c1 * vals[0] + 1.0 * vals[1], dtype=np.float64)
+        return np.array(vals[0], dtype=np.float64)

@@ -1,0 +1,106 @@
+"""What the oracle computes from and returns: ``Problem`` and ``Expected``, and the class-last
+layout every part of the oracle works in.
+
+Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
+(N,) or (N, d1, ..., dK); probability target the shape of logits; weight (C,).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from harness.adapters import CallInputs
+
+
+def class_last(a: np.ndarray) -> np.ndarray:
+    """A logits-shaped array, (C,), (N, C) or (N, C, d1, ..., dK), as (P, C): the class axis
+    last, positions flattened. A view for 1-D and 2-D input; a copy for K-dimensional input."""
+    a = np.asarray(a)
+    if a.ndim == 1:
+        return a[None, :]
+    c = a.shape[1]
+    if a.ndim > 2:
+        a = np.ascontiguousarray(np.moveaxis(a, 1, -1))
+    return a.reshape(-1, c)
+
+
+def class_axis_back(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of ``class_last``: (P, C) rows laid out as a logits array of ``shape`` (a view)."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    moved = (shape[0], *shape[2:], shape[1])
+    return np.moveaxis(rows.reshape(moved), -1, 1)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """Expected values in float64: ``loss`` of the reduced shape, ``grad`` of the logits' shape
+    or None; with each element's rounding-error bound (``harness.oracle.error_model``) in
+    ``loss_bound`` and ``grad_bound`` (same shapes), None until computed (literal values in a
+    case file carry none until the run asks for them)."""
+
+    loss: np.ndarray
+    grad: np.ndarray | None
+    loss_bound: np.ndarray | None = None
+    grad_bound: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One cross-entropy call, with inputs already cast to the case dtype and held in float64."""
+
+    logits: np.ndarray
+    target: np.ndarray
+    probability_target: bool
+    weight: np.ndarray | None = None
+    reduction: str = "mean"
+    ignore_index: int = -100
+    label_smoothing: float = 0.0
+    grad_output: np.ndarray | None = None
+
+    @classmethod
+    def of_call(cls, inputs: CallInputs) -> Problem:
+        """The oracle's view of a call: its inputs (already cast to the call's dtype, in
+        their carrier) held in float64, so expected values are those of the cast inputs."""
+
+        def f64(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else np.asarray(a, dtype=np.float64)
+
+        probability = inputs.probability_target
+        return cls(
+            logits=np.asarray(inputs.logits, dtype=np.float64),
+            target=np.asarray(inputs.target, dtype=np.float64) if probability else inputs.target,
+            probability_target=probability,
+            weight=f64(inputs.weight),
+            reduction=inputs.reduction,
+            ignore_index=inputs.ignore_index,
+            label_smoothing=inputs.label_smoothing,
+            grad_output=f64(inputs.grad_output),
+        )
+
+    def rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Logits as (P, C) and the target as (P,) or (P, C): class axis last, positions flattened."""
+        x = class_last(np.asarray(self.logits, dtype=np.float64))
+        t = np.asarray(self.target)
+        if self.probability_target:
+            t = class_last(t.astype(np.float64))
+        else:
+            t = t.astype(np.int64).reshape(-1)
+        return x, t
+
+    def loss_shape(self) -> tuple[int, ...]:
+        if self.reduction != "none" or self.logits.ndim == 1:
+            return ()
+        return (self.logits.shape[0], *self.logits.shape[2:])
+
+    def upstream(self) -> np.ndarray | None:
+        """grad_output as one value per position (P,), for reduction 'none'."""
+        if self.grad_output is None:
+            return None
+        return np.asarray(self.grad_output, dtype=np.float64).reshape(-1)
+
+    def grad_from_rows(self, g: np.ndarray) -> np.ndarray:
+        """Inverse of ``rows`` for a (P, C) gradient."""
+        return class_axis_back(g, np.shape(self.logits))
