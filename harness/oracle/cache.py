@@ -77,8 +77,11 @@ def _read(path: Path) -> Expected | None:
 
 
 def _write(path: Path, expected: Expected) -> None:
+    # the oracle computes the bounds with the values: those it stores are never None
+    assert expected.loss_bound is not None
     arrays = {"loss": expected.loss, "loss_bound": expected.loss_bound}
     if expected.grad is not None:
+        assert expected.grad_bound is not None
         arrays["grad"] = expected.grad
         arrays["grad_bound"] = expected.grad_bound
     try:
@@ -88,7 +91,8 @@ def _write(path: Path, expected: Expected) -> None:
         return
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            # mypy matches **arrays against savez's allow_pickle: bool as well
+            np.savez(f, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)
     except OSError:
         Path(tmp).unlink(missing_ok=True)

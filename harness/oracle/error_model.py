@@ -132,8 +132,8 @@ def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarra
         if problem.reduction == "mean":
             g = np.full(n_pos, 1.0 / abs(denominator) if denominator else np.inf)
             den_condition = abs_den_terms / abs(denominator) if denominator else np.inf
-        elif problem.reduction == "none" and problem.grad_output is not None:
-            g = np.abs(problem.upstream())
+        elif problem.reduction == "none" and (upstream := problem.upstream()) is not None:
+            g = np.abs(upstream)  # upstream() is None exactly when grad_output is
         else:
             g = np.ones(n_pos)
     g = np.where(keep, g, 0.0)

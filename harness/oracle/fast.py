@@ -194,7 +194,7 @@ def _log_dd(zh, zl):
     return lh, ll, err
 
 
-def _sum_last(h, low):
+def _sum_last(h: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Pairwise double-double sum over the last axis: (hi, lo, bound factor).
 
     Returns the sum and a bound ``EPS_OP * levels`` relative to ``sum |terms|``.
@@ -324,7 +324,7 @@ class _Fast:
         self.n_pos, self.c = x.shape
         c = self.c
         self.w = np.asarray(p.weight, dtype=np.float64) if p.weight is not None else np.ones(c)
-        self._w_mp = None  # the weights in mpmath, made when first needed
+        self._w_mp: list | None = None  # the weights in mpmath, made when first needed
         self.eps_mp = mp.mpf(float(p.label_smoothing))
         self.smoothing = p.label_smoothing != 0
         eps = self.eps_mp
@@ -368,7 +368,7 @@ class _Fast:
         upstream = p.upstream()
         if reduced:
             factor = ref.factor(p, den)
-            self.scale_mp = [factor] * self.n_pos
+            self.scale_mp: list | None = [factor] * self.n_pos
             fh, fl = _to_dd(factor)
             self.sh = np.full(self.n_pos, fh)
             self.sl = np.full(self.n_pos, fl)
@@ -415,7 +415,7 @@ class _Fast:
         general = p.probability_target or self.smoothing
         scale_ok = np.isfinite(self.sh[lo:hi])
         # ignored rows: loss 0, gradient 0 (NaN in a NaN row), exactly as in mpmath
-        if self.want_grad:
+        if self.grad is not None:  # the gradient is wanted
             self.grad[lo:hi][ign & nan_row] = np.nan
         slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
         self.fallback[lo:hi] |= slow
@@ -479,7 +479,7 @@ class _Fast:
         else:
             self._index_loss(idx, xr, m, acc, row)
         self.fallback[idx[overflow]] = True
-        if not self.want_grad:
+        if self.grad is None:  # the gradient is not wanted
             return
         bad = np.zeros(n, bool)
         for c0, c1 in blocks:
@@ -670,6 +670,7 @@ class _Fast:
         p = self.p
         redo = self.fallback | (~self.loss_ok if not reduced else False)
         rows_mp = {}
+        loss_out: np.ndarray | None
         stats["rows_mpmath"] += int(np.count_nonzero(redo))
         for n in np.nonzero(redo)[0].tolist():
             rows_mp[n] = self._mp_row(n)
@@ -682,7 +683,7 @@ class _Fast:
             loss_out = self._reduced(rows_mp)
             if loss_out is None:
                 return None
-        if not self.want_grad:
+        if self.grad is None:  # the gradient is not wanted
             return Expected(loss_out, None)
         for n, (_, g) in rows_mp.items():
             self.grad[n] = g
@@ -760,7 +761,7 @@ class _Fast:
                 total = math.inf if pos else -math.inf
             else:
                 total = 0.0  # finite
-            if self.p.reduction == "mean" and self.den < 0:
+            if self.p.reduction == "mean" and self.den is not None and self.den < 0:
                 total = -total
             vals.append(total)
         if all(math.isfinite(v) for v in vals):

@@ -80,7 +80,8 @@ def _upstream_factors(p: Problem, rows: _Rows, w: np.ndarray) -> tuple[np.ndarra
         denominator = math.fsum(w[t[keep]])
     with np.errstate(divide="ignore", invalid="ignore"):
         if p.reduction == "none":
-            u = np.ones(n_pos) if p.grad_output is None else p.upstream().astype(np.float64)
+            upstream = p.upstream()  # None without grad_output
+            u = np.ones(n_pos) if upstream is None else upstream.astype(np.float64)
         elif p.reduction == "mean":
             u = np.full(n_pos, np.float64(1.0) / np.float64(denominator))
         else:
