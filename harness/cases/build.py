@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -223,7 +224,7 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
     )
 
 
-def _plain(value: object) -> object:
+def _plain(value: Any) -> Any:
     """A LineDict tree as plain dicts and lists (for hashing and reports)."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -322,14 +323,14 @@ def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str,
                 f"{where}.loss",
                 f"shape {_shape(loss)}, expected {loss_shape} for reduction {reduction!r}",
             )
-        grad = None
+        grad: np.ndarray | None = None
         if "grad" in entry:
-            grad = _array(entry["grad"], f"{where}.grad")
-            if isinstance(grad, dict) or grad.shape != xs:
+            given = _array(entry["grad"], f"{where}.grad")
+            if isinstance(given, dict) or given.shape != xs:
                 raise _Fail(
-                    f"{where}.grad", f"shape {_shape(grad)}, expected the logits' shape {xs}"
+                    f"{where}.grad", f"shape {_shape(given)}, expected the logits' shape {xs}"
                 )
-            grad = grad.astype(np.float64)
+            grad = given.astype(np.float64)
         out[d] = Expected(loss.astype(np.float64), grad)
     for d in dtypes:
         if d not in DTYPE_NAMES:  # pragma: no cover - the schema already refuses it

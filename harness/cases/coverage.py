@@ -176,7 +176,8 @@ def classify_call(
 
 def rows_of(cases: list[Case]) -> tuple[list[dict[str, str]], Counter]:
     """One classification per valid case x dtype; a count of invalid cases per expected error."""
-    rows, errors = [], Counter()
+    rows: list[dict[str, str]] = []
+    errors: Counter[str] = Counter()
     for case in cases:
         if case.expect_error is not None:
             errors[case.expect_error] += 1

@@ -15,8 +15,12 @@ never silently change a case; ``python -m harness regen`` fills in ``sha256: FIL
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 RECIPES = {
     "normal": "Gaussian values: mean (0), std (1)",
@@ -60,7 +64,7 @@ def build(spec: dict) -> np.ndarray:
     raise ValueError(f"unknown recipe {kind!r}; expected one of {', '.join(RECIPES)}")
 
 
-def materialize(source: object, dtype: np.dtype | None) -> np.ndarray:
+def materialize(source: np.ndarray | dict, dtype: DTypeLike | None) -> np.ndarray:
     """The array of a case field: a literal array as is, or a recipe built and fingerprint-checked."""
     if isinstance(source, np.ndarray):
         return source

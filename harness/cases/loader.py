@@ -24,7 +24,8 @@ from harness.errors import CaseFileError
 try:  # libyaml is several times faster; both give yaml.safe_load semantics
     from yaml import CSafeLoader as SafeYamlLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
-    from yaml import SafeLoader as SafeYamlLoader
+    # the same interface; the stubs do not relate the C and the pure-Python class
+    from yaml import SafeLoader as SafeYamlLoader  # type: ignore[assignment]
 
 CASE_SUFFIXES = (".yaml", ".yml")
 
@@ -113,7 +114,7 @@ def read_yaml(path: Path) -> object:
         data = path.read_bytes()
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        line = e.object[: e.start].count(b"\n") + 1
+        line: int | None = e.object[: e.start].count(b"\n") + 1
         raise CaseFileError(
             path,
             f"not UTF-8 text (byte {e.start}: {e.object[e.start : e.start + 1]!r}); "
@@ -188,7 +189,7 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-def _schema_error(path: Path, doc: object, err) -> CaseFileError:
+def _schema_error(path: Path, doc: dict, err) -> CaseFileError:
     """Turn a jsonschema error into a message naming the case and field."""
     where = list(err.absolute_path)
     case_name = None
@@ -265,7 +266,7 @@ def _expectation(err) -> str:
     if "type" in s:
         if "description" in s:
             return "expected " + s["description"][0].lower() + s["description"][1:].rstrip(".")
-        t = s["type"] if isinstance(s["type"], list) else [s["type"]]
+        t: list[str] = s["type"] if isinstance(s["type"], list) else [s["type"]]
         return "expected " + " or ".join(_TYPE_WORDS.get(x, x) for x in t)
     return err.message
 

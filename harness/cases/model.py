@@ -48,8 +48,8 @@ class Case:
     name: str
     file: Path
     why: str
-    logits_source: object  # np.ndarray, or a harness.cases.generate spec materialised on first use
-    target_source: object
+    logits_source: np.ndarray | dict  # or a harness.cases.generate spec, materialised on first use
+    target_source: np.ndarray | dict
     weight: np.ndarray | None = None
     reduction: str = "mean"
     ignore_index: int = -100

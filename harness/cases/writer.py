@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import SupportsFloat
 
 import numpy as np
 import yaml
@@ -22,7 +23,7 @@ from harness.errors import CaseFileError
 from harness.oracle import cross_entropy
 
 
-def format_number(v: float) -> str:
+def format_number(v: SupportsFloat) -> str:
     """A float as YAML 1.1 reads it back exactly (PyYAML needs a dot in 1.0e-05)."""
     v = float(v)
     if np.isnan(v):
@@ -127,6 +128,7 @@ def regen_file(path: Path, *, check: bool) -> list[str]:
     cases = {c.name: c for c in load_file(path, require_expected=False)}
     text = path.read_text(encoding="utf-8")
     root = yaml.compose(text, Loader=SafeYamlLoader)
+    assert root is not None  # load_file read the same text: a mapping with cases
     cases_node = next(v for k, v in root.value if k.value == "cases")
     edits: list[tuple[int, int, str]] = []
     changed = []
