@@ -112,9 +112,9 @@ def compare(
         d = abs(gv - ev)
         allowed = THRESHOLD * bv + atol + rtol * abs(ev)
         if math.isfinite(d) and d <= allowed:
-            rel = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
-            ratio = d / allowed if d > 0 else 0.0
-            return Comparison(True, Errors(d, rel, d / scalar_ulp(ev, dtype), ratio), None)
+            rel_v = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
+            ratio_v = d / allowed if d > 0 else 0.0
+            return Comparison(True, Errors(d, rel_v, d / scalar_ulp(ev, dtype), ratio_v), None)
     errors = _all_finite_and_within(g, e, b, dtype, rtol, atol)
     if errors is not None:
         return Comparison(True, errors, None)

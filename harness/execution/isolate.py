@@ -45,11 +45,15 @@ import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from harness.errors import AdapterLoadError, UsageError
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
 from harness.execution.runner import run_one
+
+if TYPE_CHECKING:
+    from harness.cases.model import Case
 
 DEFAULT_MEMORY_LIMIT = 8 * 2**30
 #: errors after which a process cannot be trusted: its worker is replaced
@@ -330,7 +334,7 @@ def worker_main(argv: list[str]) -> int:
         outbox.send(("load_error", f"{type(e).__name__}: {e}"))
         return 1
     outbox.send(("ready", None))
-    case = None
+    case: Case | None = None
     while True:
         try:
             _, new_case, dtype = inbox.recv()
@@ -338,6 +342,7 @@ def worker_main(argv: list[str]) -> int:
             return 0
         if new_case is not None:
             case = new_case
+        assert case is not None  # the first call carries its case; later ones may repeat it
         result = run_one(case, adapter, dtype)
         if limit and "MemoryError" in result.message:
             result.message += f" (the worker's --memory-limit is {format_size(limit)})"

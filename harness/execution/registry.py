@@ -28,6 +28,7 @@ import sys
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from harness.adapters import Adapter
 from harness.adapters.wrap import adapt
@@ -95,7 +96,7 @@ def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
         raise AdapterLoadError(f"{origin}: {e}") from e
 
 
-def _pick(module: object, attr: str | None, origin: str) -> object:
+def _pick(module: ModuleType, attr: str | None, origin: str) -> object:
     if attr:
         try:
             return getattr(module, attr)
@@ -121,7 +122,7 @@ def _pick(module: object, attr: str | None, origin: str) -> object:
     )
 
 
-def _import_file(path: Path, origin: str) -> object:
+def _import_file(path: Path, origin: str) -> ModuleType:
     name = f"lossconf_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:

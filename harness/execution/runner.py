@@ -202,6 +202,7 @@ def _check_values(
     case: Case, dtype: str, inputs: CallInputs, output: object, result: Result
 ) -> None:
     expected = case.expected_for(dtype)
+    assert expected.loss_bound is not None  # expected_for gives the bounds with the values
     result.expected_loss = _summary(expected.loss)
     if not isinstance(output, Output):
         result.status = Status.ERROR
@@ -227,14 +228,16 @@ def _check_values(
         rtol=tol.loss_rtol, atol=tol.loss_atol,
     )  # fmt: skip
     result.loss_errors = lc.errors
-    messages = [lc.message] if not lc.ok else []
-    if grad is not None:
+    # a comparison carries a message exactly when it fails
+    messages = [lc.message] if lc.message is not None else []
+    if grad is not None:  # only where the expected values have a gradient (with its bound)
+        assert expected.grad is not None and expected.grad_bound is not None
         gc = compare(
             grad, expected.grad, expected.grad_bound, dtype, "grad",
             rtol=tol.grad_rtol, atol=tol.grad_atol,
         )  # fmt: skip
         result.grad_errors = gc.errors
-        if not gc.ok:
+        if gc.message is not None:
             messages.append(gc.message)
     if messages:
         result.status = Status.FAIL
