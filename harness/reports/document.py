@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Mapping
 
 from harness.execution.results import STATUS_NAMES, is_conforming
 
@@ -42,7 +43,7 @@ def worst_ulp(r: dict) -> float | None:
     return max(values) if values else None
 
 
-def worst_ratio(r: dict) -> float | None:
+def worst_ratio(r: Mapping) -> float | None:
     """The larger of the loss and gradient test ratios; None when nothing was compared
     (or the report predates test ratios)."""
     values = [

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.reports import matrix
@@ -41,7 +42,7 @@ def esc(value: object) -> str:
 
 
 def table(
-    headers: list[str], rows: list[list[object]], classes: list[list[str]] | None = None
+    headers: list[str], rows: Sequence[Sequence[object]], classes: list[list[str]] | None = None
 ) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in headers)
     body = []

@@ -6,6 +6,7 @@ the failures do not fit, the list is cut and a line points to the JSON report.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.reports import matrix
@@ -28,7 +29,7 @@ def cell(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def table(headers: list[str], rows: list[list[object]]) -> list[str]:
+def table(headers: list[str], rows: Sequence[Sequence[object]]) -> list[str]:
     out = ["| " + " | ".join(cell(h) for h in headers) + " |"]
     out.append("|" + "---|" * len(headers))
     out += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

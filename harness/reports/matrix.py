@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from harness.execution.results import Result, is_conforming
 from harness.reports.document import worst_ratio
-from harness.execution.results import is_conforming
 
 #: group -> features (from adapters.FEATURES) any of which puts a result in the group
 FEATURE_GROUPS: dict[str, frozenset[str]] = {
@@ -63,7 +63,7 @@ def groups_of(case_id: str, features: Iterable[str], tags: Iterable[str], dtype:
     return out
 
 
-def _record(r: object) -> Mapping:
+def _record(r: Result | Mapping) -> Mapping:
     """A Result or a JSON result dict, as a mapping with the fields the matrix reads."""
     if isinstance(r, Mapping):
         return r
@@ -79,7 +79,7 @@ def _record(r: object) -> Mapping:
     }
 
 
-def cells(results: Iterable[object]) -> dict[str, dict[str, tuple[int, int]]]:
+def cells(results: Iterable[Result | Mapping]) -> dict[str, dict[str, tuple[int, int]]]:
     """adapter -> group -> (conforming, run); plus the group ``all``. Accepts Results or dicts."""
     table: dict[str, dict[str, list[int]]] = {}
     for r in map(_record, results):
@@ -93,7 +93,7 @@ def cells(results: Iterable[object]) -> dict[str, dict[str, tuple[int, int]]]:
     return {a: {g: (v[0], v[1]) for g, v in row.items()} for a, row in table.items()}
 
 
-def worst_ratios(results: Iterable[object]) -> dict[str, dict[str, float | None]]:
+def worst_ratios(results: Iterable[Result | Mapping]) -> dict[str, dict[str, float | None]]:
     """adapter -> group -> the worst test ratio (error / allowed) of its compared results."""
     table: dict[str, dict[str, float | None]] = {}
     for r in map(_record, results):
@@ -102,7 +102,8 @@ def worst_ratios(results: Iterable[object]) -> dict[str, dict[str, float | None]
         if q is None or q != q:  # nothing compared, or NaN
             continue
         for g in [*groups_of(r["case_id"], r["features"], r["tags"], r["dtype"]), "all"]:
-            row[g] = q if row[g] is None else max(row[g], q)
+            worst = row[g]
+            row[g] = q if worst is None else max(worst, q)
     return table
 
 
@@ -112,7 +113,7 @@ def ratio_text(q: float | None) -> str:
     return "inf" if q == float("inf") else f"{q:.2g}"
 
 
-def ratio_rows(results: Iterable[object]) -> tuple[list[str], list[list[str]]]:
+def ratio_rows(results: Iterable[Result | Mapping]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the worst test ratio per adapter and group (at most 1 conforms)."""
     table = worst_ratios(results)
     headers = ["adapter", *GROUPS, "all"]
@@ -124,7 +125,7 @@ def cell_text(conforming: int, run: int) -> str:
     return "n/a" if run == 0 else f"{conforming}/{run}"
 
 
-def rows(results: Iterable[object]) -> tuple[list[str], list[list[str]]]:
+def rows(results: Iterable[Result | Mapping]) -> tuple[list[str], list[list[str]]]:
     """Headers and rows of the matrix, ready for tabulate or Markdown."""
     table = cells(results)
     headers = ["adapter", *GROUPS, "all"]
@@ -132,7 +133,7 @@ def rows(results: Iterable[object]) -> tuple[list[str], list[list[str]]]:
     return headers, body
 
 
-def render(results: Iterable[object]) -> str:
+def render(results: Iterable[Result | Mapping]) -> str:
     """The matrix as a plain-text table."""
     from tabulate import tabulate
 
@@ -140,7 +141,7 @@ def render(results: Iterable[object]) -> str:
     return tabulate(body, headers=headers, tablefmt="simple", disable_numparse=True)
 
 
-def render_ratios(results: Iterable[object]) -> str:
+def render_ratios(results: Iterable[Result | Mapping]) -> str:
     """The worst test ratio per adapter and group as a plain-text table."""
     from tabulate import tabulate
 
