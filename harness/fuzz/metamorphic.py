@@ -148,8 +148,8 @@ class Side:
     and a name for messages ('original', 'sum(none) / 2.0', ...)."""
 
     name: str
-    values: np.ndarray
-    bound: np.ndarray
+    values: np.ndarray | float
+    bound: np.ndarray | float
 
 
 def _index(shape: tuple[int, ...], flat: int) -> str:
@@ -238,7 +238,12 @@ def _compare_outcomes(
     )
     ratios.append(r)
     problems.append(m)
-    if a.grad is not None and b.grad is not None and bounds_a.grad is not None:
+    if (
+        a.grad is not None
+        and b.grad is not None
+        and bounds_a.grad is not None
+        and bounds_b.grad is not None  # bounds have a gradient where the output has one
+    ):
         r, m = relation(
             "grad",
             Side("original", a.grad, bounds_a.grad),
@@ -334,7 +339,8 @@ def class_permutation(adapter: Adapter, case: Case, dtype: str) -> Checked:
     variants = {"original": inputs, "classes_rolled": rolled}
     other = _variant(adapter, "class_permutation", rolled, variants)
     bounds = bounds_of(rolled, other)
-    if other.grad is not None:  # back to the original class order, bounds with them
+    # back to the original class order, bounds with them (a gradient has a bound)
+    if other.grad is not None and bounds.grad is not None:
         other = Outcome(other.loss, np.roll(other.grad, k, axis=axis))
         bounds = Bounds(bounds.loss, np.roll(bounds.grad, k, axis=axis))
     checked = _compare_outcomes(
@@ -404,7 +410,13 @@ def reduction_consistency(adapter: Adapter, case: Case, dtype: str) -> Checked:
     )
     ratios.append(r)
     problems.append(m)
-    if base.grad is not None and per.grad is not None and b_base.grad is not None and den != 0:
+    if (
+        base.grad is not None
+        and per.grad is not None
+        and b_base.grad is not None
+        and b_none.grad is not None  # bounds have a gradient where the output has one
+        and den != 0
+    ):
         name_g = f"grad(none) / {den!r}" if mean else "grad(none)"
         with np.errstate(invalid="ignore", over="ignore"):
             want_g = per.grad / den
@@ -461,7 +473,9 @@ def grad_rows_sum_zero(adapter: Adapter, case: Case, dtype: str) -> Checked:
     if not np.any(ok):
         raise NotApplicable("no finite row")
     tol = case.tolerance(dtype)
-    b = _rows(bounds_of(inputs, base).grad)
+    b_grad = bounds_of(inputs, base).grad
+    assert b_grad is not None  # bounds have a gradient where the output has one
+    b = _rows(b_grad)
     sums = np.array([_total(row) if k else 0.0 for row, k in zip(g, ok, strict=True)])
     allowed = np.array(
         [THRESHOLD * _total(row) if k else 0.0 for row, k in zip(b, ok, strict=True)]

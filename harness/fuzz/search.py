@@ -271,8 +271,9 @@ def search(
             if report.disagreement is None:
                 report.disagreement = shared
 
-    # one database key per adapter, property and space: their failures must not mix
-    test._hypothesis_internal_add_digest = f"{adapter.name}:{prop}:{space!r}".encode()
+    # one database key per adapter, property and space: their failures must not mix (an
+    # attribute hypothesis reads from the test function, which declares no attributes)
+    test._hypothesis_internal_add_digest = f"{adapter.name}:{prop}:{space!r}".encode()  # type: ignore[attr-defined]
     configured = settings(
         max_examples=examples,
         database=None if database is None else DirectoryBasedExampleDatabase(str(database)),

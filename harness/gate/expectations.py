@@ -286,9 +286,9 @@ def covered(entries: list[Entry], doc: dict) -> set[int]:
     return out
 
 
-def lines_used(entries: list[Entry], doc: dict) -> set[int]:
+def lines_used(entries: list[Entry], doc: dict) -> set[int | None]:
     adapters = {a["name"]: a for a in doc["adapters"]}
-    used = set()
+    used: set[int | None] = set()
     for r in doc["results"]:
         if r["status"] in CONFORMING_NAMES:
             continue  # an entry that covers only conforming results is stale

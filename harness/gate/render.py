@@ -15,6 +15,7 @@ from harness.gate.verdict import Outcome
 def gate(outcome: Outcome, results: list[Result], doc: dict, *, verbose: bool = False) -> str:
     """Terminal lines about the gate: expected failures, unexpected passes, baseline, repros."""
     parts: list[str] = []
+    rows: list[list[object]]
     if outcome.expected:
         rows = [
             [*results[i].key, results[i].status.value, e.reason[:70]]
