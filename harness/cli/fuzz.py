@@ -125,8 +125,8 @@ def _result(r: PropertyReport, outcomes: Outcomes) -> str:
         else:
             refs = ", ".join(dict.fromkeys(d.reference for d in outcomes.blocked[r.prop]))
             parts.append(f"not written: reference {refs} fails too [{r.finding.dtype}]")
-    if r.disagreements:
-        d = r.disagreement
+    d = r.disagreement  # the first of r.disagreements, kept
+    if r.disagreements and d is not None:
         parts.append(
             f"reference {d.reference} fails too on {r.disagreements} "
             f"call{'s' if r.disagreements > 1 else ''} [{d.dtype}]"
@@ -178,22 +178,20 @@ def main(argv: list[str]) -> int:
     for spec, why in references.unavailable.items():
         print(f"reference {spec} not used: {why}")
     errors = [r for r in reports if r.error is not None]
-    shared = [r for r in reports if r.disagreement is not None]
-    for r in shared:
-        d = r.disagreement
-        print(f"\n{r.prop}: not a finding, {d.text()}")
+    shared = [(r.prop, r.disagreement) for r in reports if r.disagreement is not None]
+    for prop, d in shared:
+        print(f"\n{prop}: not a finding, {d.text()}")
         print(f"  the call: {flow(d.fields)}")
-    findings = [r for r in reports if r.finding is not None]
+    findings = [r.finding for r in reports if r.finding is not None]
     if not findings:
         if not errors and not shared:
             print("no failure found")
             return ExitCode.OK
         print("no failure of the adapter found" + ("; some searches did not settle" * bool(errors)))
         return ExitCode.NONCONFORMING
-    for r in findings:
-        f = r.finding
+    for f in findings:
         print(f"\n{f.prop} [{f.dtype}]: {f.message}")
-        for note in outcomes.notes.get(r.prop, ()):
+        for note in outcomes.notes.get(f.prop, ()):
             print(f"  {note}")
     written = outcomes.written
     if not written:
