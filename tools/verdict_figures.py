@@ -9,12 +9,11 @@ reports/baselines/torch-expectations.yaml allows, each with its reason) and the
 rest (false alarms, which must be 0 for a correct implementation).
 
     python tools/verdict_figures.py            # print the table
-    python tools/verdict_figures.py --write    # and replace it in docs/tolerances.md
+    python tools/refresh_docs.py verdict-ratios   # store it and rewrite docs/tolerances.md
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import sys
 from collections import defaultdict
@@ -25,15 +24,11 @@ sys.path.insert(0, str(REPO))
 
 from tabulate import tabulate  # noqa: E402
 
-from harness.cases.loader import load_paths  # noqa: E402
+from harness import load_adapter, load_suite, run_case  # noqa: E402
 from harness.execution.registry import describe as adapter_info  # noqa: E402
-from harness.execution.registry import load as load_adapter  # noqa: E402
-from harness.execution.runner import run_one  # noqa: E402
 from harness.gate import expectations  # noqa: E402
 
-DOC = REPO / "docs" / "tolerances.md"
 TORCH_EXPECTATIONS = REPO / "reports" / "baselines" / "torch-expectations.yaml"
-BEGIN, END = "<!-- figures: begin -->", "<!-- figures: end -->"
 
 
 def _adapters() -> list:
@@ -43,7 +38,7 @@ def _adapters() -> list:
 
 
 def measure() -> tuple[str, dict]:
-    cases = [c for c in load_paths().cases if c.expect_error is None]
+    cases = [c for c in load_suite() if c.expect_error is None]
     worst: dict = defaultdict(lambda: [0.0, 0.0, 0, 0, 0])  # loss, grad, runs, known, other
     versions = {}
     known = expectations.load(TORCH_EXPECTATIONS)
@@ -53,7 +48,7 @@ def measure() -> tuple[str, dict]:
         for case in cases:
             divergent = any(t.startswith("divergence:") for t in case.tags)
             for dtype in case.dtypes:
-                r = run_one(case, adapter, dtype)
+                r = run_case(case, adapter, dtype)
                 row = worst[(adapter.name, dtype)]
                 row[2] += 1
                 if not r.conforming:
@@ -74,24 +69,15 @@ def measure() -> tuple[str, dict]:
     return tabulate(rows, headers, tablefmt="github"), versions
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--write", action="store_true", help=f"replace the table in {DOC}")
-    args = p.parse_args(argv)
+def main() -> int:
     table, versions = measure()
     import numpy
 
     env = "; ".join(f"{k}: {v}" for k, v in versions.items()) or f"numpy {numpy.__version__}"
-    text = (
-        f"{BEGIN}\n<!-- written by: python tools/verdict_figures.py --write -->\n"
+    print(
         f"Built-in suite, every valid case and dtype ({env}); conforming results only in the "
-        f"ratio columns:\n\n{table}\n{END}"
+        f"ratio columns:\n\n{table}"
     )
-    print(text)
-    if args.write:
-        doc = DOC.read_text(encoding="utf-8")
-        start, stop = doc.index(BEGIN), doc.index(END) + len(END)
-        DOC.write_text(doc[:start] + text + doc[stop:], encoding="utf-8")
     return 0
 
 
