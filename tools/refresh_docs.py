@@ -266,6 +266,13 @@ def _commit() -> str:
     return head or "unknown"
 
 
+def _tree_state() -> str:
+    """'clean', or 'modified' when tracked files differ from the commit."""
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                            capture_output=True, text=True, check=False).stdout  # fmt: skip
+    return "modified" if status.strip() else "clean"
+
+
 def produce(source: Source) -> dict:
     """Run one source and write its data file."""
     load_before = os.getloadavg()[0]
@@ -283,6 +290,7 @@ def produce(source: Source) -> dict:
         "recorded": {
             "by": f"python tools/refresh_docs.py {source.name}",
             "commit": _commit(),
+            "working_tree": _tree_state(),
             "date": time.strftime("%Y-%m-%d"),
             "seconds": round(time.perf_counter() - start, 1),
             "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
@@ -312,8 +320,9 @@ def provenance(data: dict) -> str:
     where = rec.get("where", "the 2-core development machine")
     load = rec.get("load_average")
     load_text = f", load average {load[0]:g} to {load[1]:g}" if load else ""
+    tree = " with uncommitted changes" if rec.get("working_tree") == "modified" else ""
     return (
-        f"<sub>`{data['command']}` at commit {rec['commit']} ({rec['date']}), "
+        f"<sub>`{data['command']}` at commit {rec['commit']}{tree} ({rec['date']}), "
         f"{where}{load_text}.</sub>"
     )
 
