@@ -62,7 +62,8 @@ def x64_scope(enabled: bool) -> Iterator[None]:
 
     scope = getattr(jax, "enable_x64", None)
     if scope is None:  # jax < 0.6
-        from jax.experimental import enable_x64 as scope_factory
+        # absent from the jax that mypy checks against (>= 0.6): unused-ignore where present
+        from jax.experimental import enable_x64 as scope_factory  # type: ignore[attr-defined,unused-ignore]
 
         with scope_factory():
             yield

@@ -128,7 +128,13 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
     return loss, grad
 
 
-def _mixed(per_pos, denominator, parts, eps: float, c: int) -> float:
+def _mixed(
+    per_pos: np.ndarray,
+    denominator: float,
+    parts: tuple[np.ndarray, np.ndarray] | None,
+    eps: float,
+    c: int,
+) -> float:
     """A reduced loss; with smoothing on class indices the NLL and smoothing sums are
     divided separately, then mixed, as PyTorch does (0/0 and x/0 differ)."""
     if parts is not None:

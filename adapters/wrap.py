@@ -116,12 +116,13 @@ class FunctionAdapter(Adapter):
     ) -> None:
         self.fn = fn
         functools.update_wrapper(self, fn, updated=())
-        self.name = name or getattr(fn, "__name__", "function")
+        fallback: str = getattr(fn, "__name__", "function")
+        self.name = name or fallback
         self.location = _location(fn)
         by = declared_by or f"from_{self.framework}(unsupported=...) for {self.location}"
         declared = check_unsupported(unsupported, by)
         self.accepts = _accepted(fn)
-        inferred = frozenset()
+        inferred: frozenset[str] = frozenset()
         if self.accepts is not None:
             missing = set(PARAMETERS) - self.accepts
             inferred = frozenset(f for p in missing for f in PARAMETERS[p][1])
@@ -337,7 +338,7 @@ def detect_framework(fn: Callable) -> str:
     return found[0] if found else "numpy"
 
 
-def adapt(obj: Callable, *, name: str | None = None, **options: str) -> Adapter:
+def adapt(obj: Callable | Adapter, *, name: str | None = None, **options: str) -> Adapter:
     """An adapter for a plain function (what ``--adapter file.py:fn`` loads).
 
     ``options`` are command-line strings: ``framework`` (torch, jax, numpy; default:

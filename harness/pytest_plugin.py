@@ -18,11 +18,23 @@ else fails with the message and a repro snippet.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import pytest
 
 from harness.cli.options import RUN_OPTIONS
 from harness.errors import LossconfError
 from harness.execution.config import RunConfig
+
+if TYPE_CHECKING:
+    # pytest's own names for what repr_failure takes and gives (not exported by pytest)
+    from _pytest._code.code import TerminalRepr, TracebackStyle
+
+    from harness.adapters import Adapter
+    from harness.cases.model import Case
+    from harness.execution.session import Plan
+    from harness.gate.expectations import Entry, Expectations
 
 # The plugin loads in every pytest session of an environment that has lossconf, and is
 # inert there unless --lossconf-adapter is given: what runs cases (NumPy, YAML, the oracle)
@@ -62,7 +74,7 @@ class ExpectedNonConformance(NonConformance):
     """A non-conformity that an expectation allows (turned into xfail)."""
 
 
-def _plan(config: pytest.Config):
+def _plan(config: pytest.Config) -> tuple[Plan, Expectations | None, dict[str, dict[str, str]]]:
     # lazily, off pytest's start-up (see the note at the top)
     from harness.execution.registry import describe
     from harness.execution.session import prepare
@@ -81,7 +93,16 @@ def _plan(config: pytest.Config):
 
 
 class LossconfItem(pytest.Item):
-    def __init__(self, *, case, adapter, dtype, spec, entry, **kwargs) -> None:
+    def __init__(
+        self,
+        *,
+        case: Case,
+        adapter: Adapter,
+        dtype: str,
+        spec: str,
+        entry: Entry | None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self.case, self.adapter, self.dtype, self.spec, self.entry = (
             case,
@@ -107,9 +128,10 @@ class LossconfItem(pytest.Item):
             pytest.skip(f"unsupported: {r.message}")
         if r.conforming:
             return
-        allowed = self.entry is not None and r.status.value in self.entry.outcomes
-        if allowed and self.entry.allows_conforming:
-            pytest.xfail(f"expected {r.status.value}: {self.entry.reason}")
+        entry = self.entry
+        allowed = entry is not None and r.status.value in entry.outcomes
+        if allowed and entry is not None and entry.allows_conforming:
+            pytest.xfail(f"expected {r.status.value}: {entry.reason}")
         from harness.reports.repro import snippet  # lazily (see the note at the top)
 
         text = (
@@ -117,12 +139,14 @@ class LossconfItem(pytest.Item):
         )
         raise (ExpectedNonConformance if allowed else NonConformance)(text)
 
-    def repr_failure(self, excinfo, style=None):
+    def repr_failure(
+        self, excinfo: pytest.ExceptionInfo[BaseException], style: TracebackStyle | None = None
+    ) -> str | TerminalRepr:
         if isinstance(excinfo.value, NonConformance):
             return str(excinfo.value)
         return super().repr_failure(excinfo, style=style)
 
-    def reportinfo(self):
+    def reportinfo(self) -> tuple[Path, int | None, str]:
         return (
             self.case.file,
             self.case.line,
@@ -133,7 +157,7 @@ class LossconfItem(pytest.Item):
 class LossconfSuite(pytest.Collector):
     """The parent node of every lossconf item (node id ``lossconf``)."""
 
-    def collect(self):
+    def collect(self) -> list[pytest.Item]:
         return []
 
 

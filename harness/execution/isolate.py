@@ -53,6 +53,7 @@ from harness.execution.results import Result, Status
 from harness.execution.runner import run_one
 
 if TYPE_CHECKING:
+    from harness.adapters import Adapter
     from harness.cases.model import Case
 
 DEFAULT_MEMORY_LIMIT = 8 * 2**30
@@ -205,7 +206,7 @@ class Worker:
         return text
 
     # -- calls ------------------------------------------------------------------------------
-    def run_one(self, case, dtype: str, timeout: float | None) -> Result:
+    def run_one(self, case: Case, dtype: str, timeout: float | None) -> Result:
         """Run one call in the worker (starting it if needed) and return its Result."""
         if not self.alive:
             self.stop()
@@ -243,7 +244,7 @@ class Worker:
         return result
 
 
-def _result(case, adapter: str, dtype: str, status: Status, message: str) -> Result:
+def _result(case: Case, adapter: str, dtype: str, status: Status, message: str) -> Result:
     try:
         features = tuple(sorted(case.features()))
     except Exception:  # the case itself is broken; the worker would have said so
@@ -290,7 +291,9 @@ class IsolatedPool:
         self._all.append(w)
         return w
 
-    def run_one(self, case, adapter, dtype: str, *, timeout: float | None = None) -> Result:
+    def run_one(
+        self, case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None
+    ) -> Result:
         with self._lock:
             idle = self._idle[adapter.name]
             worker = idle.pop() if idle else self._new(adapter.name)

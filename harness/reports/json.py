@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import platform
 import sys
 from collections import Counter
@@ -59,5 +60,5 @@ def _with_totals(adapter: dict, results: list[Result]) -> dict:
     }
 
 
-def write(path, document: dict) -> None:
+def write(path: str | os.PathLike, document: dict) -> None:
     write_atomic(path, json.dumps(document, indent=1, allow_nan=True) + "\n")
