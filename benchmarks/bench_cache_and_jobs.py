@@ -53,15 +53,16 @@ import sys, time
 from dataclasses import replace
 from harness.execution import parallel
 from harness.cli.main import build_parser
+from harness.cli.options import config_from
 from harness.execution.session import execute, prepare
 
 def main():
-    args = build_parser().parse_args(["-q"])
-    plan = prepare(args)
+    config = config_from(build_parser().parse_args(["-q"]))
+    plan = prepare(config)
     serial, jobs = [], []
     for _ in range({repeat}):
-        t = time.perf_counter(); execute(replace(plan, results=[]), args); serial.append(time.perf_counter() - t)
-        t = time.perf_counter(); parallel.run_parallel(plan, args, {jobs}); jobs.append(time.perf_counter() - t)
+        t = time.perf_counter(); execute(replace(plan, results=[]), config); serial.append(time.perf_counter() - t)
+        t = time.perf_counter(); parallel.run_parallel(plan, config, {jobs}, prepare=prepare, execute=execute); jobs.append(time.perf_counter() - t)
     print(min(serial), min(jobs))
 
 if __name__ == "__main__":

@@ -210,7 +210,7 @@ def timed(problem, want_grad=True):
 oracle.cross_entropy = timed
 start = time.perf_counter()
 try:
-    cli.main(["-q"])
+    cli(["-q"])
 except SystemExit:
     pass
 total = time.perf_counter() - start

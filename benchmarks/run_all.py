@@ -1,6 +1,6 @@
 """Run every benchmark in turn (one at a time: two memory-heavy ones must not overlap).
 
-    python benchmarks/run_all.py            # the README's figures (about 10 minutes on 2 cores)
+    python benchmarks/run_all.py            # the figures of docs/performance.md (about 10 minutes on 2 cores)
     python benchmarks/run_all.py --quick    # smaller sizes, about 2 minutes
 
 Each script prints markdown table rows; this prints them under a heading per target

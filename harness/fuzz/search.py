@@ -175,7 +175,7 @@ def check_once(prop: str, adapter: Adapter, case: Case, dtype: str) -> Verdict:
 
 #: (adapter spec, the dtypes it vouches for or None for all): a call that one of these
 #: fails is not a finding about the adapter under test. torch's half precision is left
-#: out: it accumulates in half precision, a documented divergence (README).
+#: out: it accumulates in half precision, a documented divergence (docs/corpus.md).
 REFERENCES: tuple[tuple[str, tuple[str, ...] | None], ...] = (
     ("numpy", None),
     ("torch", ("float64", "float32")),
