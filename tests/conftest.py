@@ -1,7 +1,16 @@
-"""Shared test fixtures: run the real CLI in a subprocess, as a user would."""
+"""Shared test fixtures: the command line in process (``cli``) and in a fresh interpreter
+(``cli_process``), as a user runs it.
+
+Most tests check what a command does (its logic): they call ``harness.cli.main.main`` in
+this process with ``cli``, which costs no interpreter start-up and no re-import of NumPy,
+torch or JAX. ``cli_process`` is for the contract of ``python -m harness`` itself (exit
+codes, messages, output) and for what needs a process of its own: fresh imports, a cold
+in-memory cache, signals, worker processes, ``sitecustomize`` or ``PYTHONPATH`` tricks.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -12,6 +21,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+
+# pytest-xdist runs one worker per core: a framework's own pool of threads in each worker only
+# oversubscribes the cores (torch's small calls ran three times slower on two shared cores).
+# Set before any test imports torch; the subprocesses of tests inherit it.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @dataclass
@@ -42,8 +56,57 @@ def run_cli(
 
 
 @pytest.fixture
-def cli():
+def cli_process():
+    """``python -m harness ARGS`` in a subprocess: for the process contract only."""
     return run_cli
+
+
+@pytest.fixture
+def cli(capsys, monkeypatch, tmp_path_factory):
+    """``python -m harness ARGS`` in this process: ``main(ARGS)`` with its output captured.
+
+    ``cwd`` and ``env`` apply during the call; ``path`` entries are put in front of
+    ``sys.path`` (as PYTHONPATH would). Afterwards ``sys.path`` is restored and the modules
+    imported from temporary folders (user adapters, test packages) are forgotten, so one
+    test's ``mine.py`` never answers for another's.
+    """
+    from harness.cli.main import main
+
+    scratch = str(tmp_path_factory.getbasetemp())
+
+    def _cli(
+        *args: str,
+        cwd: Path | None = None,
+        env: dict | None = None,
+        path: tuple[Path, ...] = (),
+    ) -> Completed:
+        saved_path = sys.path[:]
+        capsys.readouterr()  # what the test printed before is not the command's
+        with monkeypatch.context() as m:
+            if cwd is not None:
+                m.chdir(cwd)
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            sys.path[:0] = [str(p) for p in path]
+            importlib.invalidate_caches()  # files written just now must be found
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse: --help, or a usage error
+                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+            finally:
+                sys.path[:] = saved_path
+                _forget_modules_under(scratch)
+        out, err = capsys.readouterr()
+        return Completed(int(code), out, err)
+
+    return _cli
+
+
+def _forget_modules_under(folder: str) -> None:
+    for name, module in list(sys.modules.items()):
+        origin = getattr(module, "__file__", None) or ""
+        if origin.startswith(folder) or name.startswith("lossconf_user_"):
+            del sys.modules[name]
 
 
 @pytest.fixture

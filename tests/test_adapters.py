@@ -137,14 +137,14 @@ def test_list_shows_every_builtin_and_whether_it_loads(cli):
         assert "available" in line
 
 
-def test_list_says_why_an_adapter_cannot_load(cli, tmp_path):
-    # a torch that cannot be found: a sitecustomize hides it from importlib
+def test_list_says_why_an_adapter_cannot_load(cli_process, tmp_path):
+    # a torch that cannot be found: a sitecustomize hides it from importlib (a fresh process)
     (tmp_path / "sitecustomize.py").write_text(
         "import importlib.util, sys\n"
         "_find = importlib.util.find_spec\n"
         "importlib.util.find_spec = lambda n, *a: None if n == 'torch' else _find(n, *a)\n"
     )
-    r = cli("--list", "--cases", SEED, env={"PYTHONPATH": str(tmp_path)})
+    r = cli_process("--list", "--cases", SEED, env={"PYTHONPATH": str(tmp_path)})
     line = next(ln for ln in r.stdout.splitlines() if ln.split()[:1] == ["torch"])
     assert "not installed: torch" in line
 
@@ -153,7 +153,7 @@ def test_cuda_device_without_cuda_is_a_load_error(cli):
     import torch
 
     if torch.cuda.is_available():
-        pytest.skip("CUDA is present here")
+        pytest.skip("CUDA is present here: this checks the message on a machine without it")
     r = cli("--adapter", "torch@device=cuda", "--cases", SEED)
     assert r.returncode == 2
     assert "torch.cuda.is_available() is False" in r.stderr

@@ -1,10 +1,15 @@
-"""The CLI end to end, as a user runs it: exit codes, tables, reports."""
+"""The CLI end to end, as a user runs it: exit codes, tables, reports.
+
+The contract of ``python -m harness`` (each exit code, its messages, no traceback, --help,
+--list, the console script) runs in a fresh interpreter (``cli_process``); what a command
+computes (verdicts, reports, regen) runs ``main`` in process (``cli``)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -50,16 +55,16 @@ class NoCheck(Adapter):
 """
 
 
-def test_default_run_conforms_and_prints_table(cli):
-    r = cli()
+def test_default_run_conforms_and_prints_table(cli_process):
+    r = cli_process()
     assert r.returncode == 0, r.output
     assert "numpy" in r.stdout and "pass" in r.stdout
     assert "all conform" in r.stdout
 
 
-def test_wrong_weighted_mean_fails_with_readable_report(cli, write):
+def test_wrong_weighted_mean_fails_with_readable_report(cli_process, write):
     path = write("wrong.py", WRONG_MEAN)
-    r = cli("--adapter", str(path), "-k", "seed")
+    r = cli_process("--adapter", str(path), "-k", "seed")
     assert r.returncode == 1, r.output
     assert "seed/weighted_mean" in r.stdout
     assert "fail" in r.stdout
@@ -107,19 +112,19 @@ def test_json_report(cli, tmp_path):
     }
 
 
-def test_unknown_report_format_is_usage_error(cli, tmp_path):
-    r = cli("--report", str(tmp_path / "r.csv"))
+def test_unknown_report_format_is_usage_error(cli_process, tmp_path):
+    r = cli_process("--report", str(tmp_path / "r.csv"))
     assert r.returncode == 2
     assert ".csv" in r.stderr and "Traceback" not in r.output
 
 
-def test_no_case_selected_is_an_error(cli):
-    r = cli("-k", "no-such-case-anywhere")
+def test_no_case_selected_is_an_error(cli_process):
+    r = cli_process("-k", "no-such-case-anywhere")
     assert r.returncode == 2
     assert "no case selected" in r.stderr
 
 
-def test_invalid_case_file_names_file_case_field(cli, write):
+def test_invalid_case_file_names_file_case_field(cli_process, write):
     path = write(
         "bad.yaml",
         """
@@ -131,7 +136,7 @@ def test_invalid_case_file_names_file_case_field(cli, write):
             reduktion: sum
         """,
     )
-    r = cli("--cases", str(path))
+    r = cli_process("--cases", str(path))
     assert r.returncode == 2
     assert str(path) in r.stderr
     assert "'typo'" in r.stderr
@@ -157,21 +162,21 @@ def test_shape_mismatch_names_field(cli, write):
     assert "field 'weight'" in r.stderr and "expected (3,)" in r.stderr
 
 
-def test_unknown_adapter_lists_known_ones(cli):
-    r = cli("--adapter", "nonexistent_impl")
+def test_unknown_adapter_lists_known_ones(cli_process):
+    r = cli_process("--adapter", "nonexistent_impl")
     assert r.returncode == 2
     assert "not found" in r.stderr and "numpy" in r.stderr
     assert "Traceback" not in r.output
 
 
-def test_list_shows_cases_and_adapters(cli):
-    r = cli("--list")
+def test_list_shows_cases_and_adapters(cli_process):
+    r = cli_process("--list")
     assert r.returncode == 0
     assert "seed/article_1x5" in r.stdout and "numpy" in r.stdout
 
 
-def test_help_documents_exit_codes(cli):
-    r = cli("--help")
+def test_help_documents_exit_codes(cli_process):
+    r = cli_process("--help")
     assert r.returncode == 0
     assert "exit codes" in r.stdout
     assert "2  usage error" in r.stdout
@@ -206,15 +211,12 @@ def test_regen_writes_values_that_then_pass(cli, write):
 
 
 def test_console_script_and_module_agree():
-    from pathlib import Path
-
+    """The project is installed (pip install -e .) wherever its tests run: the script exists."""
     exe = Path(sys.executable).parent / "lossconf"
-    if not exe.exists():
-        import pytest
-
-        pytest.skip("lossconf script not on PATH (package not installed)")
+    assert exe.is_file(), f"no console script {exe}: install the project (pip install -e .)"
     r = subprocess.run([str(exe), "-q", "-k", "seed"], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("results, 0 not conforming")
 
 
 def test_regen_fills_recipe_fingerprints(cli, write):

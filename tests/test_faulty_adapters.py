@@ -1,5 +1,8 @@
 """Faulty adapters (tests/faulty_adapters/): each costs one result, reported with a useful message,
-and every other result is still in the report. Each adapter misbehaves only on faulty_cases/b_sum."""
+and every other result is still in the report. Each adapter misbehaves only on faulty_cases/b_sum.
+
+Faults an adapter commits inside the harness's process run the command in process (``cli``);
+crashes of isolated workers run it in a fresh interpreter (``cli_process``)."""
 
 from __future__ import annotations
 
@@ -81,12 +84,13 @@ def test_without_isolation_a_poisoned_process_fails_every_later_call(cli, tmp_pa
     assert later["status"] == "error" and "device-side assert" in later["message"]
 
 
-def test_isolated_crashes_cost_one_result_each_and_workers_restart(cli, tmp_path):
+def test_isolated_crashes_cost_one_result_each_and_workers_restart(cli_process, tmp_path):
+    """Worker processes that crash: the harness itself runs in a process of its own."""
     adapters = [
         "segfault", "exits", "aborts", "hangs_holding_gil", "eats_memory", "poisoned_context",
     ]  # fmt: skip
     options = ("--isolate", "--timeout", "3", "--memory-limit", "1G")
-    r, doc, by_key = _run(cli, tmp_path, adapters, *options)
+    r, doc, by_key = _run(cli_process, tmp_path, adapters, *options)
     assert r.returncode == 1
     # every other case and adapter, including each faulty adapter's case after its crash
     _check_everything_else_passed(doc, by_key, adapters)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO
 from hypothesis import given, settings
 
 from harness.cases.loader import load_file
@@ -28,17 +28,17 @@ CORRECT = ["numpy", *(["torch"] if HAS_TORCH else [])]
 SLICE_EXAMPLES = 200  # per property in the test suite; tools/fuzz_references.py runs 2,000
 
 
-def _conforms(adapter: str, path: Path, *dtypes: str) -> bool:
+def _conforms(cli, adapter: str, path: Path, *dtypes: str) -> bool:
     extra = [a for d in dtypes for a in ("--dtype", d)]
-    r = run_cli("--adapter", adapter, "--cases", str(path), *extra)
+    r = cli("--adapter", adapter, "--cases", str(path), *extra)
     assert r.returncode in (0, 1), r.output
     return r.returncode == 0
 
 
-def test_finds_and_shrinks_missing_max_shift(tmp_path):
+def test_finds_and_shrinks_missing_max_shift(cli, tmp_path):
     out, db = tmp_path / "found.yaml", tmp_path / "db"
     args = ["fuzz", "--adapter", NO_MAX_SHIFT, "--property", "oracle", "--examples", "100"]
-    r = run_cli(*args, "--seed", "0", "--out", str(out), "--database", str(db))
+    r = cli(*args, "--seed", "0", "--out", str(out), "--database", str(db))
     assert r.returncode == 1, r.output
     assert "FAILED" in r.stdout and f"--cases {out}" in r.stdout
     assert "case = {c.id: c for c in load_cases(" in r.stdout  # the Python repro snippet
@@ -48,14 +48,14 @@ def test_finds_and_shrinks_missing_max_shift(tmp_path):
     # about 709.8, a row of only underflowing logits below about -745)
     assert case.logits.size <= 2 and 709.8 < np.nanmax(np.abs(case.logits)) <= 1024
     assert any(db.rglob("*")), "the example database was not written"
-    assert not _conforms(NO_MAX_SHIFT, out)
+    assert not _conforms(cli, NO_MAX_SHIFT, out)
     for adapter in CORRECT:
-        assert _conforms(adapter, out), adapter
+        assert _conforms(cli, adapter, out), adapter
 
 
-def test_finds_rare_wrong_mean_denominator(tmp_path):
+def test_finds_rare_wrong_mean_denominator(cli, tmp_path):
     out = tmp_path / "rare.yaml"
-    r = run_cli(
+    r = cli(
         "fuzz", "--adapter", RARE_MEAN, "--property", "reduction_consistency",
         "--examples", "200", "--seed", "0", "--out", str(out),
     )  # fmt: skip
@@ -67,16 +67,16 @@ def test_finds_rare_wrong_mean_denominator(tmp_path):
         assert {"weight", "label_smoothing", "kdim", "ignore_index", "reduction_mean"} <= set(
             case.features()
         ), case.features()
-    assert not _conforms(RARE_MEAN, out)
+    assert not _conforms(cli, RARE_MEAN, out)
     for adapter in CORRECT:
-        assert _conforms(adapter, out), adapter
+        assert _conforms(cli, adapter, out), adapter
 
 
-def test_same_seed_same_case(tmp_path):
+def test_same_seed_same_case(cli, tmp_path):
     texts = []
     for i in range(2):
         out = tmp_path / f"run{i}.yaml"
-        r = run_cli(
+        r = cli(
             "fuzz", "--adapter", NO_MAX_SHIFT, "--property", "shift_invariance",
             "--examples", "40", "--seed", "3", "--out", str(out),
         )  # fmt: skip
@@ -85,8 +85,8 @@ def test_same_seed_same_case(tmp_path):
     assert texts[0] == texts[1]
 
 
-def test_numpy_reference_passes_every_property():
-    r = run_cli("fuzz", "--adapter", "numpy", "--examples", "40", "--seed", "1")
+def test_numpy_reference_passes_every_property(cli):
+    r = cli("fuzz", "--adapter", "numpy", "--examples", "40", "--seed", "1")
     assert r.returncode == 0, r.output
     assert "no failure found" in r.stdout and "reference" not in r.stdout
     for name in ["oracle", *PROPERTIES]:
@@ -248,10 +248,10 @@ def test_not_applicable_is_reported_not_failed():
         check("class_permutation", load("numpy"), case, "float64")
 
 
-def test_usage_errors_name_the_flag():
-    r = run_cli("fuzz", "--property", "nonsense", "--examples", "1")
+def test_usage_errors_name_the_flag(cli):
+    r = cli("fuzz", "--property", "nonsense", "--examples", "1")
     assert r.returncode == 2 and "--property 'nonsense': must be one of oracle" in r.stderr
-    r = run_cli("fuzz", "--out", "found.txt", "--examples", "1")
+    r = cli("fuzz", "--out", "found.txt", "--examples", "1")
     assert r.returncode == 2 and "must end in .yaml" in r.stderr
 
 

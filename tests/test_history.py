@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import sys
+
+import pytest
 
 from harness.cli import history as history_cli
 from harness.gate import history
@@ -37,7 +40,7 @@ def _report(
     return path
 
 
-def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
+def _three_versions(tmp_path):
     folder = tmp_path / "history"
     folder.mkdir()
     ok = {"w/weight_mean": "pass", "w/plain": "pass"}
@@ -45,7 +48,11 @@ def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
     _report(folder / "a.json", "2.14.1", {"w/weight_mean": "fail", "w/plain": "pass"})
     _report(folder / "b.json", "2.9.0", ok)
     _report(folder / "c.json", "2.13.0+cpu", ok, ulp=8.0, ratio=0.8)
-    r = cli("history", str(folder), "--plot", str(tmp_path / "h.png"))
+    return folder
+
+
+def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
+    r = cli("history", str(_three_versions(tmp_path)))
     assert r.returncode == 1, r.output  # a regression is marked
     table = r.stdout.split("\n\n")[0]
     rows = [line for line in table.splitlines() if line.startswith("torch ")]
@@ -55,7 +62,23 @@ def test_runs_are_ordered_by_version_and_regressions_marked(cli, tmp_path):
     assert "1/1 0.8r !" in rows[1] and "0/1 0.8r !" not in rows[1]
     assert "0/1 0.1r !" in rows[2]
     assert "torch 2.13.0+cpu  torch 2.14.1  w/weight_mean  float32  pass   fail" in r.stdout
-    assert (tmp_path / "h.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_is_written_as_a_png(cli, tmp_path):
+    pytest.importorskip("matplotlib")  # the 'html' extra
+    out = tmp_path / "h.png"
+    r = cli("history", str(_three_versions(tmp_path)), "--plot", str(out))
+    assert r.returncode == 1, r.output  # the same verdict with a plot
+    assert f"wrote {out}" in r.stdout
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_is_a_usage_error(cli, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    r = cli("history", str(_three_versions(tmp_path)), "--plot", str(tmp_path / "h.png"))
+    assert r.returncode == 2
+    assert "--plot needs matplotlib: pip install 'lossconf[html]'" in r.stderr
+    assert not (tmp_path / "h.png").exists()
 
 
 def test_old_reports_show_ulp_and_ulp_growth_is_no_regression(tmp_path):

@@ -164,11 +164,12 @@ def test_expected_values_come_from_disk_on_a_second_run(write, cache_dir):
     assert float(second.loss) == float(first.loss)
 
 
-def test_cli_second_run_reads_the_disk_cache(write, cli, tmp_path):
-    """Tamper with the cached loss: a second run that reads the cache must then fail."""
+def test_cli_second_run_reads_the_disk_cache(write, cli_process, tmp_path):
+    """Tamper with the cached loss: a second run that reads the cache must then fail. Two
+    processes: a fresh one has an empty in-memory cache, so only the disk can answer."""
     path = write("suite.yaml", SMALL_SUITE)
     env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    first = cli("--cases", str(path), "-k", "small_oracle", "-q", env=env)
+    first = cli_process("--cases", str(path), "-k", "small_oracle", "-q", env=env)
     assert first.returncode == 0, first.output
     entries = sorted((tmp_path / "cache").glob("*-float64-*.npz"))
     assert len(entries) == 1
@@ -176,7 +177,7 @@ def test_cli_second_run_reads_the_disk_cache(write, cli, tmp_path):
         arrays = {k: f[k] for k in f.files}
     arrays["loss"] = arrays["loss"] + 1.0
     np.savez(entries[0], **arrays)
-    second = cli("--cases", str(path), "-k", "small_oracle", "-q", env=env)
+    second = cli_process("--cases", str(path), "-k", "small_oracle", "-q", env=env)
     assert second.returncode == 1, second.output
     assert "1 not conforming" in second.output
 
@@ -294,11 +295,12 @@ def _peak(fn) -> int:
         tracemalloc.stop()
 
 
-def test_jobs_gives_the_serial_results_in_the_serial_order(write, cli, tmp_path):
+def test_jobs_gives_the_serial_results_in_the_serial_order(write, cli_process, tmp_path):
+    # worker processes fork from the harness: a process of its own, not the test runner
     path = write("suite.yaml", SMALL_SUITE)
     env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    serial = cli("--cases", str(path), "--report", str(tmp_path / "s.json"), "-q", env=env)
-    parallel = cli(
+    serial = cli_process("--cases", str(path), "--report", str(tmp_path / "s.json"), "-q", env=env)
+    parallel = cli_process(
         "--cases", str(path), "--jobs", "2", "--report", str(tmp_path / "p.json"), "-q", env=env
     )
     assert serial.returncode == parallel.returncode == 0, parallel.output
@@ -333,12 +335,13 @@ class Hog(Adapter):
 """
 
 
-def test_json_report_has_time_and_peak_memory_per_adapter(write, cli, tmp_path):
+def test_json_report_has_time_and_peak_memory_per_adapter(write, cli_process, tmp_path):
+    # peak memory is a per-process high-water mark: the test runner's own would hide the hog's
     path = write("suite.yaml", SMALL_SUITE)
     hog = write("hog.py", HOG)
     out = tmp_path / "r.json"
     env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    r = cli("--cases", str(path), "-k", "literal", "--adapter", "numpy", "--adapter", str(hog),
+    r = cli_process("--cases", str(path), "-k", "literal", "--adapter", "numpy", "--adapter", str(hog),
             "--report", str(out), "-q", env=env)  # fmt: skip
     assert r.returncode == 0, r.output
     doc = json.loads(out.read_text())
@@ -375,14 +378,14 @@ class Pretend(NumpyAdapter):
 """
 
 
-def test_jobs_with_spawned_workers_gives_the_serial_results(write, cli, tmp_path):
+def test_jobs_with_spawned_workers_gives_the_serial_results(write, cli_process, tmp_path):
     path = write("suite.yaml", SMALL_SUITE)
     adapter = write("pretend.py", PRETEND_THREADED)
     env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
     reports = []
     for jobs in ("1", "2"):
         out = tmp_path / f"r{jobs}.json"
-        r = cli("--cases", str(path), "--adapter", str(adapter), "--jobs", jobs,
+        r = cli_process("--cases", str(path), "--adapter", str(adapter), "--jobs", jobs,
                 "--report", str(out), "-q", env=env)  # fmt: skip
         assert r.returncode == 0, r.output
         doc = json.loads(out.read_text())

@@ -1,4 +1,9 @@
-"""The pytest plugin, driven in a subprocess as a user runs it: pytest --lossconf-adapter ..."""
+"""The pytest plugin, driven as a user runs it: ``pytest --lossconf-adapter ...``.
+
+Each run is a pytest session of its own in a fresh folder (``pytester``), in this process;
+the plugin loads there from its ``pytest11`` entry point, as in a user's project. The
+pytest-xdist run and the import check need processes of their own.
+"""
 
 from __future__ import annotations
 
@@ -9,51 +14,56 @@ import xml.etree.ElementTree as ET
 import pytest
 from report_fixtures import CASES, WRONG_MEAN
 
+pytest_plugins = ("pytester",)
+
+EXPECTATIONS = """
+expectations:
+  - id: small/weighted_mean
+    outcomes: [fail]
+    reason: known bug 12
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def imported_before_any_inner_session():
+    """pytester forgets the modules an inner session imported first; C extensions (PyYAML's
+    loader, jsonschema's rpds) do not survive being imported again. So what a plugin run
+    imports lazily is imported here, before the first inner session."""
+    import jsonschema  # noqa: F401
+    import mpmath  # noqa: F401
+
+    import harness.execution.runner
+    import harness.execution.session
+    import harness.gate.expectations
+    import harness.reports.repro  # noqa: F401
+
 
 @pytest.fixture
-def project(write):
+def project(pytester: pytest.Pytester) -> pytest.Pytester:
     """A folder with the small cases, a wrong adapter and an expectations file."""
-    cases = write("small.yaml", CASES)
-    write("wrong.py", WRONG_MEAN)
-    write(
-        "exp.yaml",
-        """
-        expectations:
-          - id: small/weighted_mean
-            outcomes: [fail]
-            reason: known bug 12
-        """,
-    )
-    return cases.parent
-
-
-def pytest_run(folder, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--rootdir", str(folder), *args],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    for name, text in (("small.yaml", CASES), ("exp.yaml", EXPECTATIONS), ("wrong.py", WRONG_MEAN)):
+        (pytester.path / name).write_text(text)
+    return pytester
 
 
 def test_plugin_is_inert_without_the_adapter_option(project):
-    (project / "test_plain.py").write_text("def test_one():\n    assert True\n")
-    r = pytest_run(project, "-q")
-    assert r.returncode == 0, r.stdout
-    assert "1 passed" in r.stdout and "lossconf" not in r.stdout
-    h = pytest_run(project, "--help")
+    project.makepyfile(test_plain="def test_one():\n    assert True\n")
+    r = project.runpytest("-q", "-p", "no:cacheprovider")
+    assert r.ret == 0, r.stdout.str()
+    r.assert_outcomes(passed=1)
+    assert "lossconf" not in r.stdout.str()
+    h = project.runpytest("--help")
     # the CLI's run options, defined once in harness/cli/options.py, with a prefix
     for flag in ("--lossconf-adapter", "--lossconf-cases", "--lossconf-k", "--lossconf-keyword",
                  "--lossconf-dtype", "--lossconf-expectations"):  # fmt: skip
-        assert flag in h.stdout, flag
+        assert flag in h.stdout.str(), flag
 
 
 def test_each_case_adapter_dtype_is_an_item_with_a_readable_id(project):
-    r = pytest_run(project, "--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
-                   "--collect-only", "-q")  # fmt: skip
-    assert r.returncode == 0, r.stdout + r.stderr
-    ids = [line for line in r.stdout.splitlines() if line.startswith("lossconf::")]
+    r = project.runpytest("--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
+                          "--collect-only", "-q")  # fmt: skip
+    assert r.ret == 0, r.stdout.str() + r.stderr.str()
+    ids = [line for line in r.stdout.lines if line.startswith("lossconf::")]
     assert ids == [
         "lossconf::small/plain_mean[numpy-float64]",
         "lossconf::small/plain_mean[numpy-float32]",
@@ -65,48 +75,50 @@ def test_each_case_adapter_dtype_is_an_item_with_a_readable_id(project):
 
 
 def test_failures_show_message_and_repro_and_junitxml_parses(project):
-    xml = project / "junit.xml"
-    r = pytest_run(project, "--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
-                   f"--junitxml={xml}")  # fmt: skip
-    assert r.returncode == 1
-    assert "2 failed, 4 passed" in r.stdout
-    assert (
-        "fail: loss: expected" in r.stdout and "# lossconf repro: small/weighted_mean" in r.stdout
-    )
+    xml = project.path / "junit.xml"
+    r = project.runpytest("--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
+                          f"--junitxml={xml}")  # fmt: skip
+    assert r.ret == 1
+    r.assert_outcomes(failed=2, passed=4)
+    out = r.stdout.str()
+    assert "fail: loss: expected" in out and "# lossconf repro: small/weighted_mean" in out
     root = ET.parse(xml).getroot()
     failed = [tc.get("name") for tc in root.iter("testcase") if tc.find("failure") is not None]
     assert failed == ["small/weighted_mean[numpy-float64]", "small/weighted_mean[numpy-float32]"]
+    statuses = [p.get("value") for p in root.iter("property") if p.get("name") == "lossconf_status"]
+    assert statuses == ["pass", "pass", "fail", "fail", "pass", "raised"]
 
 
 def test_expectations_make_xfail_and_keyword_selects(project):
-    r = pytest_run(project, "--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
-                   "--lossconf-expectations", "exp.yaml", "-rxX")  # fmt: skip
-    assert r.returncode == 0, r.stdout
-    assert "4 passed, 2 xfailed" in r.stdout and "known bug 12" in r.stdout
+    r = project.runpytest("--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
+                          "--lossconf-expectations", "exp.yaml", "-rxX")  # fmt: skip
+    assert r.ret == 0, r.stdout.str()
+    r.assert_outcomes(passed=4, xfailed=2)
+    assert "known bug 12" in r.stdout.str()
     # the same expectations with the correct adapter: unexpected passes
-    r = pytest_run(project, "--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
-                   "--lossconf-expectations", "exp.yaml")  # fmt: skip
-    assert r.returncode == 0 and "4 passed, 2 xpassed" in r.stdout
+    r = project.runpytest("--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
+                          "--lossconf-expectations", "exp.yaml")  # fmt: skip
+    assert r.ret == 0
+    r.assert_outcomes(passed=4, xpassed=2)
     # the plugin's -k (case id and tags, as the CLI) and pytest's own -k
-    r = pytest_run(project, "--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
-                   "--lossconf-k", "weights", "-k", "float32")  # fmt: skip
-    assert r.returncode == 0 and "1 passed, 1 deselected" in r.stdout
+    r = project.runpytest("--lossconf-adapter", "numpy", "--lossconf-cases", "small.yaml",
+                          "--lossconf-k", "weights", "-k", "float32")  # fmt: skip
+    assert r.ret == 0
+    r.assert_outcomes(passed=1, deselected=1)
 
 
 def test_bad_option_value_is_a_usage_error(project):
-    r = pytest_run(
-        project, "--lossconf-adapter", "no_such_adapter", "--lossconf-cases", "small.yaml"
-    )
-    assert r.returncode == 4  # pytest's usage error
-    assert "not found" in r.stderr and "Traceback" not in r.stderr
+    r = project.runpytest("--lossconf-adapter", "no_such_adapter", "--lossconf-cases", "small.yaml")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR == 4
+    assert "not found" in r.stderr.str() and "Traceback" not in r.stderr.str()
 
 
 def test_works_with_xdist(project):
-    pytest.importorskip("xdist")
-    r = pytest_run(project, "--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
-                   "-n", "2", "-q")  # fmt: skip
-    assert r.returncode == 1, r.stdout
-    assert "2 failed, 4 passed" in r.stdout
+    # worker processes of its own: a pytest run in a subprocess
+    r = project.runpytest_subprocess("--lossconf-adapter", "wrong.py", "--lossconf-cases",
+                                     "small.yaml", "-n", "2", "-q", "-p", "no:cacheprovider")  # fmt: skip
+    assert r.ret == 1, r.stdout.str()
+    assert "2 failed, 4 passed" in r.stdout.str()
 
 
 def test_importing_the_plugin_imports_no_framework():
