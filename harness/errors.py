@@ -63,7 +63,7 @@ class InternalError(LossconfError):
     read as a broken implementation."""
 
     @classmethod
-    def while_(
+    def during(
         cls, doing: str, path: object, case: str | None, error: BaseException
     ) -> InternalError:
         where = f"{path}: case {case!r}" if case is not None else str(path)

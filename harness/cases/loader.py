@@ -318,7 +318,7 @@ def _load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
         except CaseFileError:
             raise
         except Exception as e:  # the safety net: a bug of ours, never a traceback or exit 1
-            raise InternalError.while_("loading the case", path, raw.get("name"), e) from e
+            raise InternalError.during("loading the case", path, raw.get("name"), e) from e
     return cases
 
 

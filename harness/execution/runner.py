@@ -130,7 +130,7 @@ def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None =
         result.message = f"the case's inputs cannot be made: {e}"
         return result
     except Exception as e:  # the safety net: a bug of ours, never an adapter's result
-        raise InternalError.while_(f"making its {dtype} inputs", case.file, case.name, e) from e
+        raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
     if lacking:
         result.status = Status.UNSUPPORTED
         result.message = f"needs {', '.join(lacking)} ({adapter.unsupported_source})"
@@ -207,7 +207,7 @@ def _check_values(
     try:
         expected = case.expected_for(dtype)
     except Exception as e:  # the safety net: a bug of ours, never an adapter's result
-        raise InternalError.while_(
+        raise InternalError.during(
             f"computing its {dtype} expected values", case.file, case.name, e
         ) from e
     assert expected.loss_bound is not None  # expected_for gives the bounds with the values
