@@ -96,6 +96,37 @@ def test_recipe_parameters_are_checked_like_literal_fields(
 
 
 @pytest.mark.parametrize(
+    ("target", "ignore", "field", "words"),
+    [
+        # found by tools/fuzz_loader.py: a deleted 'ignore_index: -5' line left the recipe's
+        # ignored targets at -5 while the case ignores -100, and the oracle indexed class -5
+        ("{generate: labels, shape: [2], seed: 1, classes: 3, ignore_fraction: 0.5, "
+         "ignore_index: -5}", "", "target.ignore_index", "give both the same value"),
+        ("{generate: labels, shape: [2], seed: 1, classes: 4}", "", "target.classes",
+         "4 classes, but the logits have C = 3"),
+        ("{generate: full, shape: [2], value: 3}", "", "target.value", "outside [0, 3)"),
+        ("{generate: full, shape: [2], value: -1}", "\n  ignore_index: -2", "target.value",
+         "not ignore_index=-2"),
+    ],
+)  # fmt: skip
+def test_label_recipes_make_only_valid_indices(case_file, target, ignore, field, words):
+    text = (
+        "cases:\n- name: c\n  why: w\n  logits: [[0.5, 1.0, 2.0], [1.0, 0.0, 0.0]]\n"
+        f"  target: {target}{ignore}\n  expected: oracle\n"
+    )
+    with pytest.raises(CaseFileError) as e:
+        load_file(case_file(text))
+    assert e.value.field == field and words in str(e.value), str(e.value)
+    fine = target.replace("ignore_index: -5", "ignore_index: -100").replace(
+        "classes: 4", "classes: 3"
+    )
+    fine = fine.replace("value: 3", "value: 2").replace("value: -1", "value: -2")
+    assert load_file(case_file(f"cases:\n- name: c\n  why: w\n  logits: [[0.5, 1.0, 2.0], "
+                               f"[1.0, 0.0, 0.0]]\n  target: {fine}{ignore}\n  expected: oracle\n",
+                               "fine.yaml"))  # fmt: skip
+
+
+@pytest.mark.parametrize(
     ("recipe", "field", "words"),
     [
         ("normal, shape: [2, 3], std: -1", "logits.std", ">= 0"),

@@ -27,6 +27,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -47,7 +48,7 @@ os.environ.setdefault("LOSSCONF_CACHE_DIR", "off")  # every example is loaded af
 import yaml  # noqa: E402
 
 from harness.cases.generate import FingerprintMismatch  # noqa: E402
-from harness.cases.loader import builtin_suite, discover, load_file  # noqa: E402
+from harness.cases.loader import SafeYamlLoader, builtin_suite, discover, load_file  # noqa: E402
 from harness.errors import CaseFileError  # noqa: E402
 
 #: tokens that replace a value
@@ -88,7 +89,7 @@ HANG_SECONDS = 10
 def case_documents(path: Path) -> list[str]:
     """One small YAML document per case of ``path``: its ``defaults`` and that one case."""
     text = path.read_text(encoding="utf-8")
-    root = yaml.compose(text)
+    root = yaml.compose(text, Loader=SafeYamlLoader)
     parts = {k.value: v for k, v in root.value}
     keys = {k.value: k for k, _ in root.value}
     defaults = ""
@@ -103,6 +104,7 @@ def case_documents(path: Path) -> list[str]:
     return docs
 
 
+@functools.lru_cache(maxsize=1)
 def corpus() -> list[tuple[str, str]]:
     """(file name, document) for every case of the built-in suite."""
     return [

@@ -333,6 +333,8 @@ def _check_call(logits, target, weight, reduction, ignore_index, smoothing) -> N
         raise _Fail(
             "target", f"class-index target of shape {ts}, expected {index_shape} for logits {xs}"
         )
+    if isinstance(target, dict):
+        _check_label_recipe(target, c, ignore_index)
     if isinstance(target, np.ndarray):
         bad = (target != ignore_index) & ((target < 0) | (target >= c))
         if np.any(bad):
@@ -341,6 +343,37 @@ def _check_call(logits, target, weight, reduction, ignore_index, smoothing) -> N
                 f"class index {int(target[bad].flat[0])} outside [0, {c}) and not "
                 f"ignore_index={ignore_index} (use expect_error: index_out_of_range)",
             )
+
+
+def _check_label_recipe(spec: dict, c: int, ignore_index: int) -> None:
+    """A class-index target recipe makes only indices in [0, C) or the case's ignore_index
+    (its arrays are made when a run needs them: this is the check literal targets get)."""
+
+    def valid(index: int) -> bool:
+        return index == ignore_index or 0 <= index < c
+
+    if spec["generate"] == "full":
+        value = spec.get("value", 0)
+        if not valid(value):
+            raise _Fail(
+                "target.value",
+                f"class index {value} outside [0, {c}) and not ignore_index={ignore_index} "
+                "(use expect_error: index_out_of_range)",
+            )
+        return
+    if spec["classes"] > c:
+        raise _Fail(
+            "target.classes",
+            f"{spec['classes']} classes, but the logits have C = {c}: indices {c} and above "
+            "would be out of range (use expect_error: index_out_of_range)",
+        )
+    marker = spec.get("ignore_index", -100)
+    if spec.get("ignore_fraction", 0) > 0 and not valid(marker):
+        raise _Fail(
+            "target.ignore_index",
+            f"{marker} marks ignored targets, but the case's ignore_index is {ignore_index} "
+            f"and {marker} is outside [0, {c}): give both the same value",
+        )
 
 
 def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str, Expected]:
