@@ -140,7 +140,11 @@ def _recipe(spec: dict, field: str) -> dict:
         )
     if kind == "labels":
         classes = spec.get("classes")
-        if not _is_int(classes) or not 1 <= classes <= _INT64.max:
+        if (
+            not isinstance(classes, int)
+            or isinstance(classes, bool)
+            or not 1 <= classes <= _INT64.max
+        ):
             raise _Fail(
                 f"{field}.classes",
                 f"{classes!r}: a 'labels' recipe needs an integer 'classes' >= 1",
