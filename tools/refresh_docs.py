@@ -240,6 +240,8 @@ SOURCES: dict[str, Source] = {
                "old_jax_ce.py && python benchmarks/bench_jax_compiles.py --adapter "
                "old_jax_ce.py:JaxAdapter", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
+        Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
+               ok_codes=(0,)),
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "
                "--adapter jax --report cuda.json --report cuda.md", "slow", ok_codes=(0, 1)),
     ]
@@ -389,6 +391,7 @@ FIGURE_LIST = [
     Figure("fuzz-sample", "fuzz-sample", _fuzz_terminal),
     Figure("fuzz-sample-case", "fuzz-sample", _fuzz_case),
     Figure("fuzz-references", "fuzz-references", measured),
+    Figure("loader-fuzz", "loader-fuzz", measured),
     Figure("cuda-run", "cuda-run", measured),
     *(Figure(name, name, measured) for name in SOURCES if name.startswith("bench-")),
 ]

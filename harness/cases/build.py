@@ -15,17 +15,17 @@ from typing import Any
 import numpy as np
 
 from harness.cases import limits
-from harness.cases.generate import RECIPES, FingerprintMismatch, materialize
+from harness.cases.generate import (
+    COMMON_KEYS,
+    PARAMETERS,
+    RECIPES,
+    FingerprintMismatch,
+    materialize,
+)
 from harness.cases.model import ERROR_KINDS, REDUCTIONS, Case, content_hash_of
 from harness.dtypes import DTYPE_NAMES, is_exact
 from harness.errors import CaseFileError
 from harness.oracle.problem import Expected
-
-_RECIPE_KEYS = {
-    "generate", "shape", "seed", "sha256", "mean", "std", "low", "high",
-    "classes", "ignore_fraction", "ignore_index", "value",
-}  # fmt: skip
-
 
 #: recipes up to this many elements are made, and their sha256 checked, when the file loads;
 #: larger ones when a run first needs them (a mismatch is then an ``error`` result)
@@ -90,24 +90,75 @@ def _check_rectangular(value: object, field: str) -> None:
         raise _Fail(f"{field}{where}", "a list where a number is due: ragged nested list")
 
 
+_INT64 = np.iinfo(np.int64)
+
+
 def _recipe(spec: dict, field: str) -> dict:
-    unknown = set(spec) - _RECIPE_KEYS
+    """Check a recipe so that ``generate.build`` cannot fail on it: what loads, a run can make.
+
+    The schema has checked the keys and their types and ranges; this checks what it cannot:
+    which parameters apply to which recipe, finite values, ``low < high``, int64 bounds."""
+    kind = spec.get("generate")
+    if kind not in RECIPES:
+        raise _Fail(f"{field}.generate", f"{kind!r} must be one of {', '.join(RECIPES)}")
+    unknown = set(spec) - set(COMMON_KEYS) - set(PARAMETERS[kind])
     if unknown:
+        name = sorted(unknown)[0]
+        takes = ", ".join(PARAMETERS[kind]) or "none"
         raise _Fail(
-            field, f"unknown recipe keys {sorted(unknown)}; allowed: {sorted(_RECIPE_KEYS)}"
+            f"{field}.{name}",
+            f"does not apply to a {kind!r} recipe (its parameters: {takes}; every recipe "
+            f"takes {', '.join(COMMON_KEYS)})",
         )
-    if spec.get("generate") not in RECIPES:
-        raise _Fail(field, f"generate={spec.get('generate')!r} must be one of {', '.join(RECIPES)}")
     shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise _Fail(field, f"shape={shape!r} must be a list of non-negative integers")
+    if not isinstance(shape, list) or not all(_is_int(s) and s >= 0 for s in shape):
+        raise _Fail(f"{field}.shape", f"{shape!r} must be a list of non-negative integers")
     bound = limits.current().max_array_elements
     if limits.exceeds(math.prod(shape), bound):
         raise _Fail(
-            field,
-            f"shape={shape} has {math.prod(shape):,} elements, above "
+            f"{field}.shape",
+            f"{shape} has {math.prod(shape):,} elements, above "
             f"{limits.describe('max_array_elements', bound)}",
         )
+    if kind == "probabilities" and not shape:
+        raise _Fail(f"{field}.shape", "[] is a scalar: probabilities need a class axis")
+    seed = spec.get("seed", 0)
+    if not _is_int(seed) or seed < 0:
+        raise _Fail(f"{field}.seed", f"{seed!r} must be a non-negative integer")
+    for name in ("mean", "std", "low", "high", "ignore_fraction"):
+        value = spec.get(name)
+        if value is not None and not (_is_number(value) and math.isfinite(value)):
+            raise _Fail(f"{field}.{name}", f"{value!r} must be a finite number")
+    if spec.get("std", 0) < 0:
+        raise _Fail(f"{field}.std", f"{spec['std']!r} must be >= 0")
+    if not 0 <= spec.get("ignore_fraction", 0) <= 1:
+        raise _Fail(f"{field}.ignore_fraction", f"{spec['ignore_fraction']!r} must be in [0, 1]")
+    if kind == "uniform" and not spec.get("low", 0.0) < spec.get("high", 1.0):
+        raise _Fail(
+            f"{field}.low",
+            f"low={spec.get('low', 0.0)!r} must be below high={spec.get('high', 1.0)!r}",
+        )
+    if kind == "labels":
+        classes = spec.get("classes")
+        if (
+            not isinstance(classes, int)
+            or isinstance(classes, bool)
+            or not 1 <= classes <= _INT64.max
+        ):
+            raise _Fail(
+                f"{field}.classes",
+                f"{classes!r}: a 'labels' recipe needs an integer 'classes' >= 1",
+            )
+    for name in ("ignore_index", "value"):
+        value = spec.get(name)
+        if value is None:
+            continue
+        if not _is_number(value):
+            raise _Fail(f"{field}.{name}", f"{value!r} must be a number")
+        if name == "ignore_index" and not _is_int(value):
+            raise _Fail(f"{field}.{name}", f"{value!r} must be an integer")
+        if _is_int(value) and not _INT64.min <= value <= _INT64.max:
+            raise _Fail(f"{field}.{name}", f"{value!r} does not fit in int64")
     sha = spec.get("sha256")
     if sha is not None and not (
         isinstance(sha, str) and len(sha) == 16 and all(c in "0123456789abcdef" for c in sha)
@@ -122,9 +173,15 @@ def _recipe(spec: dict, field: str) -> dict:
             materialize(spec, None)
         except FingerprintMismatch as e:
             raise _Fail(f"{field}.sha256", str(e)) from None
-    if spec["generate"] == "labels" and not isinstance(spec.get("classes"), int):
-        raise _Fail(field, "a 'labels' recipe needs an integer 'classes'")
     return dict(spec)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _small(a: np.ndarray | dict) -> np.ndarray:
@@ -280,6 +337,8 @@ def _check_call(logits, target, weight, reduction, ignore_index, smoothing) -> N
         raise _Fail(
             "target", f"class-index target of shape {ts}, expected {index_shape} for logits {xs}"
         )
+    if isinstance(target, dict):
+        _check_label_recipe(target, c, ignore_index)
     if isinstance(target, np.ndarray):
         bad = (target != ignore_index) & ((target < 0) | (target >= c))
         if np.any(bad):
@@ -288,6 +347,37 @@ def _check_call(logits, target, weight, reduction, ignore_index, smoothing) -> N
                 f"class index {int(target[bad].flat[0])} outside [0, {c}) and not "
                 f"ignore_index={ignore_index} (use expect_error: index_out_of_range)",
             )
+
+
+def _check_label_recipe(spec: dict, c: int, ignore_index: int) -> None:
+    """A class-index target recipe makes only indices in [0, C) or the case's ignore_index
+    (its arrays are made when a run needs them: this is the check literal targets get)."""
+
+    def valid(index: int) -> bool:
+        return index == ignore_index or 0 <= index < c
+
+    if spec["generate"] == "full":
+        value = spec.get("value", 0)
+        if not valid(value):
+            raise _Fail(
+                "target.value",
+                f"class index {value} outside [0, {c}) and not ignore_index={ignore_index} "
+                "(use expect_error: index_out_of_range)",
+            )
+        return
+    if spec["classes"] > c:
+        raise _Fail(
+            "target.classes",
+            f"{spec['classes']} classes, but the logits have C = {c}: indices {c} and above "
+            "would be out of range (use expect_error: index_out_of_range)",
+        )
+    marker = spec.get("ignore_index", -100)
+    if spec.get("ignore_fraction", 0) > 0 and not valid(marker):
+        raise _Fail(
+            "target.ignore_index",
+            f"{marker} marks ignored targets, but the case's ignore_index is {ignore_index} "
+            f"and {marker} is outside [0, {c}): give both the same value",
+        )
 
 
 def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str, Expected]:

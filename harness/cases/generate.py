@@ -31,6 +31,19 @@ RECIPES = {
 }
 
 
+#: keys every recipe may have
+COMMON_KEYS = ("generate", "shape", "seed", "sha256")
+#: recipe -> the parameters it takes (with their defaults in ``build``); the case schema's
+#: recipe properties are COMMON_KEYS and these (tests/test_loader_fuzz.py checks it)
+PARAMETERS: dict[str, tuple[str, ...]] = {
+    "normal": ("mean", "std"),
+    "uniform": ("low", "high"),
+    "labels": ("classes", "ignore_fraction", "ignore_index"),
+    "probabilities": ("std",),
+    "full": ("value",),
+}
+
+
 class FingerprintMismatch(ValueError):
     pass
 
@@ -55,9 +68,12 @@ def build(spec: dict) -> np.ndarray:
             out[rng.random(shape) < frac] = int(spec.get("ignore_index", -100))
         return out
     if kind == "probabilities":
+        axis = 1 if len(shape) >= 2 else 0  # the class axis: (C,), (N, C) or (N, C, d1, ...)
         z = rng.normal(0.0, float(spec.get("std", 1.0)), shape)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return z / z.sum(axis=1, keepdims=True)
+        if z.size == 0:
+            return z
+        z = np.exp(z - z.max(axis=axis, keepdims=True))
+        return z / z.sum(axis=axis, keepdims=True)
     if kind == "full":
         value = spec.get("value", 0.0)
         return np.full(shape, value, dtype=np.int64 if isinstance(value, int) else np.float64)

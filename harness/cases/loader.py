@@ -19,7 +19,7 @@ import yaml
 from harness.cases import limits, load_cache
 from harness.cases.build import build_case
 from harness.cases.model import Case
-from harness.errors import CaseFileError
+from harness.errors import CaseFileError, InternalError
 
 try:  # libyaml is several times faster; both give yaml.safe_load semantics
     from yaml import CSafeLoader as SafeYamlLoader
@@ -230,7 +230,9 @@ def _schema_error(path: Path, doc: dict, err) -> CaseFileError:
                 ": the error model already allows for rounding (docs/tolerances.md); "
                 "say why this case needs more room, or remove the field"
             )
-    elif err.validator in ("type", "enum", "const", "oneOf", "pattern", "minimum", "minItems"):
+    elif err.validator in (
+        "type", "enum", "const", "oneOf", "pattern", "minimum", "maximum", "minItems",
+    ):  # fmt: skip
         shown = err.instance
         if err.validator == "oneOf" and err.context:  # name the bad item, not the whole list
             enums = [e for e in err.context if "enum" in e.schema]
@@ -256,6 +258,8 @@ def _expectation(err) -> str:
         return f"expected text matching {s['pattern']} (letters, digits, '_', '.', '-')"
     if err.validator == "minimum":
         return f"expected a number >= {s['minimum']}"
+    if err.validator == "maximum":
+        return f"expected a number <= {s['maximum']}"
     if err.validator == "oneOf":
         enums = [e for e in err.context if "enum" in e.schema]
         if enums:
@@ -307,9 +311,15 @@ def _load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
     if errors:
         raise _schema_error(path, doc, errors[0])
     defaults = doc.get("defaults", {})
-    return [
-        build_case(path, raw, defaults, require_expected=require_expected) for raw in doc["cases"]
-    ]
+    cases = []
+    for raw in doc["cases"]:
+        try:
+            cases.append(build_case(path, raw, defaults, require_expected=require_expected))
+        except CaseFileError:
+            raise
+        except Exception as e:  # the safety net: a bug of ours, never a traceback or exit 1
+            raise InternalError.during("loading the case", path, raw.get("name"), e) from e
+    return cases
 
 
 def load_paths(

@@ -79,3 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lossconf: interrupted", file=sys.stderr)
         return ExitCode.INTERRUPTED
+    except Exception as e:  # the last safety net: a bug of ours exits 2, never 1
+        if verbose:
+            traceback.print_exc()
+        print(
+            f"lossconf: internal error: {type(e).__name__}: {e} (a bug in lossconf; "
+            "-v shows the traceback; please report it)",
+            file=sys.stderr,
+        )
+        return ExitCode.USAGE

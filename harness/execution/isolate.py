@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
-from harness.errors import AdapterLoadError, UsageError
+from harness.errors import AdapterLoadError, InternalError, UsageError
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
 from harness.execution.runner import run_one
@@ -228,7 +228,7 @@ class Worker:
             r.seconds = time.perf_counter() - start
             return r
         try:
-            _, value = self._recv.recv()
+            kind, value = self._recv.recv()
         except (EOFError, OSError):
             how, _, detail = self._died().partition("; ")
             message = f"the worker process {how} during this call (restarted for the next)"
@@ -237,6 +237,8 @@ class Worker:
             r = _result(case, self.name, dtype, Status.CRASH, message)
             r.seconds = time.perf_counter() - start
             return r
+        if kind == "internal_error":
+            raise InternalError(value)
         result: Result = value
         if result.status is Status.ERROR and POISONING_ERRORS.search(result.message):
             result.notes.append("the worker was restarted: this error leaves a process unusable")
@@ -346,7 +348,11 @@ def worker_main(argv: list[str]) -> int:
         if new_case is not None:
             case = new_case
         assert case is not None  # the first call carries its case; later ones may repeat it
-        result = run_one(case, adapter, dtype)
+        try:
+            result = run_one(case, adapter, dtype)
+        except InternalError as e:  # a bug of ours: the parent stops the run with exit 2
+            outbox.send(("internal_error", str(e)))
+            continue
         if limit and "MemoryError" in result.message:
             result.message += f" (the worker's --memory-limit is {format_size(limit)})"
         outbox.send(("result", result))

@@ -15,6 +15,7 @@ from harness.adapters import Adapter, CallInputs, Output, Unsupported
 from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
 from harness.dtypes import carrier, is_exact
+from harness.errors import InternalError
 from harness.execution import peak_memory
 from harness.execution.compare import compare
 from harness.execution.results import Result, Status
@@ -128,6 +129,8 @@ def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None =
         result.status = Status.ERROR
         result.message = f"the case's inputs cannot be made: {e}"
         return result
+    except Exception as e:  # the safety net: a bug of ours, never an adapter's result
+        raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
     if lacking:
         result.status = Status.UNSUPPORTED
         result.message = f"needs {', '.join(lacking)} ({adapter.unsupported_source})"
@@ -201,7 +204,12 @@ def _safe_repr(value: object) -> str:
 def _check_values(
     case: Case, dtype: str, inputs: CallInputs, output: object, result: Result
 ) -> None:
-    expected = case.expected_for(dtype)
+    try:
+        expected = case.expected_for(dtype)
+    except Exception as e:  # the safety net: a bug of ours, never an adapter's result
+        raise InternalError.during(
+            f"computing its {dtype} expected values", case.file, case.name, e
+        ) from e
     assert expected.loss_bound is not None  # expected_for gives the bounds with the values
     result.expected_loss = _summary(expected.loss)
     if not isinstance(output, Output):
