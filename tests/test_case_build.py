@@ -139,8 +139,8 @@ def test_features_follow_the_inputs(fields, features):
         ),
         (
             {"logits": {"generate": "zipf", "shape": [2]}},
-            "logits",
-            "generate='zipf' must be one of",
+            "logits.generate",
+            "'zipf' must be one of normal, uniform, labels, probabilities, full",
         ),
     ],
 )
