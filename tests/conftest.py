@@ -20,6 +20,9 @@ from pathlib import Path
 
 import pytest
 
+#: the ``pytester`` fixture, for the tests that run pytest sessions (the plugin's)
+pytest_plugins = ("pytester",)
+
 REPO = Path(__file__).resolve().parent.parent
 
 # pytest-xdist runs one worker per core: a framework's own pool of threads in each worker only
@@ -109,6 +112,22 @@ def _forget_modules_under(folder: str) -> None:
             del sys.modules[name]
 
 
+@pytest.fixture(scope="session")
+def imported_before_any_inner_session():
+    """For tests that run pytest sessions in process (``pytester``): pytester forgets the
+    modules an inner session imported first, and C extensions (PyYAML's loader, jsonschema's
+    rpds) do not survive being imported again. So what a plugin run imports lazily is
+    imported here, before the first inner session (a session fixture is set up before
+    pytester's function-scoped one)."""
+    import jsonschema  # noqa: F401
+    import mpmath  # noqa: F401
+
+    import harness.execution.runner
+    import harness.execution.session
+    import harness.gate.expectations
+    import harness.reports.repro  # noqa: F401
+
+
 @pytest.fixture
 def write(tmp_path):
     """Write a dedented text file under tmp_path and return its path."""
@@ -120,3 +139,15 @@ def write(tmp_path):
         return path
 
     return _write
+
+
+@pytest.fixture(scope="session", autouse=True)
+def every_json_report_is_strict(tmp_path_factory):
+    """At the end of the session: every JSON report of the current schema_version written
+    under the session's temporary folder is strict JSON, valid against the shipped schema and
+    read alike by jq (tests/report_validation.py)."""
+    yield
+    from report_validation import check_reports_under
+
+    found, problems = check_reports_under(tmp_path_factory.getbasetemp())
+    assert not problems, f"{len(problems)} of {found} JSON reports fail:\n" + "\n".join(problems)

@@ -17,7 +17,7 @@ from harness.execution import compare as compare_module
 from harness.execution.compare import compare
 from harness.oracle.error_model import THRESHOLD
 
-PROFILE = settings(max_examples=200, deadline=None, derandomize=True)
+PROFILE = settings(max_examples=100, deadline=None, derandomize=True)
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
 #: relative bounds: times max(1, |expected|), so that a step of a few bounds is not rounded away

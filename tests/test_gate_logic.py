@@ -21,7 +21,7 @@ from harness.gate.baseline import RATIO_FLOOR, ReportError, grew, read_report
 from harness.gate.expectations import Entry, Expectations, ExpectationsError, load
 from harness.gate.verdict import Outcome, apply_expectations
 
-PROFILE = settings(max_examples=200, deadline=None, derandomize=True)
+PROFILE = settings(max_examples=100, deadline=None, derandomize=True)
 TORCH = {"name": "torch", "version": "2.13.0", "device": "cpu"}
 
 
@@ -253,7 +253,7 @@ def test_read_report_refuses_what_is_not_a_report(tmp_path):
     for text, message in [
         ("{not json", "not JSON (line 1"),
         ('{"results": []}', "not a lossconf JSON report (no schema_version/results)"),
-        ('{"schema_version": 2, "results": []}', "schema_version 2, this lossconf reads 1"),
+        ('{"schema_version": 3, "results": []}', "schema_version 3, this lossconf reads 1 and 2"),
     ]:
         good.write_text(text)
         with pytest.raises(ReportError, match=re.escape(f"report {good}: {message}")):

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 import pytest
 from report_fixtures import CASES, WRONG_MEAN
 
-pytest_plugins = ("pytester",)
+pytestmark = pytest.mark.usefixtures("imported_before_any_inner_session")
 
 EXPECTATIONS = """
 expectations:
@@ -22,20 +22,6 @@ expectations:
     outcomes: [fail]
     reason: known bug 12
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def imported_before_any_inner_session():
-    """pytester forgets the modules an inner session imported first; C extensions (PyYAML's
-    loader, jsonschema's rpds) do not survive being imported again. So what a plugin run
-    imports lazily is imported here, before the first inner session."""
-    import jsonschema  # noqa: F401
-    import mpmath  # noqa: F401
-
-    import harness.execution.runner
-    import harness.execution.session
-    import harness.gate.expectations
-    import harness.reports.repro  # noqa: F401
 
 
 @pytest.fixture
