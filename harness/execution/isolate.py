@@ -8,7 +8,9 @@ worker too, and the Result comes back. When a worker dies during a call
 ``crash`` with the signal or exit code and the last lines the worker printed,
 and a fresh worker is started for the next call. With ``--timeout`` a call
 that runs too long is reported ``timeout`` and its worker is killed (unlike
-the thread watchdog of ``harness.execution.watchdog``, this stops a hung C call too).
+the thread watchdog of ``harness.execution.watchdog``, this stops a hung C call too);
+a worker's first call after each start (compiles, lazy imports) is held to the
+watchdog's warm-up allowance instead (``WARM_UP_SECONDS``).
 A worker is also restarted after an error that leaves a process unusable
 (``CUDA error: device-side assert triggered`` makes every later CUDA call
 fail).
@@ -51,6 +53,7 @@ from harness.errors import AdapterLoadError, InternalError, UsageError
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
 from harness.execution.runner import run_one
+from harness.execution.watchdog import warm_up_limit
 
 if TYPE_CHECKING:
     from harness.adapters import Adapter
@@ -118,6 +121,7 @@ class Worker:
         self._tail: collections.deque[str] = collections.deque(maxlen=40)
         self._reader: threading.Thread | None = None
         self.starts = 0
+        self.calls = 0  # since the last start: the first is the worker's warm-up
 
     # -- life cycle -------------------------------------------------------------------------
     def launch(self) -> None:
@@ -142,6 +146,7 @@ class Worker:
         self._reader = threading.Thread(target=self._read_output, daemon=True)
         self._reader.start()
         self.starts += 1
+        self.calls = 0
 
     def _read_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
@@ -214,17 +219,21 @@ class Worker:
             if problem is not None:
                 return _result(case, self.name, dtype, Status.CRASH, f"restart failed: {problem}")
         assert self._send is not None and self._recv is not None
+        limit = timeout if timeout is None or self.calls else warm_up_limit(timeout)
+        self.calls += 1
         start = time.perf_counter()
         try:
             self._send.send(("run", None if case is self._last_case else case, dtype))
             self._last_case = case
-            ready = self._recv.poll(timeout)
+            ready = self._recv.poll(limit)
         except (BrokenPipeError, ConnectionResetError, OSError):
             ready = True  # it died: recv below says so
         if not ready:
             self.stop(kill=True)
             r = _result(case, self.name, dtype, Status.TIMEOUT, "")
             r.message = f"--timeout {timeout:g}: the worker process was killed, and restarted"
+            if limit != timeout:
+                r.message += f" (its first call, allowed {limit:g} s for imports and compiles)"
             r.seconds = time.perf_counter() - start
             return r
         try:

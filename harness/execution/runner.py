@@ -6,6 +6,7 @@ type, shape or dtype all become a Result with status ``error``.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
 
@@ -19,7 +20,7 @@ from harness.errors import InternalError
 from harness.execution import peak_memory
 from harness.execution.compare import compare
 from harness.execution.results import Result, Status
-from harness.execution.watchdog import CallTimedOut, call_with_timeout
+from harness.execution.watchdog import CallTimedOut, Watchdog
 
 
 class BadOutput(Exception):
@@ -99,18 +100,30 @@ def mutations(inputs: CallInputs, before: dict[str, np.ndarray]) -> str:
     )
 
 
-def _call(adapter: Adapter, inputs: CallInputs, timeout: float | None) -> object:
-    if timeout is None:
+def _call(adapter: Adapter, inputs: CallInputs, watchdog: Watchdog | None) -> object:
+    if watchdog is None:
         return adapter.run(inputs)
-    return call_with_timeout(lambda: adapter.run(inputs), timeout)
+    return watchdog.call(adapter, lambda: adapter.run(inputs))
 
 
-def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None) -> Result:
+def run_one(
+    case: Case,
+    adapter: Adapter,
+    dtype: str,
+    *,
+    timeout: float | None = None,
+    watchdog: Watchdog | None = None,
+) -> Result:
     """One call of ``adapter`` on ``case`` in ``dtype``, checked; never raises for the adapter.
 
     ``timeout`` (seconds): stop waiting and report ``timeout`` (see ``harness.execution.watchdog``).
+    ``watchdog``: the run's adapter threads, which ``run`` passes; without it a call with a
+    timeout gets a thread of its own and no warm-up allowance.
     Inputs written to by the adapter make the result ``error``, whatever it returned.
     """
+    if timeout is not None and watchdog is None:
+        with Watchdog(timeout, warm_up=timeout) as lone:
+            return run_one(case, adapter, dtype, watchdog=lone)
     result = Result(
         case_id=case.id,
         adapter=adapter.name,
@@ -138,7 +151,7 @@ def run_one(case: Case, adapter: Adapter, dtype: str, *, timeout: float | None =
     if not want_grad and case.expect_error is None:
         result.notes.append("loss only: the adapter gives no gradient")
     before = snapshot(inputs)
-    _call_and_check(case, adapter, dtype, inputs, timeout, result)
+    _call_and_check(case, adapter, dtype, inputs, watchdog, result)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
         mutated = mutations(inputs, before)
         if mutated:
@@ -153,17 +166,19 @@ def _call_and_check(
     adapter: Adapter,
     dtype: str,
     inputs: CallInputs,
-    timeout: float | None,
+    watchdog: Watchdog | None,
     result: Result,
 ) -> None:
     peak_memory.reset()
     start = time.perf_counter()
     try:
-        output = _call(adapter, inputs, timeout)
+        output = _call(adapter, inputs, watchdog)
     except CallTimedOut as e:
+        assert watchdog is not None
         result.seconds = time.perf_counter() - start
         result.status = Status.TIMEOUT
-        result.message = f"--timeout {timeout:g}: {e} (abandoned in its thread, not killed)"
+        limit = watchdog.seconds
+        result.message = f"--timeout {limit:g}: {e} (abandoned in its thread, not killed)"
         return
     except (Unsupported, NotImplementedError) as e:
         result.seconds = time.perf_counter() - start
@@ -262,14 +277,20 @@ def run(
 ) -> Iterator[Result]:
     """Yield results case by case; adapters in the given order, dtypes in the case's order.
 
-    ``call(case, adapter, dtype, timeout=...)`` runs one (default ``run_one``; ``--isolate``
-    passes ``harness.execution.isolate.IsolatedPool.run_one``).
+    ``call(case, adapter, dtype, timeout=...)`` runs one (default ``run_one``, with each
+    adapter's calls on one thread of its own under ``timeout``; ``--isolate`` passes
+    ``harness.execution.isolate.IsolatedPool.run_one``).
     """
-    call = call or run_one
-    for case in cases:
-        for adapter in adapters:
-            for dtype in case.dtypes:
-                r = call(case, adapter, dtype, timeout=timeout)
-                if on_result is not None:
-                    on_result(r)
-                yield r
+    watchdog = Watchdog(timeout) if timeout is not None and call is None else None
+    call = call or functools.partial(run_one, watchdog=watchdog)
+    try:
+        for case in cases:
+            for adapter in adapters:
+                for dtype in case.dtypes:
+                    r = call(case, adapter, dtype, timeout=timeout)
+                    if on_result is not None:
+                        on_result(r)
+                    yield r
+    finally:
+        if watchdog is not None:
+            watchdog.close()
