@@ -140,3 +140,14 @@ def write(tmp_path):
 
     return _write
 
+
+@pytest.fixture(scope="session", autouse=True)
+def every_json_report_is_strict(tmp_path_factory):
+    """At the end of the session: every JSON report of the current schema_version written
+    under the session's temporary folder is strict JSON, valid against the shipped schema and
+    read alike by jq (tests/report_validation.py)."""
+    yield
+    from report_validation import check_reports_under
+
+    found, problems = check_reports_under(tmp_path_factory.getbasetemp())
+    assert not problems, f"{len(problems)} of {found} JSON reports fail:\n" + "\n".join(problems)

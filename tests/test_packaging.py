@@ -40,6 +40,7 @@ def test_the_install_has_one_top_level_package(site):
     assert top == ["harness"], top
     assert (site / "harness" / "adapters" / "numpy_ref.py").is_file()
     assert (site / "harness" / "cases" / "schema.json").is_file()
+    assert (site / "harness" / "reports" / "report.schema.json").is_file()
     suite = site / "harness" / "suite"
     shipped = sorted(p.relative_to(suite) for p in suite.rglob("*.yaml"))
     in_repo = sorted(p.relative_to(REPO / "cases") for p in (REPO / "cases").rglob("*.yaml"))

@@ -80,7 +80,7 @@ def doc() -> dict:
 
 def test_build_writes_the_envelope_and_every_result():
     d = report_json.build(RESULTS, CASES, [{"name": "numpy", "wraps": "numpy 2"}], complete=False)
-    assert d["schema_version"] == report_json.SCHEMA_VERSION == 1 and d["complete"] is False
+    assert d["schema_version"] == report_json.SCHEMA_VERSION == 2 and d["complete"] is False
     assert set(d["environment"]) == {"python", "numpy", "platform"}
     assert d["suite"]["cases"] == {c.id: c.content_hash for c in CASES}
     assert d["summary"] == {"error": 1, "fail": 2, "pass": 2, "unsupported": 1}

@@ -21,9 +21,9 @@ def update_main(argv: list[str]) -> int:
     """``expectations update FILE --from-report REPORT.json``, or run the suite with run options."""
     p = argparse.ArgumentParser(
         prog="python -m harness expectations update",
-        description="Add an entry for every non-conforming result not yet expected, and drop "
-        "entries that no longer match anything. Without --from-report the suite is run with "
-        "the given run options.",
+        description="Add an entry (case: ID, one exact case id) for every non-conforming result "
+        "not yet expected, and drop entries of the selected cases and adapters that no longer "
+        "match anything. Without --from-report the suite is run with the given run options.",
     )
     p.add_argument("file", type=Path, help="expectations file to write (created if missing)")
     p.add_argument("--from-report", type=Path, metavar="REPORT.json", help="read results here")
@@ -35,7 +35,11 @@ def update_main(argv: list[str]) -> int:
     doc = read_report(args.from_report) if args.from_report else _run_for_update(args)
     existing = expectations.load(args.file).entries if args.file.exists() else []
     used = expectations.lines_used(existing, doc)
-    kept = [e for e in existing if args.keep_unused or e.line in used]
+    selected, ran = expectations.selection_of(doc)
+    # an entry for cases or adapters this run left out is not known to be unused: kept
+    kept = [
+        e for e in existing if args.keep_unused or e.line in used or not e.selected(selected, ran)
+    ]
     adapters = {a["name"]: a for a in doc["adapters"]}
     expected_ids = expectations.covered(kept, doc)
     new = expectations.entries_from_results(

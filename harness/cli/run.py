@@ -63,10 +63,17 @@ def finish(
     """Print the terminal report, write report files, return the exit code.
 
     ``interrupted``: the exit code of a run stopped by a signal (harness.execution.interrupt); the
-    reports then say ``complete: false``.
+    reports then say ``complete: false``. The JSON's ``gate.exit_code`` is the exit code
+    returned (130 for an interrupted run, 2 for invalid case files), not only the verdict's.
     """
     outcome, doc = verdict.evaluate(plan, results, config)
+    if interrupted is not None:
+        code = interrupted
+    else:
+        code = ExitCode.USAGE if plan.load_errors else outcome.exit_code
     doc["complete"] = interrupted is None
+    doc["planned_results"] = plan.total
+    doc["gate"]["exit_code"] = int(code)
     doc["load_errors"] = [
         {"file": e.path, "line": e.line, "case": e.case, "field": e.field, "message": e.detail}
         for e in plan.load_errors
@@ -79,7 +86,8 @@ def finish(
         print(f"{len(results)} results, {bad} not conforming")
     if config.expectations or config.baseline:
         print(render.gate(outcome, results, doc, verbose=config.verbose))
-        render.warn_unused(outcome, config.expectations)
+        if interrupted is None:  # cases that did not run match nothing: no warning for them
+            render.warn_unused(outcome, config.expectations)
     elif config.verbose and outcome.blocking:
         print("\n" + render.repros(outcome, results, doc))
     for path in config.reports:
@@ -91,15 +99,13 @@ def finish(
             "the reports are marked incomplete",
             file=sys.stderr,
         )
-        return interrupted
-    if plan.load_errors:
+    elif plan.load_errors:
         print(
             f"lossconf: error: {len(plan.load_errors)} invalid case file(s), listed above; "
             "their cases did not run",
             file=sys.stderr,
         )
-        return ExitCode.USAGE
-    return outcome.exit_code
+    return code
 
 
 def run_command(config: RunConfig) -> int:

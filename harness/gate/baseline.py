@@ -5,6 +5,9 @@ does not conform and no expectation allows it. Listed:
 
 - newly failing: good in OLD, bad in NEW (fails the gate);
 - newly passing: bad in OLD, good in NEW;
+- expectation changed: the same non-conforming status in both, allowed by an
+  expectation in one report only (the implementation did not move: not a regression,
+  and not listed as newly failing or passing);
 - error growth: the worst test ratio (loss or gradient; error / allowed, see
   ``harness.execution.compare``) grew beyond ``factor`` x max(OLD, ``RATIO_FLOOR``) (fails
   the gate). The floor is a third of the limit: a result that moves between
@@ -26,6 +29,7 @@ from pathlib import Path
 
 from harness.errors import UsageError
 from harness.execution.results import is_conforming
+from harness.reports import json as report_json
 from harness.reports.document import worst_ratio, worst_ulp
 
 DEFAULT_GROWTH = 2.0
@@ -40,7 +44,9 @@ class ReportError(UsageError):
 
 
 def read_report(path: str | Path) -> dict:
-    """Load a JSON report written by ``--report X.json``; ReportError says what is wrong."""
+    """Load a JSON report written by ``--report X.json`` (any of
+    ``harness.reports.json.READABLE_VERSIONS``; non-finite figures as floats, whether written
+    as strings or, in version 1, as bare NaN/Infinity tokens); ReportError says what is wrong."""
     path = Path(path)
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -50,11 +56,12 @@ def read_report(path: str | Path) -> dict:
         raise ReportError(f"report {path}: not JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(doc, dict) or "results" not in doc or "schema_version" not in doc:
         raise ReportError(f"report {path}: not a lossconf JSON report (no schema_version/results)")
-    if doc["schema_version"] != 1:
+    if doc["schema_version"] not in report_json.READABLE_VERSIONS:
+        readable = " and ".join(map(str, report_json.READABLE_VERSIONS))
         raise ReportError(
-            f"report {path}: schema_version {doc['schema_version']!r}, this lossconf reads 1"
+            f"report {path}: schema_version {doc['schema_version']!r}, this lossconf reads {readable}"
         )
-    return doc
+    return report_json.decode(doc)
 
 
 def is_bad(r: dict) -> bool:
@@ -75,13 +82,17 @@ class Change:
         o, n = worst_ratio(self.old), worst_ratio(self.new)
         return [
             *self.key,
-            self.old["status"],
-            self.new["status"],
+            _status(self.old),
+            _status(self.new),
             _fmt(o),
             _fmt(n),
             _fmt(worst_ulp(self.new)),
             (self.new.get("message") or self.old.get("message") or "")[:80],
         ]
+
+
+def _status(r: dict) -> str:
+    return r["status"] + (" (expected)" if r.get("expected") else "")
 
 
 def _fmt(v: float | None) -> str:
@@ -94,6 +105,7 @@ def _fmt(v: float | None) -> str:
 class Comparison:
     newly_failing: list[Change] = field(default_factory=list)
     newly_passing: list[Change] = field(default_factory=list)
+    expectation_changed: list[Change] = field(default_factory=list)  # same status
     growth: list[Change] = field(default_factory=list)
     changed: list[Key] = field(default_factory=list)
     added: list[Key] = field(default_factory=list)
@@ -113,6 +125,7 @@ class Comparison:
             "regressed": self.regressed,
             "newly_failing": keys(self.newly_failing),
             "newly_passing": keys(self.newly_passing),
+            "expectation_changed": keys(self.expectation_changed),
             "growth": [[*c.key, worst_ratio(c.old), worst_ratio(c.new)] for c in self.growth],
             "changed": [list(k) for k in self.changed],
             "added": len(self.added),
@@ -146,7 +159,9 @@ def compare(old: dict, new: dict, *, factor: float = DEFAULT_GROWTH) -> Comparis
         if h_old != h_new:
             out.changed.append(key)
             continue
-        if is_bad(n) and not is_bad(o):
+        if is_bad(n) != is_bad(o) and n["status"] == o["status"]:
+            out.expectation_changed.append(Change(key, o, n))
+        elif is_bad(n) and not is_bad(o):
             out.newly_failing.append(Change(key, o, n))
         elif is_bad(o) and not is_bad(n):
             out.newly_passing.append(Change(key, o, n))
@@ -172,7 +187,8 @@ def render(c: Comparison, old_name: str = "baseline") -> str:
         "message",
     ]
     parts = []
-    if c.added and c.removed and not (c.newly_failing or c.newly_passing or c.growth or c.changed):
+    moved = c.newly_failing or c.newly_passing or c.expectation_changed or c.growth or c.changed
+    if c.added and c.removed and not moved:
         old_adapters = sorted({k[1] for k in c.removed})
         new_adapters = sorted({k[1] for k in c.added})
         if set(old_adapters).isdisjoint(new_adapters):
@@ -184,6 +200,7 @@ def render(c: Comparison, old_name: str = "baseline") -> str:
         ("Newly failing", c.newly_failing),
         (f"Error growth beyond {c.factor:g}x (test ratio)", c.growth),
         ("Newly passing", c.newly_passing),
+        ("Same status, expectation changed", c.expectation_changed),
     ):
         if changes:
             rows = [ch.row() for ch in changes]
@@ -194,7 +211,9 @@ def render(c: Comparison, old_name: str = "baseline") -> str:
         parts.append(f"Changed cases (content hash differs, not compared): {shown}")
     parts.append(
         f"{old_name}: {len(c.newly_failing)} newly failing, {len(c.growth)} error growth, "
-        f"{len(c.newly_passing)} newly passing, {len(c.changed)} changed, "
+        f"{len(c.newly_passing)} newly passing, "
+        + (f"{len(c.expectation_changed)} expectation changed, " if c.expectation_changed else "")
+        + f"{len(c.changed)} changed, "
         f"{len(c.added)} added, {len(c.removed)} removed"
         + (" -> REGRESSION" if c.regressed else "")
     )

@@ -6,6 +6,7 @@ The file is YAML::
 
     expectations:
       - id: numerics/fp16_mean_over_65504    # a case id prefix, or a glob (* ? [)
+                                             # or case: ID, exactly one case id
         adapter: torch                       # optional: adapter name (glob)
         version: ">=2.13,<2.15"              # optional: the wrapped library's version
         device: cpu                          # optional: adapter device (glob)
@@ -17,9 +18,11 @@ The file is YAML::
 A non-conforming result that the first matching entry allows is *expected*
 and does not fail the gate. A result that conforms although an entry allows
 only non-conforming outcomes is an *unexpected pass* (reported, not fatal).
-An entry that matches no result at all is warned about, so the file does not
-go stale. The file is validated strictly: every problem names the file, line,
-entry and field, and exits with code 2.
+An entry that matches no result although the run selected a case and an
+adapter it names (``Entry.selected``) is warned about, so the file does not go
+stale; entries for cases or adapters outside the run are not. The file is
+validated strictly: every problem names the file, line, entry and field, and
+exits with code 2.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from harness.dtypes import DTYPE_NAMES
 from harness.errors import UsageError
 from harness.execution.results import CONFORMING_NAMES, STATUS_NAMES, Result, Status
 
-FIELDS = ("id", "adapter", "version", "device", "dtype", "outcomes", "reason", "link")
+FIELDS = ("id", "case", "adapter", "version", "device", "dtype", "outcomes", "reason", "link")
 _CLAUSE = re.compile(r"^\s*(>=|<=|==|!=|>|<|~=)?\s*([0-9][0-9A-Za-z.+\-]*)\s*$")
 
 
@@ -95,12 +98,16 @@ def version_in_range(version: str, clauses: list[tuple[str, str]]) -> bool:
 
 @dataclass
 class Entry:
-    """One expectation: which results it covers and which outcomes it allows."""
+    """One expectation: which results it covers and which outcomes it allows.
+
+    ``id`` is a case id prefix or glob (the file's ``id:``), or with ``exact`` one case id
+    (the file's ``case:``, what ``expectations update`` writes)."""
 
     id: str
     outcomes: frozenset[str]
     reason: str
     line: int | None = None
+    exact: bool = False
     adapter: str | None = None
     version: list[tuple[str, str]] | None = None
     device: str | None = None
@@ -115,6 +122,8 @@ class Entry:
         return f"{path}:{self.line}" if self.line else str(path)
 
     def matches_id(self, case_id: str) -> bool:
+        if self.exact:
+            return case_id == self.id
         if any(ch in self.id for ch in "*?["):
             return fnmatch.fnmatchcase(case_id, self.id)
         return case_id.startswith(self.id)
@@ -134,6 +143,20 @@ class Entry:
             if not version or not version_in_range(version, self.version):
                 return False
         return True
+
+    def selected(self, cases: dict[str, tuple[str, ...]] | None, adapters: Iterable[str]) -> bool:
+        """Whether a run of ``cases`` (case id -> its dtypes; None: not known) through
+        ``adapters`` (names) could give this entry a result: its id, adapter and dtype
+        conditions (not the version or device, which a stale entry gets wrong) hold for one
+        of them."""
+        if self.adapter and not any(fnmatch.fnmatchcase(a, self.adapter) for a in adapters):
+            return False
+        if cases is None:
+            return True
+        return any(
+            self.matches_id(case_id) and (not self.dtypes or bool(self.dtypes & set(dtypes)))
+            for case_id, dtypes in cases.items()
+        )
 
     @property
     def allows_conforming(self) -> bool:
@@ -194,7 +217,7 @@ def _entry(path: Path, index: int, raw: object) -> Entry:
             path, None, f"entry {index}: ", f"is a {type(raw).__name__}, expected a mapping"
         )
     line = raw.pop("__line__", None)
-    where = f"entry {index} (id {raw.get('id')!r}): "
+    where = f"entry {index} (id {raw.get('id', raw.get('case'))!r}): "
 
     def bad(field_name: str, message: str) -> ExpectationsError:
         return _fail(path, line, where, f"field {field_name!r}={raw.get(field_name)!r} {message}")
@@ -204,7 +227,18 @@ def _entry(path: Path, index: int, raw: object) -> Entry:
             close = difflib.get_close_matches(str(key), FIELDS, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(FIELDS)}"
             raise _fail(path, line, where, f"unknown field {key!r}{hint}")
-    if not isinstance(raw.get("id"), str) or not raw["id"].strip():
+    if "id" in raw and "case" in raw:
+        raise _fail(
+            path, line, where, "has both 'id' (a prefix or glob) and 'case' (one case id): keep one"
+        )
+    if "id" not in raw and "case" not in raw:
+        raise _fail(
+            path, line, where, "needs 'id' (a case id prefix or glob) or 'case' (one exact case id)"
+        )
+    key = "id" if "id" in raw else "case"
+    if not isinstance(raw[key], str) or not raw[key].strip():
+        if key == "case":
+            raise bad("case", "must be one case id, e.g. 'numerics/huge_1e300'")
         raise bad("id", "must be a case id prefix or glob, e.g. 'numerics/' or '*/fp16_*'")
     outcomes = raw.get("outcomes")
     if isinstance(outcomes, str):
@@ -235,10 +269,11 @@ def _entry(path: Path, index: int, raw: object) -> Entry:
     if raw.get("link"):
         text = f"{text} ({raw['link']})" if text else raw["link"]
     return Entry(
-        id=raw["id"].strip(),
+        id=raw[key].strip(),
         outcomes=frozenset(outcomes),
         reason=text,
         line=line,
+        exact=key == "case",
         adapter=raw.get("adapter"),
         version=version,
         device=raw.get("device"),
@@ -248,7 +283,8 @@ def _entry(path: Path, index: int, raw: object) -> Entry:
 
 
 def entries_from_results(results: Iterable[dict], adapters: dict[str, dict]) -> list[dict]:
-    """New entries for the non-conforming results of a JSON report (one per case x adapter x status)."""
+    """New entries for the non-conforming results of a JSON report (one per case x adapter x
+    status), each naming its one case (``case:``): an id would also cover the ids it prefixes."""
     grouped: dict[tuple[str, str, str], dict] = {}
     for r in results:
         if r["status"] in CONFORMING_NAMES or r.get("expectation"):
@@ -257,7 +293,7 @@ def entries_from_results(results: Iterable[dict], adapters: dict[str, dict]) -> 
         entry = grouped.setdefault(
             key,
             {
-                "id": r["case_id"],
+                "case": r["case_id"],
                 "adapter": r["adapter"],
                 "dtype": [],
                 "outcomes": [r["status"]],
@@ -298,6 +334,15 @@ def lines_used(entries: list[Entry], doc: dict) -> set[int | None]:
                 used.add(e.line)
                 break
     return used
+
+
+def selection_of(doc: dict) -> tuple[dict[str, tuple[str, ...]], list[str]]:
+    """What a report's run selected: case id -> the dtypes it ran in, and the adapter names
+    (for ``Entry.selected``)."""
+    cases: dict[str, list[str]] = {}
+    for r in doc["results"]:
+        cases.setdefault(r["case_id"], []).append(r["dtype"])
+    return {k: tuple(v) for k, v in cases.items()}, [a["name"] for a in doc["adapters"]]
 
 
 def _result_view(r: dict) -> Result:

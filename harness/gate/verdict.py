@@ -45,9 +45,16 @@ class Outcome:
 
 
 def apply_expectations(
-    results: list[Result], infos: dict[str, dict], expectations: Expectations | None
+    results: list[Result],
+    infos: dict[str, dict],
+    expectations: Expectations | None,
+    cases: dict[str, tuple[str, ...]] | None = None,
 ) -> Outcome:
-    """Sort each result into expected / disallowed / unexpected pass / blocking."""
+    """Sort each result into expected / disallowed / unexpected pass / blocking.
+
+    ``cases`` (case id -> dtypes): what the run selected; an entry that matched no result is
+    listed as unused only when it names one of them (None: any case) and an adapter of
+    ``infos`` (``Entry.selected``)."""
     out = Outcome()
     used: set[int] = set()
     for i, r in enumerate(results):
@@ -65,7 +72,9 @@ def apply_expectations(
                 out.disallowed[i] = entry
             out.blocking.append(i)
     if expectations is not None:
-        out.unused = [e for e in expectations.entries if id(e) not in used]
+        out.unused = [
+            e for e in expectations.entries if id(e) not in used and e.selected(cases, infos)
+        ]
     return out
 
 
@@ -123,7 +132,8 @@ def evaluate(plan: Plan, results: list[Result], config: RunConfig) -> tuple[Outc
         expectations = expectations_file.load(config.expectations)
     specs = _specs(plan)
     infos = {a.name: describe(a, s) for a, s in zip(plan.adapters, specs, strict=True)}
-    outcome = apply_expectations(results, infos, expectations)
+    selected = {c.id: c.dtypes for c in plan.cases}
+    outcome = apply_expectations(results, infos, expectations, selected)
     doc = document(plan, results, config, outcome)
     if config.baseline is not None:
         old = baseline.read_report(config.baseline)

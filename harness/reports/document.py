@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from harness.execution.results import STATUS_NAMES, is_conforming
 
 
-
 def fmt_ulp(value: float | None) -> str:
     if value is None:
         return "-"
@@ -107,9 +106,27 @@ def verdict(doc: dict) -> str:
     return "FAIL" if blocking(doc) else "PASS"
 
 
+def interruption(doc: dict) -> str | None:
+    """'the run was interrupted (exit code 130) after 12 of 40 results'; None for a complete run."""
+    if doc.get("complete", True):
+        return None
+    code = (doc.get("gate") or {}).get("exit_code")
+    planned = doc.get("planned_results")
+    return (
+        "the run was interrupted"
+        + (f" (exit code {code})" if code is not None else "")
+        + f" after {len(doc['results'])}"
+        + (f" of {planned}" if planned is not None else "")
+        + " results"
+    )
+
+
 def headline(doc: dict) -> str:
     n, bad = len(doc["results"]), len(blocking(doc))
     text = f"{n} results: all conform" if not bad else f"{bad} of {n} results do not conform"
+    stopped = interruption(doc)
+    if stopped:
+        text = f"INCOMPLETE, {stopped}: {text}"
     n_expected = len(expected(doc))
     if n_expected:
         text += f" ({n_expected} expected non-conformities allowed)"

@@ -1,8 +1,9 @@
 """The HTML report: one self-contained file, viewable offline.
 
-Summary, conformance matrix, every non-conforming result with expected vs got
-and its repro snippet, expected non-conformities, and a plot of the error
-distribution (worst ulp of loss and gradient per result) for each adapter and
+Summary, conformance matrix, the non-conforming results grouped by cause
+(``harness.reports.causes``) and then each with expected vs got and its repro
+snippet, expected non-conformities, and a plot of the error distribution (the
+worst test ratio of loss and gradient per result, from 0) for each adapter and
 dtype. The plot is drawn with matplotlib (the ``html`` extra), imported only
 here, and embedded as a base64 PNG; without matplotlib the report says so and
 is otherwise complete.
@@ -16,8 +17,9 @@ import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.reports import matrix
+from harness.reports import causes, matrix
 from harness.atomic import write_atomic
 from harness.reports.document import (
     blocking,
@@ -27,6 +29,9 @@ from harness.reports.document import (
     unexpected_passes,
     verdict,
 )
+
+if TYPE_CHECKING:  # matplotlib is optional (the html extra): imported where it draws
+    from matplotlib.figure import Figure
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -69,6 +74,20 @@ def _matrix_html(doc: dict) -> str:
 
 def error_plot_png(doc: dict) -> bytes | None:
     """PNG bytes of the test-ratio distribution per adapter x dtype; None without matplotlib."""
+    fig = error_figure(doc)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt  # error_figure imported it: matplotlib is there
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def error_figure(doc: dict) -> Figure | None:
+    """The figure of ``error_plot_png``: test ratios are >= 0, so the axis starts at 0 (a
+    symmetric log scale would spend half its height on negative values)."""
     try:
         import matplotlib
 
@@ -99,13 +118,12 @@ def error_plot_png(doc: dict) -> bytes | None:
         ax.set_xticks(range(len(labels)), labels, fontsize=8)
         ax.set_yscale("symlog", linthresh=0.01)
         ax.axhline(1.0, color="red", linewidth=0.8)  # the limit: above it a result fails
+        top = max(max(v) for v in groups.values())
+        ax.set_ylim(0, 2 * max(top, 1.0))  # room above the largest point and the limit
     ax.set_ylabel("worst test ratio per result (error / allowed)")
     ax.set_title("Error distribution per adapter and dtype")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return fig
 
 
 def _result_block(r: dict) -> str:
@@ -117,12 +135,16 @@ def _result_block(r: dict) -> str:
         if r.get("repro")
         else ""
     )
+    values = ""  # an error or a missing error has no loss to show
+    if r.get("expected_loss") is not None or r.get("got_loss") is not None:
+        values = (
+            f"<p>expected loss: <code>{esc(r.get('expected_loss'))}</code>, "
+            f"got: <code>{esc(r.get('got_loss'))}</code></p>"
+        )
     return (
         f"<h4>{esc(r['case_id'])} &middot; {esc(r['adapter'])} &middot; {esc(r['dtype'])} "
         f"&middot; {esc(r['status'])}</h4>"
-        f"<p>expected loss: <code>{esc(r.get('expected_loss'))}</code>, "
-        f"got: <code>{esc(r.get('got_loss'))}</code></p>"
-        f"<pre>{esc(r.get('message', ''))}</pre>{exp_line}{repro}"
+        f"{values}<pre>{esc(r.get('message', ''))}</pre>{exp_line}{repro}"
     )
 
 
@@ -153,6 +175,10 @@ def render(doc: dict) -> str:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<img alt='error distribution' src='data:image/png;base64,{data}'>")
     bad = blocking(doc)
+    found = causes.group(bad)
+    if len(found) < len(bad):
+        parts.append(f"<h2>Non-conforming results ({len(bad)}) by cause ({len(found)})</h2>")
+        parts.append(table(causes.HEADERS, causes.table_rows(found, width=None, sep=", ")))
     parts.append(f"<h2>Non-conforming results ({len(bad)})</h2>")
     parts += [_result_block(r) for r in bad] or ["<p>none</p>"]
     ups = unexpected_passes(doc)

@@ -1,6 +1,7 @@
 """The JSON report: the source of truth other reports and comparisons read.
 
-Envelope (``schema_version`` 1)::
+Envelope (``schema_version`` 2; the JSON Schema ships as ``report.schema.json`` beside this
+module)::
 
     {schema_version, harness_version, timestamp, complete,
      environment: {python, numpy, platform},
@@ -8,12 +9,19 @@ Envelope (``schema_version`` 1)::
      suite: {cases: {case_id: content_hash}},
      summary: {status: count},
      results: [Result.to_dict(), ...]}
+
+The file is strict JSON (RFC 8259), which JavaScript's ``JSON.parse`` and jq read as
+Python does: a non-finite number is written as the string "nan", "inf" or "-inf", and
+``decode`` (which ``harness.gate.baseline.read_report`` applies) turns the error figures
+back into floats. Version 1 wrote bare ``NaN``/``Infinity`` tokens; it is still read.
+Fields may be added within a version: readers ignore what they do not know.
 """
 
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 import platform
 import sys
@@ -26,7 +34,11 @@ from harness.version import VERSION
 from harness.cases.model import Case
 from harness.execution.results import Result
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: the versions ``decode`` (and so ``diff``, ``history``, ``--baseline``) reads
+READABLE_VERSIONS = (1, 2)
+#: how a non-finite float is spelled in the report (``repr`` of the float, as in ``got_loss``)
+NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 def build(
@@ -60,5 +72,40 @@ def _with_totals(adapter: dict, results: list[Result]) -> dict:
     }
 
 
+def strict(value: object) -> object:
+    """``value`` with every non-finite float replaced by its string ("nan", "inf", "-inf")."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict(v) for v in value]
+    return value
+
+
+def dumps(document: dict) -> str:
+    """The report's text: strict JSON (a non-finite number left over would raise ValueError)."""
+    return json.dumps(strict(document), indent=1, allow_nan=False) + "\n"
+
+
 def write(path: str | os.PathLike, document: dict) -> None:
-    write_atomic(path, json.dumps(document, indent=1, allow_nan=True) + "\n")
+    write_atomic(path, dumps(document))
+
+
+def _real(value: object) -> object:
+    return NON_FINITE[value] if isinstance(value, str) and value in NON_FINITE else value
+
+
+def decode(document: dict) -> dict:
+    """A report as read from its file, with the numbers written as strings back as floats:
+    the error figures of each result and the ratios of the baseline's error growth (the
+    fields the schema types as ``real``). Changes ``document`` in place and returns it."""
+    for r in document.get("results") or ():
+        for key in ("loss_errors", "grad_errors"):
+            errors = r.get(key) if isinstance(r, dict) else None
+            if isinstance(errors, dict):
+                r[key] = {k: _real(v) for k, v in errors.items()}
+    base = (document.get("gate") or {}).get("baseline")
+    if isinstance(base, dict) and isinstance(base.get("growth"), list):
+        base["growth"] = [[_real(v) for v in row] for row in base["growth"]]
+    return document

@@ -5,16 +5,21 @@ One <testsuite> per adapter (its wrapped library and device as properties).
 ``timeout`` are <error>; ``unsupported`` is <skipped>; a non-conformity that
 an expectation allows is <skipped type="expected"> with the reason, as pytest
 writes an xfail. classname is ``lossconf.<adapter>.<case file>``, name is
-``<case name>[<dtype>]``.
+``<case name>[<dtype>]``; the adapter and the file are written with letters, digits, ``_``
+and ``-`` only (``../my_ce.py`` as ``my_ce_py``), since CI tree views split the class name
+at dots, and the adapter's own name is a property of its suite. An interrupted run
+(``complete: false``) gets a suite ``lossconf.run`` with one <error type="interrupted">, so
+that no CI system reads the results it has as the whole run.
 """
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.atomic import write_atomic
-from harness.reports.document import by_adapter
+from harness.reports.document import by_adapter, interruption
 
 FAILURE = frozenset({"fail", "missing_error"})
 ERROR = frozenset({"error", "crash", "timeout"})
@@ -25,13 +30,30 @@ def _text(value: object) -> str:
     return "".join(ch for ch in str(value) if ch in "\t\n\r" or ord(ch) >= 0x20)
 
 
+def class_part(text: str) -> str:
+    """``text`` as one part of a dotted class name: runs of other characters become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-]+", "_", text).strip("_") or "_"
+
+
+def _incomplete(root: ET.Element, message: str, totals: dict[str, int]) -> None:
+    """The marker of an interrupted run: a suite with one error saying what is missing."""
+    suite = ET.SubElement(root, "testsuite", name="lossconf.run", tests="1", failures="0",
+                          errors="1", skipped="0", time="0.000000")  # fmt: skip
+    tc = ET.SubElement(suite, "testcase", classname="lossconf.run", name="incomplete", time="0")
+    el = ET.SubElement(tc, "error", type="interrupted", message=message)
+    el.text = message + "; the reports hold only the results made before it stopped"
+    totals["tests"] += 1
+    totals["errors"] += 1
+
+
 def build(doc: dict) -> ET.Element:
     root = ET.Element("testsuites", name="lossconf")
     info = {a["name"]: a for a in doc["adapters"]}
     totals = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for adapter, results in by_adapter(doc).items():
-        suite = ET.SubElement(root, "testsuite", name=f"lossconf.{adapter}")
+        suite = ET.SubElement(root, "testsuite", name=f"lossconf.{class_part(adapter)}")
         props = ET.SubElement(suite, "properties")
+        ET.SubElement(props, "property", name="adapter", value=_text(adapter))
         for key in ("wraps", "device", "spec"):
             if info.get(adapter, {}).get(key):
                 ET.SubElement(props, "property", name=key, value=_text(info[adapter][key]))
@@ -42,7 +64,7 @@ def build(doc: dict) -> ET.Element:
             tc = ET.SubElement(
                 suite,
                 "testcase",
-                classname=f"lossconf.{adapter}.{stem}",
+                classname=f"lossconf.{class_part(adapter)}.{class_part(stem)}",
                 name=f"{name}[{r['dtype']}]",
                 time=f"{r.get('seconds', 0.0):.6f}",
             )
@@ -81,6 +103,9 @@ def build(doc: dict) -> ET.Element:
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
+    stopped = interruption(doc)
+    if stopped:
+        _incomplete(root, stopped, totals)
     for key, value in totals.items():
         root.set(key, str(value))
     if doc.get("timestamp"):

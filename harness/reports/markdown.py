@@ -1,5 +1,8 @@
 """The Markdown report: a short summary and the failures, for a GitHub step summary.
 
+The failures come grouped by cause first (``harness.reports.causes``, when that is shorter
+than the list), then one by one.
+
 Kept under ``LIMIT`` bytes (GitHub refuses step summaries over 1 MiB): when
 the failures do not fit, the list is cut and a line points to the JSON report.
 """
@@ -9,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.reports import matrix
+from harness.reports import causes, matrix
 from harness.atomic import write_atomic
 from harness.reports.document import (
     blocking,
@@ -43,6 +46,20 @@ def _result_row(r: dict) -> list[object]:
     return [f"`{r['case_id']}`", r["adapter"], r["dtype"], r["status"], msg]
 
 
+def _cause_row(c: causes.Cause) -> list[object]:
+    example = f"`{c.example['case_id']}` [{c.example['dtype']}]"
+    message = causes.shortened(c.example.get("message") or "", MESSAGE_CHARS)
+    return [
+        c.count,
+        c.status,
+        ", ".join(c.adapters),
+        ", ".join(c.dtypes),
+        c.cases,
+        example,
+        message,
+    ]
+
+
 def render(doc: dict, *, limit: int = LIMIT, json_hint: str = "the JSON report") -> str:
     """The Markdown text, at most ``limit`` bytes (UTF-8)."""
     lines = [f"## lossconf: {verdict(doc)}", "", headline(doc), ""]
@@ -62,7 +79,12 @@ def render(doc: dict, *, limit: int = LIMIT, json_hint: str = "the JSON report")
             "",
             f"{len(base['newly_failing'])} newly failing, {len(base['growth'])} error growth "
             f"beyond {base['factor']:g}x (test ratio), {len(base['newly_passing'])} newly passing, "
-            f"{len(base['changed'])} changed (not compared)",
+            + (
+                f"{len(base['expectation_changed'])} with the same status and another expectation, "
+                if base.get("expectation_changed")
+                else ""
+            )
+            + f"{len(base['changed'])} changed (not compared)",
             "",
         ]
         for title, items in (
@@ -81,6 +103,12 @@ def render(doc: dict, *, limit: int = LIMIT, json_hint: str = "the JSON report")
     tail: list[str] = []
     if expected(doc):
         tail = ["", f"{len(expected(doc))} expected non-conformities are listed in {json_hint}."]
+    found = causes.group(bad)
+    if len(found) < len(bad):
+        lines += [f"### Non-conforming results ({len(bad)}) by cause ({len(found)})", ""]
+        lines += table(causes.HEADERS, [_cause_row(c) for c in found[: causes.SHOWN]])
+        more = causes.rest(found)
+        lines += ["", more, ""] if more else [""]
     if bad:
         lines += [f"### Non-conforming results ({len(bad)})", ""]
         lines += table(["case", "adapter", "dtype", "status", "what differed"], [])

@@ -1,4 +1,6 @@
-"""The terminal report: a summary line per adapter, then every non-conforming result."""
+"""The terminal report: a summary line per adapter, the matrices, then the non-conforming
+results: grouped by cause (``harness.reports.causes``) when that makes the list shorter, and
+one by one with ``-v`` or when there are at most ``LISTED`` of them."""
 
 from __future__ import annotations
 
@@ -7,7 +9,10 @@ from collections import Counter
 from tabulate import tabulate
 
 from harness.execution.results import Result, Status
-from harness.reports import matrix
+from harness.reports import causes, matrix
+
+#: without -v, the results are listed one by one only up to this many
+LISTED = 20
 
 SUMMARY_STATUSES = (
     Status.PASS, Status.RAISED, Status.FAIL, Status.ERROR,
@@ -69,6 +74,32 @@ def failures_table(results: list[Result], *, width: int | None = 110) -> str:
     )
 
 
+def _non_conforming(bad: list[Result], *, verbose: bool) -> list[str]:
+    """The causes (when fewer than the results), then the results one by one (all of them
+    with ``verbose`` or when at most ``LISTED``, else a pointer to -v and the JSON)."""
+    width = None if verbose else 110
+    found = causes.group(r.to_dict() for r in bad)
+    parts: list[str] = []
+    if len(found) < len(bad):
+        shown = found if verbose else found[: causes.SHOWN]
+        rows = causes.table_rows(shown, width=None if verbose else 70)
+        parts += [
+            f"Non-conforming results ({len(bad)}) by cause ({len(found)}):",
+            tabulate(rows, headers=causes.HEADERS, tablefmt="simple", disable_numparse=True),
+        ]
+        more = None if verbose else causes.rest(found)
+        parts += [more] if more else []
+        title = f"Non-conforming results one by one ({len(bad)}):"
+    else:
+        title = f"Non-conforming results ({len(bad)}):"
+    if verbose or len(bad) <= LISTED:
+        parts += [""] if parts else []
+        parts += [title, failures_table(bad, width=width)]
+    else:
+        parts.append(f"(-v or the JSON report lists all {len(bad)} one by one)")
+    return parts
+
+
 def render(results: list[Result], versions: dict[str, str], *, verbose: bool = False) -> str:
     parts = [summary_table(results, versions), "", "Conformance matrix (conforming/run):"]
     parts.append(matrix.render(results))
@@ -76,11 +107,7 @@ def render(results: list[Result], versions: dict[str, str], *, verbose: bool = F
     parts.append(matrix.render_ratios(results))
     bad = [r for r in results if not r.conforming]
     if bad:
-        parts += [
-            "",
-            f"Non-conforming results ({len(bad)}):",
-            failures_table(results, width=None if verbose else 110),
-        ]
+        parts += ["", *_non_conforming(bad, verbose=verbose)]
     if verbose:
         unsupported = [r for r in results if r.status is Status.UNSUPPORTED]
         if unsupported:

@@ -1,0 +1,91 @@
+"""Checks that a JSON report is strict JSON, follows the shipped JSON Schema and reads the
+same in jq (jq 1.6 turns a bare ``Infinity`` into 1.797e308 without a word).
+
+``tests/conftest.py`` runs ``check_reports_under`` on the session's temporary folder at the
+end of the session: every JSON report of the current ``schema_version`` that the test suite
+wrote is checked. Reports of older versions (fixtures of what older lossconf wrote) are left
+out.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+import jsonschema
+
+
+def _refuse(token: str) -> float:
+    raise ValueError(f"{token} is not JSON (RFC 8259)")
+
+
+def strict_loads(text: str) -> object:
+    """``json.loads`` that refuses NaN, Infinity and -Infinity, as JavaScript's JSON.parse does."""
+    return json.loads(text, parse_constant=_refuse)
+
+
+@functools.cache
+def schema() -> dict:
+    text = resources.files("harness.reports").joinpath("report.schema.json").read_text()
+    return json.loads(text)
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    jsonschema.Draft202012Validator.check_schema(schema())
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _through_jq(paths: list[Path]) -> list[object] | None:
+    """What jq reads in each file (one jq process for all), or None without jq."""
+    jq = shutil.which("jq")
+    if jq is None or not paths:
+        return None
+    out = subprocess.run([jq, "-c", ".", *map(str, paths)], capture_output=True, text=True)
+    assert out.returncode == 0, f"jq: {out.stderr}"
+    return [strict_loads(line) for line in out.stdout.splitlines()]
+
+
+def check_report(path: Path) -> dict:
+    """Raise (ValueError, jsonschema.ValidationError, AssertionError) unless ``path`` is a
+    strict, schema-valid report that jq reads back unchanged; return the document."""
+    doc = strict_loads(path.read_text(encoding="utf-8"))
+    _validator().validate(doc)
+    seen = _through_jq([path])
+    assert seen is None or seen == [doc], f"{path}: jq reads other values"
+    return doc
+
+
+def _is_current_report(path: Path) -> bool:
+    from harness.reports.json import SCHEMA_VERSION
+
+    try:
+        head = path.read_text(encoding="utf-8", errors="replace")[:200]
+    except OSError:
+        return False
+    return f'"schema_version": {SCHEMA_VERSION},' in head
+
+
+def check_reports_under(folder: Path) -> tuple[int, list[str]]:
+    """(the number of current reports found under ``folder``, a problem per bad one)."""
+    paths = [p for p in sorted(folder.rglob("*.json")) if p.is_file() and _is_current_report(p)]
+    problems, docs = [], []
+    for path in paths:
+        try:
+            docs.append(strict_loads(path.read_text(encoding="utf-8")))
+            _validator().validate(docs[-1])
+        except (ValueError, jsonschema.ValidationError) as e:
+            problems.append(f"{path}: {str(e).splitlines()[0]}")
+    if not problems:
+        seen = _through_jq(paths)
+        if seen is not None:
+            problems += [
+                f"{p}: jq reads other values"
+                for p, d, s in zip(paths, docs, seen, strict=True)
+                if d != s
+            ]
+    return len(paths), problems
