@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from harness.adapters.numpy_ref import NumpyAdapter
 from harness.cases.build import build_case
+from harness.errors import UsageError
 from harness.execution.compare import Errors
 from harness.execution.config import RunConfig
 from harness.execution.results import STATUS_NAMES, Result, Status
@@ -24,7 +25,7 @@ from harness.execution.session import Plan
 from harness.gate.expectations import Entry
 from harness.gate.verdict import Outcome, document
 from harness.reports import document as reading
-from harness.reports import html, junit, markdown, matrix
+from harness.reports import files, html, junit, markdown, matrix
 from harness.reports import json as report_json
 
 FILE = Path("suite/small.yaml")
@@ -263,3 +264,21 @@ def test_junit_drops_characters_xml_cannot_hold(doc):
     text = junit.render(bad)
     assert "\x07" not in text and "bell  here" in text
     ET.fromstring(text)  # still well-formed
+
+
+def test_the_writers_put_each_rendering_in_its_file(doc, tmp_path):
+    paths = files.check_paths([tmp_path / f"r{ext}" for ext in (".json", ".md", ".xml", ".html")])
+    for path in paths:
+        files.write(path, doc)
+    json_path, md_path, xml_path, html_path = paths
+    assert json.loads(json_path.read_text()) == doc
+    assert md_path.read_text() == markdown.render(
+        doc, json_hint="the JSON report (--report X.json)"
+    )
+    assert xml_path.read_text() == junit.render(doc)
+    written = html_path.read_text()
+    assert written.startswith("<!DOCTYPE html>") and "2 of 6 results do not conform" in written
+    with pytest.raises(
+        UsageError, match=r"--report .*r\.csv: unknown format '\.csv'; expected one of"
+    ):
+        files.check_paths([tmp_path / "r.csv"])
