@@ -11,8 +11,8 @@ from tabulate import tabulate
 from harness.execution.results import Result, Status
 from harness.reports import causes, matrix
 
-#: without -v, the results are listed one by one only up to this many
-LISTED = 20
+#: without -v, the results are listed one by one only up to this many (about a screen)
+LISTED = 40
 
 SUMMARY_STATUSES = (
     Status.PASS, Status.RAISED, Status.FAIL, Status.ERROR,
