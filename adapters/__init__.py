@@ -18,7 +18,11 @@ Writing one::
 
 Features an adapter may declare ``unsupported`` (a case needing one is
 reported ``unsupported``, not ``fail``): see ``FEATURES``; dtypes are declared
-by name (``"float16"``, ``"bfloat16"``, ...).
+by name (``"float16"``, ``"bfloat16"``, ...). The kernel authors' fields
+(``KERNEL_FEATURES``: softcap, logit_scale, z_loss, return_z_loss, shift) are
+opt-in instead: an adapter lists those it implements in ``supports``, and one
+that predates them is reported ``unsupported`` for their cases, never failed
+(docs/kernel-features.md gives each field's formula).
 """
 
 from __future__ import annotations
@@ -42,7 +46,18 @@ FEATURES: dict[str, str] = {
     "grad_output": "a given upstream gradient for reduction='none'",
     "invalid_input": "raising an error for invalid input",
     "grad": "a gradient w.r.t. the logits",
+    "softcap": "logits soft-capped to s * tanh(logits / s)",
+    "logit_scale": "logits multiplied by logit_scale before the loss",
+    "z_loss": "the z-loss term z_loss * lse**2 added per position",
+    "return_z_loss": "the z-loss term returned as its own output (Output.z_loss)",
+    "shift": "causal language modelling: position t scored against target t + shift",
 }
+
+#: The kernel authors' features: opt-in (``Adapter.supports``), since an adapter written
+#: before they existed would silently ignore them and fail every case that uses one.
+KERNEL_FEATURES: frozenset[str] = frozenset(
+    {"softcap", "logit_scale", "z_loss", "return_z_loss", "shift"}
+)
 
 
 class Unsupported(Exception):
@@ -66,6 +81,16 @@ class CallInputs:
         grad_output: upstream gradient for reduction='none' (the loss's shape), or None
             meaning ones, i.e. the gradient of the sum.
         want_grad: whether the gradient w.r.t. logits is wanted.
+        softcap: s > 0: the logits become s * tanh(logits / s) (after ``logit_scale``);
+            None: no capping.
+        logit_scale: a > 0: the logits are multiplied by a first (1.0: unchanged).
+        z_loss: c >= 0: c * lse**2 is added to each kept position's loss, lse the
+            log-sum-exp of its (scaled, capped) logits; a ``mean`` divides its sum by the
+            number of kept positions, not by the weights (0.0: no term).
+        return_z_loss: also return the z-loss term alone, reduced like the loss
+            (``Output.z_loss``).
+        shift: k >= 0: position t along the target's last axis is scored against
+            target[..., t + k]; the last k positions are ignored (0: no shift).
     """
 
     logits: np.ndarray
@@ -77,31 +102,64 @@ class CallInputs:
     dtype: str
     grad_output: np.ndarray | None = None
     want_grad: bool = True
+    softcap: float | None = None
+    logit_scale: float = 1.0
+    z_loss: float = 0.0
+    return_z_loss: bool = False
+    shift: int = 0
 
     @property
     def probability_target(self) -> bool:
         return np.issubdtype(self.target.dtype, np.floating)
 
+    def kernel_features(self) -> frozenset[str]:
+        """The ``KERNEL_FEATURES`` this call uses (empty for plain cross-entropy)."""
+        return kernel_features_of(
+            self.softcap, self.logit_scale, self.z_loss, self.return_z_loss, self.shift
+        )
+
+
+def kernel_features_of(
+    softcap: float | None, logit_scale: float, z_loss: float, return_z_loss: bool, shift: int
+) -> frozenset[str]:
+    """The ``KERNEL_FEATURES`` that these field values use (the defaults use none)."""
+    used = {
+        "softcap": softcap is not None,
+        "logit_scale": logit_scale != 1.0,
+        "z_loss": z_loss != 0.0,
+        "return_z_loss": return_z_loss,
+        "shift": shift != 0,
+    }
+    return frozenset(name for name, on in used.items() if on)
+
 
 @dataclass
 class Output:
-    """What an adapter returns: ``loss`` (0-d for mean/sum) and ``grad`` (logits' shape) or None."""
+    """What an adapter returns: ``loss`` (0-d for mean/sum) and ``grad`` (logits' shape) or None;
+    ``z_loss``, the z-loss term alone (the loss's shape), when the call asks ``return_z_loss``."""
 
     loss: object
     grad: object | None = None
+    z_loss: object | None = None
 
 
 class Adapter:
     """Base class for adapters. Subclasses set ``name`` and implement ``run``.
 
     ``unsupported`` lists feature names (see ``FEATURES``) and dtype names the
-    adapter lacks. ``load`` imports the framework and raises ImportError (or any
-    exception) when it cannot be used here; ``version`` names what is wrapped.
+    adapter lacks; ``supports`` the opt-in ``KERNEL_FEATURES`` it implements.
+    ``inplace_backward``: the adapter may write the gradient it returns into the logits
+    array it was given (flash-attn's ``inplace_backward=True``, Liger's in-place
+    gradient); the input-mutation check then accepts exactly that write.
+    ``load`` imports the framework and raises ImportError (or any exception) when
+    it cannot be used here; ``version`` names what is wrapped.
     """
 
     name: str = "adapter"
     description: str = ""
     unsupported: frozenset[str] = frozenset()
+    supports: frozenset[str] = frozenset()
+    inplace_backward: bool = False
     #: where the unsupported claims come from, shown in reports
     unsupported_source: str = "declared by the adapter"
 

@@ -7,13 +7,19 @@ logits do not overflow) and the results are rounded once to the input dtype.
 Gradient, for loss_n = -sum_c a[n, c] * l[n, c] with l = log_softmax(x_n):
     d loss / d x[n, j] = u_n * (sum_c a[n, c] * p[n, j] - a[n, j]),  p = softmax(x_n)
 where u_n is the upstream factor of position n (grad_output, 1, or 1/denominator).
+
+Kernel fields (docs/kernel-features.md): the loss is that of z = s * tanh(a * x / s)
+(or a * x), plus zl * lse(z_n)**2 per kept position (a mean divides those by the kept
+count); the gradient w.r.t. z gains 2 * zl * lse_n * p[n, j] times the z-loss's upstream
+factor, and the chain rule multiplies by dz/dx = a * (1 - tanh**2). ``shift`` k moves the
+targets k positions back along their last axis and ignores the last k positions.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.adapters import Adapter, CallInputs, Output
+from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output
 from harness.dtypes import cast
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -57,18 +63,63 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    """Row-wise log-sum-exp (P,) of (P, C) float64, shifted by the row maximum: NaN with a
+    NaN, +inf with a +inf, -inf for a row of -inf only."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        m = np.max(x, axis=1, initial=-np.inf)
+        finite = np.isfinite(m)
+        d = x - np.where(finite, m, 0.0)[:, None]
+        lse = np.where(finite, m + np.log(np.exp(d).sum(axis=1)), m)
+    return lse
+
+
+def _shifted(t: np.ndarray, shift: int, ignore_index: int) -> np.ndarray:
+    """Targets for causal language modelling: t[..., i + shift] at i, ignore_index at the end."""
+    if shift == 0:
+        return t
+    out = np.full_like(t, ignore_index)
+    out[..., :-shift] = t[..., shift:]
+    return out
+
+
+def _transform(x: np.ndarray, inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
+    """The logits the loss sees, z = s tanh(a x / s) (or a x), and dz/dx (None: 1)."""
+    a = float(inputs.logit_scale)
+    if inputs.softcap is None and a == 1.0:
+        return x, None
+    with np.errstate(invalid="ignore", over="ignore"):
+        z = a * x
+        if inputs.softcap is None:
+            return z, np.full_like(x, a)
+        s = float(inputs.softcap)
+        t = np.tanh(z / s)
+        return s * t, a * (1.0 - t * t)
+
+
 def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
     """Loss and gradient in float64, shapes as the oracle's."""
+    return cross_entropy_with_z_loss(inputs)[:2]
+
+
+def cross_entropy_with_z_loss(
+    inputs: CallInputs,
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Loss, gradient and (for ``return_z_loss``) the z-loss term, in float64."""
     x = np.asarray(inputs.logits, dtype=np.float64)
     t = np.asarray(inputs.target)
     validate(x, t, inputs)
+    t = _shifted(t, inputs.shift, inputs.ignore_index)
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
     eps = max(0.0, float(inputs.label_smoothing))
     rows = np.moveaxis(x.reshape(1, c) if x.ndim == 1 else x, 1, -1).reshape(-1, c)
+    rows, slope = _transform(rows, inputs)
     prob = np.issubdtype(t.dtype, np.floating)
     w = np.ones(c) if inputs.weight is None else np.asarray(inputs.weight, dtype=np.float64)
     lp = _log_softmax(rows)
     n_pos = rows.shape[0]
+    zl = float(inputs.z_loss)
+    lse = _logsumexp(rows) if zl else np.zeros(n_pos)
 
     parts = None  # (nll, smooth) per position, for smoothing with class indices
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -97,20 +148,29 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
                 a = (1 - eps) * a + (eps / c) * w * keep[:, None]
             denominator = wy.sum()
 
+        # the z-loss: zl * lse**2 per kept position, a mean over the kept count
+        z_pos = np.where(keep, zl * lse * lse, 0.0) if zl else np.zeros(n_pos)
+        n_kept = float(np.count_nonzero(keep))
+        shape = () if x.ndim == 1 else (x.shape[0], *x.shape[2:])
         if inputs.reduction == "none":
             # one loss per position: (N, d1, ..., dK), or () for unbatched input
-            loss = per_pos.reshape(() if x.ndim == 1 else (x.shape[0], *x.shape[2:]))
+            loss = (per_pos + z_pos).reshape(shape)
+            z_out = z_pos.reshape(shape)
             u = (
                 np.ones(n_pos)
                 if inputs.grad_output is None
                 else np.asarray(inputs.grad_output, dtype=np.float64).reshape(-1)
             )
+            u_z = u
         elif inputs.reduction == "sum":
-            loss = np.array(_mixed(per_pos, 1.0, parts, eps, c))
-            u = np.ones(n_pos)
+            z_out = np.array(z_pos.sum())
+            loss = np.array(_mixed(per_pos, 1.0, parts, eps, c) + (z_out if zl else 0.0))
+            u = u_z = np.ones(n_pos)
         else:
-            loss = np.array(_mixed(per_pos, denominator, parts, eps, c))
+            z_out = np.array(z_pos.sum() / n_kept)
+            loss = np.array(_mixed(per_pos, denominator, parts, eps, c) + (z_out if zl else 0.0))
             u = np.full(n_pos, 1.0 / denominator if denominator != 0 else np.inf)
+            u_z = np.full(n_pos, 1.0 / n_kept if n_kept else np.inf)
 
         grad = None
         if inputs.want_grad:
@@ -120,12 +180,17 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
                 g = _at_target(g, safe, keep)
             g[~keep] = 0.0
             gr = g - np.exp(lp) * g.sum(axis=1, keepdims=True)
+            if zl:
+                k = np.where(keep, u_z * 2.0 * zl * lse, 0.0)
+                gr = gr + k[:, None] * np.exp(lp)
+            if slope is not None:
+                gr = gr * slope
             if x.ndim == 1:
                 grad = gr.reshape(x.shape)
             else:
                 moved = (x.shape[0], *x.shape[2:], c)
                 grad = np.moveaxis(gr.reshape(moved), -1, 1)
-    return loss, grad
+    return loss, grad, (z_out if inputs.return_z_loss else None)
 
 
 def _mixed(
@@ -153,11 +218,13 @@ def _at_target(g: np.ndarray, labels: np.ndarray, keep: np.ndarray) -> np.ndarra
 class NumpyAdapter(Adapter):
     name = "numpy"
     description = "vectorised NumPy reference (float64 accumulation, analytic gradient)"
+    supports = KERNEL_FEATURES
 
     def version(self) -> str:
         return f"numpy {np.__version__}"
 
     def run(self, inputs: CallInputs) -> Output:
-        loss, grad = cross_entropy(inputs)
+        loss, grad, z_loss = cross_entropy_with_z_loss(inputs)
         out_grad = None if grad is None else cast(grad, inputs.dtype)
-        return Output(loss=cast(loss, inputs.dtype), grad=out_grad)
+        out_z = None if z_loss is None else cast(z_loss, inputs.dtype)
+        return Output(loss=cast(loss, inputs.dtype), grad=out_grad, z_loss=out_z)

@@ -16,6 +16,12 @@ bfloat16 arrives as float32 arrays holding exact bfloat16 values (see
 rounding, and results go back as ``Tensor.float()``, float32 arrays that hold
 the exact bfloat16 results. No ml_dtypes is involved.
 
+Kernel fields (docs/kernel-features.md), which ``F.cross_entropy`` lacks, are composed
+from torch ops around the same call: the targets shifted by slicing, the logits scaled
+and soft-capped (``s * torch.tanh(a * x / s)``), ``z_loss * torch.logsumexp(...)**2`` masked
+to the kept positions and reduced over their count. Half-precision inputs go through
+these steps in float32 (what the fused kernels do), and the results are rounded back.
+
 torch is imported inside ``load``/``run`` only, so ``--list`` never imports it.
 """
 
@@ -25,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import Adapter, CallInputs, Output
+from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -85,8 +91,11 @@ def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
     return tensor.cpu().numpy()
 
 
-def loss_and_grad(loss: Any, x: Any, inputs: CallInputs, grad_output: Any) -> Output:
-    """Output with ``loss`` and, when wanted, d(loss)/d(x) by autograd (upstream: grad_output or ones)."""
+def loss_and_grad(
+    loss: Any, x: Any, inputs: CallInputs, grad_output: Any, z_loss: Any = None
+) -> Output:
+    """Output with ``loss`` and, when wanted, d(loss)/d(x) by autograd (upstream: grad_output or
+    ones); ``z_loss`` (a tensor) is returned as ``Output.z_loss``."""
     import torch
 
     grad = None
@@ -94,7 +103,52 @@ def loss_and_grad(loss: Any, x: Any, inputs: CallInputs, grad_output: Any) -> Ou
         upstream = grad_output if grad_output is not None else torch.ones_like(loss)
         (g,) = torch.autograd.grad(loss, x, grad_outputs=upstream, allow_unused=True)
         grad = to_numpy(torch.zeros_like(x) if g is None else g, inputs.dtype)
-    return Output(loss=to_numpy(loss, inputs.dtype), grad=grad)
+    z = None if z_loss is None else to_numpy(z_loss, inputs.dtype)
+    return Output(loss=to_numpy(loss, inputs.dtype), grad=grad, z_loss=z)
+
+
+def shift_targets(t: Any, inputs: CallInputs) -> Any:
+    """Class indices shifted for causal language modelling: t[..., i + k] at i, and
+    ignore_index at the last k positions (the loss keeps its shape)."""
+    import torch
+
+    k = inputs.shift
+    if k == 0:
+        return t
+    out = torch.full_like(t, inputs.ignore_index)
+    out[..., :-k] = t[..., k:]
+    return out
+
+
+def transform_logits(x: Any, inputs: CallInputs) -> Any:
+    """The logits the loss sees: s * tanh(a * x / s), or a * x (float32 for half precision)."""
+    import torch
+
+    if x.dtype in (torch.float16, torch.bfloat16):
+        x = x.float()
+    if inputs.logit_scale != 1.0:
+        x = x * inputs.logit_scale
+    if inputs.softcap is not None:
+        x = inputs.softcap * torch.tanh(x / inputs.softcap)
+    return x
+
+
+def z_loss_term(z: Any, t: Any, inputs: CallInputs) -> Any:
+    """z_loss * lse(z)**2 of each kept position, reduced like the loss (a mean over the kept
+    count, not the weights)."""
+    import torch
+
+    lse = torch.logsumexp(z, dim=0 if z.ndim == 1 else 1)
+    if inputs.probability_target:
+        keep = torch.ones_like(lse, dtype=torch.bool)
+    else:
+        keep = t != inputs.ignore_index
+    per_pos = torch.where(keep, inputs.z_loss * lse * lse, torch.zeros_like(lse))
+    if inputs.reduction == "none":
+        return per_pos
+    if inputs.reduction == "sum":
+        return per_pos.sum()
+    return per_pos.sum() / keep.sum()
 
 
 def check_targets_on_host(inputs: CallInputs, device: str) -> None:
@@ -122,6 +176,7 @@ class TorchAdapter(Adapter):
     name = "torch"
     description = "torch.nn.functional.cross_entropy, gradient by autograd"
     requires = ("torch",)
+    supports = KERNEL_FEATURES
 
     def __init__(self, device: str = "cpu") -> None:
         self._device = str(device)
@@ -170,8 +225,28 @@ class TorchAdapter(Adapter):
         if self._device != "cpu":
             check_targets_on_host(inputs, self._device)
         x, t, weight, grad_output = to_torch(inputs, self._device)
-        loss = self.call(x, t, weight, inputs)
-        return loss_and_grad(loss, x, inputs, grad_output)
+        if not inputs.kernel_features():
+            loss = self.call(x, t, weight, inputs)
+            return loss_and_grad(loss, x, inputs, grad_output)
+        return self._run_kernel(x, t, weight, grad_output, inputs)
+
+    def _run_kernel(self, x: Any, t: Any, weight: Any, grad_output: Any, inputs: CallInputs) -> Any:
+        """The kernel fields composed around ``call`` (see the module's docstring)."""
+        if not inputs.probability_target:
+            t = shift_targets(t, inputs)
+        z = transform_logits(x, inputs)
+        if z.dtype != x.dtype:  # half precision, computed in float32
+            weight = None if weight is None else weight.float()
+            t = t.float() if inputs.probability_target else t
+        loss = self.call(z, t, weight, inputs)
+        returned = None
+        if inputs.z_loss != 0.0 or inputs.return_z_loss:
+            z_loss = z_loss_term(z, t, inputs)
+            if inputs.z_loss != 0.0:
+                loss = loss + z_loss
+            if inputs.return_z_loss:
+                returned = z_loss.detach().to(x.dtype)
+        return loss_and_grad(loss.to(x.dtype), x, inputs, grad_output, returned)
 
 
 class TorchModuleAdapter(TorchAdapter):

@@ -12,7 +12,9 @@ serves all four. Expected values come from the oracle afterwards::
 
 It also writes ``cases/generated/pairwise.yaml``: cases that together have every value
 pair of ``python -m harness coverage`` a valid call can have, one dtype each, with
-``expected: oracle`` (see "the pairwise set" below).
+``expected: oracle`` (see "the pairwise set" below); and ``kernel_pairwise.yaml``, the
+same for every pair of a kernel field (softcap, logit_scale, z_loss, shift;
+docs/kernel-features.md) with any parameter.
 
 ``--fingerprints FILE...`` replaces ``sha256: FILL`` in the recipes of hand-written
 case files with the fingerprint of the array the recipe makes (see
@@ -26,6 +28,7 @@ import functools
 import hashlib
 import itertools
 import sys
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -581,6 +584,244 @@ def _stable_index_of(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
+# -- the kernel fields' pairwise set --------------------------------------------------------
+#
+# The same greedy covering array over the parameters and the kernel fields together, for the
+# pairs that name a kernel field (coverage.kernel_feasible_pairs). A row's inputs are those of
+# the pairwise set, with the sequence axis lengthened for a shift and the kernel fields added;
+# a shift scores targets moved back along the last axis, so a row with 'ignored: some' starts
+# from targets with none ignored (the shift ignores the last positions). Each draw is checked
+# against the row it is for (coverage.classify) and drawn again with the next seed if it
+# misses.
+
+KERNEL_PAIRWISE_FILE = "kernel_pairwise.yaml"
+
+
+def _kernel_realizable(row: dict[str, str]) -> bool:
+    """Whether the parameters and kernel fields of ``row`` (some may be absent) can meet."""
+    if not _row_extendable({k: v for k, v in row.items() if k in coverage.PARAMETERS}):
+        return False
+    return not any(
+        coverage.kernel_infeasible(k, row[k], b, row[b])
+        for k in coverage.KERNEL_PARAMETERS
+        if k in row
+        for b in row
+        if b != k
+    )
+
+
+def _all_params() -> dict[str, tuple[str, ...]]:
+    return {**coverage.PARAMETERS, **coverage.KERNEL_PARAMETERS}
+
+
+def _kernel_pairs_of(row: dict[str, str]) -> set[Pair]:
+    return {
+        ((a, row[a]), (b, row[b]))
+        for (a, b) in coverage.kernel_feasible_pairs()
+        if a in row and b in row
+    }
+
+
+def _plain(field: str, value: str) -> bool:
+    """Whether a kernel field's value is its default (plain cross-entropy: every other case)."""
+    return value == coverage.KERNEL_PARAMETERS[field][0]
+
+
+def kernel_pairwise_rows() -> list[dict[str, str]]:
+    """Rows of parameter and kernel field values that together have every feasible pair of a
+    kernel field's non-default value with a parameter (or another kernel field); greedy as
+    ``pairwise_rows`` (a default value's pairs are those of the rest of the corpus)."""
+    params = _all_params()
+    order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
+    uncovered = {
+        ((a, va), (b, vb))
+        for (a, b), pairs in coverage.kernel_feasible_pairs().items()
+        for va, vb in pairs
+        if _kernel_realizable({a: va, b: vb}) and not _plain(a, va)
+    }
+    rows: list[dict[str, str]] = []
+    while uncovered:
+        left: Counter = Counter((a[0], b[0]) for a, b in uncovered)
+        busiest = max(left, key=lambda ab: (left[ab], [-list(params).index(k) for k in ab]))
+        best, best_gain = None, -1
+        for seed in sorted(p for p in uncovered if (p[0][0], p[1][0]) == busiest):
+            row = dict(seed)
+            for k in order:
+                if k in row:
+                    continue
+                choices = [v for v in params[k] if _kernel_realizable({**row, k: v})]
+                row[k] = max(
+                    choices, key=lambda v: len(_kernel_pairs_of({**row, k: v}) & uncovered)
+                )
+            gain = len(_kernel_pairs_of(row) & uncovered)
+            if gain > best_gain:
+                best, best_gain = row, gain
+        assert best is not None
+        rows.append({k: best[k] for k in params})
+        uncovered -= _kernel_pairs_of(best)
+    return rows
+
+
+_SHORT = {
+    "weight": {"none": "", "uniform": "w-uni", "positive": "w-pos", "some_zero": "w-zero",
+               "negative": "w-neg"},
+    "ignore_index": {"default": "", "negative": "ii-neg", "in_range": "ii-in",
+                     "out_of_range": "ii-out"},
+    "dtype": {"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"},
+    "softcap": {"none": "", "set": "cap"},
+    "logit_scale": {"1": "", "other": "scale"},
+    "z_loss": {"0": "", "added": "z", "returned": "zret"},
+    "shift": {"0": "", "1": "shift1", ">1": "shift2"},
+}  # fmt: skip
+
+
+def kernel_pairwise_name(row: dict[str, str]) -> str:
+    """A short unique name (case ids stay within the 100 columns of --list)."""
+    t = {k: _NAME_TOKENS.get(v, v).replace("-", "to") for k, v in row.items()}
+    parts = [
+        "idx" if row["target"] == "index" else "prob",
+        _SHORT["weight"][row["weight"]],
+        f"ig-{row['ignored']}",
+        _SHORT["ignore_index"][row["ignore_index"]],
+        f"ls-{row['smoothing']}" if row["smoothing"] != "0" else "",
+        row["reduction"],
+        t["shape"],
+        {"1": "c1", "2": "c2", "3-99": "c3", "100-9999": "c100", ">=10000": "c10k"}[row["classes"]],
+        _SHORT["dtype"][row["dtype"]],
+        *(_SHORT[k][row[k]] for k in coverage.KERNEL_PARAMETERS),
+    ]
+    return "_".join(p for p in parts if p)
+
+
+def _lengthen(source: object, axis_len: int, rng: np.random.Generator, fill) -> object:
+    """A literal array or a recipe with its last axis at least ``axis_len`` long; new literal
+    entries come from ``fill(shape)``."""
+    if isinstance(source, dict):
+        shape = list(source["shape"])
+        if shape[-1] >= axis_len:
+            return source
+        shape[-1] = axis_len
+        params = {k: v for k, v in source.items() if k not in ("generate", "shape", "sha256")}
+        return _recipe(source["generate"], tuple(shape), **params)
+    a = np.asarray(source)
+    if a.shape[-1] >= axis_len:
+        return source
+    extra = fill((*a.shape[:-1], axis_len - a.shape[-1]))
+    return np.concatenate([a, extra], axis=-1).tolist()
+
+
+def kernel_pairwise_inputs(row: dict[str, str], rng: np.random.Generator) -> dict:
+    """The fields of the call a kernel row describes (see above)."""
+    base = dict(row)
+    k = {"0": 0, "1": 1, ">1": 2}[row["shift"]]
+    if k and row["ignored"] == "some":
+        base["ignored"] = "none"
+    out = pairwise_inputs(base, rng)
+    if k:
+        logits, target = out["logits"], out["target"]
+        two_d = len(_array(logits).shape) == 2
+        ii = out.get("ignore_index", -100)
+        c = _array(logits).shape[1]
+        kept = [j for j in range(c) if j != ii] or [0]
+
+        def labels(shape: tuple[int, ...]) -> np.ndarray:
+            if row["ignored"] == "all":
+                return np.full(shape, ii)
+            return rng.choice(kept, size=shape)
+
+        if two_d:  # (N, C): the sequence is the batch axis
+            x = _array(logits)
+            if x.shape[0] < k + 1:
+                if isinstance(logits, dict):
+                    shape = (k + 1, c)
+                    params = {
+                        n: v for n, v in logits.items() if n not in ("generate", "shape", "sha256")
+                    }
+                    out["logits"] = _recipe(logits["generate"], shape, **params)
+                else:
+                    more = _eighths(rng, (k + 1 - x.shape[0], c), 24)
+                    out["logits"] = np.concatenate([x, more]).tolist()
+                out["target"] = np.concatenate(
+                    [np.asarray(target), labels((k + 1 - x.shape[0],))]
+                ).tolist()
+        else:
+            out["logits"] = _lengthen(logits, k + 1, rng, lambda shape: _eighths(rng, shape, 24))
+            out["target"] = _lengthen(target, k + 1, rng, labels)
+        out["shift"] = k
+    if row["softcap"] == "set":
+        out["softcap"] = float(rng.choice([1.5, 2.0, 5.0, 30.0]))
+    if row["logit_scale"] == "other":
+        out["logit_scale"] = float(rng.choice([0.125, 0.5, 2.0, 4.0]))
+    if row["z_loss"] == "added":
+        out["z_loss"] = float(rng.choice([0.0625, 0.25, 0.5]))
+    elif row["z_loss"] == "returned":
+        out["z_loss"] = float(rng.choice([0.0, 0.125, 0.5]))
+        out["return_z_loss"] = True
+    return out
+
+
+_KERNEL_KEYS = ("softcap", "logit_scale", "z_loss", "return_z_loss", "shift")
+
+
+def render_kernel_pairwise(rows: list[dict[str, str]]) -> str:
+    from harness.cases.loader import load_file
+
+    lines = [
+        "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
+        "# Do not edit by hand: change the generator and run it again.",
+        "description: >",
+        "  A covering array of the kernel fields (softcap, logit_scale, z_loss, shift;",
+        "  docs/kernel-features.md): every value pair of a kernel field with a parameter of",
+        "  'python -m harness coverage' or another kernel field that a valid call can have",
+        "  occurs in at least one case; each case runs in one dtype.",
+        "defaults:",
+        "  tags: [pairwise, kernel]",
+        "",
+        "cases:",
+    ]
+    names = [kernel_pairwise_name(row) for row in rows]
+    assert len(set(names)) == len(names), "kernel pairwise names must be unique"
+    for row, name in zip(rows, names, strict=True):
+        for attempt in range(200):
+            rng = np.random.default_rng([SEED, _stable_index_of(name), attempt])
+            fields = kernel_pairwise_inputs(row, rng)
+            block = [f"  - name: {name}"]
+            described = ", ".join(f"{k} {v}" for k, v in row.items())
+            block.append(f'    why: "pairwise point: {described}"')
+            for key in ("logits", "target", "weight"):
+                if key in fields:
+                    block.append(f"    {key}: {_flow_value(fields[key])}")
+            for key in ("ignore_index", "label_smoothing", *_KERNEL_KEYS):
+                if key in fields:
+                    value = fields[key]
+                    block.append(f"    {key}: {'true' if value is True else value}")
+            block.append(f"    reduction: {row['reduction']}")
+            block.append(f"    dtype: {row['dtype']}")
+            block.append("    expected: oracle")
+            tags = _pairwise_tags(row)
+            if tags:
+                block.append(f"    tags: {_flow(tags)}")
+            with tempfile.TemporaryDirectory() as folder:
+                probe = Path(folder) / "probe.yaml"
+                probe.write_text("cases:\n" + "\n".join(block) + "\n", encoding="utf-8")
+                (case,) = load_file(probe)
+            if {**coverage.classify(case), "dtype": row["dtype"]} == row:
+                break
+        else:
+            raise AssertionError(f"{name}: no draw in 200 classifies as its row")
+        lines += block
+    return "\n".join(lines) + "\n"
+
+
+def write_kernel_pairwise(out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = kernel_pairwise_rows()
+    path = out / KERNEL_PAIRWISE_FILE
+    path.write_text(render_kernel_pairwise(rows), encoding="utf-8")
+    print(f"{path}: {len(rows)} cases", file=sys.stderr)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -597,6 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     write_grid()
     write_pairwise()
+    write_kernel_pairwise()
     return 0
 
 

@@ -23,6 +23,7 @@ from harness.cases.generate import (
     materialize,
 )
 from harness.cases.model import ERROR_KINDS, REDUCTIONS, Case, content_hash_of
+from harness.cases.yaml_numbers import text_number_message
 from harness.dtypes import DTYPE_NAMES, is_exact
 from harness.errors import CaseFileError
 from harness.oracle.problem import Expected
@@ -56,7 +57,10 @@ def _array(value: object, field: str, *, finite: bool = False) -> np.ndarray | d
     bad = kinds - {int, float}
     if bad:
         example = next(v for v in obj.flat if type(v) in bad)
-        raise _Fail(field, f"{example!r} is not a number (expected a nested list of numbers)")
+        message = text_number_message(example)  # '1e-5': YAML's text, not a number
+        raise _Fail(
+            field, message or f"{example!r} is not a number (expected a nested list of numbers)"
+        )
     if kinds <= {int}:
         try:
             return obj.astype(np.int64)
@@ -236,6 +240,7 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
 
     if len(xs) == 0:
         raise _Fail("logits", "a scalar: expected shape (C,), (N, C) or (N, C, d1, ...)")
+    kernel = _kernel_fields(m, xs, target)
     if strict:
         _check_call(logits, target, weight, reduction, ignore_index, smoothing)
         if grad_output is not None:
@@ -253,6 +258,7 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
             raise _Fail("expected", "an expect_error case has no expected values")
         if m["expected"] != "oracle":
             expected = _expected(m["expected"], dtypes, xs, reduction, logits, target, weight)
+            _check_expected_z_loss(m["expected"], dtypes, kernel["return_z_loss"])
     elif strict and require_expected:
         raise _Fail(
             "expected",
@@ -278,7 +284,62 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
         loss=m.get("loss", "cross_entropy"),
         line=getattr(raw, "line", None),
         content_hash=content_hash_of(_plain(m)),
+        **kernel,
     )
+
+
+def _kernel_fields(m: dict, xs: tuple[int, ...], target: np.ndarray | dict) -> dict:
+    """The kernel authors' fields (docs/kernel-features.md), checked: softcap, logit_scale,
+    z_loss, return_z_loss, shift (absent: plain cross-entropy)."""
+    softcap = m.get("softcap")
+    if softcap is not None and not (math.isfinite(softcap) and softcap > 0):
+        raise _Fail("softcap", f"{softcap!r} must be a finite number > 0 (or null: no softcap)")
+    logit_scale = m.get("logit_scale", 1.0)
+    if not (math.isfinite(logit_scale) and logit_scale > 0):
+        raise _Fail("logit_scale", f"{logit_scale!r} must be a finite number > 0")
+    z_loss = m.get("z_loss", 0.0)
+    if not (math.isfinite(z_loss) and z_loss >= 0):
+        raise _Fail("z_loss", f"{z_loss!r} must be a finite number >= 0 (the lse**2 scale)")
+    shift = m.get("shift", 0)
+    if shift:
+        if _is_float(target):
+            raise _Fail("shift", f"{shift}: a shift takes class-index targets, not probabilities")
+        if len(xs) == 1:
+            raise _Fail(
+                "shift",
+                f"{shift}: unbatched logits {xs} have no sequence axis to shift along "
+                "(give (T, C) or (N, C, T))",
+            )
+        positions = xs[-1] if len(xs) > 2 else xs[0]
+        if shift >= positions:
+            raise _Fail(
+                "shift",
+                f"{shift} must be below the sequence length {positions} (the target's last "
+                "axis): a shift of at least T scores no position",
+            )
+    return {
+        "softcap": None if softcap is None else float(softcap),
+        "logit_scale": float(logit_scale),
+        "z_loss": float(z_loss),
+        "return_z_loss": bool(m.get("return_z_loss", False)),
+        "shift": int(shift),
+    }
+
+
+def _check_expected_z_loss(value: dict, dtypes: tuple[str, ...], returned: bool) -> None:
+    """Literal expected values carry ``z_loss`` exactly when the case sets ``return_z_loss``."""
+    per_dtype = not ("loss" in value or "grad" in value)
+    entries = {d: value[d] for d in dtypes} if per_dtype else {"": value}
+    for d, entry in entries.items():
+        where = f"expected.{d}" if d else "expected"
+        if returned and "z_loss" not in entry:
+            raise _Fail(
+                where,
+                "return_z_loss is set: give z_loss beside loss and grad "
+                "('python -m harness regen' writes it), or 'expected: oracle'",
+            )
+        if not returned and "z_loss" in entry:
+            raise _Fail(f"{where}.z_loss", "a z_loss value needs 'return_z_loss: true'")
 
 
 def _plain(value: Any) -> Any:
@@ -421,7 +482,16 @@ def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str,
                     f"{where}.grad", f"shape {_shape(given)}, expected the logits' shape {xs}"
                 )
             grad = given.astype(np.float64)
-        out[d] = Expected(loss.astype(np.float64), grad)
+        z_loss: np.ndarray | None = None
+        if "z_loss" in entry:
+            z = _array(entry["z_loss"], f"{where}.z_loss")
+            if isinstance(z, dict) or z.shape != loss_shape:
+                raise _Fail(
+                    f"{where}.z_loss",
+                    f"shape {_shape(z)}, expected the loss's shape {loss_shape}",
+                )
+            z_loss = z.astype(np.float64)
+        out[d] = Expected(loss.astype(np.float64), grad, z_loss=z_loss)
     for d in dtypes:
         if d not in DTYPE_NAMES:  # pragma: no cover - the schema already refuses it
             raise _Fail("dtype", f"{d!r} must be one of {', '.join(DTYPE_NAMES)}")

@@ -6,6 +6,12 @@ invalid-input case by its expected error. The report lists, per parameter, how
 many case x dtype runs take each value, then for every pair of parameters how
 many of the feasible value pairs occur, naming the ones that never do, and lists
 the value pairs no valid call can have (``INFEASIBLE``), each with its reason.
+
+The kernel authors' fields (``KERNEL_PARAMETERS``: softcap, logit_scale, z_loss, shift;
+docs/kernel-features.md) are counted apart: each of their values paired with every
+value of the parameters above and of the other kernel fields (``KERNEL_INFEASIBLE``
+says which pairs no valid call has). A shifted case is classified by the targets it
+is scored against (``ignored`` counts the last positions, which a shift ignores).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.cases.model import ERROR_KINDS, Case
+from harness.oracle.problem import shift_target
 
 #: parameter -> the values it can take, in display order
 PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -71,6 +78,40 @@ INFEASIBLE: dict[tuple[str, str, str, str], str] = {
 }
 
 
+#: the kernel authors' fields: their values, each paired with every value of PARAMETERS and
+#: of the other kernel fields ('returned': return_z_loss, with or without a z_loss term)
+KERNEL_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "softcap": ("none", "set"),
+    "logit_scale": ("1", "other"),
+    "z_loss": ("0", "added", "returned"),
+    "shift": ("0", "1", ">1"),
+}
+
+_SHIFT_INDEX = "a shift takes class-index targets: there is no next soft target to move"
+_SHIFT_SEQUENCE = (
+    "a shift needs a sequence axis longer than the shift (the target's last axis); this "
+    "shape has {}"
+)
+_SHIFT_IGNORES = (
+    "a shift ignores the last positions, which have no next target: 'ignored' is 'some' "
+    "or 'all', never 'none'"
+)
+#: (kernel field, value, parameter, value) -> why no valid call has both values
+KERNEL_INFEASIBLE: dict[tuple[str, str, str, str], str] = {
+    **{("shift", k, "target", "probability"): _SHIFT_INDEX for k in ("1", ">1")},
+    **{
+        ("shift", k, "shape", shape): _SHIFT_SEQUENCE.format(has)
+        for k in ("1", ">1")
+        for shape, has in (
+            ("unbatched", "none (one position)"),
+            ("N=1", "one position"),
+            ("empty", "no positions"),
+        )
+    },
+    **{("shift", k, "ignored", "none"): _SHIFT_IGNORES for k in ("1", ">1")},
+}
+
+
 def infeasible(a: str, va: str, b: str, vb: str) -> str | None:
     """The reason no valid call has ``a=va`` and ``b=vb`` (either order), or None."""
     return INFEASIBLE.get((a, va, b, vb)) or INFEASIBLE.get((b, vb, a, va))
@@ -88,17 +129,52 @@ def feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
     }
 
 
+def kernel_infeasible(k: str, vk: str, b: str, vb: str) -> str | None:
+    """The reason no valid call has kernel field ``k=vk`` and parameter ``b=vb``, or None."""
+    return KERNEL_INFEASIBLE.get((k, vk, b, vb)) or KERNEL_INFEASIBLE.get((b, vb, k, vk))
+
+
+def kernel_feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(kernel field, parameter) -> the value pairs a valid call can have: each kernel field
+    with every parameter of PARAMETERS and every later kernel field."""
+    kernel = list(KERNEL_PARAMETERS)
+    everything = {**PARAMETERS, **KERNEL_PARAMETERS}
+    out = {}
+    for i, k in enumerate(kernel):
+        for b in [*PARAMETERS, *kernel[i + 1 :]]:
+            out[(k, b)] = [
+                (vk, vb)
+                for vk, vb in itertools.product(KERNEL_PARAMETERS[k], everything[b])
+                if kernel_infeasible(k, vk, b, vb) is None
+            ]
+    return out
+
+
 def classify(case: Case) -> dict[str, str]:
-    """The parameter values of a valid case (dtype excluded)."""
-    return classify_call(
+    """The parameter values of a valid case (dtype excluded), kernel fields included."""
+    target = case.target
+    if case.shift and not case.probability_target:
+        target = shift_target(target, case.shift, case.ignore_index)
+    row = classify_call(
         case.logits,
-        case.target,
+        target,
         probability=case.probability_target,
         weight=case.weight,
         ignore_index=case.ignore_index,
         label_smoothing=case.label_smoothing,
         reduction=case.reduction,
     )
+    return {**row, **classify_kernel(case)}
+
+
+def classify_kernel(case: Case) -> dict[str, str]:
+    """The values of the kernel fields of a case (``KERNEL_PARAMETERS``)."""
+    return {
+        "softcap": "none" if case.softcap is None else "set",
+        "logit_scale": "1" if case.logit_scale == 1.0 else "other",
+        "z_loss": "returned" if case.return_z_loss else "added" if case.z_loss else "0",
+        "shift": "0" if case.shift == 0 else "1" if case.shift == 1 else ">1",
+    }
 
 
 def classify_call(
@@ -215,6 +291,61 @@ def pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
     return out
 
 
+def kernel_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
+    """Per (kernel field, parameter) pair, what the rows cover."""
+    out = []
+    for (a, b), feasible in kernel_feasible_pairs().items():
+        seen: dict[tuple[str, str], str] = {}
+        for r in rows:
+            seen.setdefault((r[a], r[b]), r.get("case", "?"))
+        missing = [p for p in feasible if p not in seen]
+        contradicting = {p: cid for p, cid in seen.items() if kernel_infeasible(a, p[0], b, p[1])}
+        out.append(PairCoverage(a, b, feasible, missing, contradicting))
+    return out
+
+
+def _render_kernel(rows: list[dict[str, str]]) -> list[str]:
+    """The kernel fields' section of the report: values, then pairs per kernel field."""
+    from tabulate import tabulate
+
+    lines = ["", "Kernel fields (docs/kernel-features.md), values (runs):"]
+    table = []
+    for name, values in KERNEL_PARAMETERS.items():
+        counts = Counter(r[name] for r in rows)
+        table.append([name, "  ".join(f"{v}={counts.get(v, 0)}" for v in values)])
+    lines.append(tabulate(table, headers=["field", "value=runs"], tablefmt="simple"))
+    coverage = kernel_pair_coverage(rows)
+    per_field: dict[str, list[PairCoverage]] = {}
+    for pc in coverage:
+        per_field.setdefault(pc.a, []).append(pc)
+    pair_rows = []
+    for field_name, pcs in per_field.items():
+        covered = sum(pc.covered for pc in pcs)
+        feasible = sum(len(pc.feasible) for pc in pcs)
+        missing = " ".join(f"{pc.b}={vb}+{va}" for pc in pcs for va, vb in pc.missing) or "-"
+        pair_rows.append([f"{field_name} x every parameter", f"{covered}/{feasible}", missing])
+    lines += ["", "Kernel field pairs (covered/feasible; never covered):"]
+    lines.append(tabulate(pair_rows, headers=["pairs", "covered", "missing"], tablefmt="simple"))
+    lines += ["", f"Kernel field infeasible pairs ({len(KERNEL_INFEASIBLE)}, not counted):"]
+    infeasible_rows = [
+        [f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in KERNEL_INFEASIBLE.items()
+    ]
+    lines.append(tabulate(infeasible_rows, headers=["pair", "why"], tablefmt="simple"))
+    contradicting = [
+        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
+        for pc in coverage
+        for (va, vb), cid in pc.contradicting.items()
+    ]
+    if contradicting:
+        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
+        lines += contradicting
+    covered = sum(pc.covered for pc in coverage)
+    feasible = sum(len(pc.feasible) for pc in coverage)
+    share = 100.0 * covered / feasible if feasible else 100.0
+    lines.append(f"\nkernel field pairs: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
+    return lines
+
+
 def render(cases: list[Case]) -> str:
     from tabulate import tabulate
 
@@ -248,4 +379,5 @@ def render(cases: list[Case]) -> str:
     feasible = sum(len(pc.feasible) for pc in coverage)
     share = 100.0 * covered / feasible if feasible else 100.0
     lines.append(f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
+    lines += _render_kernel(rows)
     return "\n".join(lines)

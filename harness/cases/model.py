@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.adapters import CallInputs
+from harness.adapters import CallInputs, kernel_features_of
 from harness.cases.generate import materialize
 from harness.cases.tolerance import Tolerance, resolve
 from harness.dtypes import cast
@@ -62,6 +62,13 @@ class Case:
     tags: tuple[str, ...] = ()
     loss: str = "cross_entropy"
     line: int | None = None
+    #: the kernel authors' fields (docs/kernel-features.md); the defaults mean plain
+    #: cross-entropy
+    softcap: float | None = None
+    logit_scale: float = 1.0
+    z_loss: float = 0.0
+    return_z_loss: bool = False
+    shift: int = 0
     #: sha256 of the case's canonical content (inputs, recipes with their fingerprints,
     #: options, expectations; not the selected dtypes), computed once by the loader and
     #: carried by every copy (selection, the load cache, pickling to workers): the key of
@@ -116,6 +123,9 @@ class Case:
             f.add("empty")
         if self.grad_output is not None:
             f.add("grad_output")
+        f |= kernel_features_of(
+            self.softcap, self.logit_scale, self.z_loss, self.return_z_loss, self.shift
+        )
         return frozenset(f)
 
     def tolerance(self, dtype: str) -> Tolerance:
@@ -142,6 +152,11 @@ class Case:
             dtype=dtype,
             grad_output=grad_output,
             want_grad=want_grad,
+            softcap=self.softcap,
+            logit_scale=self.logit_scale,
+            z_loss=self.z_loss,
+            return_z_loss=self.return_z_loss,
+            shift=self.shift,
         )
 
     #: cases with at most this many logits keep their cast inputs between calls
@@ -175,6 +190,6 @@ class Case:
         done = self.__dict__.setdefault("_bounded", {})
         if dtype not in done:
             e = self.expected[dtype]
-            b = error_bounds(self.problem(dtype), dtype, e.loss, e.grad)
-            done[dtype] = Expected(e.loss, e.grad, b.loss, b.grad)
+            b = error_bounds(self.problem(dtype), dtype, e.loss, e.grad, e.z_loss)
+            done[dtype] = Expected(e.loss, e.grad, b.loss, b.grad, e.z_loss, b.z_loss)
         return done[dtype]

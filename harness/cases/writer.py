@@ -48,11 +48,15 @@ def format_array(a: np.ndarray) -> str:
     return "[" + ", ".join(format_array(x) for x in a) + "]"
 
 
-def compute(case: Case) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+#: a dtype's expected (loss, grad, z_loss): z_loss None unless the case returns it
+Values = tuple[np.ndarray, np.ndarray | None, np.ndarray | None]
+
+
+def compute(case: Case) -> dict[str, Values]:
     out = {}
     for dtype in case.dtypes:
         r = cross_entropy(case.problem(dtype))
-        out[dtype] = (r.loss, r.grad)
+        out[dtype] = (r.loss, r.grad, r.z_loss)
     return out
 
 
@@ -62,22 +66,26 @@ def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a.shape == b.shape and bool(np.all((a == b) | (np.isnan(a) & np.isnan(b))))
 
 
-def render_expected(values: dict[str, tuple[np.ndarray, np.ndarray | None]], indent: int) -> str:
+def render_expected(values: dict[str, Values], indent: int) -> str:
     pad = " " * (indent + 2)
     items = list(values.items())
-    first_loss, first_grad = items[0][1]
-    shared = all(_same(lo, first_loss) and _same(g, first_grad) for _, (lo, g) in items)
+    first = items[0][1]
+    shared = all(all(_same(a, b) for a, b in zip(v, first, strict=True)) for _, v in items)
     if shared:
-        loss, grad = items[0][1]
+        loss, grad, z_loss = first
         lines = [f"{pad}loss: {format_array(loss)}"]
         if grad is not None:
             lines.append(f"{pad}grad: {format_array(grad)}")
+        if z_loss is not None:
+            lines.append(f"{pad}z_loss: {format_array(z_loss)}")
     else:
         lines = []
-        for dtype, (loss, grad) in items:
+        for dtype, (loss, grad, z_loss) in items:
             body = f"loss: {format_array(loss)}"
             if grad is not None:
                 body += f", grad: {format_array(grad)}"
+            if z_loss is not None:
+                body += f", z_loss: {format_array(z_loss)}"
             lines.append(f"{pad}{dtype}: {{{body}}}")
     return "expected:\n" + "\n".join(lines)
 
@@ -93,9 +101,11 @@ def _last_end(node: yaml.Node) -> int:
 def stored_differs(case: Case, values: dict) -> bool:
     if case.expected is None:
         return True
-    for dtype, (loss, grad) in values.items():
+    for dtype, (loss, grad, z_loss) in values.items():
         exp = case.expected.get(dtype)
-        if exp is None or not _same(exp.loss, loss) or not _same(exp.grad, grad):
+        if exp is None or not all(
+            _same(a, b) for a, b in ((exp.loss, loss), (exp.grad, grad), (exp.z_loss, z_loss))
+        ):
             return True
     return False
 

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from harness.adapters import Adapter, CallInputs, Output, Unsupported
+from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output, Unsupported
 from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
 from harness.dtypes import carrier, is_exact
@@ -64,8 +64,20 @@ def to_array(value: object, what: str, dtype: str, shape: tuple[int, ...]) -> np
 def unsupported_by_declaration(
     case: Case, adapter: Adapter, dtype: str, features: frozenset[str] | None = None
 ) -> list[str]:
+    """What the case needs that the adapter lacks: features and dtypes it declares
+    ``unsupported``, and opt-in ``KERNEL_FEATURES`` it does not list in ``supports``."""
     needed = ((case.features() if features is None else features) - {"grad"}) | {dtype}
-    return sorted(needed & adapter.unsupported)
+    not_opted_in = (needed & KERNEL_FEATURES) - adapter.supports
+    return sorted((needed & adapter.unsupported) | not_opted_in)
+
+
+def _lacking_source(adapter: Adapter, lacking: list[str]) -> str:
+    """Where the unsupported claims come from, for the message."""
+    opt_in = sorted((set(lacking) & KERNEL_FEATURES) - adapter.unsupported)
+    if not opt_in:
+        return adapter.unsupported_source
+    why = f"{', '.join(opt_in)}: not in the adapter's 'supports' (kernel fields are opt-in)"
+    return why if len(opt_in) == len(lacking) else f"{adapter.unsupported_source}; {why}"
 
 
 def snapshot(inputs: CallInputs) -> dict[str, np.ndarray]:
@@ -80,11 +92,19 @@ def snapshot(inputs: CallInputs) -> dict[str, np.ndarray]:
     return {k: v.copy() for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
 
-def mutations(inputs: CallInputs, before: dict[str, np.ndarray]) -> str:
-    """'' when the inputs are bitwise unchanged, else a message naming each changed array."""
+def mutations(
+    inputs: CallInputs, before: dict[str, np.ndarray], gradient: object | None = None
+) -> str:
+    """'' when the inputs are bitwise unchanged, else a message naming each changed array.
+
+    ``gradient``: the gradient an adapter that declares ``inplace_backward`` returned; its
+    logits array may then hold exactly that gradient (bitwise, in the logits' dtype) instead
+    of the logits, and nothing else."""
     changed = []
     for name, old in before.items():
         new = getattr(inputs, name)
+        if name == "logits" and gradient is not None and _holds(new, gradient):
+            continue
         if new.shape != old.shape or new.dtype != old.dtype:
             changed.append(f"{name!r} (now shape {new.shape}, dtype {new.dtype})")
             continue
@@ -94,10 +114,27 @@ def mutations(inputs: CallInputs, before: dict[str, np.ndarray]) -> str:
             changed.append(f"{name!r} ({n} of {old.size} elements)")
     if not changed:
         return ""
+    if gradient is not None:
+        return (
+            f"modified its input {', '.join(changed)} in place: with inplace_backward the "
+            "logits may hold exactly the returned gradient, and no other input may change"
+        )
     return (
         f"modified its input {', '.join(changed)} in place: an implementation must not "
         "write to its inputs (copy them first)"
     )
+
+
+def _holds(array: np.ndarray, gradient: object) -> bool:
+    """Whether ``array`` holds ``gradient`` bitwise (same shape, in the array's dtype)."""
+    try:
+        g = np.asarray(gradient)
+    except Exception:  # a framework object that will not convert: not the gradient
+        return False
+    if g.shape != array.shape or g.dtype != array.dtype:
+        return False
+    bits = f"u{array.itemsize}"
+    return bool(np.array_equal(array.reshape(-1).view(bits), g.reshape(-1).view(bits)))
 
 
 def _call(adapter: Adapter, inputs: CallInputs, watchdog: Watchdog | None) -> object:
@@ -146,14 +183,15 @@ def run_one(
         raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
     if lacking:
         result.status = Status.UNSUPPORTED
-        result.message = f"needs {', '.join(lacking)} ({adapter.unsupported_source})"
+        result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
         return result
     if not want_grad and case.expect_error is None:
         result.notes.append("loss only: the adapter gives no gradient")
     before = snapshot(inputs)
-    _call_and_check(case, adapter, dtype, inputs, watchdog, result)
+    output = _call_and_check(case, adapter, dtype, inputs, watchdog, result)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
-        mutated = mutations(inputs, before)
+        written = getattr(output, "grad", None) if adapter.inplace_backward else None
+        mutated = mutations(inputs, before, written)
         if mutated:
             was = f"{result.status.value}: {result.message}" if result.message else "pass"
             result.message = f"{mutated} (otherwise: {was})"
@@ -168,7 +206,9 @@ def _call_and_check(
     inputs: CallInputs,
     watchdog: Watchdog | None,
     result: Result,
-) -> None:
+) -> object:
+    """Call the adapter and check what it returned into ``result``; returns the output
+    (None when the call raised or timed out)."""
     peak_memory.reset()
     start = time.perf_counter()
     try:
@@ -179,12 +219,12 @@ def _call_and_check(
         result.status = Status.TIMEOUT
         limit = watchdog.seconds
         result.message = f"--timeout {limit:g}: {e} (abandoned in its thread, not killed)"
-        return
+        return None
     except (Unsupported, NotImplementedError) as e:
         result.seconds = time.perf_counter() - start
         result.status = Status.UNSUPPORTED
         result.message = f"raised by the adapter: {type(e).__name__}: {e}".rstrip(": ")
-        return
+        return None
     except Exception as e:
         result.seconds = time.perf_counter() - start
         if case.expect_error is not None:
@@ -193,7 +233,7 @@ def _call_and_check(
         else:
             result.status = Status.ERROR
             result.message = f"raised {type(e).__name__}: {e}"
-        return
+        return None
     finally:
         result.peak_rss_bytes = peak_memory.peak_bytes()
     result.seconds = time.perf_counter() - start
@@ -204,8 +244,9 @@ def _call_and_check(
             f"returned {_safe_repr(got)} instead of raising: expected an error for "
             f"{case.expect_error} ({ERROR_KINDS[case.expect_error]})"
         )
-        return
+        return output
     _check_values(case, dtype, inputs, output, result)
+    return output
 
 
 def _safe_repr(value: object) -> str:
@@ -241,6 +282,11 @@ def _check_values(
                     "grad is None (declare 'grad' in unsupported to be checked for loss only)"
                 )
             grad = to_array(output.grad, "grad", dtype, expected.grad.shape)
+        z_loss = None
+        if expected.z_loss is not None:  # the case sets return_z_loss
+            if output.z_loss is None:
+                raise BadOutput("z_loss is None: the case sets return_z_loss (Output.z_loss)")
+            z_loss = to_array(output.z_loss, "z_loss", dtype, expected.z_loss.shape)
     except BadOutput as e:
         result.status = Status.ERROR
         result.message = str(e)
@@ -262,6 +308,14 @@ def _check_values(
         result.grad_errors = gc.errors
         if gc.message is not None:
             messages.append(gc.message)
+    if z_loss is not None:  # compared like the loss, against its own bound
+        assert expected.z_loss is not None and expected.z_loss_bound is not None
+        zc = compare(
+            z_loss, expected.z_loss, expected.z_loss_bound, dtype, "z_loss",
+            rtol=tol.loss_rtol, atol=tol.loss_atol,
+        )  # fmt: skip
+        if zc.message is not None:
+            messages.append(zc.message)
     if messages:
         result.status = Status.FAIL
         result.message = "; ".join(messages)

@@ -71,7 +71,9 @@ def _read(path: Path) -> Expected | None:
         with np.load(path, allow_pickle=False) as f:
             grad = f["grad"] if "grad" in f.files else None
             grad_bound = f["grad_bound"] if "grad_bound" in f.files else None
-            return Expected(f["loss"], grad, f["loss_bound"], grad_bound)
+            z_loss = f["z_loss"] if "z_loss" in f.files else None
+            z_bound = f["z_loss_bound"] if "z_loss_bound" in f.files else None
+            return Expected(f["loss"], grad, f["loss_bound"], grad_bound, z_loss, z_bound)
     except (OSError, ValueError, KeyError):  # absent, or damaged by hand: recompute
         return None
 
@@ -84,6 +86,10 @@ def _write(path: Path, expected: Expected) -> None:
         assert expected.grad_bound is not None
         arrays["grad"] = expected.grad
         arrays["grad_bound"] = expected.grad_bound
+    if expected.z_loss is not None:
+        assert expected.z_loss_bound is not None
+        arrays["z_loss"] = expected.z_loss
+        arrays["z_loss_bound"] = expected.z_loss_bound
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -113,8 +119,10 @@ def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Exp
         stats["computed"] += 1
         built = problem()
         result = cross_entropy(built)
-        bounds = error_bounds(built, dtype, result.loss, result.grad)
-        found = Expected(result.loss, result.grad, bounds.loss, bounds.grad)
+        bounds = error_bounds(built, dtype, result.loss, result.grad, result.z_loss)
+        found = Expected(
+            result.loss, result.grad, bounds.loss, bounds.grad, result.z_loss, bounds.z_loss
+        )
         if path is not None:
             _write(path, found)
     _memory[memory_key] = found

@@ -90,24 +90,55 @@ def length_factor(n: int | np.ndarray) -> np.ndarray | float:
 
 @dataclass(frozen=True)
 class Bounds:
-    """Error bounds (absolute, float64) of the expected loss and gradient, same shapes."""
+    """Error bounds (absolute, float64) of the expected loss and gradient, same shapes;
+    ``z_loss`` that of the returned z-loss term, for a call with ``return_z_loss``."""
 
     loss: np.ndarray
     grad: np.ndarray | None
+    z_loss: np.ndarray | None = None
 
 
-def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarray | None) -> Bounds:
+def transformed_logits(problem: Problem, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """z = s tanh(a x / s) (or a x) and dz/dx of (P, C) logits, in float64 (for bounds only)."""
+    a = problem.logit_scale
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = a * x
+        if problem.softcap is None:
+            return y, np.full_like(x, a)
+        u = y / problem.softcap
+        return problem.softcap * np.tanh(u), a / np.cosh(u) ** 2
+
+
+def error_bounds(
+    problem: Problem,
+    dtype: str,
+    loss: np.ndarray,
+    grad: np.ndarray | None,
+    z_loss: np.ndarray | None = None,
+) -> Bounds:
     """The bound of every element of the expected ``loss`` and ``grad`` of ``problem`` in ``dtype``.
 
     ``problem`` holds the inputs cast to ``dtype``, in float64;
     ``loss`` and ``grad`` are the exact expected values (float64), whose magnitudes enter
-    the bound. Non-finite inputs give non-finite expected values, compared exactly: their
-    bounds are 0.
+    the bound; ``z_loss`` the returned z-loss term, if any (its bound comes back in
+    ``Bounds.z_loss``). Non-finite inputs give non-finite expected values, compared
+    exactly: their bounds are 0.
+
+    Kernel fields (docs/tolerances.md, "Kernel fields"): the terms above are those of the
+    logits the loss sees, z = s tanh(a x / s); each of the roundings that form z (a x,
+    / s, tanh, s *) moves it by u_d |z|, and that moves the loss and the gradient w.r.t. z
+    through their first derivatives; the gradient w.r.t. x is that w.r.t. z times
+    dz/dx = a sech(a x / s)**2, whose computed value, a (1 - tanh**2), is off by about
+    3 u_d |a| (absolute). The z-loss term c lse**2 is off by 2 |c| |lse| times lse's error
+    plus its own rounding; its gradient 2 c lse p_j is bounded like the p_j term.
     """
     u_d = unit_roundoff(dtype)
     u_c = unit_roundoff(COMPUTE_DTYPE[dtype])
     tiny = subnormal_spacing(dtype)
     x_all, t_all = problem.rows()
+    slope_all = None
+    if problem.transformed:
+        x_all, slope_all = transformed_logits(problem, x_all)
     n_pos, c = x_all.shape
     probability = problem.probability_target
     eps = float(problem.label_smoothing)
@@ -137,6 +168,19 @@ def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarra
         else:
             g = np.ones(n_pos)
     g = np.where(keep, g, 0.0)
+    # the z-loss's upstream factor: a mean divides by the number of kept positions
+    c_z = abs(problem.z_loss)
+    with np.errstate(divide="ignore"):
+        gz = (
+            np.full(n_pos, 1.0 / n_kept if n_kept else np.inf) if problem.reduction == "mean" else g
+        )
+    gz = np.where(keep, gz, 0.0) if c_z else np.zeros(n_pos)
+    # each rounding that forms z moves it by u_d |z|; the parameters are rounded once (u_c)
+    n_ops = (problem.logit_scale != 1.0) + 3 * (problem.softcap is not None)
+    n_par = (problem.logit_scale != 1.0) + (problem.softcap is not None)
+    tau_unit = n_ops * u_d + n_par * u_c
+    per_pos_z = np.zeros(n_pos)  # bound of each position's z-loss term
+    per_pos_zabs = np.zeros(n_pos)  # u_c |c lse**2|
 
     per_pos_d = np.zeros(n_pos)  # S_d of each position's loss
     per_pos_c = np.zeros(n_pos)  # S_c of each position's loss
@@ -182,6 +226,18 @@ def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarra
             )
             per_pos_abs[lo:hi] = a_logp_c  # u_c |loss_n|, at most
             per_pos_a[lo:hi] = sum_a
+            # kernel fields: the rounding of z (tau) moves each log-probability, and lse
+            tau = tau_unit * abs_x
+            lse_tau = (p * tau).sum(axis=1)
+            if tau_unit:
+                per_pos_c[lo:hi] += (abs_a * tau).sum(axis=1) + sum_a * lse_tau
+            d_lse = u_c * (2.0 * abs_x.max(axis=1, initial=0.0) + abs_lse + sqrt_c) + lse_tau
+            if c_z:
+                kz = keep[lo:hi]
+                per_pos_z[lo:hi] = np.where(
+                    kz, c_z * abs_lse * (2.0 * d_lse + (2.0 * u_d + u_c) * abs_lse), 0.0
+                )
+                per_pos_zabs[lo:hi] = np.where(kz, u_c * c_z * abs_lse * abs_lse, 0.0)
             if grad_rows is not None:
                 gg = g[lo:hi, None]
                 # g (A p_j - a_j): p_j and each product rounded in the dtype; p_j recomputed
@@ -194,15 +250,41 @@ def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarra
                 # the sum over classes in the backward pass of log_softmax
                 b_c = term_p * (u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c) + u_c * term_a
                 floor = 1.0 + gg * sum_a[:, None]
-                grad_rows[lo:hi] = b_d + b_c + tiny * floor
+                bound = b_d + b_c + tiny * floor
+                if c_z or tau_unit:
+                    bound = bound + _kernel_grad_terms(
+                        p, abs_logp, abs_x, abs_lse, gg * sum_a[:, None],
+                        2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None], tau, lse_tau, d_lse,
+                        u_d, u_c, sqrt_c,
+                    )  # fmt: skip
+                    if slope_all is not None:
+                        # |dL/dz| times the error of dz/dx = a (1 - tanh**2), and dz/dx's size
+                        mag = term_p + term_a + 2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None] * p
+                        slope = np.abs(slope_all[lo:hi])
+                        computed = (
+                            3.0 * u_d * abs(problem.logit_scale)
+                            if problem.softcap is not None
+                            else u_c * abs(problem.logit_scale)
+                        )
+                        bound = bound * slope + mag * (u_d * slope + computed)
+                grad_rows[lo:hi] = bound
                 grad_rows[lo:hi][~finite_row] = 0.0
             per_pos_d[lo:hi][~finite_row] = 0.0
             per_pos_c[lo:hi][~finite_row] = 0.0
+            per_pos_z[lo:hi][~finite_row] = 0.0
+            per_pos_zabs[lo:hi][~finite_row] = 0.0
 
     loss_bound = _loss_bound(
         problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
         den_condition, u_d, u_c, tiny,
     )  # fmt: skip
+    z_bound = None
+    if c_z or z_loss is not None:
+        z_part = _z_loss_bound(problem, per_pos_z, per_pos_zabs, gz, n_kept, tiny)
+        loss_bound = loss_bound + z_part if c_z else loss_bound
+        if z_loss is not None:
+            own = 2.0 * u_d * np.abs(np.where(np.isfinite(z_loss), z_loss, 0.0))
+            z_bound = np.where(np.isfinite(z_loss), z_part.reshape(np.shape(z_loss)) + own, 0.0)
     # a non-finite expected value is compared exactly: its bound is 0
     loss_bound = np.where(np.isfinite(loss), loss_bound, 0.0)
     grad_bound = None
@@ -214,7 +296,36 @@ def error_bounds(problem: Problem, dtype: str, loss: np.ndarray, grad: np.ndarra
             grad_rows += (u_d + u_c * den_condition * float(length_factor(n_kept))) * own_rows
         grad_bound = problem.grad_from_rows(np.nan_to_num(grad_rows, nan=0.0, posinf=np.inf))
         grad_bound = np.where(np.isfinite(grad), grad_bound, 0.0)
-    return Bounds(loss_bound, grad_bound)
+    return Bounds(loss_bound, grad_bound, z_bound)
+
+
+def _kernel_grad_terms(
+    p, abs_logp, abs_x, abs_lse, ce_mass, z_mass, tau, lse_tau, d_lse, u_d, u_c, sqrt_c
+) -> np.ndarray:  # fmt: skip
+    """The extra bound of dLoss/dz_j (r, C) from the kernel fields: the z-loss gradient
+    ``z_mass * p_j`` (z_mass = 2 |c| g_z |lse|) bounded like the p_j term, lse's error, and
+    the rounding of z (``tau``) through the Jacobian of the softmax."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        term_pz = z_mass * p
+        out = term_pz * (u_d + u_d * abs_logp + u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c)
+        out += u_d * term_pz
+        # lse's error (d_lse includes the rounding of z) in 2 c lse p_j
+        with np.errstate(divide="ignore"):
+            lse_share = np.where(abs_lse > 0, d_lse / np.where(abs_lse > 0, abs_lse, 1.0), 0.0)
+        out += term_pz * lse_share[:, None]
+        # d(A p_j)/dz_k = A p_j (delta_jk - p_k): z's rounding moves p_j by p_j (tau_j + sum p tau)
+        out += (ce_mass + z_mass) * p * (tau + lse_tau[:, None])
+    return out
+
+
+def _z_loss_bound(problem, per_pos_z, per_pos_zabs, gz, n_kept, tiny) -> np.ndarray:
+    """The bound of the z-loss term (per position for 'none', else reduced like the loss)."""
+    if problem.reduction == "none":
+        return (per_pos_z + tiny).reshape(problem.loss_shape())
+    sqrt_n = float(length_factor(n_kept))
+    with np.errstate(invalid="ignore", over="ignore"):
+        bound = float(np.sum(gz * per_pos_z)) + sqrt_n * float(np.sum(gz * per_pos_zabs)) + tiny
+    return np.array(0.0 if math.isnan(bound) else bound)
 
 
 def _abs_coefficients(t, keep, w, abs_w, eps, c, probability) -> np.ndarray:

@@ -27,6 +27,15 @@ Non-finite values follow PyTorch's IEEE arithmetic, which the suite conforms to:
 - a ``mean`` over zero total weight divides by zero (0/0 = NaN); with label
   smoothing the NLL and smoothing sums are divided separately, then mixed.
 
+The kernel authors' fields (docs/kernel-features.md) are computed here only
+(``harness.oracle.cross_entropy`` sends every problem that uses one to this module):
+each logit x becomes z = s * tanh(a * x / s) (``logit_scale`` a, ``softcap`` s; z = a x
+without a cap), formed at 200 bits, and the loss is that of z; each kept position adds
+``z_loss`` * lse(z)**2, and a ``mean`` divides the sum of those terms by the number of
+kept positions. The gradient w.r.t. x is dLoss/dz * dz/dx with dz/dx = a * sech(a x / s)**2
+(exact at infinite x: 0). Under PyTorch's rules lse is NaN for a row holding NaN, +inf for
+one holding +inf, -inf for a row of -inf only; a ``z_loss`` of 0 adds no term at all.
+
 Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
 (N,) or (N, d1, ..., dK); probability target the shape of logits; weight (C,).
 """
@@ -53,17 +62,47 @@ def mpf_row(values: np.ndarray) -> list:
 
 def log_softmax(x: list) -> list:
     """Log-probabilities of one row under PyTorch's non-finite rules."""
+    return log_softmax_lse(x)[0]
+
+
+def log_softmax_lse(x: list) -> tuple[list, object]:
+    """Log-probabilities of one row and its log-sum-exp, under PyTorch's non-finite rules
+    (lse: NaN with a NaN, +inf with a +inf, -inf for a row of -inf only)."""
     nan, ninf = mpmath.mpf("nan"), mpmath.mpf("-inf")
-    if any(mpmath.isnan(v) or v == mpmath.inf for v in x):
-        return [nan] * len(x)
+    if any(mpmath.isnan(v) for v in x):
+        return [nan] * len(x), nan
+    if any(v == mpmath.inf for v in x):
+        return [nan] * len(x), mpmath.inf
     finite = [v for v in x if v != ninf]
     if not finite:
-        return [nan] * len(x)
+        return [nan] * len(x), ninf
     m = max(finite)
     # exact differences: x - m needs no rounding at any magnitude
     shifted = [mpmath.fsub(v, m, exact=True) if v != ninf else ninf for v in x]
     log_z = mpmath.log(mpmath.fsum(mpmath.exp(d) for d in shifted if d != ninf))
-    return [d - log_z if d != ninf else ninf for d in shifted]
+    return [d - log_z if d != ninf else ninf for d in shifted], m + log_z
+
+
+def transform_row(p: Problem, x: list) -> tuple[list, list]:
+    """The logits the loss sees, z = s tanh(a x / s) (or a x), and dz/dx, for one row."""
+    a = mpmath.mpf(float(p.logit_scale))
+    if p.softcap is None:
+        return [a * v for v in x], [a] * len(x)
+    s = mpmath.mpf(float(p.softcap))
+    z, dz = [], []
+    for v in x:
+        u = a * v / s
+        z.append(s * mpmath.tanh(u))
+        # sech**2, not 1 - tanh**2: no cancellation where tanh is close to +-1
+        dz.append(a * mpmath.sech(u) ** 2 if not mpmath.isnan(u) else mpmath.mpf("nan"))
+    return z, dz
+
+
+def z_term(p: Problem, lse, kept: bool):
+    """The z-loss term of one position: z_loss * lse**2 (0 for an ignored one, or no z_loss)."""
+    if not kept or p.z_loss == 0:
+        return mpmath.mpf(0)
+    return mpmath.mpf(float(p.z_loss)) * lse * lse
 
 
 def _divide(num, den):
@@ -106,6 +145,11 @@ def row_terms(p: Problem, lrow: list, target, w: list, eps, c: int):
 
 def row_grad(p: Problem, a, lrow: list, scale, target, c: int) -> list[float]:
     """One position's gradient row, rounded to float64 (``a`` None: ignored)."""
+    return [float(v) for v in row_grad_mp(p, a, lrow, scale, target, c)]
+
+
+def row_grad_mp(p: Problem, a, lrow: list, scale, target, c: int) -> list:
+    """One position's gradient row w.r.t. the logits the loss sees, unrounded."""
     g = [mpmath.mpf(0)] * c if a is None else [-scale * aj for aj in a]
     if a is not None and not p.probability_target and p.label_smoothing == 0:
         # PyTorch writes the NLL gradient only at the target class
@@ -113,7 +157,7 @@ def row_grad(p: Problem, a, lrow: list, scale, target, c: int) -> list[float]:
         g = [mpmath.mpf(0)] * c
         g[label] = -scale * a[label]
     g_sum = mpmath.fsum(g)
-    return [float(g[j] - mpmath.exp(lrow[j]) * g_sum) for j in range(c)]
+    return [g[j] - mpmath.exp(lrow[j]) * g_sum for j in range(c)]
 
 
 def _exact(p: Problem, want_grad: bool) -> Expected:
@@ -124,23 +168,38 @@ def _exact(p: Problem, want_grad: bool) -> Expected:
     upstream = p.upstream()
 
     per_pos = []  # loss of each position
+    ce_pos = []  # its cross-entropy part (without the z-loss term)
     # index targets with smoothing: the NLL and smoothing terms of each position,
     # reduced separately and then mixed, as PyTorch does (it matters for 0/0)
     nll_pos, smooth_pos = [], []
     coeffs = []  # dLoss_n / dl_{n,c} before the reduction factor, or None if ignored
     logp = []
+    slopes = []  # dz/dx of each row, for transformed logits
+    lses, z_pos, kept = [], [], []  # the z-loss: each row's lse and term, kept or not
     denominator = mpmath.mpf(0)
     for n in range(n_pos):
-        lrow = log_softmax(mpf_row(x[n]))
+        row = mpf_row(x[n])
+        if p.transformed:
+            row, slope = transform_row(p, row)
+            slopes.append(slope)
+        lrow, lse = log_softmax_lse(row)
         logp.append(lrow)
         loss, nll, smooth, a, weight = row_terms(p, lrow, t[n], w, eps, c)
-        per_pos.append(loss)
+        keep = p.probability_target or int(t[n]) != p.ignore_index
+        z = z_term(p, lse, keep)
+        lses.append(lse)
+        kept.append(keep)
+        z_pos.append(z)
+        ce_pos.append(loss)
+        per_pos.append(loss + z if p.z_loss != 0 else loss)
         if nll is not None:
             nll_pos.append(nll)
             smooth_pos.append(smooth)
         coeffs.append(a)
         denominator += weight
+    n_kept = mpmath.mpf(sum(kept))
 
+    z_out = None
     if p.reduction == "none":
         loss_out = np.array([float(v) for v in per_pos], dtype=np.float64).reshape(p.loss_shape())
         scale = (
@@ -148,18 +207,42 @@ def _exact(p: Problem, want_grad: bool) -> Expected:
             if upstream is not None
             else [mpmath.mpf(1)] * n_pos
         )
+        z_scale = scale
+        if p.return_z_loss:
+            z_out = np.array([float(v) for v in z_pos], dtype=np.float64).reshape(p.loss_shape())
     else:
-        total = _reduce(p, per_pos, nll_pos, smooth_pos, denominator, eps, c)
-        loss_out = np.array(float(total), dtype=np.float64)
+        total = _reduce(p, ce_pos, nll_pos, smooth_pos, denominator, eps, c)
+        z_total = _reduce_count(p, z_pos, n_kept)
+        # a z_loss of 0 adds nothing, not even the NaN of a mean over no kept position
+        loss_out = np.array(float(total + z_total if p.z_loss != 0 else total), dtype=np.float64)
         scale = [factor(p, denominator)] * n_pos
+        z_scale = [factor(p, n_kept)] * n_pos
+        if p.return_z_loss:
+            z_out = np.array(float(z_total), dtype=np.float64)
 
     if not want_grad:
-        return Expected(loss_out, None)
+        return Expected(loss_out, None, z_loss=z_out)
 
     grad = np.zeros((n_pos, c), dtype=np.float64)
     for n in range(n_pos):
-        grad[n] = row_grad(p, coeffs[n], logp[n], scale[n], t[n], c)
-    return Expected(loss_out, p.grad_from_rows(grad))
+        if not p.kernel:
+            grad[n] = row_grad(p, coeffs[n], logp[n], scale[n], t[n], c)
+            continue
+        g = row_grad_mp(p, coeffs[n], logp[n], scale[n], t[n], c)
+        if kept[n] and p.z_loss != 0:
+            # d(c lse**2)/dz_j = 2 c lse p_j
+            k = 2 * mpmath.mpf(float(p.z_loss)) * lses[n] * z_scale[n]
+            g = [g[j] + k * mpmath.exp(logp[n][j]) for j in range(c)]
+        if p.transformed:
+            g = [g[j] * slopes[n][j] for j in range(c)]
+        grad[n] = [float(v) for v in g]
+    return Expected(loss_out, p.grad_from_rows(grad), z_loss=z_out)
+
+
+def _reduce_count(p: Problem, values: list, n_kept):
+    """The z-loss terms reduced: a sum, or a mean over the kept positions (not the weights)."""
+    total = mpmath.fsum(values) if values else mpmath.mpf(0)
+    return _divide(total, n_kept) if p.reduction == "mean" else total
 
 
 def _reduce(p: Problem, per_pos: list, nll_pos: list, smooth_pos: list, denominator, eps, c: int):

@@ -3,6 +3,11 @@ layout every part of the oracle works in.
 
 Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
 (N,) or (N, d1, ..., dK); probability target the shape of logits; weight (C,).
+
+The kernel authors' fields (docs/kernel-features.md): ``logit_scale`` a and ``softcap`` s
+turn each logit x into z = s * tanh(a * x / s) (z = a * x without a softcap); ``z_loss`` c
+adds c * lse(z)**2 to each kept position; ``shift`` is applied when a call becomes a
+Problem (``shift_target``), so the oracle only ever sees the shifted target.
 """
 
 from __future__ import annotations
@@ -34,17 +39,32 @@ def class_axis_back(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.moveaxis(rows.reshape(moved), -1, 1)
 
 
+def shift_target(target: np.ndarray, shift: int, ignore_index: int) -> np.ndarray:
+    """Class indices (..., T) for causal language modelling: position t takes target t + shift
+    along the last axis, and the last ``shift`` positions, which have no next target, take
+    ``ignore_index`` (the loss keeps its shape; Hugging Face's ``ForCausalLMLoss`` convention)."""
+    t = np.asarray(target)
+    if shift == 0:
+        return t
+    out = np.full_like(t, ignore_index)
+    out[..., : t.shape[-1] - shift] = t[..., shift:]
+    return out
+
+
 @dataclass(frozen=True)
 class Expected:
     """Expected values in float64: ``loss`` of the reduced shape, ``grad`` of the logits' shape
     or None; with each element's rounding-error bound (``harness.oracle.error_model``) in
     ``loss_bound`` and ``grad_bound`` (same shapes), None until computed (literal values in a
-    case file carry none until the run asks for them)."""
+    case file carry none until the run asks for them). ``z_loss`` (the loss's shape, with
+    ``z_loss_bound``): the z-loss term alone, for a call with ``return_z_loss``; else None."""
 
     loss: np.ndarray
     grad: np.ndarray | None
     loss_bound: np.ndarray | None = None
     grad_bound: np.ndarray | None = None
+    z_loss: np.ndarray | None = None
+    z_loss_bound: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -59,6 +79,20 @@ class Problem:
     ignore_index: int = -100
     label_smoothing: float = 0.0
     grad_output: np.ndarray | None = None
+    softcap: float | None = None
+    logit_scale: float = 1.0
+    z_loss: float = 0.0
+    return_z_loss: bool = False
+
+    @property
+    def transformed(self) -> bool:
+        """Whether the logits are scaled or capped before the loss (z != x)."""
+        return self.softcap is not None or self.logit_scale != 1.0
+
+    @property
+    def kernel(self) -> bool:
+        """Whether any kernel field is in use (the oracle then computes in mpmath throughout)."""
+        return self.transformed or self.z_loss != 0.0 or self.return_z_loss
 
     @classmethod
     def of_call(cls, inputs: CallInputs) -> Problem:
@@ -69,15 +103,22 @@ class Problem:
             return None if a is None else np.asarray(a, dtype=np.float64)
 
         probability = inputs.probability_target
+        target = inputs.target
+        if inputs.shift and not probability:
+            target = shift_target(target, inputs.shift, inputs.ignore_index)
         return cls(
             logits=np.asarray(inputs.logits, dtype=np.float64),
-            target=np.asarray(inputs.target, dtype=np.float64) if probability else inputs.target,
+            target=np.asarray(target, dtype=np.float64) if probability else target,
             probability_target=probability,
             weight=f64(inputs.weight),
             reduction=inputs.reduction,
             ignore_index=inputs.ignore_index,
             label_smoothing=inputs.label_smoothing,
             grad_output=f64(inputs.grad_output),
+            softcap=None if inputs.softcap is None else float(inputs.softcap),
+            logit_scale=float(inputs.logit_scale),
+            z_loss=float(inputs.z_loss),
+            return_z_loss=bool(inputs.return_z_loss),
         )
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:

@@ -309,6 +309,38 @@ class WeightLengthNotChecked(Stepwise):
         super().validate(x, t, inputs)
 
 
+class SoftcapWithoutOuterScale(Stepwise):
+    """Softcap as tanh(x / s), without multiplying back by s: the logits land in (-1, 1)."""
+
+    name = "softcap_without_outer_scale"
+
+    def transform(self, rows, inputs):
+        if inputs.softcap is None:
+            return super().transform(rows, inputs)
+        a = rows.dtype.type(inputs.logit_scale)
+        s = rows.dtype.type(inputs.softcap)
+        t = np.tanh(rows * a / s)
+        return t, a / s * (1 - t * t)
+
+
+class ZLossMeanOverN(Stepwise):
+    """The z-loss mean divides by every position N, ignored ones included, not the kept count."""
+
+    name = "z_loss_mean_over_n"
+
+    def z_denominator(self, keep):
+        return np.float64(len(keep))
+
+
+class ShiftOffByOne(Stepwise):
+    """Causal shift by k - 1: position t is scored against target t + k - 1 (for k = 1, its own)."""
+
+    name = "shift_off_by_one"
+
+    def shifted(self, t, shift, ignore_index):
+        return super().shifted(t, max(shift - 1, 0), ignore_index)
+
+
 def _with(inputs: CallInputs, **changes) -> CallInputs:
     from dataclasses import replace
 
@@ -346,4 +378,7 @@ MUTANTS: tuple[type[Stepwise], ...] = (
     UnknownReductionMeansMean,
     SmoothingNotBounded,
     WeightLengthNotChecked,
+    SoftcapWithoutOuterScale,
+    ZLossMeanOverN,
+    ShiftOffByOne,
 )

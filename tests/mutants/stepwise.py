@@ -7,6 +7,10 @@ half-precision tolerances must accept), and rounds once to the input dtype.
 
 Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK) become rows (P, C) with the
 class axis last; class-index targets become labels (P,), soft targets (P, C).
+
+The kernel fields (docs/kernel-features.md) are steps too: ``shifted`` (the targets
+for causal language modelling), ``transform`` (logit_scale and softcap, with dz/dx),
+``z_denominator`` (what a mean of the z-loss terms divides by).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness import Adapter, CallInputs, Output
+from harness.adapters import KERNEL_FEATURES
 from harness.adapters.numpy_ref import validate as reference_validate
 from harness.dtypes import cast
 
@@ -23,6 +28,7 @@ class Stepwise(Adapter):
     description = (
         "correct cross-entropy from overridable steps (float32 accumulation below float64)"
     )
+    supports = KERNEL_FEATURES
 
     def version(self) -> str:
         return f"numpy {np.__version__}"
@@ -106,6 +112,36 @@ class Stepwise(Adapter):
     def loss_shape(self, x: np.ndarray) -> tuple[int, ...]:
         return () if x.ndim == 1 else (x.shape[0], *x.shape[2:])
 
+    def shifted(self, t: np.ndarray, shift: int, ignore_index: int) -> np.ndarray:
+        """Targets for causal language modelling: t[..., i + shift] at i, ignored at the end."""
+        if shift == 0:
+            return t
+        out = np.full_like(t, ignore_index)
+        out[..., : t.shape[-1] - shift] = t[..., shift:]
+        return out
+
+    def transform(self, rows: np.ndarray, inputs: CallInputs) -> tuple[np.ndarray, np.ndarray]:
+        """z = s tanh(a x / s) (or a x) and dz/dx, in the rows' dtype."""
+        acc = rows.dtype.type
+        a = acc(inputs.logit_scale)
+        z = rows * a if inputs.logit_scale != 1.0 else rows
+        if inputs.softcap is None:
+            return z, np.full_like(rows, a)
+        s = acc(inputs.softcap)
+        t = np.tanh(z / s)
+        return s * t, a * (1 - t * t)
+
+    def logsumexp(self, rows: np.ndarray) -> np.ndarray:
+        """Row-wise log-sum-exp, shifted by the maximum (inf and NaN as PyTorch has them)."""
+        m = rows.max(axis=1, initial=-np.inf)
+        finite = np.isfinite(m)
+        d = rows - np.where(finite, m, 0)[:, None]
+        return np.where(finite, m + np.log(self.row_sum(np.exp(d))), m)
+
+    def z_denominator(self, keep: np.ndarray):
+        """What a mean of the z-loss terms divides by: the number of kept positions."""
+        return np.float64(np.count_nonzero(keep))
+
     # -- the computation ----------------------------------------------------------------
 
     def run(self, inputs: CallInputs) -> Output:
@@ -115,19 +151,28 @@ class Stepwise(Adapter):
         self.dtype = inputs.dtype
         acc = self.acc(inputs.dtype)
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            loss, grad = self.compute(x.astype(acc), t, inputs, acc)
+            loss, grad, z_loss = self.compute(x.astype(acc), t, inputs, acc)
         return Output(
             loss=cast(np.asarray(loss, dtype=np.float64), inputs.dtype),
             grad=None if grad is None else cast(np.asarray(grad, dtype=np.float64), inputs.dtype),
+            z_loss=None
+            if z_loss is None
+            else cast(np.asarray(z_loss, dtype=np.float64), inputs.dtype),
         )
 
     def compute(self, x: np.ndarray, t: np.ndarray, inputs: CallInputs, acc: np.dtype):
         c = x.shape[0] if x.ndim == 1 else x.shape[1]
         rows = self.to_rows(x)
+        slope = None
+        if inputs.softcap is not None or inputs.logit_scale != 1.0:
+            rows, slope = self.transform(rows, inputs)
+        if not inputs.probability_target:
+            t = self.shifted(t, inputs.shift, inputs.ignore_index)
         n_pos = rows.shape[0]
         w = np.ones(c, acc) if inputs.weight is None else np.asarray(inputs.weight).astype(acc)
         eps = acc.type(max(0.0, float(inputs.label_smoothing)))
         lp = self.log_softmax(rows)
+        zl = acc.type(inputs.z_loss)
         keep = np.ones(n_pos, dtype=bool)
         wy = np.ones(n_pos, acc)
         target_only = False
@@ -152,6 +197,9 @@ class Stepwise(Adapter):
                 target_only = True
             denominator = self.index_denominator(wy, keep)
 
+        # the z-loss: zl * lse**2 per kept position, a mean over z_denominator
+        lse = self.logsumexp(rows) if zl else np.zeros(n_pos, acc)
+        z_pos = np.where(keep, zl * lse * lse, 0).astype(acc) if zl else np.zeros(n_pos, acc)
         if inputs.reduction == "none":
             loss = per_pos.reshape(self.loss_shape(x))
             u = (
@@ -159,9 +207,12 @@ class Stepwise(Adapter):
                 if inputs.grad_output is None
                 else np.asarray(inputs.grad_output).astype(acc).reshape(-1)
             )
+            u_z = u
+            z_out = z_pos.reshape(self.loss_shape(x))
         elif inputs.reduction == "sum":
             loss = self.total(per_pos)
-            u = np.ones(n_pos, acc)
+            u = u_z = np.ones(n_pos, acc)
+            z_out = self.total(z_pos)
         elif eps and not inputs.probability_target:
             # PyTorch divides the NLL and smoothing sums separately (0/0 vs x/0 differ)
             rest = per_pos - (1 - eps) * nll
@@ -172,8 +223,15 @@ class Stepwise(Adapter):
         else:
             loss = self.mean(self.total(per_pos), denominator)
             u = self.mean_upstream(denominator, keep, wy).astype(acc)
+        if inputs.reduction == "mean":
+            z_den = self.z_denominator(keep)
+            z_out = self.total(z_pos) / acc.type(z_den)
+            u_z = np.full(n_pos, 1 / acc.type(z_den), acc)
+        if zl:
+            loss = loss + z_out
+        z_out = z_out if inputs.return_z_loss else None
         if not inputs.want_grad:
-            return loss, None
+            return loss, None, z_out
         g = -u[:, None] * a
         if target_only:
             only = np.zeros_like(g)
@@ -182,4 +240,9 @@ class Stepwise(Adapter):
             g = only
         g = self.mask_ignored_grad(g, keep)
         grad_rows = g - np.exp(lp) * self.row_sum(g)[:, None]
-        return loss, self.from_rows(grad_rows, x.shape)
+        if zl:
+            k = np.where(keep, u_z * 2 * zl * lse, 0).astype(acc)
+            grad_rows = grad_rows + k[:, None] * np.exp(lp)
+        if slope is not None:
+            grad_rows = grad_rows * slope
+        return loss, self.from_rows(grad_rows, x.shape), z_out
