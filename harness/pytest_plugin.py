@@ -6,7 +6,7 @@ imports no framework: adapters load when their items are collected.
 
 The options are those of the CLI (``harness.cli.options.RUN_OPTIONS``) with a
 ``--lossconf-`` prefix: ``--lossconf-adapter``, ``--lossconf-cases``,
-``--lossconf-keyword`` (alias ``--lossconf-k``), ``--lossconf-dtype``,
+``--lossconf-keyword`` (alias ``--lossconf-k``), ``--lossconf-case``, ``--lossconf-dtype``,
 ``--lossconf-expectations``, ... Each case x adapter x dtype becomes one item
 ``lossconf::<case id>[<adapter>-<dtype>]``, with the case's tags as keywords,
 so pytest's own ``-k``, ``--junitxml`` and pytest-xdist ``-n`` work as usual.

@@ -19,6 +19,7 @@ import yaml
 from harness.cases import limits, load_cache
 from harness.cases.build import build_case
 from harness.cases.model import Case
+from harness.cases.yaml_numbers import text_number_message
 from harness.errors import CaseFileError, InternalError
 
 try:  # libyaml is several times faster; both give yaml.safe_load semantics
@@ -238,6 +239,11 @@ def _schema_error(path: Path, doc: dict, err) -> CaseFileError:
             enums = [e for e in err.context if "enum" in e.schema]
             shown = max(enums, key=lambda e: len(e.path)).instance if enums else shown
         message = f"{_short(shown)} is not valid: {_expectation(err)}"
+        types = err.schema.get("type", ())
+        if err.validator == "type" and {"number", "integer"} & set(
+            [types] if isinstance(types, str) else types
+        ):
+            message = text_number_message(err.instance) or message  # '1e-5': YAML's text
     return CaseFileError(path, message, case=case_name, field=field_name, line=line)
 
 
@@ -292,64 +298,122 @@ def load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
 
 
 def _load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
-    doc = read_yaml(path)
-    if doc is None:
-        raise CaseFileError(path, "empty file: expected a mapping with a 'cases' list")
-    if not isinstance(doc, dict):
-        hint = " (put the list under 'cases:')" if isinstance(doc, list) else ""
-        raise CaseFileError(
-            path,
-            f"top level is a {type(doc).__name__}: expected a mapping with a 'cases' list{hint}",
-            line=1,
-        )
-    # first error by position; at one position an unknown field (with its did-you-mean) beats
-    # a missing one, since a typo ('case:') usually causes both
-    errors = sorted(
-        _validator().iter_errors(doc),
-        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
-    )
+    cases, errors = check_file(path, require_expected=require_expected)
     if errors:
-        raise _schema_error(path, doc, errors[0])
-    defaults = doc.get("defaults", {})
-    cases = []
-    for raw in doc["cases"]:
-        try:
-            cases.append(build_case(path, raw, defaults, require_expected=require_expected))
-        except CaseFileError:
-            raise
-        except Exception as e:  # the safety net: a bug of ours, never a traceback or exit 1
-            raise InternalError.during("loading the case", path, raw.get("name"), e) from e
+        raise errors[0]
     return cases
 
 
-def load_paths(
-    paths: list[Path] | None = None, *, keep_going: bool = False, require_expected: bool = True
-) -> LoadResult:
-    """Load every case under ``paths`` (default: the built-in suite); ids must be unique."""
-    result = LoadResult()
+def check_file(
+    path: Path, *, require_expected: bool = True
+) -> tuple[list[Case], list[CaseFileError]]:
+    """The cases of one file, and its errors in file order: the file's own (unreadable, not a
+    mapping, a bad top-level field) or else the first error of each case. With an error the
+    cases are of no use: a file loads whole or not at all."""
     try:
-        result.files = discover(paths or [builtin_suite()])
+        doc = read_yaml(path)
     except CaseFileError as e:
-        if not keep_going:
-            raise
-        result.errors.append(e)
-    seen: dict[str, Path] = {}
-    for path in result.files:
+        return [], [e]
+    if doc is None:
+        return [], [CaseFileError(path, "empty file: expected a mapping with a 'cases' list")]
+    if not isinstance(doc, dict):
+        hint = " (put the list under 'cases:')" if isinstance(doc, list) else ""
+        return [], [
+            CaseFileError(
+                path,
+                f"top level is a {type(doc).__name__}: expected a mapping with a 'cases' "
+                f"list{hint}",
+                line=1,
+            )
+        ]
+    # by position; at one position an unknown field (with its did-you-mean) beats a missing
+    # one, since a typo ('case:') usually causes both. The first error of each case, or of
+    # each top-level field
+    first: dict[tuple[str, ...], CaseFileError] = {}
+    for err in sorted(
+        _validator().iter_errors(doc),
+        key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
+    ):
+        where = list(err.absolute_path)
+        key = tuple(map(str, where[:2] if where[:1] == ["cases"] and len(where) > 1 else where[:1]))
+        first.setdefault(key, _schema_error(path, doc, err))
+    if any(len(key) < 2 for key in first):  # the file itself is wrong: its cases mean little
+        return [], list(first.values())
+    defaults = doc.get("defaults", {})
+    cases: list[Case] = []
+    errors: list[CaseFileError] = []
+    for index, raw in enumerate(doc["cases"]):
+        if ("cases", str(index)) in first:
+            errors.append(first[("cases", str(index))])
+            continue
         try:
-            cases = load_file(path, require_expected=require_expected)
-            for case in cases:
-                if case.id in seen:
-                    raise CaseFileError(
-                        path,
-                        f"duplicate case id {case.id!r}, also in {seen[case.id]}",
-                        case=case.name,
-                        line=case.line,
-                    )
-                seen[case.id] = path
+            cases.append(build_case(path, raw, defaults, require_expected=require_expected))
         except CaseFileError as e:
+            errors.append(e)
+        except Exception as e:  # the safety net: a bug of ours, never a traceback or exit 1
+            raise InternalError.during("loading the case", path, raw.get("name"), e) from e
+    return ([] if errors else cases), errors
+
+
+def load_paths(
+    paths: list[Path] | None = None,
+    *,
+    keep_going: bool = False,
+    require_expected: bool = True,
+    every_error: bool = False,
+) -> LoadResult:
+    """Load every case under ``paths`` (default: the built-in suite); ids must be unique.
+
+    The first problem raises a CaseFileError. With ``keep_going`` problems are collected in
+    ``errors`` instead: one per invalid file or missing path, or with ``every_error`` (what
+    ``validate`` shows) every error ``check_file`` finds in a file, and each duplicate id."""
+    result = LoadResult()
+    for given in paths or [builtin_suite()]:
+        try:
+            result.files += discover([given])
+        except CaseFileError as e:  # a path that does not exist
             if not keep_going:
                 raise
             result.errors.append(e)
+    seen: dict[str, Path] = {}
+    for path in result.files:
+        errors: list[CaseFileError] = []
+        try:
+            if every_error and keep_going:
+                cases, errors = load_file_checked(path, require_expected=require_expected)
+            else:
+                cases = load_file(path, require_expected=require_expected)
+            for case in cases:
+                if case.id in seen:
+                    errors.append(
+                        CaseFileError(
+                            path,
+                            f"duplicate case id {case.id!r}, also in {seen[case.id]}",
+                            case=case.name,
+                            line=case.line,
+                        )
+                    )
+                else:
+                    seen[case.id] = path
+            if errors:
+                raise errors[0]
+        except CaseFileError as e:
+            if not keep_going:
+                raise
+            result.errors += errors if every_error and errors else [e]
             continue
         result.cases.extend(cases)
     return result
+
+
+def load_file_checked(
+    path: Path, *, require_expected: bool = True
+) -> tuple[list[Case], list[CaseFileError]]:
+    """``check_file`` through the load cache: a valid file's cases, or every error in it."""
+    key, cases = load_cache.get(path, require_expected)
+    if cases is not None:
+        return cases, []
+    cases, errors = check_file(path, require_expected=require_expected)
+    if key is not None and not errors:
+        load_cache.put(key, cases)
+    return cases, errors

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from harness.cases import coverage
 from harness.cases.loader import load_paths
+from harness.cli import program
 from harness.exit_codes import ExitCode
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m harness coverage", description=(coverage.__doc__ or "").split("\n\n")[0]
+        prog=program.name("coverage"), description=(coverage.__doc__ or "").split("\n\n")[0]
     )
     p.add_argument("paths", nargs="*", help="case files or folders (default: the built-in suite)")
     args = p.parse_args(argv)

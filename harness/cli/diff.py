@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.cli import program
 from harness.errors import UsageError
 from harness.exit_codes import ExitCode
 from harness.gate.baseline import DEFAULT_GROWTH, compare, read_report, render
@@ -14,7 +15,7 @@ from harness.gate.baseline import DEFAULT_GROWTH, compare, read_report, render
 def main(argv: list[str]) -> int:
     """``python -m harness diff OLD.json NEW.json``: exit 1 on a regression."""
     p = argparse.ArgumentParser(
-        prog="python -m harness diff",
+        prog=program.name("diff"),
         description="Compare two JSON reports: newly failing, newly passing, error growth. "
         "Exit 0 when nothing regressed, 1 on a new failure or error growth, 2 on bad input.",
     )

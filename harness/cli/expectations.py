@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from harness.atomic import write_atomic
+from harness.cli import program
 from harness.cli.options import add_run_options, config_from
 from harness.errors import UsageError
 from harness.execution.session import execute, prepare
@@ -20,7 +21,7 @@ from harness.gate.baseline import read_report
 def update_main(argv: list[str]) -> int:
     """``expectations update FILE --from-report REPORT.json``, or run the suite with run options."""
     p = argparse.ArgumentParser(
-        prog="python -m harness expectations update",
+        prog=program.name("expectations update"),
         description="Add an entry (case: ID, one exact case id) for every non-conforming result "
         "not yet expected, and drop entries of the selected cases and adapters that no longer "
         "match anything. Without --from-report the suite is run with the given run options.",
@@ -72,7 +73,7 @@ def _run_for_update(args: argparse.Namespace) -> dict:
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(
-            "usage: python -m harness expectations update FILE [--from-report REPORT.json] "
+            f"usage: {program.name('expectations')} update FILE [--from-report REPORT.json] "
             "[run options]\n\nWrite expectation entries from a run (see --help of 'update')."
         )
         return ExitCode.OK if argv else ExitCode.USAGE

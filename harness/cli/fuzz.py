@@ -11,6 +11,7 @@ from tabulate import tabulate
 
 from harness.adapters import Adapter
 from harness.cases.loader import load_file
+from harness.cli import program
 from harness.dtypes import DTYPE_NAMES
 from harness.errors import UsageError
 from harness.execution.registry import load
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness fuzz",
+        prog=program.name("fuzz"),
         description=(fuzz_search.__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="exit codes: 0 nothing found; 1 a property failed (case written), a reference "

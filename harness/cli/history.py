@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.cli import program
 from harness.errors import UsageError
 from harness.exit_codes import ExitCode
 from harness.gate.history import load_runs, plot, render, table
@@ -12,7 +13,7 @@ from harness.gate.history import load_runs, plot, render, table
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m harness history",
+        prog=program.name("history"),
         description="Pass counts and worst errors per case group across reports, ordered by "
         "the wrapped library's version; '!' marks a regression. Exit 1 when one is marked.",
     )

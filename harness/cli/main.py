@@ -11,7 +11,9 @@ import importlib
 import sys
 import traceback
 
+from harness.cli import program
 from harness.cli.options import add_run_options, config_from
+from harness.cli.pipes import closed_pipes_dropped
 from harness.cli.run import run_command
 from harness.errors import LossconfError
 from harness.exit_codes import ExitCode
@@ -28,7 +30,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 EPILOG = """\
-sub-commands (python -m harness COMMAND --help):
+sub-commands ({prog} COMMAND --help):
 {commands}
 
 exit codes:
@@ -37,23 +39,42 @@ exit codes:
   2  usage error, invalid case file, or an adapter that cannot be loaded
 
 examples:
-  python -m harness                          # built-in suite through the numpy adapter
-  python -m harness --adapter ./my_ce.py     # your own implementation
-  python -m harness -k weight --dtype float32 --report out.json --report out.md
+{examples}
 """
+
+#: (arguments, comment) of the examples in --help, after the program's name
+EXAMPLES = (
+    ("", "built-in suite through the numpy adapter"),
+    ("--adapter ./my_ce.py", "your own implementation"),
+    ("-k 'weight and not sum' --dtype float32 --report out.json --report out.md", ""),
+    ("--case half_precision/mean_over_70000_targets -v", ""),
+    ("--list --format json", "what would run, for a script"),
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     commands = "\n".join(f"  {name:<12} {doc}" for name, (_, doc) in SUBCOMMANDS.items())
+    prog = program.name()
+    examples = "\n".join(
+        f"  {prog} {args}".rstrip().ljust(44) + (f" # {comment}" if comment else "")
+        for args, comment in EXAMPLES
+    )
     p = argparse.ArgumentParser(
-        prog="python -m harness",
+        prog=prog,
         description="Run cross-entropy conformance cases through one or more implementations.",
-        epilog=EPILOG.format(commands=commands),
+        epilog=EPILOG.format(prog=prog, commands=commands, examples=examples),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_run_options(p)
     p.add_argument(
         "--list", action="store_true", help="list the selected cases and the adapters, then exit"
+    )
+    p.add_argument(
+        "--format",
+        dest="list_format",
+        choices=("table", "json"),
+        help="with --list: 'table' (100 columns; -v: whole lines and tags) or 'json' "
+        "(every field, for scripts)",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only the summary")
     p.add_argument(
@@ -63,7 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code. Output
+    into a closed pipe (``| head``) is dropped and the command goes on (harness.cli.pipes)."""
+    with closed_pipes_dropped():
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+
+
+def _dispatch(argv: list[str]) -> int:
     verbose = "-v" in argv or "--verbose" in argv
     try:
         if argv and argv[0] in SUBCOMMANDS:

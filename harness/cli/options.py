@@ -33,10 +33,17 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "keyword", "keywords",
-        "select cases whose id or tags contain TEXT; 'not TEXT' or '!TEXT' excludes; "
-        "repeated -k must all hold",
-        {"action": "append", "metavar": "TEXT"},
+        "select cases by EXPR, words joined by and, or, not and parentheses as in pytest: "
+        "a word holds for a case whose id or a tag contains it, e.g. "
+        "'weight and not (sum or none)'; repeated -k must all hold",
+        {"action": "append", "metavar": "EXPR"},
         short="-k",
+    ),
+    Option(
+        "case", "case_ids",
+        "select the case with exactly this id, e.g. half_precision/mean_over_70000_targets "
+        "(repeatable; with -k both must hold)",
+        {"action": "append", "metavar": "ID"},
     ),
     Option(
         "dtype", "dtypes",

@@ -15,12 +15,13 @@ from pathlib import Path
 
 from harness.cases.loader import builtin_suite, discover
 from harness.cases.writer import regen_file
+from harness.cli import program
 from harness.exit_codes import ExitCode
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m harness regen", description=(__doc__ or "").split("\n\n")[0]
+        prog=program.name("regen"), description=(__doc__ or "").split("\n\n")[0]
     )
     p.add_argument("paths", nargs="*", help="case files or folders (default: the built-in suite)")
     p.add_argument(

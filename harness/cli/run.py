@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
-from tabulate import tabulate
-
-from harness.cases.model import Case
-from harness.execution import interrupt, registry
+from harness.cli import listing
+from harness.execution import interrupt
 from harness.execution.config import RunConfig
 from harness.execution.results import Result
 from harness.execution.session import Plan, execute, prepare, select_cases
@@ -26,35 +23,6 @@ def check_inputs(config: RunConfig) -> None:
         expectations_file.load(config.expectations)
     if config.baseline is not None:
         read_report(config.baseline)
-
-
-def list_everything(cases: list[Case]) -> str:
-    """The selected cases, and every known adapter with whether it can load here."""
-    rows = [[c.id, ",".join(c.dtypes), " ".join(c.tags), c.why] for c in cases]
-    text = _plain_table(rows, ["case", "dtypes", "tags", "why"])
-    adapter_rows = []
-    for name in registry.known_names():
-        where = registry.BUILTIN.get(name, "entry point")
-        missing = [m for m in registry.requirements(name) if importlib.util.find_spec(m) is None]
-        status = "available" if not missing else f"not installed: {', '.join(missing)}"
-        adapter_rows.append([name, where, status])
-    text += "\n\n" + tabulate(
-        adapter_rows, headers=["adapter", "from", "can load here"], tablefmt="simple"
-    )
-    text += f"\n\n{len(cases)} cases"
-    return text
-
-
-def _plain_table(rows: list[list[str]], headers: list[str]) -> str:
-    """tabulate's 'simple' layout for text cells, without its per-cell type sniffing
-    (a tenth of a second for the built-in suite, a quarter of --list's time)."""
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
 def finish(
@@ -115,7 +83,10 @@ def run_command(config: RunConfig) -> int:
     for err in selection.load_errors:  # --keep-going: reported now, in the reports, and by exit 2
         print(f"lossconf: error: {err}", file=sys.stderr)
     if config.list_only:
-        print(list_everything(selection.cases))
+        if config.list_format == "json":
+            print(listing.as_json(selection.cases, selection.load_errors))
+        else:
+            print(listing.as_table(selection.cases, verbose=config.verbose))
         return ExitCode.OK
     plan = prepare(config, selection)
     try:

@@ -22,7 +22,8 @@ class RunConfig:
 
     adapters: tuple[str, ...] = ("numpy",)  # adapter specs (harness.execution.registry)
     cases: tuple[Path, ...] = ()  # case files or folders
-    keywords: tuple[str, ...] = ()  # -k terms, all must hold
+    keywords: tuple[str, ...] = ()  # -k expressions (harness.cases.select), all must hold
+    case_ids: tuple[str, ...] = ()  # --case: exact case ids; empty: every case
     dtypes: tuple[str, ...] = ()  # run only these dtypes; empty: each case's own
     reports: tuple[Path, ...] = ()  # report files; the suffix picks the format
     expectations: Path | None = None  # known non-conformities (harness.gate.expectations)
@@ -34,6 +35,7 @@ class RunConfig:
     memory_limit: str | None = None  # with isolate: address-space limit per worker
     jobs: int = 1  # worker processes for cases (harness.execution.parallel)
     list_only: bool = False  # print the selected cases and the adapters, run nothing
+    list_format: str = "table"  # with list_only: "table" (100 columns) or "json"
     quiet: bool = False  # print only the summary, no progress bar
     verbose: bool = False  # full messages, tracebacks, repro snippets
 
@@ -46,6 +48,8 @@ class RunConfig:
             )
         if self.memory_limit is not None and not self.isolate:
             raise UsageError("--memory-limit applies to worker processes: add --isolate")
+        if self.list_format != "table" and not self.list_only:
+            raise UsageError("--format applies to --list: add --list")
 
     @classmethod
     def from_options(cls, values: Mapping[str, object], **overrides: object) -> RunConfig:
@@ -57,7 +61,7 @@ class RunConfig:
                 continue
             if name in ("cases", "reports"):
                 value = tuple(Path(str(v)) for v in _seq(value))
-            elif name in ("adapters", "keywords", "dtypes"):
+            elif name in ("adapters", "keywords", "case_ids", "dtypes"):
                 value = tuple(str(v) for v in _seq(value))
             elif name in ("expectations", "baseline"):
                 value = Path(str(value))

@@ -21,9 +21,11 @@ what was tried and lists the known adapters.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import inspect
+import re
 import sys
 from dataclasses import dataclass
 from importlib import metadata
@@ -160,7 +162,9 @@ def _resolve(text: str) -> Adapter:
         try:
             module = importlib.import_module(mod_name)
         except ImportError as e:
-            raise AdapterLoadError(f"built-in adapter {target!r} cannot be imported: {e}") from e
+            raise AdapterLoadError(
+                f"built-in adapter {target!r} cannot be imported: {e}{_missing_framework(e)}"
+            ) from e
         return _instantiate(getattr(module, attr), spec, f"adapter {target!r}")
     tried.append("built-in names")
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -203,10 +207,37 @@ def _looks_windows(target: str) -> bool:
 
 
 def _not_found(text: str, tried: list[str]) -> str:
+    known = known_names()
+    close = difflib.get_close_matches(parse_spec(text).target, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"adapter {text!r} not found; tried {', '.join(tried)}. "
-        f"Known adapters: {', '.join(known_names())}"
+        f"adapter {text!r} not found{hint}; tried {', '.join(tried)}. "
+        f"Known adapters: {', '.join(known)}"
     )
+
+
+def install_command(module: str) -> str | None:
+    """``pip install 'lossconf[EXTRA]'`` for a framework one of lossconf's extras brings
+    (read from the installed package's metadata, where pyproject.toml defines the extras);
+    None for any other module."""
+    wanted = module.split(".")[0].replace("_", "-").lower()
+    try:
+        requires = metadata.requires("lossconf") or []
+    except metadata.PackageNotFoundError:  # a source tree that was never installed
+        return None
+    for line in requires:
+        name = re.split(r"[\s;<>=!~\[]", line, maxsplit=1)[0].replace("_", "-").lower()
+        extra = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", line)
+        if name == wanted and extra and extra.group(1) not in ("all", "dev"):
+            return f"pip install 'lossconf[{extra.group(1)}]'"
+    return None
+
+
+def _missing_framework(error: BaseException) -> str:
+    """'; install it with: pip install ...' when ``error`` is a framework's ImportError."""
+    name = getattr(error, "name", None)
+    command = install_command(name) if isinstance(error, ImportError) and name else None
+    return f"; install it with: {command}" if command else ""
 
 
 def load(text: str) -> Adapter:
@@ -216,7 +247,10 @@ def load(text: str) -> Adapter:
         adapter.load()
     except Exception as e:
         raise _with_known(
-            AdapterLoadError(f"adapter {adapter.name!r} cannot run here: {type(e).__name__}: {e}")
+            AdapterLoadError(
+                f"adapter {adapter.name!r} cannot run here: {type(e).__name__}: {e}"
+                f"{_missing_framework(e)}"
+            )
         ) from e
     return adapter
 

@@ -48,13 +48,21 @@ class Plan:
 
 
 def select_cases(config: RunConfig) -> Selection:
-    """Load the case files and select by keywords and dtypes; UsageError if nothing is left."""
+    """Load the case files and select by keywords, case ids and dtypes; UsageError if nothing
+    is left."""
     loaded = load_paths(list(config.cases) or None, keep_going=config.keep_going)
-    cases = select(loaded.cases, list(config.keywords) or None, list(config.dtypes) or None)
+    cases = select(
+        loaded.cases,
+        list(config.keywords) or None,
+        list(config.dtypes) or None,
+        list(config.case_ids) or None,
+    )
     if not cases and loaded.errors:
         raise loaded.errors[0]
     if not cases:
-        terms = " ".join(f"-k {k!r}" for k in config.keywords) or "(no filter)"
+        chosen = [f"-k {k!r}" for k in config.keywords] + [f"--case {c}" for c in config.case_ids]
+        chosen += [f"--dtype {d}" for d in config.dtypes]
+        terms = " ".join(chosen) or "(no filter)"
         raise UsageError(f"no case selected from {len(loaded.cases)} loaded cases by {terms}")
     return Selection(cases, loaded.errors)
 
@@ -79,7 +87,7 @@ def prepare(config: RunConfig, selection: Selection | None = None) -> Plan:
 
 def execute(plan: Plan, config: RunConfig) -> list[Result]:
     """Every case x adapter x dtype, in order; results also accumulate in ``plan.results``."""
-    bar = Progress(plan.total, enabled=False if config.quiet else None)
+    bar = Progress(plan.total, enabled=not config.quiet)
     if config.jobs > 1 and len(plan.cases) > 1:
 
         def keep(r: Result) -> None:
