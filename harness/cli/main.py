@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "regen": ("harness.cli.regen", "write the oracle's expected values into case files"),
     "coverage": ("harness.cli.coverage", "which parameter values and pairs the cases cover"),
     "diff": ("harness.cli.diff", "compare two JSON reports: newly failing, error growth"),
+    "merge": ("harness.cli.merge", "join the JSON reports of --shard I/N runs: one report"),
     "history": ("harness.cli.history", "table (and plot) of reports across framework versions"),
     "expectations": ("harness.cli.expectations", "'update FILE': write expectations from a run"),
     "fuzz": ("harness.cli.fuzz", "search for failing calls, shrink them, write them as cases"),

@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 
 from harness.dtypes import DTYPE_NAMES
+from harness.errors import UsageError
+from harness.execution import shard
 from harness.execution.config import RunConfig
 
 
@@ -104,6 +106,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
         {"type": lambda text: _job_count(text), "metavar": "N"},
         short="-j",
     ),
+    Option(
+        "shard", "shard",
+        "run the I-th of N shares of the selected work, balanced by cost, for N machines or CI "
+        "jobs; 'python -m harness merge' joins their JSON reports (see "
+        "harness/execution/shard.py)",
+        {"type": lambda text: _shard(text), "metavar": "I/N"},
+    ),
 )  # fmt: skip
 
 
@@ -115,6 +124,15 @@ def _job_count(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be >= 0 (0: one per CPU)")
     return value or os.cpu_count() or 1
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        return shard.parse(text)
+    except UsageError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected I/N with 1 <= I <= N, e.g. 2/4 (shards are numbered from 1)"
+        ) from None
 
 
 def _positive_seconds(text: str) -> float:

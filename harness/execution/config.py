@@ -34,6 +34,7 @@ class RunConfig:
     isolate: bool = False  # adapters in worker processes (harness.execution.isolate)
     memory_limit: str | None = None  # with isolate: address-space limit per worker
     jobs: int = 1  # worker processes for cases (harness.execution.parallel)
+    shard: tuple[int, int] | None = None  # (I, N): the I-th of N shares (harness.execution.shard)
     list_only: bool = False  # print the selected cases and the adapters, run nothing
     list_format: str = "table"  # with list_only: "table" (100 columns) or "json"
     quiet: bool = False  # print only the summary, no progress bar
@@ -50,6 +51,8 @@ class RunConfig:
             raise UsageError("--memory-limit applies to worker processes: add --isolate")
         if self.list_format != "table" and not self.list_only:
             raise UsageError("--format applies to --list: add --list")
+        if self.shard is not None:
+            check_shard(*self.shard)
 
     @classmethod
     def from_options(cls, values: Mapping[str, object], **overrides: object) -> RunConfig:
@@ -70,6 +73,14 @@ class RunConfig:
 
     def replace(self, **changes: object) -> RunConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def check_shard(index: int, count: int) -> None:
+    """UsageError unless 1 <= ``index`` <= ``count`` (``--shard I/N``)."""
+    if not 1 <= index <= count:
+        raise UsageError(
+            f"--shard {index}/{count}: expected I/N with 1 <= I <= N (shards are numbered from 1)"
+        )
 
 
 def _seq(value: object) -> Iterable[object]:

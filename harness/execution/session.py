@@ -21,14 +21,18 @@ from harness.execution.parallel import run_parallel
 from harness.execution.progress import Progress
 from harness.execution.results import Result
 from harness.execution.runner import run
+from harness.execution.shard import Shard
 
 
 @dataclass
 class Selection:
-    """The selected cases, and the invalid case files skipped under ``keep_going``."""
+    """The selected cases, and the invalid case files skipped under ``keep_going``.
+
+    With ``--shard``, ``cases`` is the shard's share and ``shard.selection`` every case."""
 
     cases: list[Case]
     load_errors: list[CaseFileError]
+    shard: Shard | None = None
 
 
 @dataclass
@@ -40,6 +44,7 @@ class Plan:
     specs: list[str] = field(default_factory=list)  # the adapter specs, one per adapter
     load_errors: list[CaseFileError] = field(default_factory=list)  # skipped (keep_going)
     results: list[Result] = field(default_factory=list)  # filled by execute() as they arrive
+    shard: Shard | None = None  # with --shard: which share ``cases`` is, of which selection
 
     @property
     def total(self) -> int:
@@ -64,7 +69,11 @@ def select_cases(config: RunConfig) -> Selection:
         chosen += [f"--dtype {d}" for d in config.dtypes]
         terms = " ".join(chosen) or "(no filter)"
         raise UsageError(f"no case selected from {len(loaded.cases)} loaded cases by {terms}")
-    return Selection(cases, loaded.errors)
+    if config.shard is None:
+        return Selection(cases, loaded.errors)
+    # after the selection: every shard splits the same selected work (a share may be empty)
+    shard = Shard(*config.shard, selection=tuple(cases))
+    return Selection(shard.cases(), loaded.errors, shard)
 
 
 def load_adapters(specs: tuple[str, ...] | list[str]) -> list[Adapter]:
@@ -81,7 +90,11 @@ def prepare(config: RunConfig, selection: Selection | None = None) -> Plan:
     selection = selection or select_cases(config)
     adapters = load_adapters(config.adapters)
     return Plan(
-        selection.cases, adapters, specs=list(config.adapters), load_errors=selection.load_errors
+        selection.cases,
+        adapters,
+        specs=list(config.adapters),
+        load_errors=selection.load_errors,
+        shard=selection.shard,
     )
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from harness.execution.config import RunConfig
 from harness.execution.registry import describe
-from harness.execution.results import Result
+from harness.execution.results import Result, Status
 from harness.execution.session import Plan
 from harness.exit_codes import ExitCode
 from harness.gate import baseline
@@ -89,30 +89,47 @@ def document(
     """The JSON report for a run (see the module docstring)."""
     specs = _specs(plan)
     infos = [describe(a, s) for a, s in zip(plan.adapters, specs, strict=True)]
-    doc = report_json.build(results, plan.cases, infos)
+    # a shard's report names the whole selection's cases: the suite every shard shares
+    suite = plan.cases if plan.shard is None else list(plan.shard.selection)
+    doc = report_json.build(results, suite, infos)
+    if plan.shard is not None:
+        doc["shard"] = plan.shard.section(
+            [a.name for a in plan.adapters],
+            results,
+            keywords=config.keywords,
+            dtypes=config.dtypes,
+        )
     cases = {c.id: c for c in plan.cases}
     spec_of = {info["name"]: info["spec"] for info in infos}
     outcome = outcome or Outcome()
     for i, (r, d) in enumerate(zip(results, doc["results"], strict=True)):
         d["groups"] = matrix.groups_of(r.case_id, r.features, r.tags, r.dtype)
-        entry = (
-            outcome.expected.get(i) or outcome.disallowed.get(i) or outcome.unexpected_passes.get(i)
-        )
-        d["expected"] = i in outcome.expected
-        d["expectation"] = (
-            None
-            if entry is None
-            else {
-                "id": entry.id,
-                "line": entry.line,
-                "outcomes": sorted(entry.outcomes),
-                "reason": entry.reason,
-            }
-        )
+        _mark(d, i, outcome)
         d["repro"] = (
             None if r.conforming else repro.snippet(cases[r.case_id], spec_of[r.adapter], r.dtype)
         )
-    doc["gate"] = {
+    doc["gate"] = _gate_section(results, outcome, config)
+    return doc
+
+
+def _mark(d: dict, i: int, outcome: Outcome) -> None:
+    """Result ``i``'s report fields ``expected`` and ``expectation``."""
+    entry = outcome.expected.get(i) or outcome.disallowed.get(i) or outcome.unexpected_passes.get(i)
+    d["expected"] = i in outcome.expected
+    d["expectation"] = (
+        None
+        if entry is None
+        else {
+            "id": entry.id,
+            "line": entry.line,
+            "outcomes": sorted(entry.outcomes),
+            "reason": entry.reason,
+        }
+    )
+
+
+def _gate_section(results: list[Result], outcome: Outcome, config: RunConfig) -> dict:
+    return {
         "exit_code": outcome.exit_code,
         "blocking": len(outcome.blocking),
         "expected": len(outcome.expected),
@@ -122,23 +139,57 @@ def document(
         "baseline_file": None if config.baseline is None else str(config.baseline),
         "baseline": None if outcome.baseline is None else outcome.baseline.to_dict(),
     }
-    return doc
+
+
+def _load_expectations(config: RunConfig) -> Expectations | None:
+    return None if config.expectations is None else expectations_file.load(config.expectations)
+
+
+def _compare_with_baseline(outcome: Outcome, doc: dict, config: RunConfig) -> None:
+    """With ``config.baseline``: the comparison, in ``outcome`` and the gate section."""
+    if config.baseline is None:
+        return
+    old = baseline.read_report(config.baseline)
+    factor = config.growth_factor or baseline.DEFAULT_GROWTH
+    outcome.baseline = baseline.compare(old, doc, factor=factor)
+    doc["gate"]["baseline"] = outcome.baseline.to_dict()
+    doc["gate"]["exit_code"] = outcome.exit_code
 
 
 def evaluate(plan: Plan, results: list[Result], config: RunConfig) -> tuple[Outcome, dict]:
     """Apply the expectations and the baseline; return the outcome and the JSON document."""
-    expectations = None
-    if config.expectations is not None:
-        expectations = expectations_file.load(config.expectations)
+    expectations = _load_expectations(config)
     specs = _specs(plan)
     infos = {a.name: describe(a, s) for a, s in zip(plan.adapters, specs, strict=True)}
     selected = {c.id: c.dtypes for c in plan.cases}
     outcome = apply_expectations(results, infos, expectations, selected)
     doc = document(plan, results, config, outcome)
-    if config.baseline is not None:
-        old = baseline.read_report(config.baseline)
-        factor = config.growth_factor or baseline.DEFAULT_GROWTH
-        outcome.baseline = baseline.compare(old, doc, factor=factor)
-        doc["gate"]["baseline"] = outcome.baseline.to_dict()
-        doc["gate"]["exit_code"] = outcome.exit_code
+    _compare_with_baseline(outcome, doc, config)
     return outcome, doc
+
+
+def result_views(doc: dict) -> list[Result]:
+    """A report's results as records with what the gate reads: case, adapter, dtype, status."""
+    return [
+        Result(d["case_id"], d["adapter"], d["dtype"], Status(d["status"])) for d in doc["results"]
+    ]
+
+
+def judge(doc: dict, config: RunConfig) -> tuple[Outcome, list[Result]]:
+    """Judge a report document's results again, as ``evaluate`` judges a run's: the
+    expectations and baseline of ``config`` replace the document's own (``python -m harness
+    merge``). Sets each result's ``expected`` and ``expectation`` and the gate section; returns
+    the outcome and the results' views (``result_views``)."""
+    views = result_views(doc)
+    infos = {a["name"]: a for a in doc["adapters"]}
+    # the selection, from the results: each selected case gives one for each of its dtypes
+    selected: dict[str, tuple[str, ...]] = {}
+    for r in views:
+        if r.dtype not in selected.get(r.case_id, ()):
+            selected[r.case_id] = (*selected.get(r.case_id, ()), r.dtype)
+    outcome = apply_expectations(views, infos, _load_expectations(config), selected)
+    for i, d in enumerate(doc["results"]):
+        _mark(d, i, outcome)
+    doc["gate"] = _gate_section(views, outcome, config)
+    _compare_with_baseline(outcome, doc, config)
+    return outcome, views

@@ -15,6 +15,12 @@ Python does: a non-finite number is written as the string "nan", "inf" or "-inf"
 ``decode`` (which ``harness.gate.baseline.read_report`` applies) turns the error figures
 back into floats. Version 1 wrote bare ``NaN``/``Infinity`` tokens; it is still read.
 Fields may be added within a version: readers ignore what they do not know.
+
+A shard's report (``--shard I/N``) adds ``shard: {index, count, selection: {digest,
+results, adapters, keywords, dtypes}, positions}`` and names the whole selection's cases
+in ``suite`` (``harness.execution.shard``); a merged report (``python -m harness merge``)
+adds ``merged_from: [{file, shard, results, timestamp, environment}]`` instead
+(``harness.gate.merge``).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import os
 import platform
 import sys
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -56,9 +63,14 @@ def build(
         },
         "adapters": [_with_totals(a, results) for a in adapters],
         "suite": {"cases": {c.id: c.content_hash for c in cases}},
-        "summary": dict(sorted(Counter(r.status.value for r in results).items())),
+        "summary": summarize(r.status.value for r in results),
         "results": [r.to_dict() for r in results],
     }
+
+
+def summarize(statuses: Iterable[str]) -> dict[str, int]:
+    """The report's ``summary``: the number of results of each status, by status name."""
+    return dict(sorted(Counter(statuses).items()))
 
 
 def _with_totals(adapter: dict, results: list[Result]) -> dict:
