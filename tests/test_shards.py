@@ -199,6 +199,24 @@ def test_list_shows_the_shards_share(cli, project):
     assert listed[0] and listed[1] and listed[0] | listed[1] == every
 
 
+def test_the_shipped_schema_describes_the_shard_and_merged_sections(cli, project, two):
+    import jsonschema
+    from report_validation import schema
+
+    merged = project / "merged.json"
+    assert cli("merge", *map(str, two), "--report", str(merged), cwd=project).returncode == 1
+    for doc in (load(two[0]), load(merged)):
+        jsonschema.validate(doc, schema())
+    bad = load(two[0])
+    bad["shard"]["positions"] = ["0"]
+    with pytest.raises(jsonschema.ValidationError, match=r"'0' is not of type 'integer'"):
+        jsonschema.validate(bad, schema())
+    bad = load(merged)
+    bad["merged_from"][0]["shard"] = 1
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schema())
+
+
 # --- merging gives the unsharded run --------------------------------------------------------
 
 
