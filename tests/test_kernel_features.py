@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from harness import Adapter, CallInputs, Output, load_cases
 from harness.adapters import KERNEL_FEATURES
@@ -398,3 +400,126 @@ def test_kernel_features_are_all_named_in_features():
     from harness import FEATURES
 
     assert set(FEATURES) >= KERNEL_FEATURES
+
+
+# -- the error model's kernel terms ----------------------------------------------------------
+
+
+def _legal_kernel(p: Problem, dtype: str):
+    """The kernel fields as a careful implementation may compute them, rounding wherever the
+    model allows: each step that forms z (a x, / s, tanh, s *) and dz/dx = a (1 - tanh**2)
+    stored in the case dtype; the cross-entropy and lse in the compute precision with the
+    log-probabilities, probabilities, products, losses and results stored in the dtype."""
+    from harness.dtypes import cast
+    from harness.oracle.error_model import COMPUTE_DTYPE
+
+    def rd(a):
+        return cast(np.asarray(a, dtype=np.float64), dtype).astype(np.float64)
+
+    def rc(a):
+        return cast(np.asarray(a, dtype=np.float64), COMPUTE_DTYPE[dtype]).astype(np.float64)
+
+    x, t = p.rows()
+    n, c = x.shape
+    a_s = p.logit_scale
+    if p.softcap is None:
+        z, slope = rd(a_s * x), np.full_like(x, a_s)
+    else:
+        tt = rd(np.tanh(rd(rd(a_s * x) / p.softcap)))
+        z, slope = rd(p.softcap * tt), rd(a_s * rd(1.0 - rd(tt * tt)))
+    eps, w = p.label_smoothing, (np.ones(c) if p.weight is None else p.weight)
+    m = z.max(axis=1, keepdims=True)
+    d = rc(z - m)
+    s = rc(np.sum(rc(np.exp(d)), axis=1, keepdims=True))
+    lse = rc(m + rc(np.log(s)))[:, 0]
+    logp = rd(rc(d - rc(np.log(s))))
+    keep = t != p.ignore_index
+    safe = np.where(keep, t, 0)
+    a = np.zeros((n, c))
+    a[np.arange(n), safe] = (1 - eps) * w[safe]
+    a = rc(a + eps / c * w)
+    a[~keep] = 0.0
+    den = float(rc(np.sum(np.where(keep, w[safe], 0.0))))
+    n_kept = float(np.count_nonzero(keep))
+    per_pos = rd(rc(np.sum(rd(rc(-a * logp)), axis=1)))
+    z_pos = np.where(keep, rd(rc(p.z_loss * rc(lse * lse))), 0.0)
+    if p.reduction == "none":
+        loss, z_out = rd(per_pos + z_pos), z_pos
+        g = gz = np.ones(n)
+    elif p.reduction == "sum":
+        z_out = rd(rc(np.sum(z_pos)))
+        loss = rd(rc(np.sum(per_pos)) + z_out)
+        g = gz = np.ones(n)
+    else:
+        z_out = rd(rc(np.sum(z_pos)) / n_kept)
+        loss = rd(rc(rc(np.sum(per_pos)) / den) + z_out)
+        g, gz = np.full(n, rc(1.0 / den)), np.full(n, rc(1.0 / n_kept))
+    prob = rd(rc(np.exp(logp)))
+    big_a = rc(np.sum(a, axis=1, keepdims=True))
+    grad_z = rc(rc(g[:, None] * rc(big_a * prob)) - rc(g[:, None] * a))
+    grad_z = rc(grad_z + rc(np.where(keep, rc(2 * p.z_loss * gz * lse), 0.0)[:, None] * prob))
+    grad = rd(rd(grad_z) * slope)
+    grad[~keep] = 0.0
+    return loss.reshape(p.loss_shape()), p.grad_from_rows(grad), z_out.reshape(p.loss_shape())
+
+
+def _kernel_ratios(p: Problem, dtype: str, got) -> list[float]:
+    from harness.execution.compare import compare
+    from harness.oracle.error_model import error_bounds
+
+    exact = cross_entropy(p)
+    b = error_bounds(p, dtype, exact.loss, exact.grad, exact.z_loss)
+    pairs = [(got[0], exact.loss, b.loss), (got[1], exact.grad, b.grad)]
+    pairs.append((got[2], exact.z_loss, b.z_loss))
+    return [compare(g, e, bd, dtype, "x").errors.max_ratio for g, e, bd in pairs]
+
+
+@st.composite
+def _kernel_problems(draw):
+    dtype = draw(st.sampled_from(["float64", "float32", "float16", "bfloat16"]))
+    n, c = draw(st.integers(1, 5)), draw(st.integers(2, 8))
+    spread = draw(st.sampled_from([1.0, 4.0, 12.0, 60.0]))
+    offset = draw(st.sampled_from([0.0, 30.0, -200.0]))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    x = cast_to(offset + spread * rng.standard_normal((n, c)), dtype)
+    t = rng.integers(0, c, size=n)
+    if n > 1 and draw(st.booleans()):
+        t[rng.choice(n, size=n // 2, replace=False)] = -100
+    weight = None
+    if draw(st.booleans()):
+        weight = cast_to(rng.integers(1, 13, size=c) / 4.0, dtype)
+    fields = {
+        "softcap": draw(st.sampled_from([None, 1.5, 5.0, 30.0])),
+        "logit_scale": draw(st.sampled_from([1.0, 0.125, 0.7, 4.0])),
+        "z_loss": draw(st.sampled_from([0.0, 1e-4, 0.25])),
+        "label_smoothing": draw(st.sampled_from([0.0, 0.1])),
+        "reduction": draw(st.sampled_from(["none", "mean", "sum"])),
+    }
+    return dtype, Problem(x, t, False, weight=weight, return_z_loss=True, **fields)
+
+
+def cast_to(a: np.ndarray, dtype: str) -> np.ndarray:
+    from harness.dtypes import cast
+
+    return cast(a, dtype).astype(np.float64)
+
+
+@settings(max_examples=80, deadline=None)
+@given(_kernel_problems())
+def test_a_careful_kernel_implementation_always_conforms(drawn):
+    dtype, p = drawn
+    with np.errstate(all="ignore"):
+        got = _legal_kernel(p, dtype)
+    assume(np.all(np.isfinite(got[0])))
+    assert max(_kernel_ratios(p, dtype, got)) <= 1.0
+
+
+@pytest.mark.parametrize("mutant", [SoftcapWithoutOuterScale, ZLossMeanOverN, ShiftOffByOne])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_kernel_mutants_fail_in_every_precision(kernel_cases, mutant, dtype):
+    """The bounds leave room for the roundings above, not for the bugs: even in bfloat16
+    (z stored three times at 2**-8) each kernel mutant fails the cases of its field."""
+    cases = [c for c in kernel_cases if dtype in c.dtypes]
+    killed = [c.name for c in cases if not run_one(c, mutant(), dtype).conforming]
+    assert len(killed) >= 5, killed

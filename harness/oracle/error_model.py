@@ -255,7 +255,7 @@ def error_bounds(
                     bound = bound + _kernel_grad_terms(
                         p, abs_logp, abs_x, abs_lse, gg * sum_a[:, None],
                         2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None], tau, lse_tau, d_lse,
-                        u_d, u_c, sqrt_c,
+                        u_d, u_c, sqrt_c, tiny,
                     )  # fmt: skip
                     if slope_all is not None:
                         # |dL/dz| times the error of dz/dx = a (1 - tanh**2), and dz/dx's size
@@ -266,7 +266,8 @@ def error_bounds(
                             if problem.softcap is not None
                             else u_c * abs(problem.logit_scale)
                         )
-                        bound = bound * slope + mag * (u_d * slope + computed)
+                        # and the result, stored in the dtype (its underflow unscaled)
+                        bound = bound * slope + mag * (u_d * slope + computed) + tiny
                 grad_rows[lo:hi] = bound
                 grad_rows[lo:hi][~finite_row] = 0.0
             per_pos_d[lo:hi][~finite_row] = 0.0
@@ -300,14 +301,16 @@ def error_bounds(
 
 
 def _kernel_grad_terms(
-    p, abs_logp, abs_x, abs_lse, ce_mass, z_mass, tau, lse_tau, d_lse, u_d, u_c, sqrt_c
+    p, abs_logp, abs_x, abs_lse, ce_mass, z_mass, tau, lse_tau, d_lse, u_d, u_c, sqrt_c, tiny
 ) -> np.ndarray:  # fmt: skip
     """The extra bound of dLoss/dz_j (r, C) from the kernel fields: the z-loss gradient
-    ``z_mass * p_j`` (z_mass = 2 |c| g_z |lse|) bounded like the p_j term, lse's error, and
-    the rounding of z (``tau``) through the Jacobian of the softmax."""
+    ``z_mass * p_j`` (z_mass = 2 |c| g_z |lse|) bounded like the p_j term (a p_j stored
+    below the dtype's normal range included), lse's error, and the rounding of z (``tau``)
+    through the Jacobian of the softmax."""
     with np.errstate(invalid="ignore", over="ignore"):
         term_pz = z_mass * p
         out = term_pz * (u_d + u_d * abs_logp + u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c)
+        out += tiny * z_mass
         out += u_d * term_pz
         # lse's error (d_lse includes the rounding of z) in 2 c lse p_j
         with np.errstate(divide="ignore"):
