@@ -12,6 +12,7 @@ import pytest
 
 from harness.cases.loader import load_paths
 from harness.cases.yaml_numbers import yaml_number_spelling
+from harness.cli.main import SUBCOMMANDS
 from harness.errors import CaseFileError
 from harness.execution import registry
 
@@ -73,7 +74,7 @@ def test_help_names_the_program_as_invoked(cli, monkeypatch, argv0, prog):
     assert top.stdout.startswith(f"usage: {prog} [-h]")
     assert f"  {prog} --adapter ./my_ce.py" in top.stdout  # the examples too
     assert f"sub-commands ({prog} COMMAND --help)" in top.stdout
-    for command in ("validate", "diff", "history", "coverage", "regen", "expectations", "fuzz"):
+    for command in SUBCOMMANDS:
         sub = cli(command, "--help")
         assert sub.stdout.startswith(f"usage: {prog} {command}"), (command, sub.stdout[:80])
 

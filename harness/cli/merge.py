@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from harness.cli import program
 from harness.cli.options import RUN_OPTIONS, config_from
 from harness.cli.run import check_inputs
 from harness.exit_codes import ExitCode
@@ -25,7 +26,7 @@ SHOWN = 20
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m harness merge",
+        prog=program.name("merge"),
         description="Merge the JSON reports of the N shards of a run (--shard I/N) into the "
         "report of the whole run, judged again with --expectations and --baseline: the same "
         "results, in the same order, and the same verdict as one unsharded run. Exit 0 when it "
