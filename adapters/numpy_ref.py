@@ -11,7 +11,7 @@ where u_n is the upstream factor of position n (grad_output, 1, or 1/denominator
 Kernel fields (docs/kernel-features.md): the loss is that of z = s * tanh(a * x / s)
 (or a * x), plus zl * lse(z_n)**2 per kept position (a mean divides those by the kept
 count); the gradient w.r.t. z gains 2 * zl * lse_n * p[n, j] times the z-loss's upstream
-factor, and the chain rule multiplies by dz/dx = a * (1 - tanh**2). ``shift`` k moves the
+factor, and the chain rule multiplies by dz/dx = a * sech(a * x / s)**2. ``shift`` k moves the
 targets k positions back along their last axis and ignores the last k positions.
 """
 
@@ -93,8 +93,9 @@ def _transform(x: np.ndarray, inputs: CallInputs) -> tuple[np.ndarray, np.ndarra
         if inputs.softcap is None:
             return z, np.full_like(x, a)
         s = float(inputs.softcap)
-        t = np.tanh(z / s)
-        return s * t, a * (1.0 - t * t)
+        u = z / s
+        # sech**2 rather than 1 - tanh**2: no cancellation where tanh is close to +-1
+        return s * np.tanh(u), a / np.cosh(u) ** 2
 
 
 def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
