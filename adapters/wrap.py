@@ -21,18 +21,34 @@ as the function)::
     adapter = from_numpy(my_ce, grad=my_ce_grad)   # grad=None: loss only
 
 - ``from_torch``: gradient by autograd; option ``device`` ('cpu', 'cuda', 'mps').
-- ``from_jax``: gradient by ``jax.vjp`` (``jax.grad`` for scalar losses); jitted,
-  or eager when the function cannot be traced (``jit=False`` forces eager).
+- ``from_jax``: gradient by ``jax.vjp``; jitted, or eager when the function cannot
+  be traced (``jit=False`` forces eager). Called on padded shapes, with
+  ignore_index and label_smoothing as traced values, where the semantics allow,
+  so a run compiles few programs (``harness.adapters.jax_function`` says when
+  not); ``pad=False`` calls every case on its exact shape.
 - ``from_numpy``: no autodiff, so pass ``grad=fn`` with the same signature plus
   ``grad_output=None`` (returning d loss / d input), or the adapter is checked
-  for the loss only and the report says so. Results are cast to the case's
-  dtype (NumPy promotes readily: ``math.log`` returns a Python float).
+  for the loss only and the report says so. The arrays come in the case's dtype,
+  bfloat16 as ml_dtypes' ``bfloat16`` arrays (not float32), and a function (or
+  grad function) with a ``dtype`` parameter gets the dtype's name. Results are
+  cast to the case's dtype (NumPy promotes readily: ``math.log`` returns a
+  Python float).
+
+All three take ``library=`` and ``version=`` to name what is wrapped:
+``from_jax(keras_ce, library="keras")`` reports "keras 3.15.1 (jax 0.10.2)" (the
+version of an installed library is looked up); without them the report names the
+function and the framework.
 
 ``--adapter ./file.py:my_ce`` on an undecorated function calls ``adapt``, which
 picks the framework from the modules the function's globals refer to (torch,
 jax, else numpy) unless told with ``@framework=torch``. Command-line options:
-``framework``, ``device``, ``jit`` and ``unsupported`` (names joined by ``+``),
-e.g. ``--adapter ./my_ce.py:my_ce@framework=torch,unsupported=label_smoothing+float16``.
+``framework``, ``device``, ``jit``, ``pad``, ``library``, ``version`` and
+``unsupported`` (names joined by ``+``), e.g.
+``--adapter ./my_ce.py:my_ce@framework=torch,unsupported=label_smoothing+float16``.
+
+A gradient that cannot take ``grad_output`` (declared ``unsupported``, or a NumPy
+grad function without the parameter) does not cost those cases: their loss is
+still checked, and the report notes that the gradient was not.
 
 Declaring what is missing: ``unsupported=`` takes feature names from
 ``harness.FEATURES`` and dtype names; raising ``NotImplementedError`` (or
@@ -42,6 +58,7 @@ Declaring what is missing: ``unsupported=`` takes feature names from
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import inspect
 import sys
 import types
@@ -52,7 +69,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
-from harness.adapters.jax_ce import run_with_vjp
+from harness.adapters.jax_function import JaxCaller
 from harness.adapters.torch_ce import TorchAdapter, loss_and_grad, to_torch
 from harness.dtypes import DTYPE_NAMES, cast
 
@@ -77,6 +94,19 @@ def check_unsupported(names: Iterable[str], where: str) -> frozenset[str]:
             f"({', '.join(FEATURES)}) or dtypes ({', '.join(DTYPE_NAMES)})"
         )
     return names
+
+
+def installed_version(library: str) -> str:
+    """The version of ``library``: its imported module's ``__version__`` (what runs), else
+    its installed distribution's, else '?'."""
+    module = sys.modules.get(library)
+    version = getattr(module, "__version__", None)
+    if isinstance(version, str):
+        return version
+    try:
+        return importlib.metadata.version(library)
+    except importlib.metadata.PackageNotFoundError:
+        return "?"
 
 
 def _location(fn: Callable) -> str:
@@ -113,9 +143,13 @@ class FunctionAdapter(Adapter):
         name: str | None = None,
         unsupported: Iterable[str] = (),
         declared_by: str | None = None,
+        library: str | None = None,
+        version: str | None = None,
     ) -> None:
         self.fn = fn
         functools.update_wrapper(self, fn, updated=())
+        self.library = library
+        self.library_version = version
         fallback: str = getattr(fn, "__name__", "function")
         self.name = name or fallback
         self.location = _location(fn)
@@ -176,9 +210,17 @@ class FunctionAdapter(Adapter):
         return {"weight": weight}
 
     def version(self) -> str:
-        module = sys.modules.get(self.framework)
-        v = getattr(module, "__version__", "?")
-        return f"{self.fn.__qualname__} ({self.location}) on {self.framework} {v}"
+        """What is wrapped: 'keras 3.15.1 (jax 0.10.2)' with ``library=`` and ``version=``
+        (the version of an installed library is looked up), else the function and where it
+        is defined, on the framework: 'my_ce (my_ce.py:3) on jax 0.10.2'."""
+        on = f"{self.framework} {installed_version(self.framework)}"
+        if self.library is None and self.library_version is None:
+            return f"{self.fn.__qualname__} ({self.location}) on {on}"
+        library = self.library or self.name
+        version = self.library_version or installed_version(library)
+        if library == self.framework:
+            return f"{library} {version}"
+        return f"{library} {version} ({on})"
 
     def load(self) -> None:
         __import__(self.framework)
@@ -218,26 +260,34 @@ class TorchFunction(FunctionAdapter):
 
 
 class JaxFunction(FunctionAdapter):
-    """A JAX function; gradient by jax.vjp, jitted unless it cannot be traced."""
+    """A JAX function; gradient by jax.vjp, jitted unless it cannot be traced; called on
+    padded shapes with traced options where the semantics allow (``harness.adapters.jax_function``)."""
 
     framework = "jax"
 
-    def __init__(self, fn: Callable, *, jit: bool | str = True, **kwargs: Any) -> None:
+    def __init__(
+        self, fn: Callable, *, jit: bool | str = True, pad: bool | str = True, **kwargs: Any
+    ) -> None:
         super().__init__(fn, **kwargs)
-        self.jit = str(jit).lower() not in ("0", "false", "no")
+        self.jit = _flag(jit)
+        self.pad = _flag(pad)
         self.requires = ("jax",)
         # one stable callable, so jitted programs are cached across calls
         self._call = functools.partial(_call_jax, self)
-
-    def version(self) -> str:
-        import jax
-
-        return f"{self.fn.__qualname__} ({self.location}) on jax {jax.__version__}"
+        ignores = (self.accepts is None or "ignore_index" in self.accepts) and (
+            "ignore_index" not in self.unsupported
+        )
+        self._caller = JaxCaller(self._call, ignores=ignores, pad=self.pad, jit=self.jit)
 
     def run(self, inputs: CallInputs) -> Output:
         if self.accepts is not None and "weight" not in self.accepts and inputs.weight is not None:
             raise Unsupported(f"{self.name} has no parameter 'weight'")
-        return run_with_vjp(self._call, inputs, self.options(inputs), upcast=False, jit=self.jit)
+        return self._caller(inputs, self.options(inputs))
+
+
+def _flag(value: bool | str) -> bool:
+    """A boolean option, given in Python or on the command line ('0', 'false', 'no': off)."""
+    return str(value).lower() not in ("0", "false", "no")
 
 
 def _call_jax(adapter: JaxFunction, x: Any, target: Any, weight: Any, **options: Any) -> Any:
@@ -252,6 +302,8 @@ class NumpyFunction(FunctionAdapter):
     def __init__(self, fn: Callable, *, grad: Callable | None = None, **kwargs: Any) -> None:
         self.grad_fn = grad
         super().__init__(fn, **kwargs)
+        self._dtype_kw = "dtype" in _explicit_parameters(fn)
+        self._grad_dtype_kw = grad is not None and "dtype" in _explicit_parameters(grad)
 
     def _framework_unsupported(self) -> frozenset[str]:
         if self.grad_fn is None:
@@ -267,15 +319,51 @@ class NumpyFunction(FunctionAdapter):
 
     def run(self, inputs: CallInputs) -> Output:
         options = self.options(inputs)
-        args = (inputs.logits, inputs.target)
-        weight = self._pass_weight(inputs.weight)
-        loss = cast(np.asarray(self.fn(*args, **weight, **options), dtype=np.float64), inputs.dtype)
+        logits, target, weight_array, grad_output = _in_dtype(inputs)
+        args = (logits, target)
+        weight = self._pass_weight(weight_array)
+        dtype = {"dtype": inputs.dtype} if self._dtype_kw else {}
+        value = self.fn(*args, **weight, **options, **dtype)
+        loss = cast(np.asarray(value, dtype=np.float64), inputs.dtype)
         grad = None
         if inputs.want_grad and self.grad_fn is not None:
-            extra = {} if inputs.grad_output is None else {"grad_output": inputs.grad_output}
+            extra = {} if grad_output is None else {"grad_output": grad_output}
+            if self._grad_dtype_kw:
+                extra["dtype"] = inputs.dtype
             g = self.grad_fn(*args, **weight, **options, **extra)
             grad = cast(np.asarray(g, dtype=np.float64), inputs.dtype)
         return Output(loss=loss, grad=grad)
+
+
+def _in_dtype(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray, Any, Any]:
+    """logits, target, weight and grad_output as a NumPy function gets them: in the case's
+    dtype, bfloat16 as ml_dtypes' array (not the float32 carrier), so a function that
+    computes in its input's dtype computes in bfloat16."""
+    arrays = (inputs.logits, inputs.target, inputs.weight, inputs.grad_output)
+    if inputs.dtype != "bfloat16":
+        return arrays
+    try:
+        import ml_dtypes  # installed with JAX; only bfloat16 cases need it
+    except ImportError:
+        raise Unsupported(
+            "bfloat16: from_numpy passes bfloat16 arrays as ml_dtypes.bfloat16 "
+            "(pip install ml_dtypes)"
+        ) from None
+
+    def real(a: Any) -> Any:
+        floating = isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)
+        return a.astype(ml_dtypes.bfloat16) if floating else a
+
+    logits, target, weight, grad_output = (real(a) for a in arrays)
+    return logits, target, weight, grad_output
+
+
+def _explicit_parameters(fn: Callable) -> set[str]:
+    """The names of ``fn``'s parameters (not those a ``**kwargs`` would take)."""
+    try:
+        return set(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return set()
 
 
 def _accepted_all(fn: Callable) -> list[str]:
@@ -342,7 +430,8 @@ def adapt(obj: Callable | Adapter, *, name: str | None = None, **options: str) -
     """An adapter for a plain function (what ``--adapter file.py:fn`` loads).
 
     ``options`` are command-line strings: ``framework`` (torch, jax, numpy; default:
-    detected), ``unsupported`` (names joined by '+'), ``device`` (torch), ``jit`` (jax).
+    detected), ``unsupported`` (names joined by '+'), ``library`` and ``version``,
+    ``device`` (torch), ``jit`` and ``pad`` (jax).
     """
     if isinstance(obj, Adapter):
         return obj
@@ -351,7 +440,8 @@ def adapt(obj: Callable | Adapter, *, name: str | None = None, **options: str) -
         raise ValueError(f"framework={framework!r}: expected one of {', '.join(FRAMEWORKS)}")
     raw = options.pop("unsupported", "")
     unsupported = [n for n in raw.replace(",", "+").split("+") if n]
-    allowed = {"torch": {"device"}, "jax": {"jit"}, "numpy": set()}[framework]
+    allowed = {"torch": {"device"}, "jax": {"jit", "pad"}, "numpy": set()}[framework]
+    allowed |= {"library", "version"}
     unknown = sorted(set(options) - allowed)
     if unknown:
         raise ValueError(

@@ -1,12 +1,19 @@
 """A hand-written torch cross-entropy with its own ``torch.autograd.Function``.
 
-Forward: loss_n = w[y_n] * (logsumexp(x_n) - x[n, y_n]), 0 where y_n == ignore_index,
-reduced as PyTorch does (the weighted mean divides by sum_n w[y_n]).
-Backward: d loss_n / d x_n = w[y_n] * (softmax(x_n) - onehot(y_n)), written by hand
-instead of left to autograd. Half precision is computed in float32.
+Forward: loss_n = -w[y_n] * log_softmax(x_n)[y_n], 0 where y_n == ignore_index,
+reduced as PyTorch does (the weighted mean divides by sum_n w[y_n]). log_softmax
+rather than logsumexp(x_n) - x[n, y_n]: that difference cancels for huge logits
+(two tied logits of 1e300 give 0, not log 2).
+Backward, written by hand instead of left to autograd, in PyTorch's order: the
+upstream factor g_n (grad_output, 1, or 1 / sum_n w[y_n]) makes
+d loss / d log_softmax(x_n)[y_n] = -w[y_n] g_n at kept positions, and
+d loss / d x_n = that row minus softmax(x_n) times its sum. So a weighted mean
+whose weights sum to 0 gets PyTorch's nan and inf gradients, and ignored
+positions a gradient of exactly 0. Half precision is computed in float32.
 
-Label smoothing and probability targets are not implemented: the function raises
-``NotImplementedError``, which lossconf reports as ``unsupported`` (not ``fail``).
+What it leaves out: label smoothing and probability targets. The function raises
+``NotImplementedError`` for them, which lossconf reports as ``unsupported`` (not
+``fail``) with this message, case by case.
 
     python -m harness --adapter examples/torch_autograd.py:cross_entropy
 """
@@ -23,11 +30,11 @@ class _CrossEntropy(torch.autograd.Function):
         keep = target != ignore_index
         safe = torch.where(keep, target, torch.zeros_like(target))
         w = torch.ones(x.shape[1], dtype=xf.dtype) if weight is None else weight.to(xf.dtype)
-        wy = w[safe] * keep
-        lse = torch.logsumexp(xf, dim=1)
-        per_row = torch.where(keep, wy * (lse - xf.gather(1, safe[:, None])[:, 0]), 0.0)
+        wy = torch.where(keep, w[safe], 0.0)
+        lp = torch.log_softmax(xf, dim=1)
+        per_row = torch.where(keep, -wy * lp.gather(1, safe[:, None])[:, 0], 0.0)
         denominator = wy.sum()
-        ctx.save_for_backward(xf, safe, wy, denominator)
+        ctx.save_for_backward(lp, safe, keep, wy, denominator)
         ctx.reduction, ctx.dtype = reduction, x.dtype
         if reduction == "none":
             return per_row.to(x.dtype)
@@ -37,18 +44,14 @@ class _CrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, upstream):
-        xf, safe, wy, denominator = ctx.saved_tensors
-        grad = torch.softmax(xf, dim=1)
-        grad[torch.arange(len(safe)), safe] -= 1.0
-        grad = grad * wy[:, None]
-        up = upstream.to(xf.dtype)
-        if ctx.reduction == "none":
-            grad = grad * up[:, None]
-        elif ctx.reduction == "mean":
-            # all targets ignored: the loss is 0/0 = nan but the gradient is zero, as in PyTorch
-            grad = grad * (up / denominator if denominator != 0 else up * 0.0)
-        else:
-            grad = grad * up
+        lp, safe, keep, wy, denominator = ctx.saved_tensors
+        up = upstream.to(lp.dtype)
+        g = up / denominator if ctx.reduction == "mean" else up  # 1/0 = inf, as in PyTorch
+        # d loss / d lp at the targets; ignored positions get 0, never 0 * inf
+        at_target = torch.where(keep, -wy * g, 0.0)
+        d_lp = torch.zeros_like(lp)
+        d_lp[torch.arange(len(safe)), safe] = at_target
+        grad = d_lp - torch.exp(lp) * d_lp.sum(dim=1, keepdim=True)
         return grad.to(ctx.dtype), None, None, None, None
 
 

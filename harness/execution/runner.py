@@ -173,7 +173,11 @@ def run_one(
         features = case.features()
         result.features = tuple(sorted(features))
         lacking = unsupported_by_declaration(case, adapter, dtype, features)
-        want_grad = "grad" not in adapter.unsupported
+        # grad_output only shapes the gradient: without it the loss is still checked
+        no_grad_output = "grad_output" in lacking
+        if no_grad_output:
+            lacking.remove("grad_output")
+        want_grad = "grad" not in adapter.unsupported and not no_grad_output
         inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
         result.status = Status.ERROR
@@ -186,7 +190,8 @@ def run_one(
         result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
         return result
     if not want_grad and case.expect_error is None:
-        result.notes.append("loss only: the adapter gives no gradient")
+        why = "takes no grad_output" if no_grad_output else "gives no gradient"
+        result.notes.append(f"loss only: the adapter {why}")
     before = snapshot(inputs)
     output = _call_and_check(case, adapter, dtype, inputs, watchdog, result)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
