@@ -1,8 +1,8 @@
 """Calling a user's JAX cross-entropy (``from_jax``) with few XLA compiles.
 
 XLA compiles a jitted function once per input shape, dtype and static argument.
-Called as given, a function compiled about 1700 programs on the built-in suite
-(one per shape, dtype, reduction, weight, ignore_index and label_smoothing value).
+Called as given, a function compiled a program for every distinct shape, dtype,
+reduction, weight, ignore_index and label_smoothing value of the suite's calls.
 What the function sees of a case stays as it is: its dtype, its reduction, whether
 it gets a weight, the rank of its input. The rest is bounded:
 
