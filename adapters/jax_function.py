@@ -229,6 +229,8 @@ class JaxCaller:
         target = a.target.astype(dtype) if inputs.probability_target else a.target
         upstream = None if a.upstream is None else a.upstream.astype(dtype)
         concrete_names = _CONCRETE_STEPS[min(self.step, len(_CONCRETE_STEPS) - 1)]
+        if "ignore_index" in options and not _ignorable(inputs, True):
+            concrete_names |= {"ignore_index"}  # a traced int32 cannot hold it
         traced: tuple[str, ...] = ()
         if not self.eager:
             traced = tuple(k for k in TRACEABLE if k in options and k not in concrete_names)
