@@ -239,6 +239,8 @@ SOURCES: dict[str, Source] = {
         Source("bench-jax-compiles-unpadded", "git show 4116c04:adapters/jax_ce.py > "
                "old_jax_ce.py && python benchmarks/bench_jax_compiles.py --adapter "
                "old_jax_ce.py:JaxAdapter", "slow"),
+        Source("bench-jax-function", "python benchmarks/bench_jax_compiles.py --adapter jax "
+               "--adapter examples/jax_fn.py:cross_entropy", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
         Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
                ok_codes=(0,)),
