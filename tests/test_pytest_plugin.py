@@ -100,9 +100,11 @@ def test_bad_option_value_is_a_usage_error(project):
 
 
 def test_works_with_xdist(project):
-    # worker processes of its own: a pytest run in a subprocess
+    # worker processes of its own: a pytest run in a subprocess (without hypothesis's plugin,
+    # which imports all of hypothesis at the end of every session: a second)
     r = project.runpytest_subprocess("--lossconf-adapter", "wrong.py", "--lossconf-cases",
-                                     "small.yaml", "-n", "2", "-q", "-p", "no:cacheprovider")  # fmt: skip
+                                     "small.yaml", "-n", "2", "-q", "-p", "no:cacheprovider",
+                                     "-p", "no:hypothesispytest")  # fmt: skip
     assert r.ret == 1, r.stdout.str()
     assert "2 failed, 4 passed" in r.stdout.str()
 
