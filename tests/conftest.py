@@ -14,6 +14,7 @@ import importlib
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,19 @@ REPO = Path(__file__).resolve().parent.parent
 # oversubscribes the cores (torch's small calls ran three times slower on two shared cores).
 # Set before any test imports torch; the subprocesses of tests inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+# Every pytest-xdist worker and every subprocess of a test starts a fresh interpreter. With
+# PYTHONDONTWRITEBYTECODE set, each one compiled the harness again, and pytest rewrote the
+# asserts of every module of hypothesis and of this harness again (both are pytest plugins):
+# with the suite's ~100 interpreters that was 20 s of CPU of ~150. Their bytecode goes to a
+# cache outside the checkout and the virtual environment instead (PYTHONPYCACHEPREFIX), so the
+# setting's point, no bytecode files among the sources, still holds. The workers and the
+# subprocesses inherit it; a PYTHONPYCACHEPREFIX already set is kept.
+if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = str(
+        Path(tempfile.gettempdir()) / f"lossconf-tests-pycache-{os.getuid()}"
+    )
 
 
 @dataclass
