@@ -37,12 +37,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # with the suite's ~100 interpreters that was 20 s of CPU of ~150. Their bytecode goes to a
 # cache outside the checkout and the virtual environment instead (PYTHONPYCACHEPREFIX), so the
 # setting's point, no bytecode files among the sources, still holds. The workers and the
-# subprocesses inherit it; a PYTHONPYCACHEPREFIX already set is kept.
+# subprocesses inherit it, this process takes it from here on; a PYTHONPYCACHEPREFIX already
+# set is kept.
 if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
     del os.environ["PYTHONDONTWRITEBYTECODE"]
     os.environ["PYTHONPYCACHEPREFIX"] = str(
         Path(tempfile.gettempdir()) / f"lossconf-tests-pycache-{os.getuid()}"
     )
+    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
+    sys.dont_write_bytecode = False
 
 
 @dataclass
