@@ -7,6 +7,7 @@ against the 200-bit mpmath oracle: bit-identical results on random and adversari
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
@@ -46,6 +47,7 @@ def check(p: Problem, want_grad: bool = True) -> None:
     got = cross_entropy(p, want_grad=want_grad)
     assert_bit_identical(want.loss, got.loss)
     assert_bit_identical(want.grad, got.grad)
+    assert_bit_identical(want.z_loss, got.z_loss)
 
 
 # ---------------------------------------------------------------- strategies
@@ -136,11 +138,42 @@ def problems(draw, max_classes: int = 6):
     return Problem(x, t, probability, **kw)
 
 
+@st.composite
+def kernel_problems(draw, max_classes: int = 6):
+    """``problems`` with the kernel authors' fields: softcap, logit_scale, z_loss, return_z_loss
+    (caps from tight to loose: |a x / s| beyond 300 has a sech**2 below exp(-600))."""
+    p = draw(problems(max_classes))
+    return dataclasses.replace(
+        p,
+        softcap=draw(st.sampled_from([None, 30.0, 1.0, 1e-3, 5e4])),
+        logit_scale=draw(st.sampled_from([1.0, 1.0, 0.125, 3.0, 1e-9])),
+        z_loss=draw(st.sampled_from([0.0, 1e-4, 0.5, 3.0])),
+        return_z_loss=draw(st.booleans()),
+    )
+
+
 # ---------------------------------------------------------------- properties
 @SETTINGS
 @given(problems())
 def test_fast_oracle_is_bit_identical_to_mpmath(p):
     check(p)
+
+
+@SETTINGS
+@given(kernel_problems())
+def test_kernel_fields_are_bit_identical_to_mpmath(p):
+    check(p)
+
+
+@SETTINGS
+@given(kernel_problems(max_classes=7), st.integers(1, 5))
+def test_kernel_fields_in_column_blocks(p, chunk):
+    saved = oracle_fast.CHUNK_ELEMENTS
+    oracle_fast.CHUNK_ELEMENTS = chunk
+    try:
+        check(p, want_grad=chunk % 2 == 1)
+    finally:
+        oracle_fast.CHUNK_ELEMENTS = saved
 
 
 @SETTINGS
@@ -187,6 +220,24 @@ def test_ordinary_inputs_never_need_mpmath():
     ):
         for probability in (False, True):
             x = rng.normal(size=(64, 50)) * 3
+            t = rng.dirichlet(np.ones(50), size=64) if probability else rng.integers(0, 50, 64)
+            check(Problem(x, t, probability, **kw))
+    assert oracle_fast.stats["rows_mpmath"] == before["rows_mpmath"]
+    assert oracle_fast.stats["whole_mpmath"] == before["whole_mpmath"]
+
+
+def test_ordinary_kernel_inputs_never_need_mpmath():
+    """Gemma-style softcaps, a logit scale and z-loss on ordinary logits: all in double-double."""
+    rng = np.random.default_rng(2)
+    before = dict(oracle_fast.stats)
+    for kw in (
+        dict(softcap=30.0),
+        dict(softcap=30.0, z_loss=1e-4, return_z_loss=True, reduction="sum"),
+        dict(logit_scale=0.5, z_loss=1e-4, label_smoothing=0.1, weight=rng.uniform(0, 2, 50)),
+        dict(softcap=2.0, reduction="none", z_loss=0.1, return_z_loss=True),
+    ):
+        for probability in (False, True):
+            x = rng.normal(size=(64, 50)) * 8
             t = rng.dirichlet(np.ones(50), size=64) if probability else rng.integers(0, 50, 64)
             check(Problem(x, t, probability, **kw))
     assert oracle_fast.stats["rows_mpmath"] == before["rows_mpmath"]

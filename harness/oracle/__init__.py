@@ -7,7 +7,7 @@ Layer 1 (above ``harness.adapters``): imports nothing else of lossconf.
 
 from __future__ import annotations
 
-from harness.oracle.exact import cross_entropy_mpmath
+from harness.oracle.exact import cross_entropy_mpmath  # noqa: F401  (benchmarks compare with it)
 from harness.oracle.fast import cross_entropy_fast
 from harness.oracle.problem import Expected, Problem
 
@@ -20,10 +20,7 @@ def cross_entropy(problem: Problem, *, want_grad: bool = True) -> Expected:
     Computed by ``harness.oracle.fast`` (double-double arithmetic with an error
     bound per value, NumPy-vectorised); a value whose bound does not decide its
     rounding is recomputed here in mpmath. The results are bit-identical to
-    ``cross_entropy_mpmath``. A problem that uses a kernel field (softcap, logit_scale,
-    z_loss, return_z_loss: ``Problem.kernel``) goes to ``cross_entropy_mpmath`` whole: the
-    fast path has no tanh and no lse**2 (shift needs nothing: it is already in the target).
+    ``cross_entropy_mpmath``, kernel fields included (softcap, logit_scale, z_loss,
+    return_z_loss; shift is already in the problem's target).
     """
-    if problem.kernel:
-        return cross_entropy_mpmath(problem, want_grad=want_grad)
     return cross_entropy_fast(problem, want_grad=want_grad)

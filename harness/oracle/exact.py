@@ -27,8 +27,7 @@ Non-finite values follow PyTorch's IEEE arithmetic, which the suite conforms to:
 - a ``mean`` over zero total weight divides by zero (0/0 = NaN); with label
   smoothing the NLL and smoothing sums are divided separately, then mixed.
 
-The kernel authors' fields (docs/kernel-features.md) are computed here only
-(``harness.oracle.cross_entropy`` sends every problem that uses one to this module):
+The kernel authors' fields (docs/kernel-features.md), here as in the fast path:
 each logit x becomes z = s * tanh(a * x / s) (``logit_scale`` a, ``softcap`` s; z = a x
 without a cap), formed at 200 bits, and the loss is that of z; each kept position adds
 ``z_loss`` * lse(z)**2, and a ``mean`` divides the sum of those terms by the number of
@@ -41,6 +40,9 @@ Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -160,6 +162,45 @@ def row_grad_mp(p: Problem, a, lrow: list, scale, target, c: int) -> list:
     return [g[j] - mpmath.exp(lrow[j]) * g_sum for j in range(c)]
 
 
+@dataclass
+class RowForward:
+    """One position's forward values in mpmath: log-probabilities of the logits the loss sees,
+    their lse, dz/dx (None without a transform), ``row_terms``'s terms, whether the position is
+    kept (not ignored) and its z-loss term."""
+
+    lrow: list
+    lse: Any  # mpmath numbers: mpmath has no type stubs
+    slope: list | None
+    terms: tuple
+    keep: bool
+    z: Any
+
+
+def row_forward(p: Problem, x_row: np.ndarray, target, w: list, eps, c: int) -> RowForward:
+    """The forward pass of one position (``x_row``: its float64 logits)."""
+    row = mpf_row(x_row)
+    slope = None
+    if p.transformed:
+        row, slope = transform_row(p, row)
+    lrow, lse = log_softmax_lse(row)
+    terms = row_terms(p, lrow, target, w, eps, c)
+    keep = p.probability_target or int(target) != p.ignore_index
+    return RowForward(lrow, lse, slope, terms, keep, z_term(p, lse, keep))
+
+
+def row_backward(p: Problem, f: RowForward, scale, z_scale, target, c: int) -> list:
+    """One position's gradient row w.r.t. the logits x, unrounded: the cross-entropy part
+    (``scale``: its factor), the z-loss part (``z_scale``: its factor), times dz/dx."""
+    g = row_grad_mp(p, f.terms[3], f.lrow, scale, target, c)
+    if f.keep and p.z_loss != 0:
+        # d(c lse**2)/dz_j = 2 c lse p_j
+        k = 2 * mpmath.mpf(float(p.z_loss)) * f.lse * z_scale
+        g = [g[j] + k * mpmath.exp(f.lrow[j]) for j in range(c)]
+    if f.slope is not None:
+        g = [g[j] * f.slope[j] for j in range(c)]
+    return g
+
+
 def _exact(p: Problem, want_grad: bool) -> Expected:
     x, t = p.rows()
     n_pos, c = x.shape
@@ -167,40 +208,21 @@ def _exact(p: Problem, want_grad: bool) -> Expected:
     w = mpf_row(p.weight) if p.weight is not None else [mpmath.mpf(1)] * c
     upstream = p.upstream()
 
-    per_pos = []  # loss of each position
-    ce_pos = []  # its cross-entropy part (without the z-loss term)
+    rows = [row_forward(p, x[n], t[n], w, eps, c) for n in range(n_pos)]
+    ce_pos = [f.terms[0] for f in rows]  # each position's cross-entropy (without z-loss)
     # index targets with smoothing: the NLL and smoothing terms of each position,
     # reduced separately and then mixed, as PyTorch does (it matters for 0/0)
-    nll_pos, smooth_pos = [], []
-    coeffs = []  # dLoss_n / dl_{n,c} before the reduction factor, or None if ignored
-    logp = []
-    slopes = []  # dz/dx of each row, for transformed logits
-    lses, z_pos, kept = [], [], []  # the z-loss: each row's lse and term, kept or not
+    nll_pos = [f.terms[1] for f in rows if f.terms[1] is not None]
+    smooth_pos = [f.terms[2] for f in rows if f.terms[2] is not None]
+    z_pos = [f.z for f in rows]
     denominator = mpmath.mpf(0)
-    for n in range(n_pos):
-        row = mpf_row(x[n])
-        if p.transformed:
-            row, slope = transform_row(p, row)
-            slopes.append(slope)
-        lrow, lse = log_softmax_lse(row)
-        logp.append(lrow)
-        loss, nll, smooth, a, weight = row_terms(p, lrow, t[n], w, eps, c)
-        keep = p.probability_target or int(t[n]) != p.ignore_index
-        z = z_term(p, lse, keep)
-        lses.append(lse)
-        kept.append(keep)
-        z_pos.append(z)
-        ce_pos.append(loss)
-        per_pos.append(loss + z if p.z_loss != 0 else loss)
-        if nll is not None:
-            nll_pos.append(nll)
-            smooth_pos.append(smooth)
-        coeffs.append(a)
-        denominator += weight
-    n_kept = mpmath.mpf(sum(kept))
+    for f in rows:
+        denominator += f.terms[4]  # in order: harness.oracle.fast repeats these additions
+    n_kept = mpmath.mpf(sum(f.keep for f in rows))
 
     z_out = None
     if p.reduction == "none":
+        per_pos = [f.terms[0] + f.z if p.z_loss != 0 else f.terms[0] for f in rows]
         loss_out = np.array([float(v) for v in per_pos], dtype=np.float64).reshape(p.loss_shape())
         scale = (
             [mpmath.mpf(float(u)) for u in upstream]
@@ -224,18 +246,8 @@ def _exact(p: Problem, want_grad: bool) -> Expected:
         return Expected(loss_out, None, z_loss=z_out)
 
     grad = np.zeros((n_pos, c), dtype=np.float64)
-    for n in range(n_pos):
-        if not p.kernel:
-            grad[n] = row_grad(p, coeffs[n], logp[n], scale[n], t[n], c)
-            continue
-        g = row_grad_mp(p, coeffs[n], logp[n], scale[n], t[n], c)
-        if kept[n] and p.z_loss != 0:
-            # d(c lse**2)/dz_j = 2 c lse p_j
-            k = 2 * mpmath.mpf(float(p.z_loss)) * lses[n] * z_scale[n]
-            g = [g[j] + k * mpmath.exp(logp[n][j]) for j in range(c)]
-        if p.transformed:
-            g = [g[j] * slopes[n][j] for j in range(c)]
-        grad[n] = [float(v) for v in g]
+    for n, f in enumerate(rows):
+        grad[n] = [float(v) for v in row_backward(p, f, scale[n], z_scale[n], t[n], c)]
     return Expected(loss_out, p.grad_from_rows(grad), z_loss=z_out)
 
 

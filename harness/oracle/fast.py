@@ -33,6 +33,16 @@ Error bounds, with ``u = 2**-53`` (the analysis, then the generous constants use
   ``y + d - d**2/2`` with ``d = z exp(-y) - 1``: absolute error below
   ``EPS_EXP + 4 EPS_OP + |d|**3`` plus z's relative error.
 
+- Kernel fields: ``a x`` is exact (TwoProduct); with a softcap, ``u = a x / s`` within
+  ``2 EPS_OP`` (double-double division), ``E = exp(-2|u|)`` within ``EPS_EXP + 4 EPS_OP |u|``,
+  ``tanh |u| = (1 - E) / (1 + E)`` within ``2 |dE| + 8 EPS_OP`` absolute and
+  ``sech(u)**2 = 4 E / (1 + E)**2`` within ``3 (EPS_EXP + 4 EPS_OP |u|) + 12 EPS_OP``
+  relative (``_transform``). The capped logits z carry an absolute bound into
+  ``z - max``, and from there into every exponential (``exp(d + e) = exp(d) (1 + e)``
+  for tiny ``e``); the z-loss ``c lse**2`` and its gradient ``2 c lse p_j`` are products
+  of bounded double-doubles. Rows with a non-finite logit, and slopes whose
+  ``exp(-2|u|)`` is below ``exp(-600)``, are recomputed in mpmath.
+
 Intermediates that overflow become inf or NaN and fail the test; certified
 values are at least 2**-900 in magnitude and every bound carries 2**-1000 of
 absolute slack, more than gradual underflow of intermediates can add. Values
@@ -194,6 +204,17 @@ def _log_dd(zh, zl):
     return lh, ll, err
 
 
+def _dd_div(nh, nl, dh, dl):
+    """(nh + nl) / (dh + dl) as a double-double, relative error below 15 u**2 + 56 u**3
+    (Joldes, Muller, Popescu 2017, DWDivDW2); bounds here use 2 EPS_OP."""
+    th = nh / dh
+    ch, cl1 = _two_prod(dh, th)
+    rh, rl = _fast_two_sum(ch, dl * th)
+    rh, rl = _fast_two_sum(rh, rl + cl1)
+    tl = ((nh - rh) + (nl - rl)) / dh
+    return _fast_two_sum(th, tl)
+
+
 def _sum_last(h: np.ndarray, low: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """Pairwise double-double sum over the last axis: (hi, lo, bound factor).
 
@@ -232,6 +253,46 @@ def _finite(h, low, err):
     return np.isfinite(h) & np.isfinite(low) & np.isfinite(err) & (np.abs(h) < _MAX_OK)
 
 
+def _transform(p: Problem, x):
+    """The logits the loss sees for finite ``x``: z = s tanh(a x / s) (z = a x without a cap)
+    as ``(zh, zl, z_err)`` with an absolute bound, and dz/dx = a sech(a x / s)**2 as
+    ``(gh, gl, g_rel)`` with a relative bound.
+
+    tanh |u| = (1 - E) / (1 + E) and sech(u)**2 = 4 E / (1 + E)**2 with E = exp(-2 |u|): E's
+    relative error is EPS_EXP plus 2 |u| EPS_OP from u's own (a x exact, / s within 2 EPS_OP);
+    a change d in E moves tanh by at most 2 d, and each double-double step adds 2 EPS_OP of
+    its result. Where |u| > 300, E < exp(-600) is counted as 0 (absolute error E_TINY): the
+    slope is then 0 here, its gradient entries are not certified and the row is recomputed.
+    """
+    zero = np.zeros_like(x)
+    a = np.full_like(x, float(p.logit_scale))
+    ph, pl = _two_prod(x, a)  # exact
+    if p.softcap is None:
+        return ph, pl, zero, a, zero, zero
+    cap = float(p.softcap)
+    sv = np.full_like(x, cap)
+    uh, ul = _dd_div(ph, pl, sv, zero)
+    neg = uh < 0
+    vh, vl = np.where(neg, -uh, uh), np.where(neg, -ul, ul)  # |u|
+    big = vh > 300
+    eh, el = _exp_dd(np.where(big, 0.0, -2 * vh), np.where(big, 0.0, -2 * vl))
+    eh, el = np.where(big, 0.0, eh), np.where(big, 0.0, el)
+    e_rel = EPS_EXP + 4 * EPS_OP * vh
+    e_abs = eh * e_rel * (1 + 2.0**-40) + np.where(big, E_TINY, 0.0)
+    one = np.ones_like(x)
+    nh, nl = _dd_add(one, zero, -eh, -el)  # 1 - E in [0, 1]
+    dh, dl = _dd_add(one, zero, eh, el)  # 1 + E in [1, 2]
+    th, tl = _dd_div(nh, nl, dh, dl)  # tanh |u| in [0, 1]
+    t_err = 2 * e_abs + 8 * EPS_OP
+    zh, zl = _dd_mul(th, tl, sv, zero)
+    zh, zl = np.where(neg, -zh, zh), np.where(neg, -zl, zl)
+    z_err = cap * t_err * (1 + 2.0**-40) + 2 * EPS_OP * np.abs(zh)
+    qh, ql = _dd_mul(dh, dl, dh, dl)
+    gh, gl = _dd_div(4 * eh, 4 * el, qh, ql)
+    gh, gl = _dd_mul(gh, gl, a, zero)
+    return zh, zl, z_err, gh, gl, 3 * e_rel + 12 * EPS_OP
+
+
 # ---------------------------------------------------------------- the problem in rows
 def _rows(p: Problem):
     """Logits (P, C) in their own dtype; the target (P,) as int64 or (P, C) as float64."""
@@ -244,6 +305,12 @@ def _rows(p: Problem):
 def _globally_fast(p: Problem, x, t) -> bool:
     if x.size == 0 or p.reduction not in ("none", "sum", "mean"):
         return False
+    if p.kernel:
+        a, cap, cz = float(p.logit_scale), p.softcap, float(p.z_loss)
+        if not (2.0**-500 < a < 2.0**500 and 0 <= cz < 2.0**500):
+            return False
+        if cap is not None and not 2.0**-500 < float(cap) < 2.0**500:
+            return False
     eps = float(p.label_smoothing)
     if not (eps == 0 or 2.0**-900 < eps <= 1):
         return False
@@ -333,6 +400,9 @@ class _Fast:
         self.ignored = np.zeros(self.n_pos, bool) if p.probability_target else t == p.ignore_index
         wh, wl, wf = _sum_last(self.w[None, :], np.zeros((1, c)))
         self.w_total = (float(wh[0]), float(wl[0]), wf, float(np.sum(np.abs(self.w))))
+        self.kernel = p.kernel
+        self.zscale_mp: list | None = None  # the z-loss's factor per position (reduced, kernel)
+        self.z_out: np.ndarray | None = None
 
     @property
     def w_mp(self) -> list:
@@ -361,6 +431,9 @@ class _Fast:
         den = self._denominator() if p.reduction == "mean" else None
         self.den = den
         reduced = p.reduction != "none"
+        n_kept = self.n_pos if p.probability_target else int(np.count_nonzero(~self.ignored))
+        if self.kernel and p.reduction == "mean" and (den == 0 or n_kept == 0):
+            return None  # NaN or infinite factors: the mpmath oracle decides
         if p.reduction == "mean" and den == 0:
             if np.all(self.ignored):
                 return self._all_ignored_mean()
@@ -380,7 +453,15 @@ class _Fast:
             self.sh, self.sl = np.ones(self.n_pos), np.zeros(self.n_pos)
             self.scale_mp = None
 
+        if reduced:
+            zf = ref.factor(p, mpmath.mpf(n_kept))
+            self.zscale_mp = [zf] * self.n_pos
+            zh, zl = _to_dd(zf)
+            self.zsh, self.zsl = np.full(self.n_pos, zh), np.full(self.n_pos, zl)
+        else:
+            self.zsh, self.zsl = self.sh, self.sl
         n, c = self.n_pos, self.c
+        self.zt = [np.zeros(n), np.zeros(n), np.zeros(n)]  # z-loss terms: hi, lo, err
         # per position: loss terms (value, bound); nll and smooth for index targets with smoothing
         self.loss = [np.zeros(n), np.zeros(n), np.zeros(n)]  # hi, lo, err
         self.nll = [np.zeros(n), np.zeros(n), np.zeros(n)]
@@ -415,9 +496,13 @@ class _Fast:
         general = p.probability_target or self.smoothing
         scale_ok = np.isfinite(self.sh[lo:hi])
         # ignored rows: loss 0, gradient 0 (NaN in a NaN row), exactly as in mpmath
-        if self.grad is not None:  # the gradient is wanted
-            self.grad[lo:hi][ign & nan_row] = np.nan
-        slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
+        if self.kernel:
+            # the logits are transformed first: any row with a non-finite logit goes to mpmath
+            slow = ~np.all(np.isfinite(xc), axis=1) | (~ign & ~scale_ok)
+        else:
+            if self.grad is not None:  # the gradient is wanted
+                self.grad[lo:hi][ign & nan_row] = np.nan
+            slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
         self.fallback[lo:hi] |= slow
         rows = np.nonzero(~ign & ~slow)[0]
         if rows.size == 0:
@@ -428,7 +513,12 @@ class _Fast:
     def _rows_fast(self, idx, xr) -> None:
         """Rows ``idx`` (logits ``xr``, all finite or -inf), in column blocks of CHUNK_ELEMENTS."""
         p, c, n = self.p, self.c, idx.size
-        m = np.max(xr, axis=1).astype(np.float64)[:, None]
+        kz = _transform(p, np.asarray(xr, dtype=np.float64)) if self.kernel else None
+        if kz is not None:
+            m = np.max(kz[0], axis=1)[:, None]
+        else:
+            m = np.max(xr, axis=1).astype(np.float64)[:, None]
+        d_max = np.zeros(n)  # the largest error of a difference z - m in each row (kernel)
         width = max(1, min(c, CHUNK_ELEMENTS // n))
         blocks = [(c0, min(c, c0 + width)) for c0 in range(0, c, width)]
         slack = (2 * len(blocks) + 2) * EPS_OP  # block sums and the dd additions across blocks
@@ -438,9 +528,16 @@ class _Fast:
         overflow = np.zeros(n, bool)
         acc = _Acc(n)
         for c0, c1 in blocks:
-            xb = np.asarray(xr[:, c0:c1], dtype=np.float64)
-            dh, dl = _two_sum(xb, -m)
-            ninf = xb == -np.inf
+            if kz is None:
+                xb = np.asarray(xr[:, c0:c1], dtype=np.float64)
+                dh, dl = _two_sum(xb, -m)
+                ninf = xb == -np.inf
+            else:
+                zb = np.zeros((n, c1 - c0))
+                dh, dl = _dd_add(kz[0][:, c0:c1], kz[1][:, c0:c1], zb - m, zb)
+                d_err = kz[2][:, c0:c1] + EPS_OP * np.abs(dh)
+                d_max = np.maximum(d_max, np.max(d_err, axis=1))
+                ninf = np.zeros(zb.shape, bool)
             tiny = (dh < TINY_D) | ninf
             overflow |= np.any(~np.isfinite(dh) & ~ninf, axis=1)
             n_tiny += np.count_nonzero(tiny & ~ninf, axis=1)
@@ -457,6 +554,8 @@ class _Fast:
                 w = self.w[c0:c1]
                 wdh, wdl = _two_prod(dh, np.broadcast_to(w, dh.shape))
                 acc.add("wd", *_sum_last(wdh, wdl + dl * w), np.sum(np.abs(wdh), axis=1))
+                if kz is not None:
+                    acc.err["wd"] = acc.err.get("wd", 0.0) + np.sum(np.abs(w) * d_err, axis=1)
             elif p.probability_target:
                 a_h, a_l, a_err = self._prob_coeffs(idx, c0, c1)
                 adh, adl = _dd_mul(a_h, a_l, dh, dl)
@@ -464,7 +563,12 @@ class _Fast:
                 acc.add("ad", *_sum_last(adh, adl), mag)
                 acc.add("A", *_sum_last(a_h, a_l), np.sum(np.abs(a_h), axis=1))
                 acc.err["A"] = acc.err.get("A", 0.0) + np.sum(a_err, axis=1)
-        z_rel = EPS_EXP + zf + slack + n_tiny * E_TINY  # z >= 1: its relative error
+                if kz is not None:
+                    ad_err = np.sum((np.abs(a_h) + a_err) * d_err, axis=1)
+                    acc.err["ad"] = acc.err.get("ad", 0.0) + ad_err
+        self.fallback[idx[d_max > 2.0**-60]] = True  # the bounds below take d small
+        d_max = d_max * (1 + 2.0**-40)  # exp(d + e) = exp(d) (1 + e (1 + ...)) for tiny e
+        z_rel = EPS_EXP + zf + slack + n_tiny * E_TINY + d_max  # z >= 1: its relative error
         lzh, lzl, lz_err = _log_dd(zh, zl)
         lz_err = lz_err + 2 * z_rel
         # 1/z by one Newton step from 1/z_hi
@@ -472,12 +576,14 @@ class _Fast:
         rh, rl = _dd_mul(zh, zl, q0, np.zeros_like(q0))
         r = (1.0 - rh) - rl
         izh, izl = _fast_two_sum(q0, q0 * r)
-        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP  # relative error of p = e / z
-        row = dict(lzh=lzh, lzl=lzl, lz_err=lz_err, slack=slack)
+        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP + d_max  # relative error of p = e / z
+        row = dict(lzh=lzh, lzl=lzl, lz_err=lz_err, slack=slack, kz=kz)
         if p.probability_target:
             self._prob_loss(idx, acc, row)
         else:
             self._index_loss(idx, xr, m, acc, row)
+        if kz is not None:
+            self._z_terms(idx, m, row)
         self.fallback[idx[overflow]] = True
         if self.grad is None:  # the gradient is not wanted
             return
@@ -486,7 +592,7 @@ class _Fast:
             eh, el = e_hi[:, c0:c1], e_lo[:, c0:c1]
             tiny = eh == 0  # exp of anything >= TINY_D is far from 0
             ninf = np.asarray(xr[:, c0:c1]) == -np.inf
-            if p.probability_target or self.smoothing:
+            if p.probability_target or self.smoothing or kz is not None:
                 gh, ok = self._general_grad(idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row)
             else:
                 gh, ok = self._nll_grad(idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row)
@@ -501,11 +607,18 @@ class _Fast:
         r = np.arange(idx.size)
         wy = self.w[y]
         lzh, lzl, lz_err = row["lzh"], row["lzl"], row["lz_err"]
-        xy = np.asarray(xr[r, y], dtype=np.float64)
-        target_ninf = xy == -np.inf
-        dyh, dyl = _two_sum(np.where(target_ninf, 0.0, xy), -m[:, 0])
+        kz = row["kz"]
+        if kz is None:
+            xy = np.asarray(xr[r, y], dtype=np.float64)
+            target_ninf = xy == -np.inf
+            dyh, dyl = _two_sum(np.where(target_ninf, 0.0, xy), -m[:, 0])
+            dy_err = 0.0
+        else:  # transformed logits: finite, z - m within its bound
+            target_ninf = np.zeros(idx.size, bool)
+            dyh, dyl = _dd_add(kz[0][r, y], kz[1][r, y], -m[:, 0], np.zeros(idx.size))
+            dy_err = kz[2][r, y] + EPS_OP * np.abs(dyh)
         lyh, lyl = _dd_add(dyh, dyl, -lzh, -lzl)
-        ly_err = lz_err + EPS_OP * np.abs(lyh)
+        ly_err = lz_err + dy_err + EPS_OP * np.abs(lyh)
         nh, nl = _dd_mul(lyh, lyl, -wy, np.zeros_like(wy))
         n_err = np.abs(wy) * ly_err + 2 * EPS_OP * np.abs(nh)
         inf_loss = np.where(wy == 0, np.nan, np.where(wy > 0, np.inf, -np.inf))
@@ -520,7 +633,8 @@ class _Fast:
             th, tl = _dd_mul(lzh, lzl, np.full_like(lzh, wh), np.full_like(lzh, wl))
             smh, sml = _dd_add(th, tl, -sh_, -sl_)
             s_err = (
-                (sf + row["slack"] + 4 * EPS_OP) * mag
+                acc.err.get("wd", 0.0)
+                + (sf + row["slack"] + 4 * EPS_OP) * mag
                 + wmag * (lz_err + (wf + 4 * EPS_OP) * np.abs(lzh))
                 + 2 * EPS_OP * (np.abs(th) + np.abs(smh))
             )
@@ -550,7 +664,12 @@ class _Fast:
             self.loss_ok[idx] = _certified(lh, ll, l_err) | exact
         else:  # a term lost to overflow: the position is recomputed
             self.fallback[idx] |= ~(_finite(lh, ll, l_err) | exact)
-        if self.want_grad and not self.smoothing:
+        if self.want_grad and not self.smoothing and kz is not None:
+            # the general gradient: a_j = w_y at the target, 0 elsewhere; A = w_y
+            zero = np.zeros_like(wy)
+            row["A"] = (wy, zero, zero)
+            row["y_coeff"] = (wy, zero)
+        elif self.want_grad and not self.smoothing:
             sh, sl = self.sh[idx], self.sl[idx]
             qh, ql = _dd_mul(sh, sl, wy, np.zeros_like(wy))
             row["q"] = (qh, ql, 4 * EPS_OP * np.abs(qh))
@@ -588,6 +707,71 @@ class _Fast:
         gh[ninf_off] = 0.0
         return gh, ok
 
+    def _z_terms(self, idx, m, row) -> None:
+        """Kernel fields, rows ``idx``: the z-loss terms c lse**2 (lse = m + log z), the
+        z-loss's factor k = 2 c lse (times its reduction factor) on p_j in the gradient, and,
+        for reduction 'none', each position's loss as cross-entropy + z-loss."""
+        p = self.p
+        zero = np.zeros(idx.size)
+        cz = float(p.z_loss)
+        lse_h, lse_l = _dd_add(m[:, 0], zero, row["lzh"], row["lzl"])
+        lse_err = row["lz_err"] + EPS_OP * np.abs(lse_h)
+        sq_h, sq_l = _dd_mul(lse_h, lse_l, lse_h, lse_l)
+        zh, zl = _dd_mul(sq_h, sq_l, zero + cz, zero)
+        z_err = cz * (2 * np.abs(lse_h) + lse_err) * lse_err + 4 * EPS_OP * np.abs(zh)
+        kh, kl = _dd_mul(lse_h, lse_l, zero + 2 * cz, zero)
+        kh, kl = _dd_mul(kh, kl, self.zsh[idx], self.zsl[idx])
+        k_err = 2 * cz * np.abs(self.zsh[idx]) * lse_err * (1 + 2.0**-40) + 6 * EPS_OP * np.abs(kh)
+        row["k"] = (kh, kl, k_err)
+        self.zt[0][idx], self.zt[1][idx], self.zt[2][idx] = zh, zl, z_err
+        if cz == 0:
+            return  # no z-loss term at all (a return_z_loss of exactly 0)
+        if p.reduction == "none":
+            lh, ll, le = self.loss[0][idx], self.loss[1][idx], self.loss[2][idx]
+            th, tl = _dd_add(lh, ll, zh, zl)
+            te = le + z_err + EPS_OP * np.abs(th)
+            self.loss[0][idx], self.loss[1][idx], self.loss[2][idx] = th, tl, te
+            self.loss_ok[idx] = _certified(th, tl, te)
+            if p.return_z_loss:
+                self.fallback[idx] |= ~_certified(zh, zl, z_err)
+        else:
+            self.fallback[idx] |= ~_finite(zh, zl, z_err)
+
+    def _kernel_grad(self, c0, c1, eh, el, tiny, izh, izl, p_rel, row, a_h, a_l, a_err, sh, sl):
+        """Kernel fields: g_j = (e_j (s A + k) / z - s a_j) dz_j/dx_j, with k the z-loss's factor."""
+        kz = row["kz"]
+        Ah, Al, A_err = row["A"]
+        kh, kl, k_err = row["k"]
+        bh, bl = _dd_mul(sh, sl, Ah, Al)
+        b_abs = np.abs(bh)
+        bh, bl = _dd_add(bh, bl, kh, kl)
+        b_err = np.abs(sh) * A_err * (1 + 2.0**-40) + k_err + 4 * EPS_OP * (b_abs + np.abs(kh))
+        ch, cl = _dd_mul(izh, izl, bh, bl)
+        th, tl = _dd_mul(eh, el, ch[:, None], cl[:, None])
+        p_max = np.where(tiny, E_TINY, eh * izh[:, None] * (1 + 2.0**-50))  # >= p_j
+        sah, sal = _dd_mul(a_h, a_l, sh[:, None], sl[:, None])
+        uh, ul = _dd_add(th, tl, -sah, -sal)
+        u_err = (
+            np.abs(th) * (p_rel + 8 * EPS_OP)[:, None]
+            + np.where(tiny, E_TINY * np.abs(bh)[:, None], 0.0)
+            + p_max * b_err[:, None]
+            + np.abs(sh)[:, None] * a_err * (1 + 2.0**-40)
+            + 4 * EPS_OP * (np.abs(th) + np.abs(sah) + np.abs(uh))
+        )
+        slh, sll = kz[3][:, c0:c1], kz[4][:, c0:c1]
+        gh, gl = _dd_mul(uh, ul, slh, sll)
+        g_err = (
+            np.abs(slh) * u_err * (1 + 2.0**-40)
+            + np.abs(gh) * kz[5][:, c0:c1]
+            + 4 * EPS_OP * np.abs(gh)
+        )
+        # exactly 0 in mpmath: no cross-entropy coefficient (s = 0 or a = 0) and no z-loss
+        no_ce = (sh == 0) | ((Ah == 0) & (Al == 0) & np.all(a_h == 0, axis=1))
+        zero = no_ce & (kh == 0) & (kl == 0)
+        ok = _certified(gh, gl, g_err) | zero[:, None]
+        gh[zero] = 0.0
+        return gh, ok
+
     def _prob_coeffs(self, idx, c0, c1):
         """Probability targets, a block of a_j = w_j y_j (y_j = t_j or c1 t_j + ce) with bounds."""
         tt = self.t[idx, c0:c1]
@@ -614,7 +798,8 @@ class _Fast:
         th, tl = _dd_mul(lzh, lzl, Ah, Al)
         lh, ll = _dd_add(th, tl, -sh_, -sl_)
         l_err = (
-            (sf + row["slack"] + 6 * EPS_OP) * mag
+            acc.err.get("ad", 0.0)
+            + (sf + row["slack"] + 6 * EPS_OP) * mag
             + amag * lz_err
             + A_err * np.abs(lzh)
             + 4 * EPS_OP * (np.abs(th) + np.abs(lh))
@@ -646,6 +831,10 @@ class _Fast:
                 a_h[sel, ys], a_l[sel, ys] = th, tl
         Ah, Al, A_err = row["A"]
         sh, sl = self.sh[idx], self.sl[idx]
+        if row["kz"] is not None:
+            return self._kernel_grad(
+                c0, c1, eh, el, tiny, izh, izl, p_rel, row, a_h, a_l, a_err, sh, sl
+            )
         # one product per logit: e_j times the row's A / z (relative error below p_rel + 6 EPS_OP)
         ch, cl = _dd_mul(izh, izl, Ah, Al)
         th, tl = _dd_mul(eh, el, ch[:, None], cl[:, None])
@@ -676,29 +865,35 @@ class _Fast:
             rows_mp[n] = self._mp_row(n)
         if not reduced:
             out = np.where(self.loss_ok & ~self.fallback, self.loss[0], 0.0)
-            for n, (terms, _) in rows_mp.items():
-                out[n] = float(terms[0])
+            for n, (terms, _, z) in rows_mp.items():
+                out[n] = float(terms[0] + z if p.z_loss != 0 else terms[0])
             loss_out = out.reshape(p.loss_shape())
+            if p.return_z_loss:
+                zo = np.where(self.fallback, 0.0, self.zt[0])
+                for n, (_, _, z) in rows_mp.items():
+                    zo[n] = float(z)
+                self.z_out = zo.reshape(p.loss_shape())
         else:
             loss_out = self._reduced(rows_mp)
             if loss_out is None:
                 return None
         if self.grad is None:  # the gradient is not wanted
-            return Expected(loss_out, None)
-        for n, (_, g) in rows_mp.items():
+            return Expected(loss_out, None, z_loss=self.z_out)
+        for n, (_, g, _) in rows_mp.items():
             self.grad[n] = g
-        return Expected(loss_out, p.grad_from_rows(self.grad))
+        return Expected(loss_out, p.grad_from_rows(self.grad), z_loss=self.z_out)
 
     def _mp_row(self, n: int):
         """Position ``n`` by the mpmath oracle's own code: its terms and gradient row."""
         p = self.p
-        lrow = ref.log_softmax(ref.mpf_row(np.asarray(self.x[n], dtype=np.float64)))
-        terms = ref.row_terms(p, lrow, self.t[n], self.w_mp, self.eps_mp, self.c)
+        x = np.asarray(self.x[n], dtype=np.float64)
+        f = ref.row_forward(p, x, self.t[n], self.w_mp, self.eps_mp, self.c)
         grad = None
         if self.want_grad:
             scale = self.scale_mp[n] if self.scale_mp is not None else mpmath.mpf(float(self.sh[n]))
-            grad = ref.row_grad(p, terms[3], lrow, scale, self.t[n], self.c)
-        return terms, grad
+            z_scale = self.zscale_mp[n] if self.zscale_mp is not None else scale
+            grad = [float(v) for v in ref.row_backward(p, f, scale, z_scale, self.t[n], self.c)]
+        return f.terms, grad, f.z
 
     def _reduced(self, rows_mp) -> np.ndarray | None:
         p = self.p
@@ -707,11 +902,13 @@ class _Fast:
         totals = []
         for k, part in enumerate(parts):
             h, low, e = (part[0].copy(), part[1].copy(), part[2].copy())
-            for n, (terms, _) in rows_mp.items():
+            for n, (terms, _, _) in rows_mp.items():
                 v = terms[1 + k] if split else terms[0]
                 h[n], low[n] = _to_dd(v)
                 e[n] = abs(h[n]) * 2.0**-104
             if not np.all(np.isfinite(h)) or np.any(np.abs(h) > 2.0**900):
+                if self.kernel:
+                    return None  # the mpmath oracle adds the z-loss's terms to the IEEE total
                 return self._nonfinite_total(parts, rows_mp, split)
             sh, sl, sf = _sum_last(h[None, :], low[None, :])
             err = float(np.sum(e)) + sf * float(np.sum(np.abs(h)))
@@ -740,9 +937,43 @@ class _Fast:
         else:
             th, tl, te = totals[0]
         th, tl = np.array(th, dtype=np.float64), np.array(tl, dtype=np.float64)
+        if self.kernel:
+            z = self._z_total(rows_mp)
+            if z is None:
+                return None
+            zh, zl, ze = z
+            if p.return_z_loss:
+                if p.z_loss == 0:
+                    self.z_out = np.array(0.0)
+                elif _certified(zh, zl, ze):
+                    self.z_out = np.array(float(zh))
+                else:
+                    return None
+            if p.z_loss != 0:
+                xh, xl = th, tl
+                th, tl = _dd_add(xh, xl, zh, zl)
+                te = te + ze + EPS_OP * (abs(float(xh)) + abs(float(zh)) + abs(float(th)))
         if not _certified(th, tl, np.array(te)):
             return None
         return np.array(float(th), dtype=np.float64)
+
+    def _z_total(self, rows_mp):
+        """The z-loss terms reduced (a sum, or a mean over the kept positions)."""
+        h, low, e = self.zt[0].copy(), self.zt[1].copy(), self.zt[2].copy()
+        for n, (_, _, z) in rows_mp.items():
+            h[n], low[n] = _to_dd(z)
+            e[n] = abs(h[n]) * 2.0**-104
+        if not np.all(np.isfinite(h)) or np.any(np.abs(h) > 2.0**900):
+            return None
+        sh, sl, sf = _sum_last(h[None, :], low[None, :])
+        zh, zl = np.array(sh[0]), np.array(sl[0])
+        err = float(np.sum(e)) + sf * float(np.sum(np.abs(h)))
+        if self.p.reduction == "mean":
+            fh, fl = self.zsh[:1], self.zsl[:1]
+            xh = zh
+            zh, zl = _dd_mul(zh, zl, fh[0], fl[0])
+            err = abs(float(fh[0])) * err * (1 + 2.0**-50) + 4 * EPS_OP * abs(float(fh[0] * xh))
+        return zh, zl, np.array(err)
 
     def _nonfinite_total(self, parts, rows_mp, split):
         """A reduction with an infinite or NaN term: the IEEE rules mpmath follows."""
@@ -750,7 +981,7 @@ class _Fast:
         vals = []
         for k, part in enumerate(parts):
             v = part[0].astype(np.float64).copy()
-            for n, (terms, _) in rows_mp.items():
+            for n, (terms, _, _) in rows_mp.items():
                 t = terms[1 + k] if split else terms[0]
                 v[n] = float(t) if (mp.isnan(t) or mp.isinf(t)) else 0.0
             v[np.isfinite(v)] = 0.0  # finite terms cannot change a non-finite total

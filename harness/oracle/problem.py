@@ -91,7 +91,7 @@ class Problem:
 
     @property
     def kernel(self) -> bool:
-        """Whether any kernel field is in use (the oracle then computes in mpmath throughout)."""
+        """Whether any kernel field is in use (softcap, logit_scale, z_loss, return_z_loss)."""
         return self.transformed or self.z_loss != 0.0 or self.return_z_loss
 
     @classmethod
