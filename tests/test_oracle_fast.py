@@ -7,6 +7,7 @@ against the 200-bit mpmath oracle: bit-identical results on random and adversari
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -48,6 +49,17 @@ def check(p: Problem, want_grad: bool = True) -> None:
     assert_bit_identical(want.loss, got.loss)
     assert_bit_identical(want.grad, got.grad)
     assert_bit_identical(want.z_loss, got.z_loss)
+
+
+@contextlib.contextmanager
+def blocks_of(elements: int):
+    """The fast oracle working in blocks of ``elements`` logits (column blocks of wide rows)."""
+    saved = oracle_fast.CHUNK_ELEMENTS
+    oracle_fast.CHUNK_ELEMENTS = elements
+    try:
+        yield
+    finally:
+        oracle_fast.CHUNK_ELEMENTS = saved
 
 
 # ---------------------------------------------------------------- strategies
@@ -168,12 +180,8 @@ def test_kernel_fields_are_bit_identical_to_mpmath(p):
 @SETTINGS
 @given(kernel_problems(max_classes=7), st.integers(1, 5))
 def test_kernel_fields_in_column_blocks(p, chunk):
-    saved = oracle_fast.CHUNK_ELEMENTS
-    oracle_fast.CHUNK_ELEMENTS = chunk
-    try:
+    with blocks_of(chunk):
         check(p, want_grad=chunk % 2 == 1)
-    finally:
-        oracle_fast.CHUNK_ELEMENTS = saved
 
 
 @SETTINGS
@@ -186,12 +194,8 @@ def test_loss_only_is_bit_identical_to_mpmath(p):
 @given(problems(max_classes=7), st.integers(1, 5))
 def test_column_blocks_give_the_same_values(p, chunk):
     """Rows wider than a block are processed in column blocks: the same values."""
-    saved = oracle_fast.CHUNK_ELEMENTS
-    oracle_fast.CHUNK_ELEMENTS = chunk
-    try:
+    with blocks_of(chunk):
         check(p)
-    finally:
-        oracle_fast.CHUNK_ELEMENTS = saved
 
 
 @SETTINGS
