@@ -57,7 +57,7 @@ from harness.cli.options import config_from
 from harness.execution.session import execute, prepare
 
 def main():
-    config = config_from(build_parser().parse_args(["-q"]))
+    config = config_from(build_parser().parse_args(["-q", *sys.argv[1:]]))
     plan = prepare(config)
     serial, jobs = [], []
     for _ in range({repeat}):
@@ -78,13 +78,33 @@ def wall(args: list[str], env: dict) -> float:
     return time.perf_counter() - t
 
 
+def _last_line(proc: subprocess.CompletedProcess, what: str) -> list[str]:
+    """The words of the last line a measuring subprocess printed; exit with its error if it
+    failed (instead of a ValueError from unpacking nothing)."""
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise SystemExit(f"{what} failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return lines[-1].split()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--rows", type=int, default=1024)
     ap.add_argument("--classes", type=int, default=32768)
     ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument(
+        "--cases",
+        action="append",
+        default=[],
+        help="run these case files or folders instead of the built-in suite",
+    )
+    ap.add_argument(
+        "--no-torch", action="store_true", help="leave out the torch adapter's --jobs row"
+    )
     args = ap.parse_args()
+    selection = [a for path in args.cases for a in ("--cases", path)]
+    suite = "selected cases" if args.cases else "built-in suite"
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "LOSSCONF_CACHE_DIR": str(Path(tmp) / "cache")}
         large = Path(tmp) / "large.yaml"
@@ -92,7 +112,7 @@ def main() -> None:
         print("| run | first run s (empty cache) | second run s (cache filled) | speed-up |")
         print("|---|---|---|---|")
         for label, cmd in (
-            ("built-in suite, numpy adapter", ["-q"]),
+            (f"{suite}, numpy adapter", ["-q", *selection]),
             (f"generated {args.rows} x {args.classes} float32, `expected: oracle`",
              ["-q", "--cases", str(large)]),
         ):  # fmt: skip
@@ -104,7 +124,7 @@ def main() -> None:
         out = subprocess.run(
             [sys.executable, "-c", code], env=fresh, capture_output=True, text=True
         )
-        computed, read = map(float, out.stdout.split())
+        computed, read = map(float, _last_line(out, "the expected values of the large case"))
         print(
             f"| expected values of that case alone (oracle / disk) | {computed:.2f} | {read:.2f} "
             f"| {computed / read:.1f}x |"
@@ -117,9 +137,11 @@ def main() -> None:
         print("|---|---|---|---|")
         torch_args = ["--adapter", "torch", "-k", "weight"]
         for label, extra in (
-            ("numpy adapter, whole suite", []),
-            ("torch adapter, -k weight", torch_args),
+            (f"numpy adapter, {'selected cases' if args.cases else 'whole suite'}", selection),
+            ("torch adapter, -k weight", [*torch_args, *selection]),
         ):
+            if args.no_torch and "torch" in extra:
+                continue
             serial, parallel = [], []
             for _ in range(args.repeat):
                 serial.append(wall(["-q", *extra], env))
@@ -128,8 +150,10 @@ def main() -> None:
             print(f"| {label} | {s:.2f} | {p:.2f} | {s / p:.2f}x |")
         script = Path(tmp) / "in_process.py"
         script.write_text(IN_PROCESS.format(repeat=args.repeat, jobs=args.jobs))
-        out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True)
-        s, p = map(float, out.stdout.split())
+        out = subprocess.run(
+            [sys.executable, str(script), *selection], env=env, capture_output=True, text=True
+        )
+        s, p = map(float, _last_line(out, "the in-process --jobs measurement"))
         print(
             f"| numpy adapter, execution phase only (in process) | {s:.2f} | {p:.2f} | {s / p:.2f}x |"
         )

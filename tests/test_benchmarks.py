@@ -1,0 +1,126 @@
+"""The scripts in benchmarks/ still run: each on a tiny input, or at least its arguments.
+
+The figures of docs/performance.md come from these scripts; a script that no longer runs
+leaves a stale figure behind (two did: a changed CLI entry point, a subprocess whose failure
+surfaced as "not enough values to unpack"). Each script here runs in a subprocess, as
+``tools/refresh_docs.py`` runs it, on sizes that take seconds, and its table rows are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCHMARKS = REPO / "benchmarks"
+
+#: a case file whose expected values come from the oracle (the suite modes time the oracle)
+ORACLE_CASES = """\
+cases:
+  - name: tiny_oracle
+    why: "a cold run computes this case's expected values"
+    dtype: [float64]
+    logits: {generate: normal, shape: [3, 7], seed: 1}
+    target: {generate: labels, shape: [3], seed: 2, classes: 7}
+    expected: oracle
+"""
+
+
+def bench(args: list[str], tmp_path: Path) -> str:
+    env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache"), "COLUMNS": "200"}
+    proc = subprocess.run(
+        [sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def rows(out: str) -> list[list[str]]:
+    """The cells of every markdown table row printed (separator rows left out)."""
+    return [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in out.splitlines()
+        if line.startswith("|") and not line.startswith("|---")
+    ]
+
+
+def test_every_script_is_covered_here():
+    scripts = {p.name for p in BENCHMARKS.glob("bench_*.py")}
+    assert scripts == set(ARGUMENTS_ONLY) | RUN_HERE, "a new benchmark: add it to this file"
+
+
+RUN_HERE = {"bench_oracle.py", "bench_cache_and_jobs.py", "bench_overhead.py"}
+#: these take minutes or a framework's start-up even on small inputs: their arguments only
+ARGUMENTS_ONLY = {
+    "bench_startup.py": "--repeat",
+    "bench_isolation.py": "--cases",
+    "bench_jax_compiles.py": "--adapter",
+    "bench_oracle_stream.py": "--rows",
+    "bench_torch_large.py": "--rows",
+}
+
+
+@pytest.mark.parametrize("script", sorted(ARGUMENTS_ONLY))
+def test_script_parses_its_arguments(script, tmp_path):
+    out = bench([str(BENCHMARKS / script), "--help"], tmp_path)
+    assert ARGUMENTS_ONLY[script] in out
+
+
+def test_oracle_suite_modes_time_a_cold_run(tmp_path):
+    cases = tmp_path / "oracle.yaml"
+    cases.write_text(ORACLE_CASES)
+    out = bench(
+        [str(BENCHMARKS / "bench_oracle.py"), "--modes", "baseline,nll,suite,suite-mpmath",
+         "--rows", "4", "--classes", "64", "--repeat", "1", "--cases", str(cases)],
+        tmp_path,
+    )  # fmt: skip
+    table = rows(out)
+    large = {r[0]: r for r in table if r[0].startswith(("bare", "oracle"))}
+    assert set(large) == {
+        "bare float64 logsumexp pass",
+        "oracle, loss + float64 grad (no weights, no smoothing)",
+    }
+    assert all(float(r[1]) >= 0 for r in large.values())
+    cold = next(r for r in table if r[0].startswith("`python -m harness -q --cases"))
+    assert cold[1].startswith("cold ") and "warm " in cold[1]
+    assert cold[2] == "1 results, 0 not conforming"  # the run's own summary line: 1 case x 1 dtype
+    share = next(r for r in table if r[0].startswith("the oracle within one cold run"))
+    assert share[2].startswith("1 calls, 3 positions")
+    previous = next(r for r in table if r[0].startswith("the previous oracle"))
+    assert previous[2] == "1 calls"
+
+
+def test_cache_and_jobs_measures_both_runs(tmp_path):
+    out = bench(
+        [str(BENCHMARKS / "bench_cache_and_jobs.py"), "--rows", "4", "--classes", "64",
+         "--repeat", "1", "--no-torch", "--cases", "cases/seed.yaml"],
+        tmp_path,
+    )  # fmt: skip
+    table = {r[0]: r[1:] for r in rows(out)}
+    for label in (
+        "selected cases, numpy adapter",
+        "generated 4 x 64 float32, `expected: oracle`",
+        "expected values of that case alone (oracle / disk)",
+        "numpy adapter, selected cases",
+        "numpy adapter, execution phase only (in process)",
+    ):
+        first, second, speed_up = table[label]
+        assert float(first) > 0 and float(second) >= 0 and speed_up.endswith("x")
+    assert not any("torch" in label for label in table)
+
+
+def test_overhead_compares_harness_and_bare_loop(tmp_path):
+    out = bench(
+        [str(BENCHMARKS / "bench_overhead.py"), "--adapter", "numpy", "--repeat", "1",
+         "-k", "seed"],
+        tmp_path,
+    )  # fmt: skip
+    (header, row) = rows(out)
+    assert header[0] == "adapter" and row[0] == "numpy"
+    cells = dict(zip(header, row, strict=True))
+    assert int(cells["calls"]) > 0
+    assert float(cells["harness CPU s"]) > 0 and float(cells["bare loop CPU s"]) > 0
