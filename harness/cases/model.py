@@ -129,7 +129,11 @@ class Case:
         return frozenset(f)
 
     def tolerance(self, dtype: str) -> Tolerance:
-        return resolve(dtype, self.tolerance_overrides)
+        # resolved once per dtype: every adapter's call asks
+        cache = self.__dict__.setdefault("_tolerance_cache", {})
+        if dtype not in cache:
+            cache[dtype] = resolve(dtype, self.tolerance_overrides)
+        return cache[dtype]
 
     def inputs(self, dtype: str, *, want_grad: bool = True) -> CallInputs:
         """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes).
@@ -177,6 +181,16 @@ class Case:
         if self.logits.size <= self.CAST_CACHE_ELEMENTS:
             cache[dtype] = arrays
         return arrays
+
+    def kept_inputs(self, dtype: str) -> dict[str, np.ndarray] | None:
+        """The arrays that ``inputs(dtype)`` copies, by CallInputs field, when this case keeps
+        them (small cases, after a first ``inputs``), else None: what a call's inputs held
+        before the call, for the check of in-place writes without another copy. Read only."""
+        kept = self.__dict__.get("_cast_cache", {}).get(dtype)
+        if kept is None:
+            return None
+        names = ("logits", "target", "weight", "grad_output")
+        return {k: v for k, v in zip(names, kept, strict=True) if isinstance(v, np.ndarray)}
 
     def problem(self, dtype: str) -> Problem:
         """The oracle's view of this case in ``dtype``: cast values, held in float64."""
