@@ -146,17 +146,22 @@ def read_yaml(path: Path) -> object:
 
 def _check_expanded_size(path: Path, root: yaml.Node, bounds: limits.Limits) -> None:
     """Refuse recursive aliases, deep nesting, and documents above ``max_yaml_nodes`` nodes
-    once aliases are expanded. Iterative, and each shared (aliased) node is sized once."""
-    sizes: dict[int, int] = {}  # id(node) -> expanded size
+    once aliases are expanded. Iterative, and each shared (aliased) node is sized once.
+
+    Scalars (most nodes: the numbers of literal arrays) are counted where their list or
+    mapping is visited, not visited one by one; the errors are those of a walk that visits
+    every node, last child first."""
+    sizes: dict[int, int] = {}  # id(node) -> expanded size, for lists and mappings
     open_nodes: set[int] = set()  # the ancestors of the node being visited
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 1, False)]
+    # (node, depth, None) on the way down; (node, depth, (scalar children, nested)) back up
+    stack: list[tuple[yaml.Node, int, tuple[int, list[yaml.Node]] | None]] = [(root, 1, None)]
     while stack:
-        node, depth, finished = stack.pop()
+        node, depth, visited = stack.pop()
         key = id(node)
-        children = _children(node)
-        if finished:
+        if visited is not None:
             open_nodes.discard(key)
-            sizes[key] = 1 + sum(sizes[id(c)] for c in children)
+            n_scalars, nested = visited
+            sizes[key] = 1 + n_scalars + sum(sizes[id(c)] for c in nested)
             if limits.exceeds(sizes[key], bounds.max_yaml_nodes):
                 raise CaseFileError(
                     path,
@@ -167,19 +172,33 @@ def _check_expanded_size(path: Path, root: yaml.Node, bounds: limits.Limits) -> 
             continue
         if key in sizes:
             continue
-        line = node.start_mark.line + 1
-        if key in open_nodes:
-            raise CaseFileError(path, "recursive alias: an anchor is used inside itself", line=line)
-        if limits.exceeds(depth, bounds.max_yaml_depth):
-            raise CaseFileError(
-                path,
-                f"nested more than {bounds.max_yaml_depth} levels deep: above "
-                f"{limits.describe('max_yaml_depth', bounds.max_yaml_depth)}",
-                line=line,
-            )
+        _check_visit(path, node, depth, open_nodes, bounds)
+        children = _children(node)
+        if not children and isinstance(node, yaml.ScalarNode):
+            continue  # a document that is one scalar
+        pending = [c for c in children if isinstance(c, yaml.ScalarNode) or id(c) not in sizes]
+        if pending and limits.exceeds(depth + 1, bounds.max_yaml_depth):
+            _check_visit(path, pending[-1], depth + 1, open_nodes, bounds)  # raises
+        nested = [c for c in children if not isinstance(c, yaml.ScalarNode)]
         open_nodes.add(key)
-        stack.append((node, depth, True))
-        stack.extend((c, depth + 1, False) for c in children if id(c) not in sizes)
+        stack.append((node, depth, (len(children) - len(nested), nested)))
+        stack.extend((c, depth + 1, None) for c in nested if id(c) not in sizes)
+
+
+def _check_visit(
+    path: Path, node: yaml.Node, depth: int, open_nodes: set[int], bounds: limits.Limits
+) -> None:
+    """A node reached at ``depth``: not one of its own ancestors, not nested too deep."""
+    line = node.start_mark.line + 1
+    if id(node) in open_nodes:
+        raise CaseFileError(path, "recursive alias: an anchor is used inside itself", line=line)
+    if limits.exceeds(depth, bounds.max_yaml_depth):
+        raise CaseFileError(
+            path,
+            f"nested more than {bounds.max_yaml_depth} levels deep: above "
+            f"{limits.describe('max_yaml_depth', bounds.max_yaml_depth)}",
+            line=line,
+        )
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
