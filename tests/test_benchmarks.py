@@ -53,7 +53,7 @@ def test_every_script_is_covered_here():
     assert scripts == set(ARGUMENTS_ONLY) | RUN_HERE, "a new benchmark: add it to this file"
 
 
-RUN_HERE = {"bench_oracle.py", "bench_cache_and_jobs.py", "bench_overhead.py"}
+RUN_HERE = {"bench_oracle.py", "bench_cache_and_jobs.py", "bench_overhead.py", "bench_plugin.py"}
 #: these take minutes or a framework's start-up even on small inputs: their arguments only
 ARGUMENTS_ONLY = {
     "bench_startup.py": "--repeat",
@@ -124,3 +124,19 @@ def test_overhead_compares_harness_and_bare_loop(tmp_path):
     cells = dict(zip(header, row, strict=True))
     assert int(cells["calls"]) > 0
     assert float(cells["harness CPU s"]) > 0 and float(cells["bare loop CPU s"]) > 0
+
+
+def test_plugin_and_cli_run_the_same_selection(tmp_path):
+    out = bench(
+        [str(BENCHMARKS / "bench_plugin.py"), "--repeat", "1", "--cases", "cases/seed.yaml"],
+        tmp_path,
+    )
+    header, *table = rows(out)
+    assert header[0] == "numpy, --cases cases/seed.yaml"
+    last = {r[0]: r[5] for r in table}
+    assert last["CLI: `python -m harness -q`"] == "20 results, 0 not conforming"
+    plugin = [label for label in last if label.startswith("plugin")]
+    assert len(plugin) == 2 and all(last[p].startswith("20 passed") for p in plugin)
+    assert last["pytest alone: 20 empty tests, same plugins left out"].startswith("20 passed")
+    cli = next(r for r in table if r[0].startswith("CLI"))
+    assert cli[3] == "1.00" and cli[4] == "1.00"  # the ratios are to the CLI's own times
