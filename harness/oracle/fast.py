@@ -72,27 +72,27 @@ import math
 
 import numpy as np
 
+from harness.oracle import compiled
 from harness.oracle import exact as ref
+from harness.oracle.bounds import (
+    _ABS_SLACK,
+    _HALF_MARGIN,
+    _MAX_OK,
+    _MIN_OK,
+    _SPLITTER,
+    E_TINY,
+    EPS_EXP,
+    EPS_OP,
+    TINY_D,
+)
 from harness.oracle.lazy_mpmath import mpmath
 from harness.oracle.problem import Expected, Problem, class_last
 
-EPS_OP = 2.0**-100
-EPS_EXP = 2.0**-93
-#: below this (relative to the row maximum) an exponential counts as 0, with error E_TINY
-TINY_D = -600.0
-E_TINY = 2.7e-261  # > exp(-600) = 2.65e-261
 #: float64 elements per block of work (64 KiB temporaries: they stay in cache and on the heap)
 CHUNK_ELEMENTS = 8192
 #: counts for this process (tests and benchmarks read them): problems, positions
 #: recomputed in mpmath, problems recomputed whole in mpmath
 stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0}
-_SPLITTER = 134217729.0  # 2**27 + 1
-#: certified values stay far from underflow; every bound also carries _ABS_SLACK, more
-#: than all the absolute errors that gradual underflow of intermediates could add
-_MIN_OK = 2.0**-900
-_ABS_SLACK = 2.0**-1000
-_MAX_OK = 2.0**1000
-_HALF_MARGIN = 0.5 * (1 - 2.0**-40)
 
 
 # ---------------------------------------------------------------- error-free transformations
@@ -469,10 +469,43 @@ class _Fast:
         self.grad = np.zeros((n, c)) if self.want_grad else None
         self.loss_ok = np.ones(n, bool)
         self.fallback = np.zeros(n, bool)
-        step = max(1, CHUNK_ELEMENTS // c)
-        for lo in range(0, n, step):
-            self._chunk(lo, min(n, lo + step))
+        if compiled.applies(p, self.x):
+            self._compiled()
+        else:
+            step = max(1, CHUNK_ELEMENTS // c)
+            for lo in range(0, n, step):
+                self._chunk(lo, min(n, lo + step))
         return self._finish(reduced)
+
+    def _compiled(self) -> None:
+        """Every row at once in the compiled kernel (``harness.oracle.compiled``): the same
+        values, bounds and fallbacks as ``_chunk``, one loop per row instead of array passes."""
+        p = self.p
+        (t1h, t1l, t2h, t2l), pieces, inv = _tables()
+        loss = np.zeros((self.n_pos, 3))
+        bad = np.zeros(self.n_pos, bool)
+        grad = self.grad if self.grad is not None else np.zeros((1, 1))
+        compiled.kernel()(
+            self.x,
+            self.t,
+            int(p.ignore_index),
+            self.w,
+            np.ascontiguousarray(self.sh),
+            np.ascontiguousarray(self.sl),
+            self.grad is not None,
+            np.stack([t1h, t1l, t2h, t2l]),
+            np.array(pieces),
+            inv,
+            loss,
+            grad,
+            bad,
+        )
+        self.loss = [loss[:, 0].copy(), loss[:, 1].copy(), loss[:, 2].copy()]
+        self.fallback |= bad
+        if p.reduction == "none":
+            wy = self.w[np.where(self.ignored, 0, self.t)]
+            ok = _certified(self.loss[0], self.loss[1], self.loss[2]) | (wy == 0)
+            self.loss_ok = ok | self.ignored
 
     def _all_ignored_mean(self) -> Expected:
         loss = np.array(np.nan)

@@ -1,0 +1,229 @@
+"""numba code of ``harness.oracle.compiled`` (imported only when numba is installed and a
+problem is large enough). The functions mirror ``harness.oracle.fast``'s, one value at a
+time; the constants come from ``harness.oracle.bounds`` and are compiled in."""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from harness.oracle.bounds import (
+    _ABS_SLACK,
+    _HALF_MARGIN,
+    _MAX_OK,
+    _MIN_OK,
+    _SPLITTER,
+    E_TINY,
+    EPS_EXP,
+    EPS_OP,
+    TINY_D,
+)
+
+
+@njit(cache=True)
+def two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@njit(cache=True)
+def fast_two_sum(a: float, b: float) -> tuple[float, float]:
+    s = a + b
+    return s, b - (s - a)
+
+
+@njit(cache=True)
+def two_prod(a: float, b: float) -> tuple[float, float]:
+    p = a * b
+    c = _SPLITTER * a
+    ah = c - (c - a)
+    al = a - ah
+    c = _SPLITTER * b
+    bh = c - (c - b)
+    bl = b - bh
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@njit(cache=True)
+def dd_mul(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    p, e = two_prod(ah, bh)
+    e = e + (ah * bl + al * bh)
+    return fast_two_sum(p, e)
+
+
+@njit(cache=True)
+def dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    s, e = two_sum(ah, bh)
+    t, f = two_sum(al, bl)
+    e = e + t
+    s, e = fast_two_sum(s, e)
+    e = e + f
+    return fast_two_sum(s, e)
+
+
+@njit(cache=True)
+def exp_dd(
+    ah: float, al: float, tab: np.ndarray, pieces: np.ndarray, inv: float
+) -> tuple[float, float]:
+    # fast._exp_dd, one value: valid for -600 <= ah <= 1, relative error < EPS_EXP
+    k = np.rint(ah * inv)
+    s, e1 = two_sum(ah, -k * pieces[0])
+    s, e2 = two_sum(s, -k * pieces[1])
+    s, e3 = two_sum(s, -k * pieces[2])
+    s, e4 = two_sum(s, al)
+    rh, rl = fast_two_sum(s, (((e1 + e2) + e3) + e4) - k * pieces[3])
+    ki = np.int64(k)
+    j2 = ki & 4095
+    j1 = (ki >> 12) & 4095
+    tail = rh * rh * (0.5 + rh * (1.0 / 6))
+    eh, el = fast_two_sum(rh, rl + tail)
+    mh, ml = dd_mul(tab[0, j1], tab[1, j1], tab[2, j2], tab[3, j2])
+    p, pe = two_prod(mh, eh)
+    pe = pe + (mh * el + ml * eh)
+    s, e = two_sum(mh, p)
+    s, e = fast_two_sum(s, e + (ml + pe))
+    f = math.ldexp(1.0, ki >> 24)
+    return s * f, e * f
+
+
+@njit(cache=True)
+def certified(h: float, low: float, err: float) -> bool:
+    # fast._certified, one value
+    a = abs(h)
+    if not (a >= _MIN_OK and a < _MAX_OK):
+        return False
+    err = err + _ABS_SLACK
+    m, ex = math.frexp(a)
+    up = math.ldexp(1.0, ex - 53)
+    down = up * 0.5 if m == 0.5 else up
+    if h < 0:
+        up, down = down, up
+    return low + err < _HALF_MARGIN * up and low - err > -_HALF_MARGIN * down
+
+
+@njit(parallel=True, cache=True)
+def rows(
+    x: np.ndarray,
+    y: np.ndarray,
+    ignore_index: int,
+    w: np.ndarray,
+    sh: np.ndarray,
+    sl: np.ndarray,
+    want_grad: bool,
+    tab: np.ndarray,
+    pieces: np.ndarray,
+    inv: float,
+    loss: np.ndarray,
+    grad: np.ndarray,
+    bad: np.ndarray,
+) -> None:
+    """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
+    set where anything is not certified or not finite (the row goes to mpmath). An
+    ignored row keeps loss 0 and gradient 0, NaN in a row holding NaN or +inf or only
+    -inf (``0 * nan``)."""
+    n, c = x.shape
+    for i in prange(n):
+        yi = y[i]
+        m = -np.inf
+        finite = True
+        nan_row = False
+        for j in range(c):
+            v = np.float64(x[i, j])
+            if not (abs(v) < np.inf):
+                finite = False
+                if not (v < np.inf):
+                    nan_row = True
+            if v > m:
+                m = v
+        if yi == ignore_index:
+            if want_grad and (nan_row or m == -np.inf):
+                for j in range(c):
+                    grad[i, j] = np.nan
+            continue
+        if not finite or not (abs(sh[i]) < np.inf):
+            bad[i] = True
+            continue
+        eh_row = np.empty(c)
+        el_row = np.empty(c)
+        zh = 0.0
+        zl = 0.0
+        n_tiny = 0
+        for j in range(c):
+            dh, dl = two_sum(np.float64(x[i, j]), -m)
+            if dh < TINY_D:
+                eh_row[j] = 0.0
+                el_row[j] = 0.0
+                n_tiny += 1
+                continue
+            eh, el = exp_dd(dh, dl, tab, pieces, inv)
+            eh_row[j] = eh
+            el_row[j] = el
+            s, e = two_sum(zh, eh)
+            zh, zl = fast_two_sum(s, e + (zl + el))
+        # z >= 1: its relative error (sequential double-double sum: EPS_OP per term)
+        z_rel = EPS_EXP + (c + 2) * EPS_OP + n_tiny * E_TINY
+        # log z: y0 = log(z_hi), one Newton step (fast._log_dd)
+        y0 = math.log(zh)
+        wh, wl = exp_dd(-y0, 0.0, tab, pieces, inv)
+        ph, pl = dd_mul(zh, zl, wh, wl)
+        d = (ph - 1.0) + pl
+        lzh, lzl = two_sum(y0, d - 0.5 * d * d)
+        lzh, lzl = fast_two_sum(lzh, lzl)
+        if not abs(d) < 2.0**-30:
+            bad[i] = True
+            continue
+        lz_err = EPS_EXP + 4 * EPS_OP * (1 + abs(lzh)) + abs(d) ** 3 + 2 * z_rel
+        # the loss: -w_y (x_y - m - log z)
+        wy = w[yi]
+        dyh, dyl = two_sum(np.float64(x[i, yi]), -m)
+        lyh, lyl = dd_add(dyh, dyl, -lzh, -lzl)
+        ly_err = lz_err + EPS_OP * abs(lyh)
+        nh, nl = dd_mul(lyh, lyl, -wy, 0.0)
+        n_err = abs(wy) * ly_err + 2 * EPS_OP * abs(nh)
+        if wy == 0:
+            nh, nl, n_err = 0.0, 0.0, 0.0
+        loss[i, 0] = nh
+        loss[i, 1] = nl
+        loss[i, 2] = n_err
+        if not (abs(nh) < _MAX_OK and abs(nl) < np.inf and n_err < np.inf):
+            bad[i] = True
+        if not want_grad:
+            continue
+        # 1/z by one Newton step from 1/z_hi
+        q0 = 1.0 / zh
+        rh, rl = dd_mul(zh, zl, q0, 0.0)
+        r = (1.0 - rh) - rl
+        izh, izl = fast_two_sum(q0, q0 * r)
+        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP
+        qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
+        q_err = 4 * EPS_OP * abs(qh)
+        if qh == 0:  # s w_y = 0: every entry is exactly 0
+            for j in range(c):
+                grad[i, j] = 0.0
+            continue
+        ch, cl = dd_mul(izh, izl, qh, ql)
+        g_rel = p_rel + 8 * EPS_OP
+        ok = True
+        for j in range(c):
+            eh = eh_row[j]
+            if j == yi:
+                if eh == 0:
+                    py_h, py_l, py_err = 0.0, 0.0, E_TINY
+                else:
+                    py_h, py_l = dd_mul(eh, el_row[j], izh, izl)
+                    py_err = py_h * p_rel
+                oh, ol = dd_add(1.0, 0.0, -py_h, -py_l)
+                o_err = py_err + 2 * EPS_OP * (1 + py_h)
+                gh, gl = dd_mul(oh, ol, -qh, -ql)
+                g_err = abs(qh) * o_err + abs(oh) * q_err + 4 * EPS_OP * abs(gh)
+            elif eh == 0:
+                gh, gl, g_err = 0.0, 0.0, E_TINY * abs(qh)
+            else:
+                gh, gl = dd_mul(eh, el_row[j], ch, cl)
+                g_err = abs(gh) * g_rel
+            grad[i, j] = gh
+            if ok and not certified(gh, gl, g_err):
+                ok = False
+        if not ok:
+            bad[i] = True

@@ -1,0 +1,59 @@
+"""The fast oracle's commonest large case as one compiled pass per row (numba, optional).
+
+Class-index targets without label smoothing, optional class weights, no kernel fields,
+float32 or float64 logits: the case of every large language-model batch. The NumPy path
+(``harness.oracle.fast``) makes about 100 to 150 array passes per logit; here each row is
+one loop over its logits for the exponentials and their sum, and one for the gradient,
+in the same double-double arithmetic with the same error bounds (see ``fast``'s module
+docstring), rows spread over the cores (``numba.prange``).
+
+Nothing is decided here that ``fast`` does not decide: a row whose values are not all
+certified (the interval of each value rounds to one float64, normal and finite) is
+flagged and recomputed by the mpmath oracle, exactly as in ``fast``. Certified values
+are the correctly rounded ones, so this path, the NumPy path and mpmath agree bit for bit
+(``tests/test_oracle_compiled.py``).
+
+numba is optional (``pip install lossconf[fast]``; part of ``all``): without it, or for
+other problems, ``fast`` uses NumPy. Compiled code is cached on disk by numba
+(``NUMBA_CACHE_DIR`` if set), so only the first large case on a machine pays the
+compilation (a few seconds); small problems never reach this module.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from collections.abc import Callable
+
+import numpy as np
+
+from harness.oracle.problem import Problem
+
+#: problems with at least this many logits take the compiled path (when numba is there)
+MIN_LOGITS = 1 << 22
+
+
+@functools.lru_cache(maxsize=1)
+def available() -> bool:
+    """Whether numba is installed (found, not imported: importing it takes a while)."""
+    return importlib.util.find_spec("numba") is not None
+
+
+def kernel() -> Callable:
+    """The compiled row kernel (numba must be importable: ``available()``)."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    from harness.oracle import _kernel
+
+    return _kernel.rows
+
+
+def applies(problem: Problem, x: np.ndarray) -> bool:
+    """Whether the compiled kernel serves ``problem`` (x: its (P, C) logits)."""
+    return (
+        x.size >= MIN_LOGITS
+        and x.dtype in (np.float32, np.float64)
+        and not problem.probability_target
+        and problem.label_smoothing == 0
+        and not problem.kernel
+        and available()
+    )

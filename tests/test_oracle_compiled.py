@@ -1,0 +1,94 @@
+"""The compiled row kernel (``harness.oracle.compiled``, numba) against the NumPy path and
+the 200-bit mpmath oracle: bit-identical results, fallbacks included.
+
+The kernel serves class-index targets without smoothing or kernel fields on float32 and
+float64 logits; here it is made to serve problems of any size (``MIN_LOGITS = 1``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from harness.oracle import compiled
+from harness.oracle import fast as oracle_fast
+from harness.oracle.exact import cross_entropy_mpmath
+from harness.oracle.problem import Problem
+from tests.test_oracle_fast import SETTINGS, assert_bit_identical, problems
+
+pytest.importorskip("numba")
+
+
+@contextlib.contextmanager
+def compiled_from(size: int):
+    saved = compiled.MIN_LOGITS
+    compiled.MIN_LOGITS = size
+    try:
+        yield
+    finally:
+        compiled.MIN_LOGITS = saved
+
+
+def three_ways(p: Problem, want_grad: bool = True) -> None:
+    """mpmath, the NumPy path and the compiled kernel give the same bits."""
+    want = cross_entropy_mpmath(p, want_grad=want_grad)
+    with compiled_from(1 << 62):
+        numpy_path = oracle_fast.cross_entropy_fast(p, want_grad=want_grad)
+    with compiled_from(1):
+        got = oracle_fast.cross_entropy_fast(p, want_grad=want_grad)
+    for a in (numpy_path, got):
+        assert_bit_identical(want.loss, a.loss)
+        assert_bit_identical(want.grad, a.grad)
+
+
+@st.composite
+def index_problems(draw):
+    """``problems`` restricted to what the kernel serves, in a float32 or float64 carrier."""
+    p = draw(problems().filter(lambda p: not p.probability_target and p.logits.ndim >= 1))
+    x = p.logits
+    if draw(st.booleans()):
+        with np.errstate(over="ignore"):
+            x = x.astype(np.float32)
+    return dataclasses.replace(p, logits=x, label_smoothing=0.0)
+
+
+@SETTINGS
+@given(index_problems(), st.booleans())
+def test_compiled_kernel_is_bit_identical_to_numpy_and_mpmath(p, want_grad):
+    three_ways(p, want_grad)
+
+
+def test_the_kernel_serves_large_plain_problems_only():
+    x = np.zeros((4, 8), np.float32)
+    t = np.zeros(4, np.int64)
+    with compiled_from(32):
+        assert compiled.applies(Problem(x, t, False), x)
+        assert not compiled.applies(Problem(x[:3], t[:3], False), x[:3])  # too small
+        assert not compiled.applies(Problem(x, t, False, label_smoothing=0.1), x)
+        assert not compiled.applies(Problem(x, t, False, softcap=30.0), x)
+        probs = np.full((4, 8), 1 / 8)
+        assert not compiled.applies(Problem(x, probs, True), x)
+        x16 = x.astype(np.float16)
+        assert not compiled.applies(Problem(x16, t, False), x16)
+
+
+def test_a_wide_float32_batch_needs_no_mpmath():
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(16, 20000)) * 4).astype(np.float32)
+    t = rng.integers(0, 20000, 16)
+    t[2] = -100
+    before = dict(oracle_fast.stats)
+    for kw in (dict(), dict(weight=rng.uniform(0, 2, 20000), reduction="sum")):
+        with compiled_from(1):
+            got = oracle_fast.cross_entropy_fast(Problem(x, t, False, **kw))
+        with compiled_from(1 << 62):
+            want = oracle_fast.cross_entropy_fast(Problem(x, t, False, **kw))
+        assert_bit_identical(want.loss, got.loss)
+        assert_bit_identical(want.grad, got.grad)
+    assert oracle_fast.stats["rows_mpmath"] == before["rows_mpmath"]
+    assert oracle_fast.stats["whole_mpmath"] == before["whole_mpmath"]
