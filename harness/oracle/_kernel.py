@@ -198,7 +198,7 @@ def rows(
         p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP
         qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
         q_err = 4 * EPS_OP * abs(qh)
-        if qh == 0:  # s w_y = 0: every entry is exactly 0
+        if sh[i] == 0 or wy == 0:  # s w_y = 0: every entry is exactly 0 (not an underflow)
             for j in range(c):
                 grad[i, j] = 0.0
             continue
