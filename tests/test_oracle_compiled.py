@@ -92,3 +92,17 @@ def test_a_wide_float32_batch_needs_no_mpmath():
         assert_bit_identical(want.grad, got.grad)
     assert oracle_fast.stats["rows_mpmath"] == before["rows_mpmath"]
     assert oracle_fast.stats["whole_mpmath"] == before["whole_mpmath"]
+
+
+def test_an_underflowing_upstream_times_weight_is_not_taken_for_zero():
+    """s w_y below the smallest subnormal: not exactly 0, so not set to 0 structurally."""
+    x = np.random.default_rng(0).normal(size=(3, 5))
+    p = Problem(
+        x,
+        np.array([1, 2, 3]),
+        False,
+        reduction="none",
+        grad_output=np.array([1e-300, 1.0, 0.0]),
+        weight=np.full(5, 1e-300),
+    )
+    three_ways(p)
