@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "diff": ("harness.cli.diff", "compare two JSON reports: newly failing, error growth"),
     "merge": ("harness.cli.merge", "join the JSON reports of --shard I/N runs: one report"),
     "history": ("harness.cli.history", "table (and plot) of reports across framework versions"),
+    "scoreboard": ("harness.cli.scoreboard", "one table of frameworks x feature groups"),
     "expectations": ("harness.cli.expectations", "'update FILE': write expectations from a run"),
     "fuzz": ("harness.cli.fuzz", "search for failing calls, shrink them, write them as cases"),
 }

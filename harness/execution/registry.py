@@ -45,6 +45,8 @@ BUILTIN: dict[str, str] = {
     "torch-module": "harness.adapters.torch_ce:TorchModuleAdapter",
     "jax": "harness.adapters.jax_ce:JaxAdapter",
     "optax": "harness.adapters.optax_raw:OptaxAdapter",
+    "onnx": "harness.adapters.onnx_ce:OnnxAdapter",
+    "onnxruntime": "harness.adapters.onnx_ce:OnnxRuntimeAdapter",
 }
 
 
