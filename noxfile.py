@@ -1,14 +1,27 @@
-"""Runs the suite against several framework versions, one virtual environment each.
+"""Runs the suite against several frameworks and framework versions, one virtual environment each.
 
     nox -s history            # every version below; then: rm -rf .nox (the venvs are large)
     nox -s "history(version='torch-2.14.1')"
+    nox -s scoreboard         # every framework of the scoreboard, each at its newest release
+    nox -s "scoreboard(framework='onnxruntime')" -- onnxruntime==1.20.1   # another version
 
-Each run writes reports/history/<adapter>-<version>.json; then
-``python -m harness history reports/history`` compares them. A run whose
-results do not all conform (exit 1) still counts: that is what is recorded.
+``history`` writes reports/history/<adapter>-<version>.json and
+``python -m harness history reports/history`` compares them. ``scoreboard`` writes
+reports/scoreboard/<framework>-<version>.json, the version read from the report (what
+the adapter found installed), and ``python -m harness scoreboard reports/scoreboard``
+renders the table. A run whose results do not all conform (exit 1) still counts: that
+is what is recorded.
+
+An environment made by hand works too (the scoreboard's frameworks are large):
+``PATH=/path/to/venv/bin:$PATH nox --no-venv --no-install -s "scoreboard(framework='onnx')"``
+runs the same session with that environment's python, installing nothing.
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import nox
 
@@ -37,3 +50,38 @@ def history(session: nox.Session, version: str) -> None:
         "--report", f"reports/history/{version}.json",
         success_codes=[0, 1],
     )  # fmt: skip
+
+
+#: framework -> (adapter, what to install with the project: its extra, or requirements)
+SCOREBOARD: dict[str, tuple[str, list[str]]] = {
+    "torch": ("torch", [".[torch]"]),
+    "numpy": ("numpy", ["."]),
+    "jax": ("jax", [".[jax]"]),
+    "optax": ("optax", [".[jax]"]),
+    "onnx": ("onnx", [".[onnx]"]),
+    "onnxruntime": ("onnxruntime", [".[onnxruntime]"]),
+}
+
+
+def scoreboard_name(adapter: str, version: str) -> str:
+    """reports/scoreboard's file name: the adapter and its library's version
+    ('jax' + '0.10.2, optax 0.2.8' -> 'jax-0.10.2.json')."""
+    return f"{adapter}-{version.split()[0].rstrip(',') or 'unknown'}.json"
+
+
+@nox.session
+@nox.parametrize("framework", list(SCOREBOARD))
+def scoreboard(session: nox.Session, framework: str) -> None:
+    """The suite on one framework; posargs pin its version (``-- onnxruntime==1.20.1``)."""
+    adapter, requirements = SCOREBOARD[framework]
+    session.install(*requirements, *session.posargs)
+    raw = Path(session.create_tmp()) / f"{framework}.json"
+    session.run(
+        "python", "-m", "harness", "--adapter", adapter, "-q", "--report", str(raw),
+        success_codes=[0, 1],
+    )  # fmt: skip
+    entry = json.loads(raw.read_text(encoding="utf-8"))["adapters"][0]
+    out = Path("reports/scoreboard") / scoreboard_name(adapter, entry.get("version", ""))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(raw, out)
+    session.log(f"wrote {out} ({entry.get('wraps', '')})")
