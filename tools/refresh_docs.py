@@ -124,6 +124,12 @@ def live_history() -> str:
     return render(load_runs([REPO / "reports" / "history"]))
 
 
+def live_scoreboard() -> str:
+    from harness.gate.scoreboard import load_runs, render_markdown
+
+    return render_markdown(load_runs([REPO / "reports" / "scoreboard"]))
+
+
 def live_help() -> str:
     from harness.cli.main import build_parser
 
@@ -197,6 +203,30 @@ FUZZ_SAMPLE = (
     "--out found.yaml"
 )
 
+
+def verify_command(report: str, cases: list[str], dtypes: list[str]) -> str:
+    """tools/verify_divergences.py on some non-conforming results of a scoreboard report."""
+    chosen = " ".join([*(f"--case {c}" for c in cases), *(f"--dtype {d}" for d in dtypes)])
+    return f"python tools/verify_divergences.py reports/scoreboard/{report}.json {chosen}"
+
+
+#: one case of each kind of divergence docs/scoreboard.md explains, per framework
+DIVERGENCES_ONNX = verify_command(
+    "onnx-1.23.2",
+    ["numerics/large_spread_sum", "numerics/large_spread_half",
+     "half_precision/mean_over_70000_targets", "half_precision/confident_target_none",
+     "half_precision/accumulate_c4096", "invalid/target_negative_one",
+     "invalid/weight_too_long", "invalid/reduction_average", "shapes/empty_sum_zero"],
+    ["float64", "float16", "bfloat16"],
+)  # fmt: skip
+DIVERGENCES_ONNXRUNTIME = verify_command(
+    "onnxruntime-1.32.0",
+    ["invalid/target_negative_one", "invalid/batch_mismatch_shorter",
+     "torch_samples/moduleinfo_error_006_target_shape_index_kdim1_mean",
+     "invalid/weight_too_long", "invalid/reduction_average", "shapes/empty_sum_zero"],
+    ["float64"],
+)  # fmt: skip
+
 SOURCES: dict[str, Source] = {
     s.name: s
     for s in [
@@ -204,6 +234,8 @@ SOURCES: dict[str, Source] = {
                live_suite_size),
         Source("coverage", "python -m harness coverage", "live", live_coverage),
         Source("history", "python -m harness history reports/history", "live", live_history),
+        Source("scoreboard", "python -m harness scoreboard reports/scoreboard --format markdown",
+               "live", live_scoreboard),
         Source("cli-help", "python -m harness --help", "live", live_help),
         Source("repro-snippet", "python tools/refresh_docs.py repro-snippet", "live", live_repro),
         Source("limits", "python tools/refresh_docs.py limits", "live", live_limits),
@@ -244,6 +276,9 @@ SOURCES: dict[str, Source] = {
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
         Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
                ok_codes=(0,)),
+        # in an environment with the framework (pip install 'lossconf[onnx]'): the script
+        Source("divergences-onnx", DIVERGENCES_ONNX, "slow"),
+        Source("divergences-onnxruntime", DIVERGENCES_ONNXRUNTIME, "slow"),
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "
                "--adapter jax --report cuda.json --report cuda.md", "slow", ok_codes=(0, 1)),
     ]
@@ -337,6 +372,11 @@ def measured(data: dict) -> str:
     return text + (f"\n<sub>{note}</sub>" if note else "")
 
 
+def console_measured(data: dict) -> str:
+    """A command's output as a console block, with the provenance line under it."""
+    return console(data) + "\n\n" + provenance(data)
+
+
 def corpus_size(data: dict) -> str:
     size = json.loads(data["output"])
     return f"{size['cases']:,} cases ({size['runs']:,} case x dtype runs)"
@@ -386,6 +426,7 @@ FIGURE_LIST = [
     Figure("mutant-count", "mutant-count", verbatim, inline=True),
     Figure("verdict-ratios", "verdict-ratios", verbatim),
     Figure("history", "history", console),
+    Figure("scoreboard", "scoreboard", verbatim),
     Figure("cli-help", "cli-help", console),
     Figure("repro-snippet", "repro-snippet", lambda d: f"```python\n{d['output']}\n```"),
     Figure("limits", "limits", verbatim),
@@ -395,6 +436,8 @@ FIGURE_LIST = [
     Figure("fuzz-references", "fuzz-references", measured),
     Figure("loader-fuzz", "loader-fuzz", measured),
     Figure("cuda-run", "cuda-run", measured),
+    Figure("divergences-onnx", "divergences-onnx", console_measured),
+    Figure("divergences-onnxruntime", "divergences-onnxruntime", console_measured),
     *(Figure(name, name, measured) for name in SOURCES if name.startswith("bench-")),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in FIGURE_LIST}
