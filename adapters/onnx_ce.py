@@ -114,7 +114,7 @@ class OnnxAdapter(Adapter):
 
     name = "onnx"
     description = "ONNX SoftmaxCrossEntropyLoss (opset 13) on onnx.reference.ReferenceEvaluator"
-    requires = ("onnx",)
+    requires: tuple[str, ...] = ("onnx",)
     semantics = "onnx"
     unsupported = UNSUPPORTED
     unsupported_source = UNSUPPORTED_SOURCE

@@ -77,9 +77,10 @@ def test_list_names_the_extra_to_install(cli_process, tmp_path):
     r = cli_process("--list", "--cases", SEED, env={"PYTHONPATH": str(tmp_path)})
     lines = {ln.split()[0]: ln for ln in r.stdout.splitlines() if ln.split()[:1]}
     assert "not installed: onnx (pip install 'lossconf[onnx]')" in lines["onnx"]
-    assert "not installed: onnxruntime, onnx (pip install 'lossconf[onnxruntime]')" in lines[
-        "onnxruntime"
-    ]
+    assert (
+        "not installed: onnxruntime, onnx (pip install 'lossconf[onnxruntime]')"
+        in lines["onnxruntime"]
+    )
 
 
 @pytest.mark.parametrize("name", ["onnx", "onnxruntime"])

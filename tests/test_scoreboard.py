@@ -133,9 +133,10 @@ def test_html_page_shades_cells_and_names_its_runs(board, tmp_path, cli):
     assert '<td class="all">2/2</td>' in keras_own
     assert '<td class="some">1/3</td>' in keras_torch  # all
     assert "keras: keras 3.15.1 (keras-3.15.1.json)" in page
-    assert out_md.read_text(encoding="utf-8") == scoreboard.render_markdown(
-        scoreboard.load_runs([board])
-    ) + "\n"
+    assert (
+        out_md.read_text(encoding="utf-8")
+        == scoreboard.render_markdown(scoreboard.load_runs([board])) + "\n"
+    )
 
 
 def test_a_report_without_dialects_is_judged_by_its_status(tmp_path):

@@ -426,7 +426,7 @@ FIGURE_LIST = [
     Figure("mutant-count", "mutant-count", verbatim, inline=True),
     Figure("verdict-ratios", "verdict-ratios", verbatim),
     Figure("history", "history", console),
-    Figure("scoreboard", "scoreboard", verbatim),
+    Figure("scoreboard", "scoreboard", lambda d: d["output"].split("\n\n", 1)[-1]),
     Figure("cli-help", "cli-help", console),
     Figure("repro-snippet", "repro-snippet", lambda d: f"```python\n{d['output']}\n```"),
     Figure("limits", "limits", verbatim),

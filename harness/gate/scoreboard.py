@@ -115,9 +115,7 @@ def runs_of(path: Path) -> list[Run]:
         wraps = a.get("wraps") or ""
         version = a.get("version") or wraps.partition(" ")[2]
         semantics = a.get("semantics") or TORCH
-        runs.append(
-            Run(path, name, wraps, version, semantics, tuple(by_adapter.pop(name, ())))
-        )
+        runs.append(Run(path, name, wraps, version, semantics, tuple(by_adapter.pop(name, ()))))
     if by_adapter:
         stray = sorted(by_adapter)[0]
         raise _fail(path, f"results of adapter {stray!r}, which is not among its 'adapters'")
