@@ -205,9 +205,9 @@ FUZZ_SAMPLE = (
 
 
 def verify_command(report: str, cases: list[str], dtypes: list[str]) -> str:
-    """tools/verify_divergences.py on some non-conforming results of a scoreboard report."""
+    """tools/beside_torch.py on some non-conforming results of a scoreboard report."""
     chosen = " ".join([*(f"--case {c}" for c in cases), *(f"--dtype {d}" for d in dtypes)])
-    return f"python tools/verify_divergences.py reports/scoreboard/{report}.json {chosen}"
+    return f"python tools/beside_torch.py reports/scoreboard/{report}.json {chosen}"
 
 
 #: one case of each kind of divergence docs/scoreboard.md explains, per framework

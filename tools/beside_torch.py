@@ -1,9 +1,9 @@
 """Check a report's non-conformities by hand: each case's values through torch in float64 and
 through the adapter again, side by side (docs/scoreboard.md cites what this prints).
 
-    python tools/verify_divergences.py reports/scoreboard/onnx-1.23.2.json
-    python tools/verify_divergences.py REPORT --adapter keras@backend=jax --status fail
-    python tools/verify_divergences.py REPORT --case numerics/ --case invalid/weight --dtype float64
+    python tools/beside_torch.py reports/scoreboard/onnx-1.23.2.json
+    python tools/beside_torch.py REPORT --adapter keras@backend=jax --status fail
+    python tools/beside_torch.py REPORT --case numerics/ --case invalid/weight --dtype float64
 
 Run it in the framework's environment (it needs torch too). For every non-conforming
 result (under torch's semantics: ``torch_status`` where the report has it) it prints the
