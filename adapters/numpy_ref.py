@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output
-from harness.dtypes import cast
+from harness.dtypes import carrier, cast
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -103,34 +103,36 @@ def cross_entropy(inputs: CallInputs) -> tuple[np.ndarray, np.ndarray | None]:
     return cross_entropy_with_z_loss(inputs)[:2]
 
 
+#: logits per block of rows: the float64 temporaries of a block take a few times 8 MiB
+BLOCK_ELEMENTS = 1 << 20
+
+
 def cross_entropy_with_z_loss(
-    inputs: CallInputs,
+    inputs: CallInputs, out_dtype: str | None = None
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """Loss, gradient and (for ``return_z_loss``) the z-loss term, in float64."""
-    x = np.asarray(inputs.logits, dtype=np.float64)
+    """Loss, gradient and (for ``return_z_loss``) the z-loss term, in float64.
+
+    The rows (positions) are computed in blocks of about ``BLOCK_ELEMENTS`` logits, converted
+    to float64 block by block; the gradient is written block by block into one array of
+    ``out_dtype``'s carrier (float64 when None), so a large case needs its logits, that
+    array and a few blocks."""
+    x = np.asarray(inputs.logits)
     t = np.asarray(inputs.target)
     validate(x, t, inputs)
     t = _shifted(t, inputs.shift, inputs.ignore_index)
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
     eps = max(0.0, float(inputs.label_smoothing))
+    # (P, C) in the logits' own dtype: a view for 1-D and 2-D logits
     rows = np.moveaxis(x.reshape(1, c) if x.ndim == 1 else x, 1, -1).reshape(-1, c)
-    rows, slope = _transform(rows, inputs)
     prob = np.issubdtype(t.dtype, np.floating)
     w = np.ones(c) if inputs.weight is None else np.asarray(inputs.weight, dtype=np.float64)
-    lp = _log_softmax(rows)
     n_pos = rows.shape[0]
     zl = float(inputs.z_loss)
-    lse = _logsumexp(rows) if zl else np.zeros(n_pos)
 
-    parts = None  # (nll, smooth) per position, for smoothing with class indices
+    y_rows = None
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if prob:
-            y = np.moveaxis(t.reshape(1, c) if t.ndim == 1 else t, 1, -1).reshape(-1, c)
-            y = y.astype(np.float64)
-            if eps:
-                y = (1 - eps) * y + eps / c
-            a = w * y
-            per_pos = -(a * lp).sum(axis=1)
+            y_rows = np.moveaxis(t.reshape(1, c) if t.ndim == 1 else t, 1, -1).reshape(-1, c)
             keep = np.ones(n_pos, dtype=bool)
             denominator = float(n_pos)
         else:
@@ -138,25 +140,9 @@ def cross_entropy_with_z_loss(
             keep = labels != inputs.ignore_index
             safe = np.where(keep, labels, 0)
             wy = np.where(keep, w[safe], 0.0)
-            idx = np.arange(n_pos)
-            per_pos = np.where(keep, -wy * lp[idx, safe], 0.0)
-            a = np.zeros_like(rows)
-            a[idx, safe] = wy
-            if eps:
-                smooth = np.where(keep, -(w * lp).sum(axis=1), 0.0)
-                parts = (per_pos, smooth)
-                per_pos = (1 - eps) * per_pos + eps / c * smooth
-                a = (1 - eps) * a + (eps / c) * w * keep[:, None]
             denominator = wy.sum()
-
-        # the z-loss: zl * lse**2 per kept position, a mean over the kept count
-        z_pos = np.where(keep, zl * lse * lse, 0.0) if zl else np.zeros(n_pos)
         n_kept = float(np.count_nonzero(keep))
-        shape = () if x.ndim == 1 else (x.shape[0], *x.shape[2:])
         if inputs.reduction == "none":
-            # one loss per position: (N, d1, ..., dK), or () for unbatched input
-            loss = (per_pos + z_pos).reshape(shape)
-            z_out = z_pos.reshape(shape)
             u = (
                 np.ones(n_pos)
                 if inputs.grad_output is None
@@ -164,33 +150,82 @@ def cross_entropy_with_z_loss(
             )
             u_z = u
         elif inputs.reduction == "sum":
-            z_out = np.array(z_pos.sum())
-            loss = np.array(_mixed(per_pos, 1.0, parts, eps, c) + (z_out if zl else 0.0))
             u = u_z = np.ones(n_pos)
         else:
-            z_out = np.array(z_pos.sum() / n_kept)
-            loss = np.array(_mixed(per_pos, denominator, parts, eps, c) + (z_out if zl else 0.0))
             u = np.full(n_pos, 1.0 / denominator if denominator != 0 else np.inf)
             u_z = np.full(n_pos, 1.0 / n_kept if n_kept else np.inf)
 
-        grad = None
-        if inputs.want_grad:
-            g = -u[:, None] * a
-            if not prob and not eps:
-                # only the target class receives upstream gradient
-                g = _at_target(g, safe, keep)
-            g[~keep] = 0.0
-            gr = g - np.exp(lp) * g.sum(axis=1, keepdims=True)
-            if zl:
-                k = np.where(keep, u_z * 2.0 * zl * lse, 0.0)
-                gr = gr + k[:, None] * np.exp(lp)
-            if slope is not None:
-                gr = gr * slope
-            if x.ndim == 1:
-                grad = gr.reshape(x.shape)
+    per_pos = np.zeros(n_pos)
+    smooth = np.zeros(n_pos) if eps and not prob else None
+    z_pos = np.zeros(n_pos)
+    grad_rows = None
+    if inputs.want_grad:
+        kind = np.float64 if out_dtype is None else carrier(out_dtype)
+        grad_rows = np.empty((n_pos, c), dtype=kind)
+    step = max(1, BLOCK_ELEMENTS // max(1, c))
+    for lo in range(0, n_pos, step):
+        hi = min(n_pos, lo + step)
+        xb, slope = _transform(np.asarray(rows[lo:hi], dtype=np.float64), inputs)
+        lp = _log_softmax(xb)
+        lse = _logsumexp(xb) if zl else np.zeros(hi - lo)
+        r = np.arange(hi - lo)
+        kb = keep[lo:hi]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            if y_rows is not None:
+                y = np.asarray(y_rows[lo:hi], dtype=np.float64)
+                if eps:
+                    y = (1 - eps) * y + eps / c
+                a = w * y
+                per_pos[lo:hi] = -(a * lp).sum(axis=1)
             else:
-                moved = (x.shape[0], *x.shape[2:], c)
-                grad = np.moveaxis(gr.reshape(moved), -1, 1)
+                sb, wb = safe[lo:hi], wy[lo:hi]
+                per_pos[lo:hi] = np.where(kb, -wb * lp[r, sb], 0.0)
+                a = np.zeros_like(xb)
+                a[r, sb] = wb
+                if smooth is not None:
+                    smooth[lo:hi] = np.where(kb, -(w * lp).sum(axis=1), 0.0)
+                    a = (1 - eps) * a + (eps / c) * w * kb[:, None]
+            # the z-loss: zl * lse**2 per kept position, a mean over the kept count
+            if zl:
+                z_pos[lo:hi] = np.where(kb, zl * lse * lse, 0.0)
+            if grad_rows is not None:
+                g = -u[lo:hi, None] * a
+                if y_rows is None and not eps:
+                    # only the target class receives upstream gradient
+                    g = _at_target(g, safe[lo:hi], kb)
+                g[~kb] = 0.0
+                gr = g - np.exp(lp) * g.sum(axis=1, keepdims=True)
+                if zl:
+                    k = np.where(kb, u_z[lo:hi] * 2.0 * zl * lse, 0.0)
+                    gr = gr + k[:, None] * np.exp(lp)
+                if slope is not None:
+                    gr = gr * slope
+                grad_rows[lo:hi] = gr if out_dtype is None else cast(gr, out_dtype)
+
+    parts = None  # (nll, smooth) per position, for smoothing with class indices
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        if smooth is not None:
+            parts = (per_pos, smooth)
+            per_pos = (1 - eps) * per_pos + eps / c * smooth
+        shape = () if x.ndim == 1 else (x.shape[0], *x.shape[2:])
+        if inputs.reduction == "none":
+            # one loss per position: (N, d1, ..., dK), or () for unbatched input
+            loss = (per_pos + z_pos).reshape(shape)
+            z_out = z_pos.reshape(shape)
+        elif inputs.reduction == "sum":
+            z_out = np.array(z_pos.sum())
+            loss = np.array(_mixed(per_pos, 1.0, parts, eps, c) + (z_out if zl else 0.0))
+        else:
+            z_out = np.array(z_pos.sum() / n_kept)
+            loss = np.array(_mixed(per_pos, denominator, parts, eps, c) + (z_out if zl else 0.0))
+
+    grad = None
+    if grad_rows is not None:
+        if x.ndim == 1:
+            grad = grad_rows.reshape(x.shape)
+        else:
+            moved = (x.shape[0], *x.shape[2:], c)
+            grad = np.moveaxis(grad_rows.reshape(moved), -1, 1)
     return loss, grad, (z_out if inputs.return_z_loss else None)
 
 
@@ -225,7 +260,7 @@ class NumpyAdapter(Adapter):
         return f"numpy {np.__version__}"
 
     def run(self, inputs: CallInputs) -> Output:
-        loss, grad, z_loss = cross_entropy_with_z_loss(inputs)
-        out_grad = None if grad is None else cast(grad, inputs.dtype)
+        # the gradient comes rounded to the dtype, block by block
+        loss, grad, z_loss = cross_entropy_with_z_loss(inputs, inputs.dtype)
         out_z = None if z_loss is None else cast(z_loss, inputs.dtype)
-        return Output(loss=cast(loss, inputs.dtype), grad=out_grad, z_loss=out_z)
+        return Output(loss=cast(loss, inputs.dtype), grad=grad, z_loss=out_z)

@@ -15,6 +15,8 @@ never silently change a case; ``python -m harness regen`` fills in ``sha256: FIL
 from __future__ import annotations
 
 import hashlib
+import math
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -92,3 +94,77 @@ def materialize(source: np.ndarray | dict, dtype: DTypeLike | None) -> np.ndarra
             f"NumPy {np.__version__} makes a different stream for {source!r}"
         )
     return array if dtype is None else array.astype(dtype)
+
+
+#: float64 elements per block when a recipe is made block by block (8 MiB)
+BLOCK_ELEMENTS = 1 << 20
+#: recipes whose values come from one sequential stream, so blocks of leading rows drawn one
+#: after another are the rows of one draw of the whole shape
+_BLOCKWISE = ("normal", "uniform", "full")
+
+
+def blocks(spec: dict) -> Iterator[np.ndarray]:
+    """The array a recipe describes, as float64 blocks of whole leading rows, in order; the
+    fingerprint is checked after the last block (``FingerprintMismatch``), as ``materialize``.
+
+    ``normal`` and ``uniform`` draw each block from the same generator in turn, which gives the
+    bits of one draw of the whole shape (``tests/test_streaming.py`` checks it); other recipes
+    are made whole and cut."""
+    shape = tuple(int(s) for s in spec["shape"])
+    digest = hashlib.sha256()
+    if spec["generate"] not in _BLOCKWISE or len(shape) == 0:
+        whole = build(spec)
+        pieces: Iterator[np.ndarray] = iter([whole])
+    else:
+        pieces = _row_blocks(spec, shape)
+    for piece in pieces:
+        digest.update(np.ascontiguousarray(piece).tobytes())
+        yield piece
+    want = spec.get("sha256")
+    if want is not None and digest.hexdigest()[:16] != want:
+        raise FingerprintMismatch(
+            f"generated array has fingerprint {digest.hexdigest()[:16]}, the case says {want}: "
+            f"NumPy {np.__version__} makes a different stream for {spec!r}"
+        )
+
+
+def _row_blocks(spec: dict, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    per_row = math.prod(shape[1:])
+    step = max(1, BLOCK_ELEMENTS // max(1, per_row))
+    rng = np.random.default_rng(int(spec.get("seed", 0)))
+    kind = spec["generate"]
+    for lo in range(0, shape[0], step):
+        rows = (min(step, shape[0] - lo), *shape[1:])
+        if kind == "normal":
+            yield rng.normal(float(spec.get("mean", 0.0)), float(spec.get("std", 1.0)), rows)
+        elif kind == "uniform":
+            yield rng.uniform(float(spec.get("low", 0.0)), float(spec.get("high", 1.0)), rows)
+        else:
+            yield build({**spec, "shape": list(rows)})
+
+
+def materialize_blockwise(
+    source: np.ndarray | dict,
+    carrier: DTypeLike,
+    convert: Callable[[np.ndarray], np.ndarray],
+    on_block: Callable[[np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """A case field made directly in ``carrier``: each float64 block ``convert``-ed into the
+    result, so no float64 copy of the whole array is ever held (for a recipe). ``on_block``
+    sees each converted block in order (whole leading rows, C order)."""
+    if isinstance(source, np.ndarray):
+        out = np.ascontiguousarray(convert(source))
+        if on_block is not None:
+            on_block(out)
+        return out
+    shape = tuple(int(s) for s in source["shape"])
+    out = np.empty(shape, dtype=carrier)
+    flat = out.reshape(-1)
+    at = 0
+    for block in blocks(source):
+        part = flat[at : at + block.size].reshape(block.shape)
+        part[...] = convert(block)
+        at += block.size
+        if on_block is not None:
+            on_block(part)
+    return out

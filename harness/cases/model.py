@@ -10,15 +10,17 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from harness.adapters import CallInputs, kernel_features_of
-from harness.cases.generate import materialize
+from harness.cases.generate import materialize, materialize_blockwise
 from harness.cases.tolerance import Tolerance, resolve
-from harness.dtypes import cast
+from harness.dtypes import carrier, cast
 from harness.oracle.cache import oracle_expected
 from harness.oracle.error_model import error_bounds
 from harness.oracle.problem import Expected, Problem
@@ -92,6 +94,18 @@ class Case:
         return materialize(self.target_source, None)
 
     @property
+    def logits_shape(self) -> tuple[int, ...]:
+        """The logits' shape, without making a generated array."""
+        source = self.logits_source
+        if isinstance(source, dict):
+            return tuple(int(s) for s in source["shape"])
+        return source.shape
+
+    @property
+    def logits_size(self) -> int:
+        return math.prod(self.logits_shape)
+
+    @property
     def probability_target(self) -> bool:
         return np.issubdtype(self.target.dtype, np.floating)
 
@@ -115,11 +129,12 @@ class Case:
             f.add("weight")
         if self.label_smoothing != 0:
             f.add("label_smoothing")
-        if self.logits.ndim == 1:
+        ndim = len(self.logits_shape)
+        if ndim == 1:
             f.add("unbatched")
-        elif self.logits.ndim > 2:
+        elif ndim > 2:
             f.add("kdim")
-        if self.logits.size == 0:
+        if self.logits_size == 0:
             f.add("empty")
         if self.grad_output is not None:
             f.add("grad_output")
@@ -143,6 +158,35 @@ class Case:
         """
         arrays = tuple(None if a is None else a.copy() for a in self._cast(dtype))
         return self._call(dtype, arrays, want_grad=want_grad and self.expect_error is None)
+
+    def blockwise_inputs(
+        self,
+        dtype: str,
+        *,
+        want_grad: bool = True,
+        on_block: Callable[[np.ndarray], None] | None = None,
+    ) -> CallInputs:
+        """Fresh inputs like ``inputs``, with the logits made directly in ``dtype``'s carrier,
+        block by block (``generate.materialize_blockwise``): for large cases, which then never
+        hold a float64 copy of their logits. ``on_block`` sees each block of the logits as made
+        (whole leading rows, in order). The values are those of ``inputs``."""
+        logits = materialize_blockwise(
+            self.logits_source, carrier(dtype), functools.partial(cast, dtype=dtype), on_block
+        )
+        target, weight, grad_output = (
+            None if a is None else a.copy() for a in self._cast_rest(dtype)
+        )
+        call = (logits, target, weight, grad_output)
+        return self._call(dtype, call, want_grad=want_grad and self.expect_error is None)
+
+    def _cast_rest(self, dtype: str) -> tuple:
+        """(target, weight, grad_output) in ``dtype``'s carrier (targets of class indices as is)."""
+        target = cast(self.target, dtype) if self.probability_target else self.target
+        return (
+            target,
+            None if self.weight is None else cast(self.weight, dtype),
+            None if self.grad_output is None else cast(self.grad_output, dtype),
+        )
 
     def _call(self, dtype: str, arrays: tuple, *, want_grad: bool) -> CallInputs:
         logits, target, weight, grad_output = arrays
@@ -171,13 +215,7 @@ class Case:
         cache = self.__dict__.setdefault("_cast_cache", {})
         if dtype in cache:
             return cache[dtype]
-        target = cast(self.target, dtype) if self.probability_target else self.target
-        arrays = (
-            cast(self.logits, dtype),
-            target,
-            None if self.weight is None else cast(self.weight, dtype),
-            None if self.grad_output is None else cast(self.grad_output, dtype),
-        )
+        arrays = (cast(self.logits, dtype), *self._cast_rest(dtype))
         if self.logits.size <= self.CAST_CACHE_ELEMENTS:
             cache[dtype] = arrays
         return arrays

@@ -49,6 +49,14 @@ class Comparison:
     ok: bool
     errors: Errors
     message: str | None  # the worst mismatch, in words
+    #: on a mismatch: the flat index of the element the message names, how many are off,
+    #: whether that element is a non-finite mismatch, its test ratio and the message's words
+    #: in parentheses (``harness.execution.streaming`` joins the comparisons of blocks)
+    worst: int = -1
+    n_bad: int = 0
+    nonfinite: bool = False
+    worst_ratio: float = 0.0
+    detail: str = ""
 
 
 def _index(shape: tuple[int, ...], flat: int) -> str:
@@ -179,9 +187,15 @@ def compare(
             + (" + tolerance override" if atol or rtol else "")
             + f"; {own:.3g} ulp"
         )
-    shape = np.shape(expected)
-    more = f" ({n_bad} of {e.size} elements off)" if e.size > 1 else ""
-    message = (
-        f"{what}{_index(shape, i)}: expected {float(e[i])!r}, got {float(g[i])!r} ({why}){more}"
-    )
-    return Comparison(False, errors, message)
+    message = mismatch_message(what, np.shape(expected), i, float(e[i]), float(g[i]), why, n_bad)
+    nonfinite = bool(np.any(~special_ok))
+    return Comparison(False, errors, message, i, n_bad, nonfinite, float(ratio[i]), why)
+
+
+def mismatch_message(
+    what: str, shape: tuple[int, ...], flat: int, expected: float, got: float, why: str, n_bad: int
+) -> str:
+    """The message of a failed comparison, naming its worst element (``flat`` in ``shape``)."""
+    size = math.prod(shape)
+    more = f" ({n_bad} of {size} elements off)" if size > 1 else ""
+    return f"{what}{_index(shape, flat)}: expected {expected!r}, got {got!r} ({why}){more}"

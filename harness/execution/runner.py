@@ -17,7 +17,7 @@ from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
 from harness.dtypes import carrier
 from harness.errors import InternalError
-from harness.execution import peak_memory
+from harness.execution import peak_memory, streaming
 from harness.execution.compare import compare
 from harness.execution.results import Result, Status
 from harness.execution.watchdog import CallTimedOut, Watchdog
@@ -35,8 +35,11 @@ def _summary(a: np.ndarray) -> object:
     return f"array{list(a.shape)}"
 
 
-def to_array(value: object, what: str, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
-    """Check an adapter's output and return it as float64 of ``shape``."""
+def to_array(
+    value: object, what: str, dtype: str, shape: tuple[int, ...], *, float64: bool = True
+) -> np.ndarray:
+    """Check an adapter's output and return it as float64 of ``shape`` (``float64=False``: as
+    it is, in the dtype's carrier: a large gradient is converted block by block later)."""
     if type(value) is np.ndarray and value.dtype == carrier(dtype) and value.shape == shape:
         # the common case, in a few attribute reads: a floating array of the right kind
         arr = value
@@ -44,7 +47,7 @@ def to_array(value: object, what: str, dtype: str, shape: tuple[int, ...]) -> np
         arr = _checked_array(value, what, dtype, shape)
     if dtype == "bfloat16" and not _holds_bfloat16(arr):
         raise BadOutput(f"{what} holds float32 values that are not bfloat16 numbers")
-    return arr.astype(np.float64)
+    return arr.astype(np.float64) if float64 else arr
 
 
 def _holds_bfloat16(arr: np.ndarray) -> bool:
@@ -97,11 +100,12 @@ def _lacking_source(adapter: Adapter, lacking: list[str]) -> str:
     return why if len(opt_in) == len(lacking) else f"{adapter.unsupported_source}; {why}"
 
 
-def snapshot(inputs: CallInputs) -> dict[str, np.ndarray]:
+def snapshot(inputs: CallInputs, *, logits: bool = True) -> dict[str, np.ndarray]:
     """Copies of the input arrays, to find in-place writes after the call (a copy and a
-    bitwise comparison cost less than two checksums: about 6 ms for 2M float32 values)."""
+    bitwise comparison cost less than two checksums: about 6 ms for 2M float32 values).
+    ``logits=False``: all but the logits (a large case checks them by a checksum)."""
     arrays = {
-        "logits": inputs.logits,
+        "logits": inputs.logits if logits else None,
         "target": inputs.target,
         "weight": inputs.weight,
         "grad_output": inputs.grad_output,
@@ -200,7 +204,12 @@ def run_one(
         if no_grad_output:
             lacking.remove("grad_output")
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
-        inputs = case.inputs(dtype, want_grad=want_grad)
+        large = streaming.applies(case)
+        digest = None
+        if large:  # made in the dtype block by block, checksummed as they are made
+            inputs, digest = streaming.fresh_inputs(case, dtype, want_grad)
+        else:
+            inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
         result.status = Status.ERROR
         result.message = f"the case's inputs cannot be made: {e}"
@@ -214,9 +223,20 @@ def run_one(
     if not want_grad and case.expect_error is None:
         why = "takes no grad_output" if no_grad_output else "gives no gradient"
         result.notes.append(f"loss only: the adapter {why}")
-    # a small case's kept cast arrays are what its fresh inputs were copied from
-    before = case.kept_inputs(dtype) or snapshot(inputs)
-    output = _call_and_check(case, adapter, dtype, inputs, watchdog, result)
+    # a small case's kept cast arrays are what its fresh inputs were copied from; a large
+    # case's logits are checked by their checksum
+    if large:
+        before = snapshot(inputs, logits=False)
+    else:
+        before = case.kept_inputs(dtype) or snapshot(inputs)
+    output = _call_and_check(case, adapter, dtype, inputs, watchdog, result, check=not large)
+    if digest is not None and result.status is not Status.TIMEOUT:
+        pristine = inputs
+        if not digest.matches(inputs.logits):  # written to: made again, to say where
+            pristine = streaming.pristine_inputs(case, dtype, inputs.want_grad)
+            before["logits"] = pristine.logits
+        if result.status is Status.PASS:  # the call returned: its values, block by block
+            _check_values(case, dtype, inputs, output, result, pristine=pristine)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
         written = getattr(output, "grad", None) if adapter.inplace_backward else None
         mutated = mutations(inputs, before, written)
@@ -234,9 +254,11 @@ def _call_and_check(
     inputs: CallInputs,
     watchdog: Watchdog | None,
     result: Result,
+    *,
+    check: bool = True,
 ) -> object:
-    """Call the adapter and check what it returned into ``result``; returns the output
-    (None when the call raised or timed out)."""
+    """Call the adapter and check what it returned into ``result`` (``check=False``: leave
+    the values to the caller); returns the output (None when the call raised or timed out)."""
     peak_memory.reset()
     start = time.perf_counter()
     try:
@@ -273,7 +295,8 @@ def _call_and_check(
             f"{case.expect_error} ({ERROR_KINDS[case.expect_error]})"
         )
         return output
-    _check_values(case, dtype, inputs, output, result)
+    if check:
+        _check_values(case, dtype, inputs, output, result)
     return output
 
 
@@ -286,8 +309,17 @@ def _safe_repr(value: object) -> str:
 
 
 def _check_values(
-    case: Case, dtype: str, inputs: CallInputs, output: object, result: Result
+    case: Case,
+    dtype: str,
+    inputs: CallInputs,
+    output: object,
+    result: Result,
+    pristine: CallInputs | None = None,
 ) -> None:
+    """``pristine``: a large case's unmodified inputs, whose expected values are computed and
+    compared block by block (``harness.execution.streaming``)."""
+    if pristine is not None and _check_streamed(case, dtype, inputs, output, result, pristine):
+        return
     try:
         expected = case.expected_for(dtype)
     except Exception as e:  # the safety net: a bug of ours, never an adapter's result
@@ -376,3 +408,62 @@ def run(
     finally:
         if watchdog is not None:
             watchdog.close()
+
+
+def _check_streamed(
+    case: Case, dtype: str, inputs: CallInputs, output: object, result: Result, pristine: CallInputs
+) -> bool:
+    """``_check_values`` of a large case, with the same results; False where the streaming
+    oracle does not apply (the caller then takes the plain path)."""
+    tol = case.tolerance(dtype)
+    grad = None
+    try:
+        if isinstance(output, Output) and inputs.want_grad and output.grad is not None:
+            grad = to_array(output.grad, "grad", dtype, case.logits_shape, float64=False)
+    except BadOutput:
+        grad = None  # reported below, in the plain path's order
+    if grad is not None:
+        streamed = streaming.check_gradient(
+            case, dtype, pristine, grad, tol.grad_rtol, tol.grad_atol
+        )  # fmt: skip
+        if streamed is None:
+            return False
+        expected, grad_comparison = streamed
+    else:
+        found = streaming.expected_loss(case, dtype, pristine)
+        if found is None:
+            return False
+        expected, grad_comparison = found, None
+    assert expected.loss_bound is not None
+    result.expected_loss = _summary(expected.loss)
+    if not isinstance(output, Output):
+        result.status = Status.ERROR
+        result.message = f"returned a {type(output).__name__}: expected adapters.Output(loss, grad)"
+        return True
+    try:
+        loss = to_array(output.loss, "loss", dtype, expected.loss.shape)
+        if inputs.want_grad and output.grad is None:
+            raise BadOutput(
+                "grad is None (declare 'grad' in unsupported to be checked for loss only)"
+            )
+        if inputs.want_grad and grad is None:  # the check that failed above, for its message
+            to_array(output.grad, "grad", dtype, case.logits_shape, float64=False)
+    except BadOutput as e:
+        result.status = Status.ERROR
+        result.message = str(e)
+        return True
+    result.got_loss = _summary(loss)
+    lc = compare(
+        loss, expected.loss, expected.loss_bound, dtype, "loss",
+        rtol=tol.loss_rtol, atol=tol.loss_atol,
+    )  # fmt: skip
+    result.loss_errors = lc.errors
+    messages = [lc.message] if lc.message is not None else []
+    if grad_comparison is not None:
+        result.grad_errors = grad_comparison.errors
+        if grad_comparison.message is not None:
+            messages.append(grad_comparison.message)
+    if messages:
+        result.status = Status.FAIL
+        result.message = "; ".join(messages)
+    return True

@@ -9,6 +9,11 @@ value. Files are written to a temporary name and renamed into place, so
 concurrent writers (``--jobs``, pytest-xdist, two CI jobs) never expose a
 partial file; both write the same bytes and the last rename wins.
 
+Large cases (at least ``LARGE_ELEMENTS`` logits) keep only their loss and its bound, in a
+file of their own (``read_loss``, ``write_loss``): their gradient and its bound would be
+gigabytes (twice the logits' elements in float64); they are recomputed by each run, block by
+block (``harness.execution.streaming``), and not kept in memory between calls either.
+
 Folder: ``$LOSSCONF_CACHE_DIR``, else ``$XDG_CACHE_HOME/lossconf``, else
 ``~/.cache/lossconf``. ``LOSSCONF_CACHE_DIR=off`` disables the disk level; an
 unwritable folder is skipped silently (values are then computed every run).
@@ -58,12 +63,36 @@ def oracle_revision() -> str:
     return h.hexdigest()[:12]
 
 
-def cache_path(key: str, dtype: str) -> Path | None:
-    """The file of ``key`` (a case's content hash) in ``dtype``, or None when disabled."""
+#: logits from which a case is large: only its loss is cached (16M: 64 MiB of float32, a
+#: 128 MiB float64 gradient and as much again for its bound)
+LARGE_ELEMENTS = 1 << 24
+
+
+def cache_path(key: str, dtype: str, part: str = "") -> Path | None:
+    """The file of ``key`` (a case's content hash) in ``dtype``, or None when disabled;
+    ``part`` 'loss': the loss-only file of a large case."""
     folder = cache_dir()
     if folder is None:
         return None
-    return folder / f"{key}-{dtype}-{oracle_revision()}.npz"
+    suffix = f"-{part}" if part else ""
+    return folder / f"{key}-{dtype}-{oracle_revision()}{suffix}.npz"
+
+
+def read_loss(key: str, dtype: str) -> Expected | None:
+    """The cached expected loss and its bound of a large case (gradient None), or None."""
+    path = cache_path(key, dtype, "loss")
+    found = _read(path) if path is not None and path.is_file() else None
+    if found is not None:
+        stats["disk_hits"] += 1
+        return Expected(found.loss, None, found.loss_bound, None)
+    return None
+
+
+def write_loss(key: str, dtype: str, expected: Expected) -> None:
+    """Store the loss and its bound of a large case (a few hundred bytes)."""
+    path = cache_path(key, dtype, "loss")
+    if path is not None:
+        _write(path, Expected(expected.loss, None, expected.loss_bound, None))
 
 
 def _read(path: Path) -> Expected | None:
@@ -123,6 +152,9 @@ def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Exp
         found = Expected(
             result.loss, result.grad, bounds.loss, bounds.grad, result.z_loss, bounds.z_loss
         )
+        if result.grad is not None and result.grad.size >= LARGE_ELEMENTS:
+            write_loss(key, dtype, found)  # the gradient would be gigabytes
+            return found
         if path is not None:
             _write(path, found)
     _memory[memory_key] = found

@@ -132,67 +132,109 @@ def error_bounds(
     3 u_d |a| (absolute). The z-loss term c lse**2 is off by 2 |c| |lse| times lse's error
     plus its own rounding; its gradient 2 c lse p_j is bounded like the p_j term.
     """
-    u_d = unit_roundoff(dtype)
-    u_c = unit_roundoff(COMPUTE_DTYPE[dtype])
-    tiny = subnormal_spacing(dtype)
-    x_all, t_all = problem.rows()
-    slope_all = None
-    if problem.transformed:
-        x_all, slope_all = transformed_logits(problem, x_all)
-    n_pos, c = x_all.shape
-    probability = problem.probability_target
-    eps = float(problem.label_smoothing)
-    w = np.ones(c) if problem.weight is None else np.asarray(problem.weight, dtype=np.float64)
-    abs_w = np.abs(w)
+    rows = RowBounds(problem, dtype, want_grad=grad is not None)
+    grad_rows = np.zeros((rows.n_pos, rows.c)) if grad is not None else None
+    for lo in range(0, rows.n_pos, rows.step):
+        hi = min(rows.n_pos, lo + rows.step)
+        block = rows.rows(lo, hi)
+        if grad_rows is not None:
+            grad_rows[lo:hi] = block
+    loss_bound, z_bound = rows.finish(loss, z_loss)
+    grad_bound = None
+    if grad is not None and grad_rows is not None:
+        grad_bound = problem.grad_from_rows(rows.grad_bound(grad_rows, class_last(grad)))
+    return Bounds(loss_bound, grad_bound, z_bound)
 
-    if probability:
-        keep = np.ones(n_pos, dtype=bool)
-        denominator = float(n_pos)
-        abs_den_terms = float(n_pos)
-    else:
-        keep = t_all != problem.ignore_index
-        safe = np.where(keep, t_all, 0)
-        w_target = np.where(keep, w[safe], 0.0)
-        denominator = math.fsum(w_target)
-        abs_den_terms = math.fsum(np.abs(w_target))
-    n_kept = int(np.count_nonzero(keep))
 
-    # the upstream factor of each position and the condition of the mean's denominator
-    den_condition = 0.0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if problem.reduction == "mean":
-            g = np.full(n_pos, 1.0 / abs(denominator) if denominator else np.inf)
-            den_condition = abs_den_terms / abs(denominator) if denominator else np.inf
-        elif problem.reduction == "none" and (upstream := problem.upstream()) is not None:
-            g = np.abs(upstream)  # upstream() is None exactly when grad_output is
+class RowBounds:
+    """``error_bounds`` block of rows by block of rows, for a caller that never holds the whole
+    gradient (``harness.execution.streaming``); the same values::
+
+        rows = RowBounds(problem, dtype)                 # problem.logits may stay in their dtype
+        for lo in range(0, rows.n_pos, rows.step):       # every row, in order
+            part = rows.rows(lo, hi)                     # (hi - lo, C), before the gradient's own term
+            bound = rows.grad_bound(part, grad[lo:hi])   # with the gradient's rows (P, C layout)
+        loss_bound, z_bound = rows.finish(loss, z_loss)
+    """
+
+    def __init__(self, problem: Problem, dtype: str, *, want_grad: bool = True):
+        self.problem, self.dtype, self.want_grad = problem, dtype, want_grad
+        self.u_d = u_d = unit_roundoff(dtype)
+        self.u_c = u_c = unit_roundoff(COMPUTE_DTYPE[dtype])
+        self.tiny = subnormal_spacing(dtype)
+        # the logits in their own dtype: converted to float64 block by block
+        self.x_all = class_last(np.asarray(problem.logits))
+        self.t_all = t_all = problem.target_rows()
+        self.n_pos, self.c = n_pos, c = self.x_all.shape
+        self.probability = probability = problem.probability_target
+        self.eps = float(problem.label_smoothing)
+        w = np.ones(c) if problem.weight is None else np.asarray(problem.weight, dtype=np.float64)
+        self.w, self.abs_w = w, np.abs(w)
+
+        if probability:
+            keep = np.ones(n_pos, dtype=bool)
+            denominator = float(n_pos)
+            abs_den_terms = float(n_pos)
         else:
-            g = np.ones(n_pos)
-    g = np.where(keep, g, 0.0)
-    # the z-loss's upstream factor: a mean divides by the number of kept positions
-    c_z = abs(problem.z_loss)
-    with np.errstate(divide="ignore"):
-        gz = (
-            np.full(n_pos, 1.0 / n_kept if n_kept else np.inf) if problem.reduction == "mean" else g
-        )
-    gz = np.where(keep, gz, 0.0) if c_z else np.zeros(n_pos)
-    # each rounding that forms z moves it by u_d |z|; the parameters are rounded once (u_c)
-    n_ops = (problem.logit_scale != 1.0) + 3 * (problem.softcap is not None)
-    n_par = (problem.logit_scale != 1.0) + (problem.softcap is not None)
-    tau_unit = n_ops * u_d + n_par * u_c
-    per_pos_z = np.zeros(n_pos)  # bound of each position's z-loss term
-    per_pos_zabs = np.zeros(n_pos)  # u_c |c lse**2|
+            keep = t_all != problem.ignore_index
+            safe = np.where(keep, t_all, 0)
+            w_target = np.where(keep, w[safe], 0.0)
+            denominator = math.fsum(w_target)
+            abs_den_terms = math.fsum(np.abs(w_target))
+        self.keep = keep
+        self.n_kept = n_kept = int(np.count_nonzero(keep))
 
-    per_pos_d = np.zeros(n_pos)  # S_d of each position's loss
-    per_pos_c = np.zeros(n_pos)  # S_c of each position's loss
-    per_pos_abs = np.zeros(n_pos)  # |loss_n|
-    per_pos_a = np.zeros(n_pos)  # sum_c |a|[n, c]
-    grad_rows = np.zeros((n_pos, c)) if grad is not None else None
-    step = max(1, _CHUNK_ELEMENTS // max(1, c))
-    sqrt_c = float(length_factor(c))
+        # the upstream factor of each position and the condition of the mean's denominator
+        den_condition = 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if problem.reduction == "mean":
+                g = np.full(n_pos, 1.0 / abs(denominator) if denominator else np.inf)
+                den_condition = abs_den_terms / abs(denominator) if denominator else np.inf
+            elif problem.reduction == "none" and (upstream := problem.upstream()) is not None:
+                g = np.abs(upstream)  # upstream() is None exactly when grad_output is
+            else:
+                g = np.ones(n_pos)
+        self.den_condition = den_condition
+        self.g = np.where(keep, g, 0.0)
+        # the z-loss's upstream factor: a mean divides by the number of kept positions
+        self.c_z = c_z = abs(problem.z_loss)
+        with np.errstate(divide="ignore"):
+            gz = (
+                np.full(n_pos, 1.0 / n_kept if n_kept else np.inf)
+                if problem.reduction == "mean"
+                else self.g
+            )
+        self.gz = np.where(keep, gz, 0.0) if c_z else np.zeros(n_pos)
+        # each rounding that forms z moves it by u_d |z|; the parameters are rounded once (u_c)
+        n_ops = (problem.logit_scale != 1.0) + 3 * (problem.softcap is not None)
+        n_par = (problem.logit_scale != 1.0) + (problem.softcap is not None)
+        self.tau_unit = n_ops * u_d + n_par * u_c
+        self.per_pos_z = np.zeros(n_pos)  # bound of each position's z-loss term
+        self.per_pos_zabs = np.zeros(n_pos)  # u_c |c lse**2|
 
-    for lo in range(0, n_pos, step):
-        hi = min(n_pos, lo + step)
-        x = x_all[lo:hi]
+        self.per_pos_d = np.zeros(n_pos)  # S_d of each position's loss
+        self.per_pos_c = np.zeros(n_pos)  # S_c of each position's loss
+        self.per_pos_abs = np.zeros(n_pos)  # |loss_n|
+        self.per_pos_a = np.zeros(n_pos)  # sum_c |a|[n, c]
+        #: rows per block: float64 temporaries of about _CHUNK_ELEMENTS logits
+        self.step = max(1, _CHUNK_ELEMENTS // max(1, c))
+        self.sqrt_c = float(length_factor(c))
+
+    def rows(self, lo: int, hi: int) -> np.ndarray | None:
+        """Rows [lo, hi): each position's loss terms (kept for ``finish``) and, when the
+        gradient is wanted, its bound rows without the gradient's own rounding (see
+        ``grad_bound``)."""
+        problem, c, eps, probability = self.problem, self.c, self.eps, self.probability
+        u_d, u_c, tiny, sqrt_c = self.u_d, self.u_c, self.tiny, self.sqrt_c
+        c_z, tau_unit, w, abs_w = self.c_z, self.tau_unit, self.w, self.abs_w
+        per_pos_d, per_pos_c, per_pos_abs = self.per_pos_d, self.per_pos_c, self.per_pos_abs
+        per_pos_a, per_pos_z, per_pos_zabs = self.per_pos_a, self.per_pos_z, self.per_pos_zabs
+        g, gz, keep = self.g, self.gz, self.keep
+        x = np.asarray(self.x_all[lo:hi], dtype=np.float64)
+        slope_rows = None
+        if problem.transformed:
+            x, slope_rows = transformed_logits(problem, x)
+        grad_rows = None
         with np.errstate(invalid="ignore", over="ignore", divide="ignore", under="ignore"):
             finite_row = np.isfinite(np.where(np.isneginf(x), 0.0, x)).all(axis=1)
             xs = np.where(np.isfinite(x), x, -np.inf)
@@ -208,7 +250,8 @@ def error_bounds(
             abs_lse = np.where(np.isfinite(lse), np.abs(lse), 0.0)
             abs_x = np.abs(np.where(np.isfinite(x), x, 0.0))
             abs_logp = np.where(p > 0, np.abs(logp), 0.0)
-            abs_a = _abs_coefficients(t_all[lo:hi], keep[lo:hi], w, abs_w, eps, c, probability)
+            t = self.t_all[lo:hi]
+            abs_a = _abs_coefficients(t, keep[lo:hi], w, abs_w, eps, c, probability)
             # Magnitudes are multiplied by their unit roundoff before they are summed or
             # multiplied together: logits near the dtype's largest value must not overflow the
             # bound. |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part.
@@ -238,7 +281,7 @@ def error_bounds(
                     kz, c_z * abs_lse * (2.0 * d_lse + (2.0 * u_d + u_c) * abs_lse), 0.0
                 )
                 per_pos_zabs[lo:hi] = np.where(kz, u_c * c_z * abs_lse * abs_lse, 0.0)
-            if grad_rows is not None:
+            if self.want_grad:
                 gg = g[lo:hi, None]
                 # g (A p_j - a_j): p_j and each product rounded in the dtype; p_j recomputed
                 # as exp(log p_j) from a log-probability stored in the dtype (autograd through
@@ -257,10 +300,10 @@ def error_bounds(
                         2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None], tau, lse_tau, d_lse,
                         u_d, u_c, sqrt_c, tiny,
                     )  # fmt: skip
-                    if slope_all is not None:
+                    if slope_rows is not None:
                         # |dL/dz| times the error of dz/dx = a (1 - tanh**2), and dz/dx's size
                         mag = term_p + term_a + 2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None] * p
-                        slope = np.abs(slope_all[lo:hi])
+                        slope = np.abs(slope_rows)
                         computed = (
                             3.0 * u_d * abs(problem.logit_scale)
                             if problem.softcap is not None
@@ -268,36 +311,46 @@ def error_bounds(
                         )
                         # and the result, stored in the dtype (its underflow unscaled)
                         bound = bound * slope + mag * (u_d * slope + computed) + tiny
-                grad_rows[lo:hi] = bound
-                grad_rows[lo:hi][~finite_row] = 0.0
+                grad_rows = bound
+                grad_rows[~finite_row] = 0.0
             per_pos_d[lo:hi][~finite_row] = 0.0
             per_pos_c[lo:hi][~finite_row] = 0.0
             per_pos_z[lo:hi][~finite_row] = 0.0
             per_pos_zabs[lo:hi][~finite_row] = 0.0
+        return grad_rows
 
-    loss_bound = _loss_bound(
-        problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
-        den_condition, u_d, u_c, tiny,
-    )  # fmt: skip
-    z_bound = None
-    if c_z or z_loss is not None:
-        z_part = _z_loss_bound(problem, per_pos_z, per_pos_zabs, gz, n_kept, tiny)
-        loss_bound = loss_bound + z_part if c_z else loss_bound
-        if z_loss is not None:
-            own = 2.0 * u_d * np.abs(np.where(np.isfinite(z_loss), z_loss, 0.0))
-            z_bound = np.where(np.isfinite(z_loss), z_part.reshape(np.shape(z_loss)) + own, 0.0)
-    # a non-finite expected value is compared exactly: its bound is 0
-    loss_bound = np.where(np.isfinite(loss), loss_bound, 0.0)
-    grad_bound = None
-    if grad is not None and grad_rows is not None:
+    def grad_bound(self, rows: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """The gradient's bound on rows of ``rows(lo, hi)`` (updated in place): plus the
+        rounding of the result itself, 0 where the expected ``grad`` rows are not finite."""
         with np.errstate(invalid="ignore", over="ignore"):
             # the result itself is rounded to the dtype; the mean's 1/D carries D's error
             own = np.abs(np.where(np.isfinite(grad), grad, 0.0))
-            own_rows = class_last(own)
-            grad_rows += (u_d + u_c * den_condition * float(length_factor(n_kept))) * own_rows
-        grad_bound = problem.grad_from_rows(np.nan_to_num(grad_rows, nan=0.0, posinf=np.inf))
-        grad_bound = np.where(np.isfinite(grad), grad_bound, 0.0)
-    return Bounds(loss_bound, grad_bound, z_bound)
+            factor = self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
+            rows += factor * own
+        bound = np.nan_to_num(rows, nan=0.0, posinf=np.inf)
+        return np.where(np.isfinite(grad), bound, 0.0)
+
+    def finish(
+        self, loss: np.ndarray, z_loss: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """The bounds of the loss and of the returned z-loss term, after every row."""
+        problem, c_z, tiny = self.problem, self.c_z, self.tiny
+        loss_bound = _loss_bound(
+            problem, loss, self.per_pos_d, self.per_pos_c, self.per_pos_abs, self.per_pos_a,
+            self.g, self.keep, self.n_kept, self.den_condition, self.u_d, self.u_c, tiny,
+        )  # fmt: skip
+        z_bound = None
+        if c_z or z_loss is not None:
+            z_part = _z_loss_bound(
+                problem, self.per_pos_z, self.per_pos_zabs, self.gz, self.n_kept, tiny
+            )
+            loss_bound = loss_bound + z_part if c_z else loss_bound
+            if z_loss is not None:
+                own = 2.0 * self.u_d * np.abs(np.where(np.isfinite(z_loss), z_loss, 0.0))
+                z_bound = np.where(np.isfinite(z_loss), z_part.reshape(np.shape(z_loss)) + own, 0.0)
+        # a non-finite expected value is compared exactly: its bound is 0
+        loss_bound = np.where(np.isfinite(loss), loss_bound, 0.0)
+        return loss_bound, z_bound
 
 
 def _kernel_grad_terms(

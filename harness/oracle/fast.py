@@ -360,6 +360,78 @@ def cross_entropy_fast(p: Problem, *, want_grad: bool = True) -> Expected:
     return result
 
 
+class RowBlocks:
+    """The oracle on a (P, C) problem, block of rows by block of rows, for a caller that uses
+    each block of the gradient as it is made and never holds the whole of it
+    (``harness.execution.streaming``). Same arithmetic, same values as ``cross_entropy_fast``::
+
+        blocks = RowBlocks(problem)        # problem.logits (P, C), in their carrier dtype
+        if blocks.possible:
+            for lo in range(0, P, blocks.rows_per_block):
+                grad, pending = blocks.block(lo, min(P, lo + blocks.rows_per_block))
+            loss, late = blocks.finish()   # late: {row: final gradient row} of pending rows
+
+    ``grad`` (rows, C) float64 holds the gradient of those rows, except where ``pending`` (rows,)
+    is True: those rows are recomputed in mpmath by ``finish``. ``possible`` is False where
+    ``cross_entropy_fast`` would call the mpmath oracle on the whole problem, or the problem is
+    not 2-D (``cross_entropy_fast`` then gives the answer).
+    """
+
+    def __init__(self, p: Problem, *, want_grad: bool = True, target_elements: int = 1 << 20):
+        self.p = p
+        x, t = _rows(p)
+        self.possible = p.logits.ndim == 2 and not p.kernel and _globally_fast(p, x, t)
+        self._fast: _Fast | None = None
+        self.rows_per_block = 1
+        if self.possible:
+            stats["problems"] += 1
+            stats["rows"] += x.shape[0]
+            if x.size > 1 << 20:
+                _warm_allocator()
+            with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
+                fast = _Fast(p, x, t, want_grad)
+                self.possible = fast.start()
+            self._fast = fast
+            step = fast.step
+            self.rows_per_block = step * max(1, target_elements // (step * fast.c))
+
+    def block(self, lo: int, hi: int) -> tuple[np.ndarray | None, np.ndarray]:
+        """Rows [lo, hi) (``lo`` a multiple of ``rows_per_block``): their gradient (None when
+        not wanted) and which of them are pending."""
+        fast = self._fast
+        assert fast is not None and self.possible
+        fast.grad = np.zeros((hi - lo, fast.c)) if fast.want_grad else None
+        fast.grad_row0 = lo
+        with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
+            fast.rows(lo, hi)
+        grad, fast.grad = fast.grad, None
+        return grad, fast.fallback[lo:hi].copy()
+
+    def finish(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The loss, and the final gradient row of each pending row (when wanted)."""
+        fast = self._fast
+        assert fast is not None and self.possible
+        reduced = self.p.reduction != "none"
+        with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
+            settled = fast.settle(reduced)
+        if settled is None:  # a reduced loss not decided: the mpmath oracle's, as a whole
+            stats["whole_mpmath"] += 1
+            return ref.cross_entropy_mpmath(self.p, want_grad=False).loss, self._late({})
+        loss, rows_mp = settled
+        return loss, self._late(rows_mp)
+
+    def _late(self, rows_mp: dict) -> dict[int, np.ndarray]:
+        fast = self._fast
+        assert fast is not None
+        if not fast.want_grad:
+            return {}
+        late = {}
+        for n in np.nonzero(fast.fallback)[0].tolist():
+            got = rows_mp.get(n)
+            late[n] = np.asarray(got[1] if got is not None else fast._mp_row(n)[1], np.float64)
+        return late
+
+
 class _Acc:
     """Per-row double-double sums accumulated over column blocks, with their magnitudes."""
 
@@ -427,17 +499,24 @@ class _Fast:
         return den
 
     def run(self) -> Expected | None:
+        if not self.start():
+            if self.p.reduction == "mean" and np.all(self.ignored) and not self.kernel:
+                return self._all_ignored_mean()
+            return None  # inf or nan factors: the mpmath oracle decides
+        self.grad = np.zeros((self.n_pos, self.c)) if self.want_grad else None
+        self.rows(0, self.n_pos)
+        return self._finish(self.p.reduction != "none")
+
+    def start(self) -> bool:
+        """Set the scales and the per-position buffers; False for a ``mean`` over a total
+        weight of 0 (the callers decide: all ignored, or the mpmath oracle)."""
         p = self.p
         den = self._denominator() if p.reduction == "mean" else None
         self.den = den
         reduced = p.reduction != "none"
         n_kept = self.n_pos if p.probability_target else int(np.count_nonzero(~self.ignored))
-        if self.kernel and p.reduction == "mean" and (den == 0 or n_kept == 0):
-            return None  # NaN or infinite factors: the mpmath oracle decides
-        if p.reduction == "mean" and den == 0:
-            if np.all(self.ignored):
-                return self._all_ignored_mean()
-            return None  # inf or nan factors: the mpmath oracle decides
+        if p.reduction == "mean" and (den == 0 or (self.kernel and n_kept == 0)):
+            return False
         upstream = p.upstream()
         if reduced:
             factor = ref.factor(p, den)
@@ -466,32 +545,41 @@ class _Fast:
         self.loss = [np.zeros(n), np.zeros(n), np.zeros(n)]  # hi, lo, err
         self.nll = [np.zeros(n), np.zeros(n), np.zeros(n)]
         self.smooth = [np.zeros(n), np.zeros(n), np.zeros(n)]
-        self.grad = np.zeros((n, c)) if self.want_grad else None
         self.loss_ok = np.ones(n, bool)
         self.fallback = np.zeros(n, bool)
-        if compiled.applies(p, self.x):
-            self._compiled()
-        else:
-            step = max(1, CHUNK_ELEMENTS // c)
-            for lo in range(0, n, step):
-                self._chunk(lo, min(n, lo + step))
-        return self._finish(reduced)
+        # the gradient rows being written: the whole (P, C) gradient, or (RowBlocks) the
+        # block of rows starting at row ``grad_row0``
+        self.grad = None
+        self.grad_row0 = 0
+        self.step = max(1, CHUNK_ELEMENTS // c)
+        self.use_compiled = compiled.applies(p, self.x)
+        return True
 
-    def _compiled(self) -> None:
-        """Every row at once in the compiled kernel (``harness.oracle.compiled``): the same
+    def rows(self, lo: int, hi: int) -> None:
+        """Rows [lo, hi), ``lo`` a multiple of ``self.step``: in the compiled kernel, or in
+        chunks of ``self.step`` rows."""
+        if self.use_compiled:
+            self._compiled(lo, hi)
+            return
+        for a in range(lo, hi, self.step):
+            self._chunk(a, min(hi, a + self.step))
+
+    def _compiled(self, lo: int, hi: int) -> None:
+        """Rows [lo, hi) in the compiled kernel (``harness.oracle.compiled``): the same
         values, bounds and fallbacks as ``_chunk``, one loop per row instead of array passes."""
         p = self.p
         (t1h, t1l, t2h, t2l), pieces, inv = _tables()
-        loss = np.zeros((self.n_pos, 3))
-        bad = np.zeros(self.n_pos, bool)
-        grad = self.grad if self.grad is not None else np.zeros((1, 1))
+        loss = np.zeros((hi - lo, 3))
+        bad = np.zeros(hi - lo, bool)
+        r0 = self.grad_row0
+        grad = self.grad[lo - r0 : hi - r0] if self.grad is not None else np.zeros((1, 1))
         compiled.kernel()(
-            self.x,
-            self.t,
+            self.x[lo:hi],
+            self.t[lo:hi],
             int(p.ignore_index),
             self.w,
-            np.ascontiguousarray(self.sh),
-            np.ascontiguousarray(self.sl),
+            np.ascontiguousarray(self.sh[lo:hi]),
+            np.ascontiguousarray(self.sl[lo:hi]),
             self.grad is not None,
             np.stack([t1h, t1l, t2h, t2l]),
             np.array(pieces),
@@ -500,12 +588,14 @@ class _Fast:
             grad,
             bad,
         )
-        self.loss = [loss[:, 0].copy(), loss[:, 1].copy(), loss[:, 2].copy()]
-        self.fallback |= bad
+        for k in range(3):
+            self.loss[k][lo:hi] = loss[:, k]
+        self.fallback[lo:hi] |= bad
         if p.reduction == "none":
-            wy = self.w[np.where(self.ignored, 0, self.t)]
-            ok = _certified(self.loss[0], self.loss[1], self.loss[2]) | (wy == 0)
-            self.loss_ok = ok | self.ignored
+            ignored = self.ignored[lo:hi]
+            wy = self.w[np.where(ignored, 0, self.t[lo:hi])]
+            ok = _certified(loss[:, 0], loss[:, 1], loss[:, 2]) | (wy == 0)
+            self.loss_ok[lo:hi] = ok | ignored
 
     def _all_ignored_mean(self) -> Expected:
         loss = np.array(np.nan)
@@ -534,7 +624,8 @@ class _Fast:
             slow = ~np.all(np.isfinite(xc), axis=1) | (~ign & ~scale_ok)
         else:
             if self.grad is not None:  # the gradient is wanted
-                self.grad[lo:hi][ign & nan_row] = np.nan
+                r0 = self.grad_row0
+                self.grad[lo - r0 : hi - r0][ign & nan_row] = np.nan
             slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))
         self.fallback[lo:hi] |= slow
         rows = np.nonzero(~ign & ~slow)[0]
@@ -629,7 +720,7 @@ class _Fast:
                 gh, ok = self._general_grad(idx, c0, c1, eh, el, tiny, izh, izl, p_rel, row)
             else:
                 gh, ok = self._nll_grad(idx, c0, c1, eh, el, tiny, ninf, izh, izl, p_rel, row)
-            self.grad[idx, c0:c1] = gh
+            self.grad[idx - self.grad_row0, c0:c1] = gh
             bad |= ~np.all(ok, axis=1)
         self.fallback[idx[bad]] = True
 
@@ -889,6 +980,19 @@ class _Fast:
 
     # ------------------------------------------------------------ reductions and fallbacks
     def _finish(self, reduced: bool) -> Expected | None:
+        settled = self.settle(reduced)
+        if settled is None:
+            return None
+        loss_out, rows_mp = settled
+        if self.grad is None:  # the gradient is not wanted
+            return Expected(loss_out, None, z_loss=self.z_out)
+        for n, (_, g, _) in rows_mp.items():
+            self.grad[n] = g
+        return Expected(loss_out, self.p.grad_from_rows(self.grad), z_loss=self.z_out)
+
+    def settle(self, reduced: bool) -> tuple[np.ndarray, dict] | None:
+        """The loss, after recomputing the undecided positions in mpmath; with those positions'
+        (terms, gradient row, z-loss term). None: a reduced loss not decided (the mpmath oracle decides)."""
         p = self.p
         redo = self.fallback | (~self.loss_ok if not reduced else False)
         rows_mp = {}
@@ -910,11 +1014,7 @@ class _Fast:
             loss_out = self._reduced(rows_mp)
             if loss_out is None:
                 return None
-        if self.grad is None:  # the gradient is not wanted
-            return Expected(loss_out, None, z_loss=self.z_out)
-        for n, (_, g, _) in rows_mp.items():
-            self.grad[n] = g
-        return Expected(loss_out, p.grad_from_rows(self.grad), z_loss=self.z_out)
+        return loss_out, rows_mp
 
     def _mp_row(self, n: int):
         """Position ``n`` by the mpmath oracle's own code: its terms and gradient row."""

@@ -95,9 +95,11 @@ class Problem:
         return self.transformed or self.z_loss != 0.0 or self.return_z_loss
 
     @classmethod
-    def of_call(cls, inputs: CallInputs) -> Problem:
+    def of_call(cls, inputs: CallInputs, *, carrier_logits: bool = False) -> Problem:
         """The oracle's view of a call: its inputs (already cast to the call's dtype, in
-        their carrier) held in float64, so expected values are those of the cast inputs."""
+        their carrier) held in float64, so expected values are those of the cast inputs.
+        ``carrier_logits``: keep the logits in their carrier dtype instead (no float64 copy;
+        ``fast.RowBlocks`` and ``error_model.RowBounds`` convert them block by block)."""
 
         def f64(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else np.asarray(a, dtype=np.float64)
@@ -107,7 +109,7 @@ class Problem:
         if inputs.shift and not probability:
             target = shift_target(target, inputs.shift, inputs.ignore_index)
         return cls(
-            logits=np.asarray(inputs.logits, dtype=np.float64),
+            logits=np.asarray(inputs.logits, dtype=None if carrier_logits else np.float64),
             target=np.asarray(target, dtype=np.float64) if probability else target,
             probability_target=probability,
             weight=f64(inputs.weight),
@@ -123,13 +125,14 @@ class Problem:
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:
         """Logits as (P, C) and the target as (P,) or (P, C): class axis last, positions flattened."""
-        x = class_last(np.asarray(self.logits, dtype=np.float64))
+        return class_last(np.asarray(self.logits, dtype=np.float64)), self.target_rows()
+
+    def target_rows(self) -> np.ndarray:
+        """The target as (P,) int64 class indices or (P, C) float64 probabilities."""
         t = np.asarray(self.target)
         if self.probability_target:
-            t = class_last(t.astype(np.float64))
-        else:
-            t = t.astype(np.int64).reshape(-1)
-        return x, t
+            return class_last(t.astype(np.float64))
+        return t.astype(np.int64).reshape(-1)
 
     def loss_shape(self) -> tuple[int, ...]:
         if self.reduction != "none" or self.logits.ndim == 1:

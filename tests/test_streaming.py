@@ -1,0 +1,224 @@
+"""Large cases on the streaming path (harness/execution/streaming.py) give the results of the
+plain path: the same statuses, messages, errors and test ratios, for conforming adapters and
+for adapters that write to their inputs, return a wrong gradient or a malformed output.
+
+The cases are small; the threshold and the block sizes are lowered so that they stream
+through several blocks of rows (and several generated blocks)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import CallInputs, Output
+from harness.adapters.numpy_ref import NumpyAdapter
+from harness.cases import generate
+from harness.cases.loader import load_file
+from harness.dtypes import cast
+from harness.execution import streaming
+from harness.execution.compare import compare
+from harness.execution.runner import run_one
+from harness.oracle import cache, fast
+
+CASES = """
+defaults: {dtype: [float32, float64, bfloat16]}
+cases:
+  - name: mean
+    why: scale
+    expected: oracle
+    logits: {generate: normal, shape: [37, 700], seed: 1, std: 3.0}
+    target: {generate: labels, shape: [37], seed: 2, classes: 700, ignore_fraction: 0.2}
+  - name: sum_weighted_smoothed
+    why: scale
+    expected: oracle
+    logits: {generate: normal, shape: [29, 650], seed: 3}
+    target: {generate: labels, shape: [29], seed: 4, classes: 650}
+    weight: {generate: uniform, shape: [650], seed: 5, low: 0.5, high: 2.0}
+    label_smoothing: 0.1
+    reduction: sum
+  - name: none_upstream
+    why: scale
+    expected: oracle
+    logits: {generate: uniform, shape: [31, 600], seed: 6, low: -20, high: 20}
+    target: {generate: labels, shape: [31], seed: 7, classes: 600}
+    grad_output: {generate: normal, shape: [31], seed: 8}
+    reduction: none
+  - name: wide_rows
+    why: scale
+    expected: oracle
+    logits: {generate: normal, shape: [5, 20000], seed: 9, std: 8.0}
+    target: {generate: labels, shape: [5], seed: 10, classes: 20000}
+"""
+
+
+class Mutates(NumpyAdapter):
+    name = "mutates"
+
+    def run(self, inputs: CallInputs) -> Output:
+        out = super().run(inputs)
+        inputs.logits[3, :10] -= 1.0
+        return out
+
+
+class WrongGrad(NumpyAdapter):
+    """Off by far more than rounding in one row, and by a few ulp everywhere else."""
+
+    name = "wrong-grad"
+
+    def run(self, inputs: CallInputs) -> Output:
+        out = super().run(inputs)
+        g = out.grad.astype(np.float64)
+        g *= 1 + 4 * np.finfo(out.grad.dtype).eps
+        row = min(7, g.shape[0] - 1)
+        g[row] += 1e-3 * np.abs(g[row]).max()
+        return Output(out.loss, cast(g, inputs.dtype))
+
+
+class NanGrad(NumpyAdapter):
+    name = "nan-grad"
+
+    def run(self, inputs: CallInputs) -> Output:
+        out = super().run(inputs)
+        out.grad[-1, 5] = np.nan
+        out.grad[2, 0] *= 2
+        return out
+
+
+class WrongGradDtype(NumpyAdapter):
+    name = "wrong-grad-dtype"
+
+    def run(self, inputs: CallInputs) -> Output:
+        out = super().run(inputs)
+        return Output(out.loss, out.grad.astype(np.float16))
+
+
+class NoGrad(NumpyAdapter):
+    name = "no-grad"
+
+    def run(self, inputs: CallInputs) -> Output:
+        return Output(super().run(inputs).loss, None)
+
+
+class InPlace(NumpyAdapter):
+    name = "in-place"
+    inplace_backward = True
+
+    def run(self, inputs: CallInputs) -> Output:
+        out = super().run(inputs)
+        inputs.logits[...] = out.grad
+        return Output(out.loss, inputs.logits)
+
+
+class LossOnly(NumpyAdapter):
+    name = "loss-only"
+    unsupported = frozenset({"grad"})
+
+
+ADAPTERS = [
+    NumpyAdapter(), Mutates(), WrongGrad(), NanGrad(), WrongGradDtype(), NoGrad(), InPlace(),
+    LossOnly(),
+]  # fmt: skip
+
+
+def _fields(r) -> dict:
+    d = r.to_dict()
+    del d["seconds"], d["peak_rss_bytes"]
+    return d
+
+
+@pytest.fixture
+def cases(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path / "cache"))
+    path = tmp_path / "big.yaml"
+    path.write_text(CASES)
+    return load_file(path)
+
+
+def _run_all(cases) -> list[dict]:
+    return [
+        _fields(run_one(case, adapter, dtype))
+        for case in cases
+        for adapter in ADAPTERS
+        for dtype in case.dtypes
+    ]
+
+
+def test_streaming_gives_the_plain_paths_results(cases, monkeypatch):
+    plain = _run_all(cases)
+    assert not any(streaming.applies(c) for c in cases)
+    monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
+    monkeypatch.setattr(streaming, "BLOCK_ELEMENTS", 3_000)
+    monkeypatch.setattr(generate, "BLOCK_ELEMENTS", 2_000)
+    assert all(streaming.applies(c) for c in cases)
+    calls = []
+    real = streaming.check_gradient
+    monkeypatch.setattr(
+        streaming, "check_gradient", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    streamed = _run_all(cases)
+    assert len(calls) > 20  # every result with a gradient went through the blocks
+    assert streamed == plain
+    statuses = {(r["adapter"], r["status"]) for r in plain}
+    # the faults are caught, and the conforming adapters conform
+    for name, status in [
+        ("numpy", "pass"), ("mutates", "error"), ("wrong-grad", "fail"), ("nan-grad", "fail"),
+        ("wrong-grad-dtype", "error"), ("no-grad", "error"), ("in-place", "pass"),
+        ("loss-only", "pass"),
+    ]:  # fmt: skip
+        assert statuses & {(name, s) for s in ("pass", "fail", "error")} == {(name, status)}
+    mutated = next(r for r in streamed if r["adapter"] == "mutates")
+    assert "modified its input 'logits' (10 of" in mutated["message"]
+
+
+def test_streaming_keeps_only_the_loss_on_disk(cases, monkeypatch, tmp_path):
+    monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
+    r = run_one(cases[0], NumpyAdapter(), "float32")
+    assert r.status.value == "pass"
+    files = sorted(p.name for p in (tmp_path / "cache").glob("*.npz"))
+    assert len(files) == 1 and files[0].endswith("-loss.npz")
+    with np.load(tmp_path / "cache" / files[0]) as f:
+        assert sorted(f.files) == ["loss", "loss_bound"]
+    # a loss-only adapter then needs no oracle pass at all
+    before = dict(fast.stats)
+    assert run_one(cases[0], LossOnly(), "float32").status.value == "pass"
+    assert fast.stats["problems"] == before["problems"]
+
+
+def test_blockwise_generation_gives_the_arrays_of_one_draw(monkeypatch):
+    monkeypatch.setattr(generate, "BLOCK_ELEMENTS", 1_000)
+    for spec in (
+        {"generate": "normal", "shape": [33, 130], "seed": 4, "mean": 1.0, "std": 3.0},
+        {"generate": "uniform", "shape": [17, 3, 41], "seed": 5, "low": -2.0, "high": 7.0},
+        {"generate": "full", "shape": [9, 400], "value": 2.5},
+        {"generate": "probabilities", "shape": [12, 300], "seed": 6},
+    ):
+        whole = generate.build(spec)
+        blocks = list(generate.blocks(spec))
+        assert len(blocks) > 1 or spec["generate"] == "probabilities"
+        assert np.array_equal(np.concatenate(blocks).reshape(whole.shape), whole)
+        made = generate.materialize_blockwise(spec, np.float32, lambda b: b.astype(np.float32))
+        assert made.dtype == np.float32 and np.array_equal(made, whole.astype(np.float32))
+    spec = {"generate": "normal", "shape": [30, 100], "seed": 1, "sha256": "0123456789abcdef"}
+    with pytest.raises(generate.FingerprintMismatch):
+        list(generate.blocks(spec))
+
+
+def test_block_comparison_joins_blocks_like_one_comparison():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        n, c = 9, 50
+        e = rng.normal(size=(n, c)) * 10.0 ** rng.integers(-3, 3)
+        b = np.abs(e) * 2.0**-24 + 1e-30
+        g = e + rng.normal(size=(n, c)) * b * rng.choice([0.5, 3.0, 8.0])
+        if trial % 3 == 0:
+            e[rng.integers(n), rng.integers(c)] = np.nan
+        if trial % 4 == 0:
+            g[rng.integers(n), rng.integers(c)] = np.inf
+        if trial % 5 == 0:
+            g[rng.integers(n)] = e[rng.integers(n)]  # ties and swaps
+        whole = compare(g, e, b, "float32", "grad", rtol=0.0, atol=0.0)
+        joined = streaming.BlockComparison((n, c), "float32", "grad", 0.0, 0.0)
+        order = rng.permutation(n)  # rows in any order
+        for row in order:
+            joined.add(int(row), g[row : row + 1], e[row : row + 1], b[row : row + 1])
+        assert joined.result() == whole, trial
