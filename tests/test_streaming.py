@@ -222,3 +222,37 @@ def test_block_comparison_joins_blocks_like_one_comparison():
         for row in order:
             joined.add(int(row), g[row : row + 1], e[row : row + 1], b[row : row + 1])
         assert joined.result() == whole, trial
+
+
+def test_blockwise_inputs_are_the_inputs(cases, monkeypatch):
+    monkeypatch.setattr(generate, "BLOCK_ELEMENTS", 1_500)
+    for case in cases:
+        for dtype in ("float32", "bfloat16", "float16"):
+            seen = []
+            made = case.blockwise_inputs(dtype, on_block=seen.append)
+            plain = case.inputs(dtype)
+            assert made.logits.dtype == plain.logits.dtype
+            assert np.array_equal(made.logits, plain.logits, equal_nan=True)
+            assert len(seen) > 1 and sum(b.size for b in seen) == plain.logits.size
+            digest = streaming.LogitsDigest()
+            for block in seen:
+                digest.add(block)
+            assert digest.matches(made.logits)
+            made.logits[-1, -1] += 1
+            assert not digest.matches(made.logits)
+
+
+def test_the_numpy_reference_in_blocks_of_rows_gives_the_same_bits(cases, monkeypatch):
+    """Blocks of one row against the whole array in one block: bit for bit, every output."""
+    from harness.adapters import numpy_ref
+
+    for case in cases:
+        for dtype in ("float64", "float32", "bfloat16"):
+            inputs = case.inputs(dtype)
+            monkeypatch.setattr(numpy_ref, "BLOCK_ELEMENTS", 1)
+            small = NumpyAdapter().run(inputs)
+            monkeypatch.setattr(numpy_ref, "BLOCK_ELEMENTS", 1 << 30)
+            whole = NumpyAdapter().run(inputs)
+            for a, b in ((small.loss, whole.loss), (small.grad, whole.grad)):
+                assert a.dtype == b.dtype and a.shape == b.shape
+                assert a.tobytes() == b.tobytes()
