@@ -264,8 +264,8 @@ SOURCES: dict[str, Source] = {
         Source("bench-isolation", "python benchmarks/bench_isolation.py", "run"),
         Source("bench-jax-compiles", "python benchmarks/bench_jax_compiles.py", "run"),
         Source("bench-torch-large", "python benchmarks/bench_torch_large.py", "run"),
-        Source("bench-llm-profile", "python benchmarks/bench_llm_scale.py profile", "run"),
-        Source("bench-llm-scale", "python benchmarks/bench_llm_scale.py table", "run"),
+        Source("bench-llm-profile", "python benchmarks/bench_llm_scale.py profile", "slow"),
+        Source("bench-llm-scale", "python benchmarks/bench_llm_scale.py table", "slow"),
         Source("bench-oracle-large", "python benchmarks/bench_oracle.py --modes "
                "baseline,nll,smooth,loss", "slow"),
         Source("bench-oracle-libraries", "pip install gmpy2 python-flint && python "
