@@ -53,7 +53,10 @@ def test_every_script_is_covered_here():
     assert scripts == set(ARGUMENTS_ONLY) | RUN_HERE, "a new benchmark: add it to this file"
 
 
-RUN_HERE = {"bench_oracle.py", "bench_cache_and_jobs.py", "bench_overhead.py", "bench_plugin.py"}
+RUN_HERE = {
+    "bench_oracle.py", "bench_cache_and_jobs.py", "bench_overhead.py", "bench_plugin.py",
+    "bench_llm_scale.py",
+}  # fmt: skip
 #: these take minutes or a framework's start-up even on small inputs: their arguments only
 ARGUMENTS_ONLY = {
     "bench_startup.py": "--repeat",
@@ -140,3 +143,14 @@ def test_plugin_and_cli_run_the_same_selection(tmp_path):
     assert last["pytest alone: 20 empty tests, same plugins left out"].startswith("20 passed")
     cli = next(r for r in table if r[0].startswith("CLI"))
     assert cli[3] == "1.00" and cli[4] == "1.00"  # the ratios are to the CLI's own times
+
+
+def test_bench_llm_scale_table_runs_both_sides(tmp_path):
+    out = bench(
+        ["benchmarks/bench_llm_scale.py", "table", "--size", "16x64", "--adapter", "numpy",
+         "--repeat", "1"],
+        tmp_path,
+    )  # fmt: skip
+    got = rows(out)
+    assert [r[0] for r in got[1:]] == ["numpy: bare call", "numpy: `python -m harness`"]
+    assert got[1][5] == "1.00" and float(got[2][3]) > 0
