@@ -18,7 +18,7 @@ from harness.dtypes import cast
 from harness.execution import streaming
 from harness.execution.compare import compare
 from harness.execution.runner import run_one
-from harness.oracle import cache, fast
+from harness.oracle import cache, compiled, fast
 
 CASES = """
 defaults: {dtype: [float32, float64, bfloat16]}
@@ -143,7 +143,12 @@ def _run_all(cases) -> list[dict]:
     ]
 
 
-def test_streaming_gives_the_plain_paths_results(cases, monkeypatch):
+@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
+    if kernel == "compiled":  # the compiled oracle on these small cases, on both paths
+        if not compiled.available():
+            pytest.skip("numba is not installed (extra 'fast')")
+        monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
     plain = _run_all(cases)
     assert not any(streaming.applies(c) for c in cases)
     monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
