@@ -261,6 +261,7 @@ SOURCES: dict[str, Source] = {
         Source("bench-oracle-mpmath", "python benchmarks/bench_oracle.py --modes mpmath", "run"),
         Source("bench-cache-and-jobs", "python benchmarks/bench_cache_and_jobs.py", "run",
                partial_ok=True),
+        Source("bench-plugin", "python benchmarks/bench_plugin.py", "run"),
         Source("bench-isolation", "python benchmarks/bench_isolation.py", "run"),
         Source("bench-jax-compiles", "python benchmarks/bench_jax_compiles.py", "run"),
         Source("bench-torch-large", "python benchmarks/bench_torch_large.py", "run"),
