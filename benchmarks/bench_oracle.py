@@ -227,7 +227,7 @@ total = time.process_time() - start
 assert code in (0, 1), code
 s = oracle_fast.stats
 kernel = (f"of which {spent['kernel']:.2f} s in {spent['kernel_calls']} problems with kernel "
-          f"fields (softcap, logit_scale, z_loss: 200-bit mpmath only)")
+          f"fields (softcap, logit_scale, z_loss)")
 if reference:
     print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
           f"one cold run (in-process, CPU) | "

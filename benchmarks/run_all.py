@@ -26,6 +26,7 @@ BENCHMARKS = [
     ("4b: streaming float64 approximation (opt-in)", "bench_oracle_stream.py", [], ["--rows", "256"]),
     ("5, 7: disk cache and --jobs", "bench_cache_and_jobs.py", [], ["--rows", "256", "--repeat", "1"]),
     ("6: torch adapter, largest case", "bench_torch_large.py", [], ["--rows", "256", "--repeat", "2"]),
+    ("8: the pytest plugin against the CLI", "bench_plugin.py", [], ["--repeat", "1", "-k", "seed"]),
 ]  # fmt: skip
 
 
