@@ -23,6 +23,11 @@ by name (``"float16"``, ``"bfloat16"``, ...). The kernel authors' fields
 opt-in instead: an adapter lists those it implements in ``supports``, and one
 that predates them is reported ``unsupported`` for their cases, never failed
 (docs/kernel-features.md gives each field's formula).
+
+Fused linear cross-entropy (``"fused_linear"`` in ``supports``): the case gives hidden
+states and a classifier instead of logits; the runner calls ``Adapter.run_linear`` with a
+``LinearCallInputs`` and expects a ``LinearOutput`` (the loss and the gradients w.r.t. the
+hidden states, the classifier and the bias; docs/fused-linear.md).
 """
 
 from __future__ import annotations
@@ -51,12 +56,13 @@ FEATURES: dict[str, str] = {
     "z_loss": "the z-loss term z_loss * lse**2 added per position",
     "return_z_loss": "the z-loss term returned as its own output (Output.z_loss)",
     "shift": "causal language modelling: position t scored against target t + shift",
+    "fused_linear": "hidden states and a classifier instead of logits (Adapter.run_linear)",
 }
 
 #: The kernel authors' features: opt-in (``Adapter.supports``), since an adapter written
 #: before they existed would silently ignore them and fail every case that uses one.
 KERNEL_FEATURES: frozenset[str] = frozenset(
-    {"softcap", "logit_scale", "z_loss", "return_z_loss", "shift"}
+    {"softcap", "logit_scale", "z_loss", "return_z_loss", "shift", "fused_linear"}
 )
 
 
@@ -133,6 +139,70 @@ def kernel_features_of(
     return frozenset(name for name, on in used.items() if on)
 
 
+@dataclass(frozen=True)
+class LinearCallInputs:
+    """One fused linear cross-entropy call: the logits are ``hidden @ classifier.T + bias``,
+    formed by the implementation; the loss is that of ``CallInputs`` on them.
+
+    Every array is in the carrier dtype of ``dtype`` (see ``CallInputs``).
+
+    Attributes:
+        hidden: hidden states (N, H), or (B, T, H) for a batch of sequences.
+        classifier: the classifier (output embedding) (V, H); row v makes the logit of
+            class v, so a vocabulary shard of it is a block of rows (with the same block
+            of ``bias`` and ``weight``).
+        bias: (V,) or None.
+        target: class indices, int64 (N,) or (B, T) (no probability targets).
+        The other attributes are those of ``CallInputs``; ``grad_output`` has the loss's
+        shape, (N,) or (B, T); ``shift`` acts along T.
+    """
+
+    hidden: np.ndarray
+    classifier: np.ndarray
+    bias: np.ndarray | None
+    target: np.ndarray
+    weight: np.ndarray | None
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    dtype: str
+    grad_output: np.ndarray | None = None
+    want_grad: bool = True
+    softcap: float | None = None
+    logit_scale: float = 1.0
+    z_loss: float = 0.0
+    return_z_loss: bool = False
+    shift: int = 0
+
+    #: the input arrays, as the runner checks them for in-place writes
+    ARRAYS = ("hidden", "classifier", "bias", "target", "weight", "grad_output")
+
+    @property
+    def probability_target(self) -> bool:
+        return False
+
+    def kernel_features(self) -> frozenset[str]:
+        """The ``KERNEL_FEATURES`` this call uses (``fused_linear`` always)."""
+        used = kernel_features_of(
+            self.softcap, self.logit_scale, self.z_loss, self.return_z_loss, self.shift
+        )
+        return used | {"fused_linear"}
+
+
+@dataclass
+class LinearOutput:
+    """What ``Adapter.run_linear`` returns: ``loss`` (0-d for mean/sum, else the target's
+    shape); ``grad_hidden`` (hidden's shape), ``grad_classifier`` (V, H) and ``grad_bias``
+    (V,), the gradients w.r.t. the inputs (None when the call does not want them;
+    ``grad_bias`` None when there is no bias); ``z_loss`` as in ``Output``."""
+
+    loss: object
+    grad_hidden: object | None = None
+    grad_classifier: object | None = None
+    grad_bias: object | None = None
+    z_loss: object | None = None
+
+
 @dataclass
 class Output:
     """What an adapter returns: ``loss`` (0-d for mean/sum) and ``grad`` (logits' shape) or None;
@@ -174,4 +244,9 @@ class Adapter:
         return "cpu"
 
     def run(self, inputs: CallInputs) -> Output:
+        raise NotImplementedError
+
+    def run_linear(self, inputs: LinearCallInputs) -> LinearOutput:
+        """A fused linear cross-entropy call (for adapters with ``fused_linear`` in
+        ``supports``)."""
         raise NotImplementedError

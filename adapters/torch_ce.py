@@ -22,6 +22,11 @@ and soft-capped (``s * torch.tanh(a * x / s)``), ``z_loss * torch.logsumexp(...)
 to the kept positions and reduced over their count. Half-precision inputs go through
 these steps in float32 (what the fused kernels do), and the results are rounded back.
 
+Fused linear cross-entropy (``run_linear``, docs/fused-linear.md): the logits are
+``F.linear(hidden, classifier, bias)`` in the case dtype (float32 accumulation for half
+precision, as torch's CPU and CUDA matmuls do), the loss is computed from them as above,
+and the gradients w.r.t. the hidden states, the classifier and the bias come from autograd.
+
 torch is imported inside ``load``/``run`` only, so ``--list`` never imports it.
 """
 
@@ -31,7 +36,17 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output
+from harness.adapters import (
+    KERNEL_FEATURES,
+    Adapter,
+    CallInputs,
+    LinearCallInputs,
+    LinearOutput,
+    Output,
+)
+
+#: the kernel fields that change how the loss is formed from the logits
+LOGIT_FIELDS = frozenset({"softcap", "logit_scale", "z_loss", "return_z_loss"})
 
 DEVICES = ("cpu", "cuda", "mps")
 
@@ -107,7 +122,7 @@ def loss_and_grad(
     return Output(loss=to_numpy(loss, inputs.dtype), grad=grad, z_loss=z)
 
 
-def shift_targets(t: Any, inputs: CallInputs) -> Any:
+def shift_targets(t: Any, inputs: CallInputs | LinearCallInputs) -> Any:
     """Class indices shifted for causal language modelling: t[..., i + k] at i, and
     ignore_index at the last k positions (the loss keeps its shape)."""
     import torch
@@ -120,7 +135,7 @@ def shift_targets(t: Any, inputs: CallInputs) -> Any:
     return out
 
 
-def transform_logits(x: Any, inputs: CallInputs) -> Any:
+def transform_logits(x: Any, inputs: CallInputs | LinearCallInputs) -> Any:
     """The logits the loss sees: s * tanh(a * x / s), or a * x (float32 for half precision)."""
     import torch
 
@@ -133,7 +148,7 @@ def transform_logits(x: Any, inputs: CallInputs) -> Any:
     return x
 
 
-def z_loss_term(z: Any, t: Any, inputs: CallInputs) -> Any:
+def z_loss_term(z: Any, t: Any, inputs: CallInputs | LinearCallInputs) -> Any:
     """z_loss * lse(z)**2 of each kept position, reduced like the loss (a mean over the kept
     count, not the weights)."""
     import torch
@@ -208,7 +223,7 @@ class TorchAdapter(Adapter):
             return f"{self._device} ({torch.cuda.get_device_name(self._device)})"
         return self._device
 
-    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs) -> Any:
+    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs | LinearCallInputs) -> Any:
         """The loss tensor for one call."""
         import torch.nn.functional as F
 
@@ -234,6 +249,14 @@ class TorchAdapter(Adapter):
         """The kernel fields composed around ``call`` (see the module's docstring)."""
         if not inputs.probability_target:
             t = shift_targets(t, inputs)
+        loss, returned = self._kernel_loss(x, t, weight, inputs)
+        return loss_and_grad(loss, x, inputs, grad_output, returned)
+
+    def _kernel_loss(
+        self, x: Any, t: Any, weight: Any, inputs: CallInputs | LinearCallInputs
+    ) -> tuple[Any, Any]:
+        """The loss of logits ``x`` (class axis 1) and already shifted targets, with the
+        logit fields, in x's dtype; and the returned z-loss term (or None)."""
         z = transform_logits(x, inputs)
         if z.dtype != x.dtype:  # half precision, computed in float32
             weight = None if weight is None else weight.float()
@@ -246,7 +269,55 @@ class TorchAdapter(Adapter):
                 loss = loss + z_loss
             if inputs.return_z_loss:
                 returned = z_loss.detach().to(x.dtype)
-        return loss_and_grad(loss.to(x.dtype), x, inputs, grad_output, returned)
+        return loss.to(x.dtype), returned
+
+    def run_linear(self, inputs: LinearCallInputs) -> LinearOutput:
+        """Fused linear cross-entropy, unfused: ``F.linear``, the loss, autograd."""
+        import torch
+        import torch.nn.functional as F
+
+        td = torch_dtype(inputs.dtype)
+
+        def floating(a: np.ndarray | None, grad: bool = False) -> Any:
+            if a is None:
+                return None
+            tensor = torch.from_numpy(_c_array(a)).to(device=self._device, dtype=td)
+            return tensor.requires_grad_(grad)
+
+        want = inputs.want_grad
+        h = floating(inputs.hidden, want)
+        w = floating(inputs.classifier, want)
+        b = floating(inputs.bias, want)
+        t = shift_targets(torch.from_numpy(_c_array(inputs.target)).to(self._device), inputs)
+        if self._device != "cpu":
+            t_host = t.cpu().numpy()
+            bad = (t_host != inputs.ignore_index) & ((t_host < 0) | (t_host >= w.shape[0]))
+            if np.any(bad):
+                raise IndexError(f"Target {int(t_host[bad].flat[0])} is out of bounds")
+        logits = F.linear(h, w, b).reshape(-1, w.shape[0])  # (P, V)
+        weight = floating(inputs.weight)
+        if inputs.kernel_features() & LOGIT_FIELDS:
+            loss, returned = self._kernel_loss(logits, t.reshape(-1), weight, inputs)
+        else:
+            loss, returned = self.call(logits, t.reshape(-1), weight, inputs), None
+        if inputs.reduction == "none":
+            loss = loss.reshape(t.shape)
+            returned = None if returned is None else returned.reshape(t.shape)
+        grads: list[Any] = [None, None, None]
+        if want:
+            go = floating(inputs.grad_output)
+            upstream = go if go is not None else torch.ones_like(loss)
+            wrt = [x for x in (h, w, b) if x is not None]
+            found = torch.autograd.grad(loss, wrt, grad_outputs=upstream, allow_unused=True)
+            for i, (x, g) in enumerate(zip(wrt, found, strict=True)):
+                grads[i] = to_numpy(torch.zeros_like(x) if g is None else g, inputs.dtype)
+        return LinearOutput(
+            loss=to_numpy(loss, inputs.dtype),
+            grad_hidden=grads[0],
+            grad_classifier=grads[1],
+            grad_bias=grads[2],
+            z_loss=None if returned is None else to_numpy(returned, inputs.dtype),
+        )
 
 
 class TorchModuleAdapter(TorchAdapter):
@@ -255,7 +326,7 @@ class TorchModuleAdapter(TorchAdapter):
     name = "torch-module"
     description = "torch.nn.CrossEntropyLoss, gradient by autograd"
 
-    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs) -> Any:
+    def call(self, x: Any, t: Any, weight: Any, inputs: CallInputs | LinearCallInputs) -> Any:
         import torch.nn as nn
 
         module = nn.CrossEntropyLoss(

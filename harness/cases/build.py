@@ -224,6 +224,10 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
     if expect_error is not None and expect_error not in ERROR_KINDS:
         raise _Fail("expect_error", f"{expect_error!r} must be one of {', '.join(ERROR_KINDS)}")
     strict = expect_error is None
+    if "hidden" in m or "classifier" in m:
+        return _build_linear(path, name, m, raw, require_expected)
+    if "logits" not in m:
+        raise _Fail("logits", "missing: give logits, or hidden and classifier (fused linear)")
 
     logits = _array(m["logits"], "logits")
     target = _array(m["target"], "target", finite=False)
@@ -496,3 +500,83 @@ def _expected(value, dtypes, xs, reduction, logits, target, weight) -> dict[str,
         if d not in DTYPE_NAMES:  # pragma: no cover - the schema already refuses it
             raise _Fail("dtype", f"{d!r} must be one of {', '.join(DTYPE_NAMES)}")
     return out
+
+
+def _build_linear(path: Path, name: str, m: dict, raw: dict, require_expected: bool) -> Case:
+    """A fused linear cross-entropy case (docs/fused-linear.md): hidden states (N, H) or
+    (B, T, H), a classifier (V, H), an optional bias (V,), class-index targets."""
+    for field in ("hidden", "classifier"):
+        if field not in m:
+            raise _Fail(field, "missing: a fused linear case gives hidden and classifier")
+    if "logits" in m:
+        raise _Fail("logits", "a fused linear case gives hidden and classifier, not logits")
+    if m.get("expect_error") is not None:
+        raise _Fail("expect_error", "fused linear cases check values: invalid input is not "
+                    "among them (write it with logits)")  # fmt: skip
+    hidden = _array(m["hidden"], "hidden", finite=True)
+    classifier = _array(m["classifier"], "classifier", finite=True)
+    bias = None if m.get("bias") is None else _array(m["bias"], "bias", finite=True)
+    target = _array(m["target"], "target")
+    weight = None if m.get("weight") is None else _small(_array(m["weight"], "weight", finite=True))
+    grad_output = None
+    if "grad_output" in m:
+        grad_output = _small(_array(m["grad_output"], "grad_output", finite=True))
+    hs, ws = _shape(hidden), _shape(classifier)
+    for field, a in (("hidden", hidden), ("classifier", classifier), ("bias", bias)):
+        if a is not None and not _is_float(a):
+            raise _Fail(field, "integers: write floating values (1.0, not 1)")
+    if len(hs) not in (2, 3) or 0 in hs:
+        raise _Fail("hidden", f"shape {hs}, expected (N, H) or (B, T, H) with no empty axis")
+    if len(ws) != 2 or ws[1] != hs[-1] or ws[0] < 1:
+        raise _Fail(
+            "classifier", f"shape {ws}, expected (V, {hs[-1]}): V >= 1 rows of the hidden size"
+        )
+    v = ws[0]
+    if bias is not None and _shape(bias) != (v,):
+        raise _Fail("bias", f"shape {_shape(bias)}, expected ({v},) for V = {v}")
+    if _is_float(target):
+        raise _Fail("target", "probabilities: a fused linear case takes class indices")
+    # the logits' layout the plain checks know: (N, V) for (N, H), (B, V, T) for (B, T, H)
+    xs = (hs[0], v) if len(hs) == 2 else (hs[0], v, hs[1])
+    reduction = m.get("reduction", "mean")
+    ignore_index = m.get("ignore_index", -100)
+    smoothing = float(m.get("label_smoothing", 0.0))
+    _check_call({"shape": list(xs)}, target, weight, reduction, ignore_index, smoothing)
+    if grad_output is not None:
+        if reduction != "none":
+            raise _Fail("grad_output", f"only for reduction 'none', not {reduction!r}")
+        if _shape(grad_output) != hs[:-1]:
+            raise _Fail(
+                "grad_output", f"shape {_shape(grad_output)}, expected the loss shape {hs[:-1]}"
+            )
+    kernel = _kernel_fields(m, xs, target)
+    dtypes = m.get("dtype", ["float64", "float32"])
+    dtypes = tuple([dtypes] if isinstance(dtypes, str) else dtypes)
+    if "expected" in m:
+        if m["expected"] != "oracle":
+            raise _Fail("expected", "a fused linear case takes 'expected: oracle'")
+    elif require_expected:
+        raise _Fail("expected", "missing: a fused linear case takes 'expected: oracle'")
+    return Case(
+        name=name,
+        file=Path(path),
+        why=m["why"],
+        logits_source=None,
+        target_source=target,
+        weight=weight,
+        reduction=reduction,
+        ignore_index=ignore_index,
+        label_smoothing=smoothing,
+        dtypes=dtypes,
+        expected=None,
+        grad_output=grad_output,
+        tolerance_overrides=dict(m.get("tolerance", {})),
+        tags=tuple(m.get("tags", ())),
+        loss=m.get("loss", "cross_entropy"),
+        line=getattr(raw, "line", None),
+        content_hash=content_hash_of(_plain(m)),
+        hidden_source=hidden,
+        classifier_source=classifier,
+        bias_source=bias,
+        **kernel,
+    )

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.adapters import CallInputs, kernel_features_of
+from harness.adapters import CallInputs, LinearCallInputs, kernel_features_of
 from harness.cases.generate import materialize, materialize_blockwise
 from harness.cases.tolerance import Tolerance, resolve
 from harness.dtypes import carrier, cast
-from harness.oracle.cache import oracle_expected
+from harness.oracle.cache import oracle_expected, oracle_linear_expected
 from harness.oracle.error_model import error_bounds
+from harness.oracle.linear import LinearExpected, LinearProblem
 from harness.oracle.problem import Expected, Problem
 
 #: The errors an invalid-input case may expect (``expect_error: KIND``).
@@ -39,6 +40,14 @@ ERROR_KINDS: dict[str, str] = {
 REDUCTIONS = ("none", "mean", "sum")
 
 
+def _source_shape(source: np.ndarray | dict | None) -> tuple[int, ...]:
+    """The shape of a case field's array or recipe (without making it)."""
+    assert source is not None
+    if isinstance(source, dict):
+        return tuple(int(s) for s in source["shape"])
+    return tuple(source.shape)
+
+
 def content_hash_of(content: dict) -> str:
     """The identity of a case: sha256 of its merged YAML mapping in canonical JSON (16 hex digits)."""
     text = json.dumps(content, sort_keys=True, default=str, separators=(",", ":"))
@@ -50,7 +59,8 @@ class Case:
     name: str
     file: Path
     why: str
-    logits_source: np.ndarray | dict  # or a harness.cases.generate spec, materialised on first use
+    #: or a harness.cases.generate spec, materialised on first use; None for a fused linear case
+    logits_source: np.ndarray | dict | None
     target_source: np.ndarray | dict
     weight: np.ndarray | None = None
     reduction: str = "mean"
@@ -71,6 +81,11 @@ class Case:
     z_loss: float = 0.0
     return_z_loss: bool = False
     shift: int = 0
+    #: fused linear cross-entropy (docs/fused-linear.md): hidden states (N, H) or (B, T, H),
+    #: a classifier (V, H) and an optional bias (V,) instead of logits (arrays or recipes)
+    hidden_source: np.ndarray | dict | None = None
+    classifier_source: np.ndarray | dict | None = None
+    bias_source: np.ndarray | dict | None = None
     #: sha256 of the case's canonical content (inputs, recipes with their fingerprints,
     #: options, expectations; not the selected dtypes), computed once by the loader and
     #: carried by every copy (selection, the load cache, pickling to workers): the key of
@@ -85,9 +100,30 @@ class Case:
     def id(self) -> str:
         return f"{self.file.stem}/{self.name}"
 
+    @property
+    def fused(self) -> bool:
+        """Whether this is a fused linear case (hidden states and a classifier, no logits)."""
+        return self.hidden_source is not None
+
     @functools.cached_property
     def logits(self) -> np.ndarray:
+        if self.logits_source is None:
+            raise TypeError(f"case {self.id!r} is a fused linear case: it has no logits")
         return materialize(self.logits_source, np.float64)
+
+    @functools.cached_property
+    def hidden(self) -> np.ndarray:
+        assert self.hidden_source is not None, "only fused linear cases have hidden states"
+        return materialize(self.hidden_source, np.float64)
+
+    @functools.cached_property
+    def classifier(self) -> np.ndarray:
+        assert self.classifier_source is not None, "only fused linear cases have a classifier"
+        return materialize(self.classifier_source, np.float64)
+
+    @functools.cached_property
+    def bias(self) -> np.ndarray | None:
+        return None if self.bias_source is None else materialize(self.bias_source, np.float64)
 
     @functools.cached_property
     def target(self) -> np.ndarray:
@@ -95,8 +131,12 @@ class Case:
 
     @property
     def logits_shape(self) -> tuple[int, ...]:
-        """The logits' shape, without making a generated array."""
+        """The logits' shape, without making a generated array; for a fused linear case, the
+        (P, V) logits its hidden states and classifier make."""
         source = self.logits_source
+        if source is None:
+            hidden = _source_shape(self.hidden_source)
+            return (math.prod(hidden[:-1]), _source_shape(self.classifier_source)[0])
         if isinstance(source, dict):
             return tuple(int(s) for s in source["shape"])
         return source.shape
@@ -116,6 +156,8 @@ class Case:
     @functools.cached_property
     def _features(self) -> frozenset[str]:
         # computed once per case: it scans the target, and every dtype and adapter asks
+        if self.fused:
+            return self._linear_features()
         f = {f"reduction_{self.reduction}"} if self.reduction in REDUCTIONS else set()
         if self.expect_error is not None:
             f.add("invalid_input")
@@ -136,6 +178,21 @@ class Case:
             f.add("kdim")
         if self.logits_size == 0:
             f.add("empty")
+        if self.grad_output is not None:
+            f.add("grad_output")
+        f |= kernel_features_of(
+            self.softcap, self.logit_scale, self.z_loss, self.return_z_loss, self.shift
+        )
+        return frozenset(f)
+
+    def _linear_features(self) -> frozenset[str]:
+        f = {f"reduction_{self.reduction}", "grad", "fused_linear"}
+        if self.ignore_index != -100 or np.any(self.target == self.ignore_index):
+            f.add("ignore_index")
+        if self.weight is not None:
+            f.add("weight")
+        if self.label_smoothing != 0:
+            f.add("label_smoothing")
         if self.grad_output is not None:
             f.add("grad_output")
         f |= kernel_features_of(
@@ -245,3 +302,73 @@ class Case:
             b = error_bounds(self.problem(dtype), dtype, e.loss, e.grad, e.z_loss)
             done[dtype] = Expected(e.loss, e.grad, b.loss, b.grad, e.z_loss, b.z_loss)
         return done[dtype]
+
+    # -- fused linear cross-entropy (docs/fused-linear.md) -----------------------------------
+
+    def linear_inputs(self, dtype: str, *, want_grad: bool = True) -> LinearCallInputs:
+        """Fresh arrays of a fused linear case, cast to ``dtype`` (carrier dtypes)."""
+        arrays = tuple(None if a is None else a.copy() for a in self._linear_cast(dtype))
+        return self._linear_call(dtype, arrays, want_grad=want_grad)
+
+    def _linear_call(self, dtype: str, arrays: tuple, *, want_grad: bool) -> LinearCallInputs:
+        hidden, classifier, bias, target, weight, grad_output = arrays
+        return LinearCallInputs(
+            hidden=hidden,
+            classifier=classifier,
+            bias=bias,
+            target=target,
+            weight=weight,
+            reduction=self.reduction,
+            ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing,
+            dtype=dtype,
+            grad_output=grad_output,
+            want_grad=want_grad,
+            softcap=self.softcap,
+            logit_scale=self.logit_scale,
+            z_loss=self.z_loss,
+            return_z_loss=self.return_z_loss,
+            shift=self.shift,
+        )
+
+    def _linear_cast(self, dtype: str) -> tuple:
+        """(hidden, classifier, bias, target, weight, grad_output) in ``dtype``'s carrier."""
+        cache = self.__dict__.setdefault("_linear_cast_cache", {})
+        if dtype in cache:
+            return cache[dtype]
+
+        def cast_or_none(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else cast(a, dtype)
+
+        arrays = (
+            cast(self.hidden, dtype),
+            cast(self.classifier, dtype),
+            cast_or_none(self.bias),
+            self.target,
+            cast_or_none(self.weight),
+            cast_or_none(self.grad_output),
+        )
+        if self.linear_size <= self.CAST_CACHE_ELEMENTS:
+            cache[dtype] = arrays
+        return arrays
+
+    @property
+    def linear_size(self) -> int:
+        """Elements of the classifier (what a fused linear case's memory goes with), from the
+        shape alone (a recipe is not made)."""
+        source = self.classifier_source
+        if isinstance(source, dict):
+            return math.prod(int(n) for n in source["shape"])
+        return 0 if source is None else int(source.size)
+
+    def linear_problem(self, dtype: str) -> LinearProblem:
+        """The oracle's view of this fused linear case in ``dtype``."""
+        return LinearProblem.of_call(
+            self._linear_call(dtype, self._linear_cast(dtype), want_grad=False)
+        )
+
+    def linear_expected_for(self, dtype: str) -> LinearExpected:
+        """Expected values and bounds of this fused linear case (always from the oracle)."""
+        return oracle_linear_expected(
+            self.content_hash, dtype, lambda: self.linear_problem(dtype), self.linear_size
+        )

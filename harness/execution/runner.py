@@ -12,7 +12,15 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output, Unsupported
+from harness.adapters import (
+    KERNEL_FEATURES,
+    Adapter,
+    CallInputs,
+    LinearCallInputs,
+    LinearOutput,
+    Output,
+    Unsupported,
+)
 from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
 from harness.dtypes import carrier
@@ -100,16 +108,18 @@ def _lacking_source(adapter: Adapter, lacking: list[str]) -> str:
     return why if len(opt_in) == len(lacking) else f"{adapter.unsupported_source}; {why}"
 
 
-def snapshot(inputs: CallInputs, *, logits: bool = True) -> dict[str, np.ndarray]:
+#: the input arrays of a plain call, as ``snapshot`` checks them
+CALL_ARRAYS = ("logits", "target", "weight", "grad_output")
+
+
+def snapshot(
+    inputs: CallInputs | LinearCallInputs, *, logits: bool = True
+) -> dict[str, np.ndarray]:
     """Copies of the input arrays, to find in-place writes after the call (a copy and a
     bitwise comparison cost less than two checksums: about 6 ms for 2M float32 values).
     ``logits=False``: all but the logits (a large case checks them by a checksum)."""
-    arrays = {
-        "logits": inputs.logits if logits else None,
-        "target": inputs.target,
-        "weight": inputs.weight,
-        "grad_output": inputs.grad_output,
-    }
+    names = LinearCallInputs.ARRAYS if isinstance(inputs, LinearCallInputs) else CALL_ARRAYS
+    arrays = {name: getattr(inputs, name) for name in names if logits or name != "logits"}
     return {k: v.copy() for k, v in arrays.items() if isinstance(v, np.ndarray)}
 
 
@@ -118,7 +128,9 @@ _BITS = {8: np.uint64, 4: np.uint32, 2: np.uint16}
 
 
 def mutations(
-    inputs: CallInputs, before: dict[str, np.ndarray], gradient: object | None = None
+    inputs: CallInputs | LinearCallInputs,
+    before: dict[str, np.ndarray],
+    gradient: object | None = None,
 ) -> str:
     """'' when the inputs are bitwise unchanged, else a message naming each changed array.
 
@@ -163,10 +175,17 @@ def _holds(array: np.ndarray, gradient: object) -> bool:
     return bool(np.array_equal(array.reshape(-1).view(bits), g.reshape(-1).view(bits)))
 
 
-def _call(adapter: Adapter, inputs: CallInputs, watchdog: Watchdog | None) -> object:
-    if watchdog is None:
+def _call(
+    adapter: Adapter, inputs: CallInputs | LinearCallInputs, watchdog: Watchdog | None
+) -> object:
+    def call() -> object:
+        if isinstance(inputs, LinearCallInputs):
+            return adapter.run_linear(inputs)
         return adapter.run(inputs)
-    return watchdog.call(adapter, lambda: adapter.run(inputs))
+
+    if watchdog is None:
+        return call()
+    return watchdog.call(adapter, call)
 
 
 def run_one(
@@ -204,9 +223,12 @@ def run_one(
         if no_grad_output:
             lacking.remove("grad_output")
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
-        large = streaming.applies(case)
+        large = not case.fused and streaming.applies(case)  # fused cases never stream
         digest = None
-        if large:  # made in the dtype block by block, checksummed as they are made
+        inputs: CallInputs | LinearCallInputs
+        if case.fused:
+            inputs = case.linear_inputs(dtype, want_grad=want_grad)
+        elif large:  # made in the dtype block by block, checksummed as they are made
             inputs, digest = streaming.fresh_inputs(case, dtype, want_grad)
         else:
             inputs = case.inputs(dtype, want_grad=want_grad)
@@ -238,7 +260,9 @@ def run_one(
         if result.status is Status.PASS:  # the call returned: its values, block by block
             _check_values(case, dtype, inputs, output, result, pristine=pristine)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
-        written = getattr(output, "grad", None) if adapter.inplace_backward else None
+        # a fused linear call has no logits array to write the gradient into
+        inplace = adapter.inplace_backward and not case.fused
+        written = getattr(output, "grad", None) if inplace else None
         mutated = mutations(inputs, before, written)
         if mutated:
             was = f"{result.status.value}: {result.message}" if result.message else "pass"
@@ -251,7 +275,7 @@ def _call_and_check(
     case: Case,
     adapter: Adapter,
     dtype: str,
-    inputs: CallInputs,
+    inputs: CallInputs | LinearCallInputs,
     watchdog: Watchdog | None,
     result: Result,
     *,
@@ -295,7 +319,9 @@ def _call_and_check(
             f"{case.expect_error} ({ERROR_KINDS[case.expect_error]})"
         )
         return output
-    if check:
+    if check and isinstance(inputs, LinearCallInputs):
+        _check_linear_values(case, dtype, inputs, output, result)
+    elif check:
         _check_values(case, dtype, inputs, output, result)
     return output
 
@@ -376,6 +402,80 @@ def _check_values(
         )  # fmt: skip
         if zc.message is not None:
             messages.append(zc.message)
+    if messages:
+        result.status = Status.FAIL
+        result.message = "; ".join(messages)
+
+
+def _check_linear_values(
+    case: Case, dtype: str, inputs: LinearCallInputs, output: object, result: Result
+) -> None:
+    """``_check_values`` for a fused linear call: the loss, the three gradients (each against
+    its own bounds; the result's ``grad_errors`` is the worst of them) and the z-loss."""
+    try:
+        expected = case.linear_expected_for(dtype)
+    except Exception as e:  # the safety net: a bug of ours, never an adapter's result
+        raise InternalError.during(
+            f"computing its {dtype} expected values", case.file, case.name, e
+        ) from e
+    assert expected.loss_bound is not None
+    result.expected_loss = _summary(expected.loss)
+    if not isinstance(output, LinearOutput):
+        result.status = Status.ERROR
+        result.message = (
+            f"returned a {type(output).__name__}: expected adapters.LinearOutput(loss, "
+            "grad_hidden, grad_classifier, grad_bias)"
+        )
+        return
+    tol = case.tolerance(dtype)
+    checks: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = []
+    try:
+        loss = to_array(output.loss, "loss", dtype, expected.loss.shape)
+        if inputs.want_grad:
+            for name in expected.GRADIENTS:
+                want = getattr(expected, name)
+                if want is None:  # no bias, or a case without gradients
+                    if name == "grad_bias" and output.grad_bias is not None:
+                        raise BadOutput("grad_bias is not None, but the case has no bias")
+                    continue
+                got = getattr(output, name)
+                if got is None:
+                    raise BadOutput(
+                        f"{name} is None (declare 'grad' in unsupported to be checked for "
+                        "loss only)"
+                    )
+                bound = getattr(expected, f"{name}_bound")
+                checks.append((name, to_array(got, name, dtype, want.shape), want, bound))
+        if expected.z_loss is not None:
+            if output.z_loss is None:
+                raise BadOutput("z_loss is None: the case sets return_z_loss (Output.z_loss)")
+            assert expected.z_loss_bound is not None
+            z = to_array(output.z_loss, "z_loss", dtype, expected.z_loss.shape)
+            checks.append(("z_loss", z, expected.z_loss, expected.z_loss_bound))
+    except BadOutput as e:
+        result.status = Status.ERROR
+        result.message = str(e)
+        return
+    result.got_loss = _summary(loss)
+    lc = compare(
+        loss, expected.loss, expected.loss_bound, dtype, "loss",
+        rtol=tol.loss_rtol, atol=tol.loss_atol,
+    )  # fmt: skip
+    result.loss_errors = lc.errors
+    messages = [lc.message] if lc.message is not None else []
+    for name, got, want, bound in checks:
+        loss_like = name == "z_loss"
+        c = compare(
+            got, want, bound, dtype, name,
+            rtol=tol.loss_rtol if loss_like else tol.grad_rtol,
+            atol=tol.loss_atol if loss_like else tol.grad_atol,
+        )  # fmt: skip
+        if not loss_like and (
+            result.grad_errors is None or c.errors.max_ratio > result.grad_errors.max_ratio
+        ):
+            result.grad_errors = c.errors
+        if c.message is not None:
+            messages.append(c.message)
     if messages:
         result.status = Status.FAIL
         result.message = "; ".join(messages)

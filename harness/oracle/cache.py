@@ -32,6 +32,8 @@ import numpy as np
 
 from harness.oracle import cross_entropy
 from harness.oracle.error_model import error_bounds
+from harness.oracle.linear import LinearExpected, LinearProblem, fused_linear_cross_entropy
+from harness.oracle.linear_bounds import linear_bounds
 from harness.oracle.problem import Expected, Problem
 
 _memory: dict[tuple[str, str], Expected] = {}
@@ -58,7 +60,11 @@ def oracle_revision() -> str:
     """Hash of the oracle's source and the key scheme: a changed oracle never reads old values."""
     here = Path(__file__).parent
     h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
-    for name in ("__init__.py", "problem.py", "exact.py", "fast.py", "error_model.py"):
+    sources = (
+        "__init__.py", "problem.py", "exact.py", "fast.py", "error_model.py",
+        "exact_matmul.py", "linear.py", "linear_bounds.py",
+    )  # fmt: skip
+    for name in sources:
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -119,6 +125,10 @@ def _write(path: Path, expected: Expected) -> None:
         assert expected.z_loss_bound is not None
         arrays["z_loss"] = expected.z_loss
         arrays["z_loss_bound"] = expected.z_loss_bound
+    _write_arrays(path, arrays)
+
+
+def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
@@ -159,3 +169,57 @@ def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Exp
             _write(path, found)
     _memory[memory_key] = found
     return found
+
+
+#: fused linear expected values with more elements than this (the classifier's gradient and
+#: its bound are each V x H float64) are recomputed for each dtype and never kept: a run
+#: holds one at a time (docs/fused-linear.md, "Memory")
+LINEAR_KEEP_ELEMENTS = 1 << 22
+
+
+def oracle_linear_expected(
+    key: str, dtype: str, problem: Callable[[], LinearProblem], size: int
+) -> LinearExpected:
+    """Expected values and bounds of a fused linear case (``size``: its classifier's elements),
+    from memory, from disk, or computed and stored (only when ``size`` is small enough)."""
+    memory_key = (key, dtype)
+    found = _linear_memory.get(memory_key)
+    if found is not None:
+        stats["memory_hits"] += 1
+        return found
+    keep = size <= LINEAR_KEEP_ELEMENTS
+    path = cache_path(f"linear-{key}", dtype) if keep else None
+    found = _read_linear(path) if path is not None and path.is_file() else None
+    if found is not None:
+        stats["disk_hits"] += 1
+    else:
+        stats["computed"] += 1
+        built = problem()
+        found = linear_bounds(built, dtype, fused_linear_cross_entropy(built))
+        if path is not None:
+            arrays = {
+                name: getattr(found, name)
+                for name in _LINEAR_ARRAYS
+                if getattr(found, name) is not None
+            }
+            arrays["oracle_error"] = np.array(found.oracle_error)
+            _write_arrays(path, arrays)
+    if keep:
+        _linear_memory[memory_key] = found
+    return found
+
+
+_linear_memory: dict[tuple[str, str], LinearExpected] = {}
+_LINEAR_ARRAYS = (
+    "loss", "grad_hidden", "grad_classifier", "grad_bias", "loss_bound", "grad_hidden_bound",
+    "grad_classifier_bound", "grad_bias_bound", "z_loss", "z_loss_bound",
+)  # fmt: skip
+
+
+def _read_linear(path: Path) -> LinearExpected | None:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            values = {name: f[name] if name in f.files else None for name in _LINEAR_ARRAYS}
+            return LinearExpected(**values, oracle_error=float(f["oracle_error"]))
+    except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: recompute
+        return None

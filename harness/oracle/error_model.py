@@ -115,6 +115,7 @@ def error_bounds(
     loss: np.ndarray,
     grad: np.ndarray | None,
     z_loss: np.ndarray | None = None,
+    logit_error: np.ndarray | None = None,
 ) -> Bounds:
     """The bound of every element of the expected ``loss`` and ``grad`` of ``problem`` in ``dtype``.
 
@@ -131,8 +132,13 @@ def error_bounds(
     dz/dx = a sech(a x / s)**2, whose computed value, a (1 - tanh**2), is off by about
     3 u_d |a| (absolute). The z-loss term c lse**2 is off by 2 |c| |lse| times lse's error
     plus its own rounding; its gradient 2 c lse p_j is bounded like the p_j term.
+
+    ``logit_error`` (P, C), for logits the implementation forms itself (fused linear
+    cross-entropy, ``harness.oracle.linear_bounds``): the absolute error of each logit x it
+    may compute. It moves z by |dz/dx| times as much and enters exactly where the rounding
+    of z does, and moves dz/dx itself by |d2z/dx2| = 2 (a / s) |dz/dx| |tanh| times as much.
     """
-    rows = RowBounds(problem, dtype, want_grad=grad is not None)
+    rows = RowBounds(problem, dtype, want_grad=grad is not None, logit_error=logit_error)
     grad_rows = np.zeros((rows.n_pos, rows.c)) if grad is not None else None
     for lo in range(0, rows.n_pos, rows.step):
         hi = min(rows.n_pos, lo + rows.step)
@@ -157,8 +163,17 @@ class RowBounds:
         loss_bound, z_bound = rows.finish(loss, z_loss)
     """
 
-    def __init__(self, problem: Problem, dtype: str, *, want_grad: bool = True):
+    def __init__(
+        self,
+        problem: Problem,
+        dtype: str,
+        *,
+        want_grad: bool = True,
+        logit_error: np.ndarray | None = None,
+    ):
         self.problem, self.dtype, self.want_grad = problem, dtype, want_grad
+        #: (P, C) or None: the error of logits an implementation forms (``error_bounds``)
+        self.logit_error = logit_error
         self.u_d = u_d = unit_roundoff(dtype)
         self.u_c = u_c = unit_roundoff(COMPUTE_DTYPE[dtype])
         self.tiny = subnormal_spacing(dtype)
@@ -209,6 +224,7 @@ class RowBounds:
         n_ops = (problem.logit_scale != 1.0) + 3 * (problem.softcap is not None)
         n_par = (problem.logit_scale != 1.0) + (problem.softcap is not None)
         self.tau_unit = n_ops * u_d + n_par * u_c
+        self.perturbed = bool(self.tau_unit) or logit_error is not None
         self.per_pos_z = np.zeros(n_pos)  # bound of each position's z-loss term
         self.per_pos_zabs = np.zeros(n_pos)  # u_c |c lse**2|
 
@@ -231,6 +247,8 @@ class RowBounds:
         per_pos_a, per_pos_z, per_pos_zabs = self.per_pos_a, self.per_pos_z, self.per_pos_zabs
         g, gz, keep = self.g, self.gz, self.keep
         x = np.asarray(self.x_all[lo:hi], dtype=np.float64)
+        x_orig = x
+        perturbed, logit_error = self.perturbed, self.logit_error
         slope_rows = None
         if problem.transformed:
             x, slope_rows = transformed_logits(problem, x)
@@ -271,8 +289,11 @@ class RowBounds:
             per_pos_a[lo:hi] = sum_a
             # kernel fields: the rounding of z (tau) moves each log-probability, and lse
             tau = tau_unit * abs_x
+            if logit_error is not None:
+                dx = logit_error[lo:hi]
+                tau = tau + (dx if slope_rows is None else np.abs(slope_rows) * dx)
             lse_tau = (p * tau).sum(axis=1)
-            if tau_unit:
+            if perturbed:
                 per_pos_c[lo:hi] += (abs_a * tau).sum(axis=1) + sum_a * lse_tau
             d_lse = u_c * (2.0 * abs_x.max(axis=1, initial=0.0) + abs_lse + sqrt_c) + lse_tau
             if c_z:
@@ -294,7 +315,7 @@ class RowBounds:
                 b_c = term_p * (u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c) + u_c * term_a
                 floor = 1.0 + gg * sum_a[:, None]
                 bound = b_d + b_c + tiny * floor
-                if c_z or tau_unit:
+                if c_z or perturbed:
                     bound = bound + _kernel_grad_terms(
                         p, abs_logp, abs_x, abs_lse, gg * sum_a[:, None],
                         2.0 * c_z * gz[lo:hi, None] * abs_lse[:, None], tau, lse_tau, d_lse,
@@ -309,6 +330,12 @@ class RowBounds:
                             if problem.softcap is not None
                             else u_c * abs(problem.logit_scale)
                         )
+                        if logit_error is not None and problem.softcap is not None:
+                            # dz/dx at a logit off by dx: |d2z/dx2| dx
+                            a_s = abs(problem.logit_scale)
+                            u = a_s * x_orig / problem.softcap
+                            curve = 2.0 * a_s / problem.softcap * slope * np.abs(np.tanh(u))
+                            computed = computed + curve * logit_error[lo:hi]
                         # and the result, stored in the dtype (its underflow unscaled)
                         bound = bound * slope + mag * (u_d * slope + computed) + tiny
                 grad_rows = bound
