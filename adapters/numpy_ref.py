@@ -13,13 +13,24 @@ Kernel fields (docs/kernel-features.md): the loss is that of z = s * tanh(a * x 
 count); the gradient w.r.t. z gains 2 * zl * lse_n * p[n, j] times the z-loss's upstream
 factor, and the chain rule multiplies by dz/dx = a * sech(a * x / s)**2. ``shift`` k moves the
 targets k positions back along their last axis and ignores the last k positions.
+
+Fused linear cross-entropy (``run_linear``): the logits ``hidden @ classifier.T + bias`` in
+float64, the loss and G = dLoss/dlogits as above, then ``G @ classifier``, ``G.T @ hidden``
+and ``G.sum(0)``, all in float64, rounded once to the input dtype.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from harness.adapters import KERNEL_FEATURES, Adapter, CallInputs, Output
+from harness.adapters import (
+    KERNEL_FEATURES,
+    Adapter,
+    CallInputs,
+    LinearCallInputs,
+    LinearOutput,
+    Output,
+)
 from harness.dtypes import carrier, cast
 
 REDUCTIONS = ("none", "mean", "sum")
@@ -264,3 +275,42 @@ class NumpyAdapter(Adapter):
         loss, grad, z_loss = cross_entropy_with_z_loss(inputs, inputs.dtype)
         out_z = None if z_loss is None else cast(z_loss, inputs.dtype)
         return Output(loss=cast(loss, inputs.dtype), grad=grad, z_loss=out_z)
+
+    def run_linear(self, inputs: LinearCallInputs) -> LinearOutput:
+        h = np.asarray(inputs.hidden, dtype=np.float64)
+        w = np.asarray(inputs.classifier, dtype=np.float64)
+        rows = h.reshape(-1, h.shape[-1])
+        logits = rows @ w.T
+        if inputs.bias is not None:
+            logits += np.asarray(inputs.bias, dtype=np.float64)
+        t = _shifted(np.asarray(inputs.target), inputs.shift, inputs.ignore_index)
+        go = inputs.grad_output
+        call = CallInputs(
+            logits=logits,
+            target=t.reshape(-1),
+            weight=inputs.weight,
+            reduction=inputs.reduction,
+            ignore_index=inputs.ignore_index,
+            label_smoothing=inputs.label_smoothing,
+            dtype="float64",
+            grad_output=None if go is None else np.asarray(go).reshape(-1),
+            want_grad=inputs.want_grad,
+            softcap=inputs.softcap,
+            logit_scale=inputs.logit_scale,
+            z_loss=inputs.z_loss,
+            return_z_loss=inputs.return_z_loss,
+        )
+        loss, g, z_loss = cross_entropy_with_z_loss(call)
+        shape = t.shape if inputs.reduction == "none" else ()
+        d = inputs.dtype
+        out = LinearOutput(
+            loss=cast(np.reshape(loss, shape), d),
+            z_loss=None if z_loss is None else cast(np.reshape(z_loss, shape), d),
+        )
+        if g is not None and inputs.want_grad:
+            with np.errstate(invalid="ignore", over="ignore"):
+                out.grad_hidden = cast((g @ w).reshape(h.shape), d)
+                out.grad_classifier = cast(g.T @ rows, d)
+                if inputs.bias is not None:
+                    out.grad_bias = cast(g.sum(axis=0), d)
+        return out

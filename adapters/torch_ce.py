@@ -308,9 +308,12 @@ class TorchAdapter(Adapter):
             go = floating(inputs.grad_output)
             upstream = go if go is not None else torch.ones_like(loss)
             wrt = [x for x in (h, w, b) if x is not None]
-            found = torch.autograd.grad(loss, wrt, grad_outputs=upstream, allow_unused=True)
-            for i, (x, g) in enumerate(zip(wrt, found, strict=True)):
-                grads[i] = to_numpy(torch.zeros_like(x) if g is None else g, inputs.dtype)
+            # materialize_grads: zeros, not None, for an input the loss does not depend on
+            found = torch.autograd.grad(
+                loss, wrt, grad_outputs=upstream, allow_unused=True, materialize_grads=True
+            )
+            for i, g in enumerate(found):
+                grads[i] = to_numpy(g, inputs.dtype)
         return LinearOutput(
             loss=to_numpy(loss, inputs.dtype),
             grad_hidden=grads[0],

@@ -227,7 +227,7 @@ def _build(path: Path, name: str, m: dict, raw: dict, require_expected: bool) ->
     if "hidden" in m or "classifier" in m:
         return _build_linear(path, name, m, raw, require_expected)
     if "logits" not in m:
-        raise _Fail("logits", "missing: give logits, or hidden and classifier (fused linear)")
+        raise _Fail("logits", "missing required field: 'logits' (or 'hidden' and 'classifier')")
 
     logits = _array(m["logits"], "logits")
     target = _array(m["target"], "target", finite=False)

@@ -219,7 +219,15 @@ _LINEAR_ARRAYS = (
 def _read_linear(path: Path) -> LinearExpected | None:
     try:
         with np.load(path, allow_pickle=False) as f:
-            values = {name: f[name] if name in f.files else None for name in _LINEAR_ARRAYS}
-            return LinearExpected(**values, oracle_error=float(f["oracle_error"]))
+
+            def get(name: str) -> np.ndarray | None:
+                return f[name] if name in f.files else None
+
+            return LinearExpected(
+                f["loss"], get("grad_hidden"), get("grad_classifier"), get("grad_bias"),
+                get("loss_bound"), get("grad_hidden_bound"), get("grad_classifier_bound"),
+                get("grad_bias_bound"), get("z_loss"), get("z_loss_bound"),
+                oracle_error=float(f["oracle_error"]),
+            )  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):  # absent or damaged: recompute
         return None

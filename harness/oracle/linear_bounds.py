@@ -92,7 +92,14 @@ def _stored(bound: np.ndarray, value: np.ndarray | None, u_d: float, tiny: float
     return np.where(finite, out, 0.0)
 
 
-def _with(e: LinearExpected, loss, grad_h, grad_w, grad_b, z_loss) -> LinearExpected:
+def _with(
+    e: LinearExpected,
+    loss: np.ndarray,
+    grad_h: np.ndarray | None,
+    grad_w: np.ndarray | None,
+    grad_b: np.ndarray | None,
+    z_loss: np.ndarray | None,
+) -> LinearExpected:
     return LinearExpected(
         e.loss, e.grad_hidden, e.grad_classifier, e.grad_bias,
         loss, grad_h, grad_w, grad_b, e.z_loss, z_loss, e.oracle_error,
