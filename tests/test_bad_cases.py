@@ -239,7 +239,8 @@ def test_run_refuses_an_invalid_file_before_running_anything(cli, tmp_path):
     assert r.stderr.strip() == (
         f"lossconf: error: {bad}:11: case 'broken': field 'reducton': unknown field "
         "'reducton' (did you mean 'reduction'?); allowed fields: name, why, loss, logits, "
-        "target, weight, reduction, ignore_index, label_smoothing, dtype, grad_output, "
+        "hidden, classifier, bias, target, weight, reduction, ignore_index, label_smoothing, "
+        "dtype, grad_output, "
         "expected, expect_error, tolerance, tags, softcap, logit_scale, z_loss, "
         "return_z_loss, shift"
     )

@@ -332,3 +332,51 @@ def test_sequences_take_the_loss_shape_of_the_target(tmp_path):
     assert e.loss.shape == (1, 3) and e.loss[0, 2] == 0.0 and e.grad_hidden.shape == (1, 3, 2)
     assert np.all(e.grad_hidden[0, 2] == 0.0)
     assert case.features() >= {"fused_linear", "shift", "reduction_none"}
+
+
+# -- the pairwise set and the coverage table -----------------------------------------------------
+
+LINEAR_PAIRWISE_FILE = builtin_suite() / "generated" / "fused_linear_pairwise.yaml"
+
+
+def test_fused_linear_pairwise_file_is_what_the_generator_writes(tmp_path):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "make_corpus.py"
+    spec = importlib.util.spec_from_file_location("make_corpus", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    written = module.write_linear_pairwise(tmp_path / "out")
+    assert written.read_text() == LINEAR_PAIRWISE_FILE.read_text(), "python tools/make_corpus.py"
+
+
+def test_the_built_in_suite_covers_every_feasible_fused_linear_pair():
+    from harness.cases import coverage
+    from harness.cases.loader import load_paths
+
+    rows, _ = coverage.rows_of(load_paths().cases)
+    result = coverage.linear_pair_coverage(rows)
+    assert [f"{pc.b}={vb}+{va}" for pc in result for va, vb in pc.missing] == []
+    assert [pc.contradicting for pc in result if pc.contradicting] == []
+    assert sum(len(pc.feasible) for pc in result) == 84
+
+
+def test_a_fused_case_is_classified_by_the_logits_it_makes(tmp_path):
+    from harness.cases import coverage
+
+    (case,) = _load(
+        tmp_path,
+        "    hidden: [[[1.0, 2.0], [0.5, -1.0], [0.0, 1.0]]]\n"
+        "    classifier: [[1.0, 0.0], [0.0, 1.0]]\n    target: [[0, 1, 1]]\n    shift: 1\n",
+    )
+    row = coverage.classify(case)
+    assert (row["shape"], row["classes"], row["ignored"], row["shift"]) == ("N>1", "2", "some", "1")
+
+
+def test_reference_adapters_pass_the_fused_pairwise_cases():
+    cases = load_cases([LINEAR_PAIRWISE_FILE])
+    assert _failures(NumpyAdapter(), cases) == []
+    assert _failures(LinearStepwise(), cases) == []

@@ -14,7 +14,8 @@ It also writes ``cases/generated/pairwise.yaml``: cases that together have every
 pair of ``python -m harness coverage`` a valid call can have, one dtype each, with
 ``expected: oracle`` (see "the pairwise set" below); and ``kernel_pairwise.yaml``, the
 same for every pair of a kernel field (softcap, logit_scale, z_loss, shift;
-docs/kernel-features.md) with any parameter.
+docs/kernel-features.md) with any parameter; and ``fused_linear_pairwise.yaml``, the same
+for fused linear cross-entropy with and without a bias (docs/fused-linear.md).
 
 ``--fingerprints FILE...`` replaces ``sha256: FILL`` in the recipes of hand-written
 case files with the fingerprint of the array the recipe makes (see
@@ -822,6 +823,145 @@ def write_kernel_pairwise(out: Path = OUT) -> Path:
     return path
 
 
+# -- fused linear cross-entropy's pairwise set ---------------------------------------------
+#
+# Every feasible pair of 'fused_linear' (bias, no_bias) with a parameter or a kernel field
+# (coverage.linear_feasible_pairs), by the same greedy covering array. A row's target, weight
+# and fields are those of the kernel set; its (P, C) logits become hidden states (P, H) and a
+# classifier (C, H) (and a bias (C,)) drawn from seeded recipes, with H = LINEAR_HIDDEN.
+
+LINEAR_PAIRWISE_FILE = "fused_linear_pairwise.yaml"
+LINEAR_HIDDEN = 8
+
+
+def _linear_realizable(row: dict[str, str]) -> bool:
+    linear = row.get("fused_linear")
+    if not _kernel_realizable({k: v for k, v in row.items() if k != "fused_linear"}):
+        return False
+    return linear is None or not any(
+        ("fused_linear", linear, b, row[b]) in coverage.LINEAR_INFEASIBLE
+        for b in row
+        if b != "fused_linear"
+    )
+
+
+def _linear_pairs_of(row: dict[str, str]) -> set[Pair]:
+    return {
+        ((a, row[a]), (b, row[b]))
+        for (a, b) in coverage.linear_feasible_pairs()
+        if a in row and b in row
+    }
+
+
+def linear_pairwise_rows() -> list[dict[str, str]]:
+    """Rows of parameter, kernel field and fused_linear values that together have every
+    feasible pair of a fused_linear value with a parameter or a kernel field."""
+    params = {**_all_params(), **coverage.LINEAR_PARAMETERS}
+    order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
+    uncovered = {
+        ((a, va), (b, vb))
+        for (a, b), pairs in coverage.linear_feasible_pairs().items()
+        for va, vb in pairs
+        if _linear_realizable({a: va, b: vb})
+    }
+    rows: list[dict[str, str]] = []
+    while uncovered:
+        best, best_gain = None, -1
+        for seed in sorted(uncovered):
+            row = dict(seed)
+            for k in order:
+                if k in row:
+                    continue
+                choices = [v for v in params[k] if _linear_realizable({**row, k: v})]
+                row[k] = max(
+                    choices, key=lambda v: len(_linear_pairs_of({**row, k: v}) & uncovered)
+                )
+            gain = len(_linear_pairs_of(row) & uncovered)
+            if gain > best_gain:
+                best, best_gain = row, gain
+        assert best is not None
+        rows.append({k: best[k] for k in params})
+        uncovered -= _linear_pairs_of(best)
+    return rows
+
+
+def linear_pairwise_inputs(row: dict[str, str], rng: np.random.Generator) -> dict:
+    """The fields of the fused call a row describes: the kernel row's, logits made linear."""
+    kernel_row = {k: v for k, v in row.items() if k != "fused_linear"}
+    fields = kernel_pairwise_inputs(kernel_row, rng)
+    positions, classes = _array(fields.pop("logits")).shape
+    seeds = [int(s) for s in rng.integers(0, 2**31, size=3)]
+    fields["hidden"] = _recipe("normal", (positions, LINEAR_HIDDEN), seed=seeds[0])
+    fields["classifier"] = _recipe("normal", (classes, LINEAR_HIDDEN), seed=seeds[1], std=0.5)
+    if row["fused_linear"] == "bias":
+        fields["bias"] = _recipe("normal", (classes,), seed=seeds[2], std=0.25)
+    return fields
+
+
+def render_linear_pairwise(rows: list[dict[str, str]]) -> str:
+    from harness.cases.loader import load_file
+
+    lines = [
+        "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
+        "# Do not edit by hand: change the generator and run it again.",
+        "description: >",
+        "  A covering array of fused linear cross-entropy (docs/fused-linear.md): every value",
+        "  pair of fused_linear (with or without a bias) with a parameter of 'python -m harness",
+        "  coverage' or a kernel field that a valid fused call can have occurs in at least one",
+        "  case; each case runs in one dtype.",
+        "defaults:",
+        "  tags: [pairwise, fused_linear]",
+        "",
+        "cases:",
+    ]
+    names = [
+        f"{kernel_pairwise_name(row)}_{'bias' if row['fused_linear'] == 'bias' else 'nobias'}"
+        for row in rows
+    ]
+    assert len(set(names)) == len(names), "fused linear pairwise names must be unique"
+    for row, name in zip(rows, names, strict=True):
+        for attempt in range(200):
+            rng = np.random.default_rng([SEED, _stable_index_of(name), attempt])
+            fields = linear_pairwise_inputs(row, rng)
+            block = [f"  - name: {name}"]
+            described = ", ".join(f"{k} {v}" for k, v in row.items())
+            block.append(f'    why: "pairwise point: {described}"')
+            for key in ("hidden", "classifier", "bias", "target", "weight"):
+                if key in fields:
+                    block.append(f"    {key}: {_flow_value(fields[key])}")
+            for key in ("ignore_index", "label_smoothing", *_KERNEL_KEYS):
+                if key in fields:
+                    value = fields[key]
+                    block.append(f"    {key}: {'true' if value is True else value}")
+            block.append(f"    reduction: {row['reduction']}")
+            block.append(f"    dtype: {row['dtype']}")
+            block.append("    expected: oracle")
+            tags = _pairwise_tags(row)
+            if tags:
+                block.append(f"    tags: {_flow(tags)}")
+            with tempfile.TemporaryDirectory() as folder:
+                probe = Path(folder) / "probe.yaml"
+                probe.write_text("cases:\n" + "\n".join(block) + "\n", encoding="utf-8")
+                (case,) = load_file(probe)
+            linear = "bias" if case.bias is not None else "no_bias"
+            got = {**coverage.classify(case), "dtype": row["dtype"], "fused_linear": linear}
+            if got == row:
+                break
+        else:
+            raise AssertionError(f"{name}: no draw in 200 classifies as its row")
+        lines += block
+    return "\n".join(lines) + "\n"
+
+
+def write_linear_pairwise(out: Path = OUT) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    rows = linear_pairwise_rows()
+    path = out / LINEAR_PAIRWISE_FILE
+    path.write_text(render_linear_pairwise(rows), encoding="utf-8")
+    print(f"{path}: {len(rows)} cases", file=sys.stderr)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -839,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     write_grid()
     write_pairwise()
     write_kernel_pairwise()
+    write_linear_pairwise()
     return 0
 
 

@@ -12,6 +12,11 @@ docs/kernel-features.md) are counted apart: each of their values paired with eve
 value of the parameters above and of the other kernel fields (``KERNEL_INFEASIBLE``
 says which pairs no valid call has). A shifted case is classified by the targets it
 is scored against (``ignored`` counts the last positions, which a shift ignores).
+
+Fused linear cross-entropy (``LINEAR_PARAMETERS``: with or without a bias;
+docs/fused-linear.md) is counted on the fused cases alone: each value paired with every
+value of the parameters and of the kernel fields. A fused case is classified like the
+logits it makes, (P, V) with P = N or B * T (``shape`` N=1 or N>1, ``classes`` by V).
 """
 
 from __future__ import annotations
@@ -129,6 +134,40 @@ def feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
     }
 
 
+#: fused linear cross-entropy: counted on the fused cases, each value paired with every value
+#: of PARAMETERS and KERNEL_PARAMETERS
+LINEAR_PARAMETERS: dict[str, tuple[str, ...]] = {"fused_linear": ("bias", "no_bias")}
+
+_LINEAR_INDEX = (
+    "a fused linear case takes class indices, as Liger-Kernel's and cut-cross-entropy's "
+    "fused losses do (docs/fused-linear.md)"
+)
+_LINEAR_SHAPE = "hidden states (N, H) or (B, T, H) make (P, V) logits with P >= 1: never {}"
+#: (linear field, value, parameter, value) -> why no valid fused linear call has both values
+LINEAR_INFEASIBLE: dict[tuple[str, str, str, str], str] = {
+    **{("fused_linear", v, "target", "probability"): _LINEAR_INDEX for v in ("bias", "no_bias")},
+    **{
+        ("fused_linear", v, "shape", shape): _LINEAR_SHAPE.format(shape)
+        for v in ("bias", "no_bias")
+        for shape in ("unbatched", "kdim1", "kdim2", "kdim3", "kdim4", "kdim>=5", "empty")
+    },
+}
+
+
+def linear_feasible_pairs() -> dict[tuple[str, str], list[tuple[str, str]]]:
+    """(fused_linear, parameter or kernel field) -> the value pairs a fused call can have."""
+    everything = {**PARAMETERS, **KERNEL_PARAMETERS}
+    return {
+        (k, b): [
+            (vk, vb)
+            for vk, vb in itertools.product(values, everything[b])
+            if LINEAR_INFEASIBLE.get((k, vk, b, vb)) is None
+        ]
+        for k, values in LINEAR_PARAMETERS.items()
+        for b in everything
+    }
+
+
 def kernel_infeasible(k: str, vk: str, b: str, vb: str) -> str | None:
     """The reason no valid call has kernel field ``k=vk`` and parameter ``b=vb``, or None."""
     return KERNEL_INFEASIBLE.get((k, vk, b, vb)) or KERNEL_INFEASIBLE.get((b, vb, k, vk))
@@ -155,8 +194,14 @@ def classify(case: Case) -> dict[str, str]:
     target = case.target
     if case.shift and not case.probability_target:
         target = shift_target(target, case.shift, case.ignore_index)
+    if case.fused:
+        # the (P, V) logits the hidden states make, by shape alone (nothing is multiplied)
+        positions = int(np.prod(case.hidden.shape[:-1]))
+        x = np.broadcast_to(np.float64(0), (positions, case.classifier.shape[0]))
+    else:
+        x = case.logits
     row = classify_call(
-        case.logits,
+        x,
         target,
         probability=case.probability_target,
         weight=case.weight,
@@ -259,7 +304,10 @@ def rows_of(cases: list[Case]) -> tuple[list[dict[str, str]], Counter]:
             errors[case.expect_error] += 1
             continue
         base = classify(case)
-        rows.extend({**base, "dtype": d, "case": case.id} for d in case.dtypes)
+        linear = "no" if not case.fused else "bias" if case.bias is not None else "no_bias"
+        rows.extend(
+            {**base, "fused_linear": linear, "dtype": d, "case": case.id} for d in case.dtypes
+        )
     return rows, errors
 
 
@@ -302,6 +350,56 @@ def kernel_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
         contradicting = {p: cid for p, cid in seen.items() if kernel_infeasible(a, p[0], b, p[1])}
         out.append(PairCoverage(a, b, feasible, missing, contradicting))
     return out
+
+
+def linear_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
+    """Per (fused_linear, parameter or kernel field) pair, what the fused rows cover."""
+    fused = [r for r in rows if r.get("fused_linear", "no") != "no"]
+    out = []
+    for (a, b), feasible in linear_feasible_pairs().items():
+        seen: dict[tuple[str, str], str] = {}
+        for r in fused:
+            seen.setdefault((r[a], r[b]), r.get("case", "?"))
+        missing = [p for p in feasible if p not in seen]
+        contradicting = {p: cid for p, cid in seen.items() if (a, *p[:1], b, *p[1:]) in
+                         LINEAR_INFEASIBLE}  # fmt: skip
+        out.append(PairCoverage(a, b, feasible, missing, contradicting))
+    return out
+
+
+def _render_linear(rows: list[dict[str, str]]) -> list[str]:
+    """The fused linear section of the report: values, then pairs."""
+    from tabulate import tabulate
+
+    fused = [r for r in rows if r.get("fused_linear", "no") != "no"]
+    counts = Counter(r["fused_linear"] for r in fused)
+    lines = ["", "Fused linear cross-entropy (docs/fused-linear.md), values (runs):"]
+    values = "  ".join(f"{v}={counts.get(v, 0)}" for v in LINEAR_PARAMETERS["fused_linear"])
+    lines.append(tabulate([["fused_linear", values]], headers=["field", "value=runs"],
+                          tablefmt="simple"))  # fmt: skip
+    coverage = linear_pair_coverage(rows)
+    covered = sum(pc.covered for pc in coverage)
+    feasible = sum(len(pc.feasible) for pc in coverage)
+    missing = " ".join(f"{pc.b}={vb}+{va}" for pc in coverage for va, vb in pc.missing) or "-"
+    lines += ["", "Fused linear pairs (covered/feasible; never covered):"]
+    lines.append(tabulate([["fused_linear x every parameter and kernel field",
+                            f"{covered}/{feasible}", missing]],
+                          headers=["pairs", "covered", "missing"], tablefmt="simple"))  # fmt: skip
+    lines += ["", f"Fused linear infeasible pairs ({len(LINEAR_INFEASIBLE)}, not counted):"]
+    lines.append(tabulate([[f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in
+                           LINEAR_INFEASIBLE.items()], headers=["pair", "why"],
+                          tablefmt="simple"))  # fmt: skip
+    contradicting = [
+        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
+        for pc in coverage
+        for (va, vb), cid in pc.contradicting.items()
+    ]
+    if contradicting:
+        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
+        lines += contradicting
+    share = 100.0 * covered / feasible if feasible else 100.0
+    lines.append(f"\nfused linear pairs: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
+    return lines
 
 
 def _render_kernel(rows: list[dict[str, str]]) -> list[str]:
@@ -380,4 +478,5 @@ def render(cases: list[Case]) -> str:
     share = 100.0 * covered / feasible if feasible else 100.0
     lines.append(f"\npairwise coverage: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
     lines += _render_kernel(rows)
+    lines += _render_linear(rows)
     return "\n".join(lines)
