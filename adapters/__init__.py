@@ -33,6 +33,7 @@ hidden states, the classifier and the bias; docs/fused-linear.md).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -175,7 +176,9 @@ class LinearCallInputs:
     shift: int = 0
 
     #: the input arrays, as the runner checks them for in-place writes
-    ARRAYS = ("hidden", "classifier", "bias", "target", "weight", "grad_output")
+    ARRAYS: ClassVar[tuple[str, ...]] = (
+        "hidden", "classifier", "bias", "target", "weight", "grad_output",
+    )  # fmt: skip
 
     @property
     def probability_target(self) -> bool:

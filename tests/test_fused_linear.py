@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from harness import load_cases
 from harness.adapters import Adapter, LinearCallInputs, LinearOutput
@@ -380,3 +382,79 @@ def test_reference_adapters_pass_the_fused_pairwise_cases():
     cases = load_cases([LINEAR_PAIRWISE_FILE])
     assert _failures(NumpyAdapter(), cases) == []
     assert _failures(LinearStepwise(), cases) == []
+
+
+# -- the bound's soundness ----------------------------------------------------------------------
+
+
+class _LogitsOffByTheirBound(LinearStepwise):
+    """A correct implementation whose logits are off by up to the whole error the model allows
+    a correct matmul (``logit_error``, a random fraction of it with a random sign), then
+    rounded to the dtype; the rest as LinearStepwise (float32 accumulation, G stored)."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def run_linear(self, inputs: LinearCallInputs) -> LinearOutput:
+        from harness.oracle.linear import logits_of
+        from harness.oracle.linear_bounds import logit_error
+
+        p = LinearProblem.of_call(inputs)
+        z, _ = logits_of(p)
+        self._z = z + self.rng.uniform(-1.0, 1.0, z.shape) * logit_error(p, inputs.dtype, z)
+        return super().run_linear(inputs)
+
+    def logits(self, rows, w, b, dtype):
+        from harness.dtypes import cast
+
+        return cast(self._z, dtype)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(1, 4),
+    h=st.integers(1, 48),
+    v=st.integers(2, 9),
+    dtype=st.sampled_from(["float64", "float32", "float16", "bfloat16"]),
+    reduction=st.sampled_from(["mean", "sum", "none"]),
+    smoothing=st.sampled_from([0.0, 0.2]),
+    softcap=st.sampled_from([None, 3.0]),
+    bias=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_an_implementation_using_the_allowed_logit_error_conforms(
+    tmp_path_factory, n, h, v, dtype, reduction, smoothing, softcap, bias, seed
+):
+    rng = np.random.default_rng(seed)
+    target = rng.integers(0, v, n)
+    target[rng.random(n) < 0.25] = -100
+    fields = [
+        f"    hidden: {_flow(rng.normal(size=(n, h)))}",
+        f"    classifier: {_flow(rng.normal(size=(v, h)) * 0.5)}",
+        f"    target: {target.tolist()}",
+        f"    reduction: {reduction}",
+        f"    label_smoothing: {smoothing}",
+        f"    dtype: {dtype}",
+    ]
+    if bias:
+        fields.append(f"    bias: {_flow(rng.normal(size=v) * 0.25)}")
+    if softcap is not None:
+        fields.append(f"    softcap: {softcap}")
+    (case,) = _load(tmp_path_factory.mktemp("f"), "\n".join(fields) + "\n")
+    r = run_one(case, _LogitsOffByTheirBound(seed), dtype)
+    assert r.status is Status.PASS, r.message
+
+
+def _flow(a: np.ndarray) -> str:
+    """A nested YAML list with fixed-point numbers (YAML reads 9e-05 as text)."""
+    if a.ndim == 1:
+        return "[" + ", ".join(f"{x:.6f}" for x in a) + "]"
+    return "[" + ", ".join(_flow(row) for row in a) + "]"
+
+
+def test_the_repro_snippet_of_a_fused_case_runs(fused_cases, capsys):
+    from harness.reports.repro import snippet
+
+    exec(snippet(_one(fused_cases), "numpy", "float32"), {})
+    out = capsys.readouterr().out
+    assert "loss" in out and "max |grad_classifier - expected|" in out

@@ -284,6 +284,14 @@ SOURCES: dict[str, Source] = {
         # in an environment with the framework (pip install 'lossconf[onnx]'): the script
         Source("divergences-onnx", DIVERGENCES_ONNX, "slow"),
         Source("divergences-onnxruntime", DIVERGENCES_ONNXRUNTIME, "slow"),
+        Source("fused-linear-run", "python -m harness --adapter torch --adapter numpy "
+               "--cases cases/fused_linear.yaml --cases cases/generated/fused_linear_pairwise.yaml",
+               "run"),
+        Source("bench-fused-linear-memory", "python benchmarks/bench_fused_linear_memory.py",
+               "run"),
+        Source("cce-run", "pip install cut-cross-entropy triton && python -m harness --adapter "
+               "harness.adapters.cut_cross_entropy --cases cases/fused_linear.yaml --cases "
+               "cases/generated/fused_linear_pairwise.yaml", "slow", ok_codes=(0, 1)),
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "
                "--adapter jax --report cuda.json --report cuda.md", "slow", ok_codes=(0, 1)),
     ]
@@ -443,6 +451,8 @@ FIGURE_LIST = [
     Figure("cuda-run", "cuda-run", measured),
     Figure("divergences-onnx", "divergences-onnx", console_measured),
     Figure("divergences-onnxruntime", "divergences-onnxruntime", console_measured),
+    Figure("fused-linear-run", "fused-linear-run", console),
+    Figure("cce-run", "cce-run", measured),
     *(Figure(name, name, measured) for name in SOURCES if name.startswith("bench-")),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in FIGURE_LIST}

@@ -48,7 +48,7 @@ _SOURCES = (
 )
 _SCHEMA = Path(__file__).with_name("schema.json")
 #: cached properties of Case that are recomputed on use rather than stored (large arrays)
-_DROP = ("logits", "target")
+_DROP = ("logits", "target", "hidden", "classifier", "bias")
 
 
 @functools.lru_cache(maxsize=1)

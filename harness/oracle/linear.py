@@ -24,6 +24,7 @@ float16 inputs of moderate range and returned in ``LinearExpected.oracle_error``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -131,7 +132,7 @@ class LinearExpected:
     oracle_error: float = 0.0
 
     #: the gradients, in the order reports name them
-    GRADIENTS = ("grad_hidden", "grad_classifier", "grad_bias")
+    GRADIENTS: ClassVar[tuple[str, ...]] = ("grad_hidden", "grad_classifier", "grad_bias")
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,16 @@ def _stored(bound: np.ndarray, value: np.ndarray | None, u_d: float, tiny: float
     """A gradient's bound plus its own storage in the dtype; 0 where the value is not finite
     (compared exactly)."""
     assert value is not None
+    # in place: for a large classifier each temporary is V x H float64
     finite = np.isfinite(value)
-    out = bound + u_d * np.abs(np.where(finite, value, 0.0)) + tiny
-    return np.where(finite, out, 0.0)
+    own = np.abs(value)
+    own *= u_d
+    own[~finite] = 0.0
+    bound += own
+    del own
+    bound += tiny
+    bound[~finite] = 0.0
+    return bound
 
 
 def _with(

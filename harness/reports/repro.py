@@ -41,6 +41,18 @@ def snippet(case: Case, adapter_spec: str, dtype: str) -> str:
         f"inputs = case.inputs({dtype!r})",
         f"out = load_adapter({adapter_spec!r}).run(inputs)",
     ]
+    if case.fused:  # fused linear cross-entropy: run_linear and its three gradients
+        lines[-2:] = [
+            f"inputs = case.linear_inputs({dtype!r})",
+            f"out = load_adapter({adapter_spec!r}).run_linear(inputs)",
+            f"want = case.linear_expected_for({dtype!r})",
+            "print('loss', out.loss, 'expected', want.loss)",
+            "for name in want.GRADIENTS:",
+            "    got, exp = getattr(out, name), getattr(want, name)",
+            "    if got is not None and exp is not None:",
+            "        print('max |' + name + ' - expected|', abs(got - exp).max())",
+        ]
+        return "\n".join(line for line in lines if line)
     if case.expect_error is not None:
         lines[-1] += f"  # should raise: {case.expect_error}"
         lines.append("print('returned instead of raising:', out.loss)")

@@ -11,6 +11,7 @@ import numpy as np
 
 from harness import CallInputs
 from harness.dtypes import cast
+from tests.mutants.linear import LINEAR_MUTANTS
 from tests.mutants.stepwise import Stepwise
 
 
@@ -381,4 +382,5 @@ MUTANTS: tuple[type[Stepwise], ...] = (
     SoftcapWithoutOuterScale,
     ZLossMeanOverN,
     ShiftOffByOne,
+    *LINEAR_MUTANTS,  # fused linear cross-entropy's steps (tests/mutants/linear.py)
 )
