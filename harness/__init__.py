@@ -31,6 +31,8 @@ _EXPORTS: dict[str, str] = {
     "Adapter": "harness.adapters",
     "CallInputs": "harness.adapters",
     "Output": "harness.adapters",
+    "LinearCallInputs": "harness.adapters",
+    "LinearOutput": "harness.adapters",
     "Unsupported": "harness.adapters",
     "FEATURES": "harness.adapters",
     # wrapping a plain cross-entropy function
@@ -71,6 +73,8 @@ __all__ = [
     "CaseFileError",
     "ExitCode",
     "Expected",
+    "LinearCallInputs",
+    "LinearOutput",
     "LossconfError",
     "Output",
     "Result",
@@ -106,7 +110,15 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from harness.adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
+    from harness.adapters import (
+        FEATURES,
+        Adapter,
+        CallInputs,
+        LinearCallInputs,
+        LinearOutput,
+        Output,
+        Unsupported,
+    )
     from harness.adapters.wrap import from_jax, from_numpy, from_torch
     from harness.api import (
         builtin_suite,
