@@ -289,7 +289,7 @@ SOURCES: dict[str, Source] = {
                "run"),
         Source("bench-fused-linear-memory", "python benchmarks/bench_fused_linear_memory.py",
                "run"),
-        Source("cce-run", "pip install cut-cross-entropy triton && python -m harness --adapter "
+        Source("cce-run", "pip install -q cut-cross-entropy triton && python -m harness --adapter "
                "harness.adapters.cut_cross_entropy --cases cases/fused_linear.yaml --cases "
                "cases/generated/fused_linear_pairwise.yaml", "slow", ok_codes=(0, 1)),
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "

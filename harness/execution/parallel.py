@@ -73,10 +73,9 @@ CALL_OVERHEAD = 2000
 def call_cost(case: Case) -> int:
     """Estimated work of one call of a case (one adapter, one dtype), in logits elements
     (recipes are not built); ``--jobs`` batches and ``--shard`` shares are balanced by it."""
-    if case.fused:  # the classifier and its gradient dominate, as the logits do otherwise
-        return CALL_OVERHEAD + 2 * case.linear_size
     source = case.logits_source
-    assert source is not None  # only fused linear cases have no logits
+    if source is None:  # fused linear: the classifier and its gradient dominate
+        return CALL_OVERHEAD + 2 * case.linear_size
     size = math.prod(source["shape"]) if isinstance(source, dict) else int(source.size)
     return CALL_OVERHEAD + size
 

@@ -40,8 +40,9 @@ BLOCK_ELEMENTS = 1 << 22
 
 @dataclass(frozen=True)
 class LinearProblem:
-    """One fused linear cross-entropy call, inputs cast to the case dtype and held in float64;
-    the target already shifted (``shift_target``)."""
+    """One fused linear cross-entropy call, inputs cast to the case dtype and held in float64
+    (the classifier in its carrier dtype: its values are exact either way, and a float64 copy
+    would cost V x H x 8 bytes); the target already shifted (``shift_target``)."""
 
     hidden: np.ndarray
     classifier: np.ndarray
@@ -67,7 +68,7 @@ class LinearProblem:
             target = shift_target(target, inputs.shift, inputs.ignore_index)
         return cls(
             hidden=np.asarray(inputs.hidden, dtype=np.float64),
-            classifier=np.asarray(inputs.classifier, dtype=np.float64),
+            classifier=np.asarray(inputs.classifier),
             bias=f64(inputs.bias),
             target=target,
             weight=f64(inputs.weight),

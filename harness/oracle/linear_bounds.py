@@ -71,14 +71,15 @@ def linear_bounds(p: LinearProblem, dtype: str, values: LinearValues) -> LinearE
     grad_w = np.empty(p.classifier.shape)
     len_v = float(length_factor(v))
     len_p = float(length_factor(n_pos))
+    assert e.grad_classifier is not None
     with np.errstate(invalid="ignore", over="ignore"):
-        for block in p.blocks():
-            w = np.abs(p.classifier[block])
+        for block in p.blocks():  # block by block: the temporaries stay a few blocks
+            w = np.abs(p.classifier[block]).astype(np.float64)
             grad_h += e_g[:, block] @ w + (u_c * len_v) * (g[:, block] @ w)
-            grad_w[block] = e_g[:, block].T @ h + (u_c * len_p) * (g[:, block].T @ h)
+            bound_w = e_g[:, block].T @ h + (u_c * len_p) * (g[:, block].T @ h)
+            grad_w[block] = _stored(bound_w, e.grad_classifier[block], u_d, tiny)
         grad_b = e_g.sum(axis=0) + (u_c * len_p) * g.sum(axis=0)
         grad_h = _stored(grad_h.reshape(e.grad_hidden.shape), e.grad_hidden, u_d, tiny)
-        grad_w = _stored(grad_w, e.grad_classifier, u_d, tiny)
         grad_b = _stored(grad_b, e.grad_bias, u_d, tiny) if e.grad_bias is not None else None
     return _with(e, loss_bound, grad_h, grad_w, grad_b, z_bound)
 
@@ -87,16 +88,9 @@ def _stored(bound: np.ndarray, value: np.ndarray | None, u_d: float, tiny: float
     """A gradient's bound plus its own storage in the dtype; 0 where the value is not finite
     (compared exactly)."""
     assert value is not None
-    # in place: for a large classifier each temporary is V x H float64
     finite = np.isfinite(value)
-    own = np.abs(value)
-    own *= u_d
-    own[~finite] = 0.0
-    bound += own
-    del own
-    bound += tiny
-    bound[~finite] = 0.0
-    return bound
+    out = bound + u_d * np.abs(np.where(finite, value, 0.0)) + tiny
+    return np.where(finite, out, 0.0)
 
 
 def _with(
