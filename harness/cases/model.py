@@ -281,10 +281,14 @@ class Case:
         """The arrays that ``inputs(dtype)`` copies, by CallInputs field, when this case keeps
         them (small cases, after a first ``inputs``), else None: what a call's inputs held
         before the call, for the check of in-place writes without another copy. Read only."""
-        kept = self.__dict__.get("_cast_cache", {}).get(dtype)
+        if self.fused:
+            kept = self.__dict__.get("_linear_cast_cache", {}).get(dtype)
+            names: tuple[str, ...] = LinearCallInputs.ARRAYS
+        else:
+            kept = self.__dict__.get("_cast_cache", {}).get(dtype)
+            names = ("logits", "target", "weight", "grad_output")
         if kept is None:
             return None
-        names = ("logits", "target", "weight", "grad_output")
         return {k: v for k, v in zip(names, kept, strict=True) if isinstance(v, np.ndarray)}
 
     def problem(self, dtype: str) -> Problem:
