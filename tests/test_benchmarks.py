@@ -64,6 +64,7 @@ ARGUMENTS_ONLY = {
     "bench_jax_compiles.py": "--adapter",
     "bench_oracle_stream.py": "--rows",
     "bench_torch_large.py": "--rows",
+    "bench_fused_linear_memory.py": "--case",  # gigabytes: the V = 131072 case
 }
 
 
