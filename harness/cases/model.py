@@ -227,6 +227,7 @@ class Case:
         block by block (``generate.materialize_blockwise``): for large cases, which then never
         hold a float64 copy of their logits. ``on_block`` sees each block of the logits as made
         (whole leading rows, in order). The values are those of ``inputs``."""
+        assert self.logits_source is not None, "fused linear cases do not stream"
         logits = materialize_blockwise(
             self.logits_source, carrier(dtype), functools.partial(cast, dtype=dtype), on_block
         )
