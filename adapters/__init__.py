@@ -226,6 +226,9 @@ class Adapter:
     gradient); the input-mutation check then accepts exactly that write.
     ``load`` imports the framework and raises ImportError (or any exception) when
     it cannot be used here; ``version`` names what is wrapped.
+    ``semantics``: the dialect the implementation follows by design (``"torch"``, ``"keras"``,
+    ``"onnx"``: ``harness.oracle.dialect``); each result is judged under it and, beside it,
+    under PyTorch's. ``--adapter SPEC@semantics=keras`` overrides it.
     """
 
     name: str = "adapter"
@@ -233,6 +236,7 @@ class Adapter:
     unsupported: frozenset[str] = frozenset()
     supports: frozenset[str] = frozenset()
     inplace_backward: bool = False
+    semantics: str = "torch"
     #: where the unsupported claims come from, shown in reports
     unsupported_source: str = "declared by the adapter"
 

@@ -145,8 +145,10 @@ class FunctionAdapter(Adapter):
         declared_by: str | None = None,
         library: str | None = None,
         version: str | None = None,
+        semantics: str = "torch",
     ) -> None:
         self.fn = fn
+        self.semantics = semantics
         functools.update_wrapper(self, fn, updated=())
         self.library = library
         self.library_version = version

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from harness.oracle import cross_entropy
 from harness.oracle import fast as oracle_fast
+from harness.oracle.dialect import DIALECTS, Dialect
 from harness.oracle.exact import cross_entropy_mpmath
 from harness.oracle.problem import Problem
 
@@ -93,7 +94,8 @@ def logits(draw, shape):
 
 
 @st.composite
-def problems(draw, max_classes: int = 6):
+def problems(draw, max_classes: int = 6, dialect: Dialect | None = None):
+    """Problems of every shape, target kind and option; under ``dialect``, or one drawn."""
     c = draw(st.integers(1, max_classes))
     layout = draw(st.sampled_from(["unbatched", "batch", "kdim", "empty"]))
     n = draw(st.integers(1, 4))
@@ -147,6 +149,7 @@ def problems(draw, max_classes: int = 6):
         if draw(st.booleans()) and u.size:
             u.reshape(-1)[0] = draw(st.sampled_from([0.0, -0.0, math.inf, math.nan]))
         kw["grad_output"] = u
+    kw["dialect"] = dialect or draw(st.sampled_from(list(DIALECTS.values())))
     return Problem(x, t, probability, **kw)
 
 
@@ -188,6 +191,14 @@ def test_kernel_fields_in_column_blocks(p, chunk):
 @given(problems(max_classes=3))
 def test_loss_only_is_bit_identical_to_mpmath(p):
     check(p, want_grad=False)
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+@SETTINGS
+@given(data=st.data())
+def test_fast_oracle_is_bit_identical_to_mpmath_under_each_dialect(name, data):
+    # the dialect changes the weighting and the reduction in both oracles alike
+    check(data.draw(problems(dialect=DIALECTS[name])))
 
 
 @SETTINGS

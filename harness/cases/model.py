@@ -22,6 +22,7 @@ from harness.cases.generate import materialize, materialize_blockwise
 from harness.cases.tolerance import Tolerance, resolve
 from harness.dtypes import carrier, cast
 from harness.oracle.cache import oracle_expected, oracle_linear_expected
+from harness.oracle.dialect import TORCH, Dialect
 from harness.oracle.error_model import error_bounds
 from harness.oracle.linear import LinearExpected, LinearProblem
 from harness.oracle.problem import Expected, Problem
@@ -292,13 +293,21 @@ class Case:
             return None
         return {k: v for k, v in zip(names, kept, strict=True) if isinstance(v, np.ndarray)}
 
-    def problem(self, dtype: str) -> Problem:
-        """The oracle's view of this case in ``dtype``: cast values, held in float64."""
-        return Problem.of_call(self._call(dtype, self._cast(dtype), want_grad=False))
+    def problem(self, dtype: str, dialect: Dialect = TORCH) -> Problem:
+        """The oracle's view of this case in ``dtype``: cast values, held in float64, weighted
+        and reduced under ``dialect``."""
+        return Problem.of_call(self._call(dtype, self._cast(dtype), want_grad=False), dialect)
 
-    def expected_for(self, dtype: str) -> Expected:
+    def expected_for(self, dtype: str, dialect: Dialect = TORCH) -> Expected:
         """Expected values and their error bounds for ``dtype``: from the file, or from the
-        oracle when the file says so (bounds from ``harness.oracle.error_model`` either way)."""
+        oracle when the file says so (bounds from ``harness.oracle.error_model`` either way).
+
+        Under a ``dialect`` whose rules differ from PyTorch's on a feature this case uses
+        (``Dialect.differs_on``), the oracle computes them under the dialect; values written
+        in the file are PyTorch's, used where the dialect agrees."""
+        if dialect.differs_on & self.features():
+            key = f"{self.content_hash}@{dialect.name}"
+            return oracle_expected(key, dtype, lambda: self.problem(dtype, dialect))
         if self.expected is None:
             return oracle_expected(self.content_hash, dtype, lambda: self.problem(dtype))
         done = self.__dict__.setdefault("_bounded", {})

@@ -7,7 +7,7 @@ import sys
 from harness.cli import listing
 from harness.execution import interrupt
 from harness.execution.config import RunConfig
-from harness.execution.results import Result
+from harness.execution.results import CONFORMING, Result
 from harness.execution.session import Plan, execute, prepare, select_cases
 from harness.exit_codes import ExitCode
 from harness.gate import expectations as expectations_file
@@ -51,7 +51,11 @@ def finish(
         print(terminal.render(results, versions, verbose=config.verbose))
     else:
         bad = sum(not r.conforming for r in results)
-        print(f"{len(results)} results, {bad} not conforming")
+        under = ""
+        if any(r.semantics != "torch" for r in results):  # the verdict under torch's, beside
+            n_torch = sum(r.status_under_torch not in CONFORMING for r in results)
+            under = f" ({n_torch} under PyTorch's semantics)"
+        print(f"{len(results)} results, {bad} not conforming{under}")
     if config.expectations or config.baseline:
         print(render.gate(outcome, results, doc, verbose=config.verbose))
         if interrupted is None:  # cases that did not run match nothing: no warning for them

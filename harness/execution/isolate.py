@@ -309,7 +309,10 @@ class IsolatedPool:
             idle = self._idle[adapter.name]
             worker = idle.pop() if idle else self._new(adapter.name)
         try:
-            return worker.run_one(case, dtype, timeout)
+            result = worker.run_one(case, dtype, timeout)
+            # a crash or a timeout, made here, belongs to the adapter's dialect too
+            result.semantics = adapter.semantics
+            return result
         finally:
             with self._lock:
                 self._idle[adapter.name].append(worker)

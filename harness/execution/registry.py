@@ -11,7 +11,9 @@ A SPEC resolves, in this order:
 
 Options follow ``@`` (or a last ``:`` when they contain ``=``):
 ``torch@device=cuda,deterministic=1`` or ``torch:device=cuda`` pass
-``device='cuda'`` (and ``deterministic='1'``) to the adapter's constructor.
+``device='cuda'`` (and ``deterministic='1'``) to the adapter's constructor. One option is
+the harness's own, for every adapter: ``semantics=keras`` sets the dialect the adapter is
+judged under (``harness.oracle.dialect``), in place of its ``semantics`` attribute.
 Without ``:attr`` a module must define ``adapter`` (an Adapter instance or
 class), exactly one Adapter subclass, or a function named ``cross_entropy``. The object may also be a plain function
 with F.cross_entropy's signature: ``harness.adapters.wrap.adapt`` wraps it (options
@@ -35,6 +37,7 @@ from types import ModuleType
 from harness.adapters import Adapter
 from harness.adapters.wrap import adapt
 from harness.errors import AdapterLoadError
+from harness.oracle.dialect import dialect_named
 
 ENTRY_POINT_GROUP = "lossconf.adapters"
 
@@ -47,6 +50,8 @@ BUILTIN: dict[str, str] = {
     "optax": "harness.adapters.optax_raw:OptaxAdapter",
     "onnx": "harness.adapters.onnx_ce:OnnxAdapter",
     "onnxruntime": "harness.adapters.onnx_ce:OnnxRuntimeAdapter",
+    "keras": "harness.adapters.keras_loss:KerasAdapter",
+    "tensorflow": "harness.adapters.tensorflow_raw:TensorFlowAdapter",
 }
 
 
@@ -54,7 +59,8 @@ BUILTIN: dict[str, str] = {
 class Spec:
     text: str
     target: str
-    options: dict[str, str]
+    options: dict[str, str]  # for the adapter's constructor
+    semantics: str | None = None  # the harness's own option: the dialect, when given
 
 
 def parse_spec(text: str) -> Spec:
@@ -68,7 +74,13 @@ def parse_spec(text: str) -> Spec:
         if not eq or not key:
             raise AdapterLoadError(f"adapter option {item!r} in {text!r}: expected key=value")
         options[key.strip()] = value.strip()
-    return Spec(text, target, options)
+    semantics = options.pop("semantics", None)
+    if semantics is not None:
+        try:
+            dialect_named(semantics, f"adapter option semantics in {text!r}")
+        except ValueError as e:
+            raise AdapterLoadError(str(e)) from None
+    return Spec(text, target, options, semantics)
 
 
 def known_names() -> list[str]:
@@ -143,9 +155,17 @@ def _import_file(path: Path, origin: str) -> ModuleType:
 def resolve(text: str) -> Adapter:
     """The adapter named by ``text``; AdapterLoadError says what was tried and what is known."""
     try:
-        return _resolve(text)
+        adapter = _resolve(text)
     except AdapterLoadError as e:
         raise _with_known(e) from e.__cause__
+    semantics = parse_spec(text).semantics
+    if semantics is not None:
+        adapter.semantics = semantics  # this adapter's (an instance attribute), not its class's
+    try:
+        dialect_named(adapter.semantics, f"adapter {adapter.name!r}: semantics")
+    except ValueError as e:
+        raise AdapterLoadError(str(e)) from None
+    return adapter
 
 
 def _with_known(error: AdapterLoadError) -> AdapterLoadError:
@@ -259,7 +279,7 @@ def load(text: str) -> Adapter:
 
 def describe(adapter: Adapter, spec: str) -> dict[str, str]:
     """What an adapter wraps, for reports and expectations: name, spec, wraps
-    ('torch 2.13.0'), library ('torch'), version ('2.13.0'), device."""
+    ('torch 2.13.0'), library ('torch'), version ('2.13.0'), device, semantics ('torch')."""
     wraps = adapter.version()
     library, _, version = wraps.partition(" ")
     return {
@@ -269,6 +289,7 @@ def describe(adapter: Adapter, spec: str) -> dict[str, str]:
         "library": library,
         "version": version.strip(),
         "device": adapter.device(),
+        "semantics": adapter.semantics,
     }
 
 

@@ -54,10 +54,22 @@ class Result:
     expected_loss: object = None  # a short form for reports
     got_loss: object = None
     notes: list[str] = field(default_factory=list)
+    #: the dialect the adapter declares (harness.oracle.dialect): ``status`` is the verdict
+    #: under it, the one the gate reads
+    semantics: str = "torch"
+    #: the verdict under PyTorch's semantics, and what differed there; None: the same as
+    #: ``status`` (a torch-dialect adapter, or a result that compared no values)
+    torch_status: Status | None = None
+    torch_message: str = ""
 
     @property
     def conforming(self) -> bool:
         return self.status in CONFORMING
+
+    @property
+    def status_under_torch(self) -> Status:
+        """The verdict under PyTorch's semantics (``status`` for a torch-dialect adapter)."""
+        return self.status if self.torch_status is None else self.torch_status
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -81,4 +93,7 @@ class Result:
             "expected_loss": self.expected_loss,
             "got_loss": self.got_loss,
             "notes": list(self.notes),
+            "semantics": self.semantics,
+            "torch_status": self.status_under_torch.value,
+            "torch_message": self.message if self.torch_status is None else self.torch_message,
         }

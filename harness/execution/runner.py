@@ -23,12 +23,15 @@ from harness.adapters import (
 )
 from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
+from harness.cases.tolerance import Tolerance
 from harness.dtypes import carrier
-from harness.errors import InternalError
+from harness.errors import InternalError, UsageError
 from harness.execution import peak_memory, streaming
-from harness.execution.compare import compare
+from harness.execution.compare import Errors, compare
 from harness.execution.results import Result, Status
 from harness.execution.watchdog import CallTimedOut, Watchdog
+from harness.oracle.dialect import Dialect, dialect_named
+from harness.oracle.problem import Expected
 
 
 class BadOutput(Exception):
@@ -175,6 +178,14 @@ def _holds(array: np.ndarray, gradient: object) -> bool:
     return bool(np.array_equal(array.reshape(-1).view(bits), g.reshape(-1).view(bits)))
 
 
+def adapter_dialect(adapter: Adapter) -> Dialect:
+    """The dialect ``adapter`` declares (its ``semantics``); UsageError for an unknown name."""
+    try:
+        return dialect_named(adapter.semantics, f"adapter {adapter.name!r}: semantics")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
 def _call(
     adapter: Adapter, inputs: CallInputs | LinearCallInputs, watchdog: Watchdog | None
 ) -> object:
@@ -206,6 +217,7 @@ def run_one(
     if timeout is not None and watchdog is None:
         with Watchdog(timeout, warm_up=timeout) as lone:
             return run_one(case, adapter, dtype, watchdog=lone)
+    dialect = adapter_dialect(adapter)
     result = Result(
         case_id=case.id,
         adapter=adapter.name,
@@ -213,17 +225,21 @@ def run_one(
         status=Status.PASS,
         case_hash=case.content_hash,
         tags=case.tags,
+        semantics=dialect.name,
     )
     try:
         features = case.features()
         result.features = tuple(sorted(features))
         lacking = unsupported_by_declaration(case, adapter, dtype, features)
+        undefined = sorted((features & dialect.undefined) - set(lacking))
         # grad_output only shapes the gradient: without it the loss is still checked
         no_grad_output = "grad_output" in lacking
         if no_grad_output:
             lacking.remove("grad_output")
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
-        large = not case.fused and streaming.applies(case)  # fused cases never stream
+        # fused cases never stream; nor a case whose values a dialect changes (its expected
+        # values are computed whole, under the dialect)
+        large = not case.fused and streaming.applies(case) and not dialect.differs_on & features
         digest = None
         inputs: CallInputs | LinearCallInputs
         if case.fused:
@@ -242,6 +258,12 @@ def run_one(
         result.status = Status.UNSUPPORTED
         result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
         return result
+    if undefined:
+        result.status = Status.UNSUPPORTED
+        result.message = (
+            f"needs {', '.join(undefined)}, which the {dialect.name} semantics do not define"
+        )
+        return result
     if not want_grad and case.expect_error is None:
         why = "takes no grad_output" if no_grad_output else "gives no gradient"
         result.notes.append(f"loss only: the adapter {why}")
@@ -251,7 +273,9 @@ def run_one(
         before = snapshot(inputs, logits=False)
     else:
         before = case.kept_inputs(dtype) or snapshot(inputs)
-    output = _call_and_check(case, adapter, dtype, inputs, watchdog, result, check=not large)
+    output = _call_and_check(
+        case, adapter, dtype, inputs, watchdog, result, dialect, check=not large
+    )
     if digest is not None and result.status is not Status.TIMEOUT:
         assert isinstance(inputs, CallInputs)  # only logits cases stream
         pristine = inputs
@@ -259,7 +283,7 @@ def run_one(
             pristine = streaming.pristine_inputs(case, dtype, inputs.want_grad)
             before["logits"] = pristine.logits
         if result.status is Status.PASS:  # the call returned: its values, block by block
-            _check_values(case, dtype, inputs, output, result, pristine=pristine)
+            _check_values(case, dtype, inputs, output, result, dialect, pristine=pristine)
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
         # a fused linear call has no logits array to write the gradient into
         inplace = adapter.inplace_backward and not case.fused
@@ -269,6 +293,7 @@ def run_one(
             was = f"{result.status.value}: {result.message}" if result.message else "pass"
             result.message = f"{mutated} (otherwise: {was})"
             result.status = Status.ERROR
+            result.torch_status = None  # an error under every dialect
     return result
 
 
@@ -279,6 +304,7 @@ def _call_and_check(
     inputs: CallInputs | LinearCallInputs,
     watchdog: Watchdog | None,
     result: Result,
+    dialect: Dialect,
     *,
     check: bool = True,
 ) -> object:
@@ -325,7 +351,7 @@ def _call_and_check(
     if isinstance(inputs, LinearCallInputs):
         _check_linear_values(case, dtype, inputs, output, result)
     else:
-        _check_values(case, dtype, inputs, output, result)
+        _check_values(case, dtype, inputs, output, result, dialect)
     return output
 
 
@@ -343,6 +369,7 @@ def _check_values(
     inputs: CallInputs,
     output: object,
     result: Result,
+    dialect: Dialect,
     pristine: CallInputs | None = None,
 ) -> None:
     """``pristine``: a large case's unmodified inputs, whose expected values are computed and
@@ -350,12 +377,11 @@ def _check_values(
     if pristine is not None and _check_streamed(case, dtype, inputs, output, result, pristine):
         return
     try:
-        expected = case.expected_for(dtype)
+        expected = case.expected_for(dtype, dialect)
     except Exception as e:  # the safety net: a bug of ours, never an adapter's result
         raise InternalError.during(
             f"computing its {dtype} expected values", case.file, case.name, e
         ) from e
-    assert expected.loss_bound is not None  # expected_for gives the bounds with the values
     result.expected_loss = _summary(expected.loss)
     if not isinstance(output, Output):
         result.status = Status.ERROR
@@ -381,20 +407,43 @@ def _check_values(
         result.message = str(e)
         return
     result.got_loss = _summary(loss)
+    got = (loss, grad, z_loss)
+    messages, result.loss_errors, result.grad_errors = _verdict(got, expected, dtype, tol)
+    if messages:
+        result.status = Status.FAIL
+        result.message = "; ".join(messages)
+    if dialect.differs_on & case.features():  # PyTorch's values differ: its verdict beside
+        torch_expected = case.expected_for(dtype)
+        torch_messages, _, _ = _verdict(got, torch_expected, dtype, tol)
+        result.torch_status = Status.FAIL if torch_messages else Status.PASS
+        result.torch_message = "; ".join(torch_messages)
+
+
+def _verdict(
+    got: tuple[np.ndarray, np.ndarray | None, np.ndarray | None],
+    expected: Expected,
+    dtype: str,
+    tol: Tolerance,
+) -> tuple[list[str], Errors, Errors | None]:
+    """Compare the (loss, grad, z_loss) an adapter returned (grad and z_loss None where not
+    checked) with ``expected``: the messages of what differed (none: it conforms) and the
+    errors of the loss and of the gradient."""
+    loss, grad, z_loss = got
+    assert expected.loss_bound is not None  # expected_for gives the bounds with the values
     lc = compare(
         loss, expected.loss, expected.loss_bound, dtype, "loss",
         rtol=tol.loss_rtol, atol=tol.loss_atol,
     )  # fmt: skip
-    result.loss_errors = lc.errors
     # a comparison carries a message exactly when it fails
     messages = [lc.message] if lc.message is not None else []
+    grad_errors = None
     if grad is not None:  # only where the expected values have a gradient (with its bound)
         assert expected.grad is not None and expected.grad_bound is not None
         gc = compare(
             grad, expected.grad, expected.grad_bound, dtype, "grad",
             rtol=tol.grad_rtol, atol=tol.grad_atol,
         )  # fmt: skip
-        result.grad_errors = gc.errors
+        grad_errors = gc.errors
         if gc.message is not None:
             messages.append(gc.message)
     if z_loss is not None:  # compared like the loss, against its own bound
@@ -405,9 +454,7 @@ def _check_values(
         )  # fmt: skip
         if zc.message is not None:
             messages.append(zc.message)
-    if messages:
-        result.status = Status.FAIL
-        result.message = "; ".join(messages)
+    return messages, lc.errors, grad_errors
 
 
 def _check_linear_values(

@@ -61,7 +61,7 @@ def oracle_revision() -> str:
     here = Path(__file__).parent
     h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
     sources = (
-        "__init__.py", "problem.py", "exact.py", "fast.py", "error_model.py",
+        "__init__.py", "problem.py", "dialect.py", "exact.py", "fast.py", "error_model.py",
         "exact_matmul.py", "linear.py", "linear_bounds.py",
     )  # fmt: skip
     for name in sources:
@@ -144,8 +144,9 @@ def _write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Expected:
-    """Expected values of the problem named ``key`` (a case's content hash) in ``dtype``, with
-    their error bounds: from memory, from disk, or computed from ``problem()`` and stored."""
+    """Expected values of the problem named ``key`` (a case's content hash, followed by
+    ``@dialect`` for a dialect other than PyTorch's) in ``dtype``, with their error bounds: from
+    memory, from disk, or computed from ``problem()`` and stored."""
     memory_key = (key, dtype)
     if memory_key in _memory:
         stats["memory_hits"] += 1

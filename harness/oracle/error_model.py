@@ -194,8 +194,10 @@ class RowBounds:
             keep = t_all != problem.ignore_index
             safe = np.where(keep, t_all, 0)
             w_target = np.where(keep, w[safe], 0.0)
-            denominator = math.fsum(w_target)
-            abs_den_terms = math.fsum(np.abs(w_target))
+            # the dialect's mean divides by the target weights or counts the kept positions
+            den_terms = problem.dialect.divisor_term(w_target, keep.astype(np.float64))
+            denominator = math.fsum(den_terms)
+            abs_den_terms = math.fsum(np.abs(den_terms))
         self.keep = keep
         self.n_kept = n_kept = int(np.count_nonzero(keep))
 
@@ -269,7 +271,9 @@ class RowBounds:
             abs_x = np.abs(np.where(np.isfinite(x), x, 0.0))
             abs_logp = np.where(p > 0, np.abs(logp), 0.0)
             t = self.t_all[lo:hi]
-            abs_a = _abs_coefficients(t, keep[lo:hi], w, abs_w, eps, c, probability)
+            abs_a = _abs_coefficients(
+                t, keep[lo:hi], w, abs_w, eps, c, probability, self.problem.target_weighted
+            )
             # Magnitudes are multiplied by their unit roundoff before they are summed or
             # multiplied together: logits near the dtype's largest value must not overflow the
             # bound. |a_c log p_c|, with 0 * inf = 0: a class with no coefficient takes no part.
@@ -411,17 +415,21 @@ def _z_loss_bound(problem, per_pos_z, per_pos_zabs, gz, n_kept, tiny) -> np.ndar
     return np.array(0.0 if math.isnan(bound) else bound)
 
 
-def _abs_coefficients(t, keep, w, abs_w, eps, c, probability) -> np.ndarray:
-    """|a| for a chunk of rows (r, C): smoothing and target parts kept apart (no cancellation)."""
+def _abs_coefficients(t, keep, w, abs_w, eps, c, probability, target_weighted) -> np.ndarray:
+    """|a| for a chunk of rows (r, C): smoothing and target parts kept apart (no cancellation).
+    ``target_weighted``: the smoothing part takes the target's weight |w[y_n]| on every class
+    (the dialect's sample weights, ``Problem.target_weighted``)."""
     if probability:
         y = np.asarray(t, dtype=np.float64)
         y = np.where(np.isfinite(y), y, 0.0)
         return abs_w * (np.abs((1.0 - eps) * y) + eps / c)
     r = t.shape[0]
     out = np.zeros((r, c))
-    if eps:
-        out += (eps / c) * abs_w
     rows = np.nonzero(keep)[0]
+    if eps and target_weighted:
+        out[rows] += (eps / c) * abs_w[t[rows]][:, None]
+    elif eps:
+        out += (eps / c) * abs_w
     out[rows, t[rows]] += (1.0 - eps) * abs_w[t[rows]]
     out[~keep] = 0.0
     return out

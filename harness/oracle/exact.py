@@ -137,12 +137,15 @@ def row_terms(p: Problem, lrow: list, target, w: list, eps, c: int):
     loss = -wy * lrow[label]
     a = [mpmath.mpf(0)] * c
     a[label] = wy
+    divisor = p.dialect.divisor_term(wy, mpmath.mpf(1))
     if p.label_smoothing == 0:
-        return loss, None, None, a, wy
-    smooth = -mpmath.fsum(w[j] * lrow[j] for j in range(c))
+        return loss, None, None, a, divisor
+    # the smoothing term's weights: one per class, or the target's for every class
+    ws = [wy] * c if p.target_weighted else w
+    smooth = -mpmath.fsum(ws[j] * lrow[j] for j in range(c))
     mixed = (1 - eps) * loss + eps / c * smooth
-    a = [(1 - eps) * a[j] + eps / c * w[j] for j in range(c)]
-    return mixed, loss, smooth, a, wy
+    a = [(1 - eps) * a[j] + eps / c * ws[j] for j in range(c)]
+    return mixed, loss, smooth, a, divisor
 
 
 def row_grad(p: Problem, a, lrow: list, scale, target, c: int) -> list[float]:
@@ -152,6 +155,8 @@ def row_grad(p: Problem, a, lrow: list, scale, target, c: int) -> list[float]:
 
 def row_grad_mp(p: Problem, a, lrow: list, scale, target, c: int) -> list:
     """One position's gradient row w.r.t. the logits the loss sees, unrounded."""
+    if a is None and p.dialect.ignored_rows == "zeroed":
+        return [mpmath.mpf(0)] * c  # the dialect replaces an ignored row's logits by zeros
     g = [mpmath.mpf(0)] * c if a is None else [-scale * aj for aj in a]
     if a is not None and not p.probability_target and p.label_smoothing == 0:
         # PyTorch writes the NLL gradient only at the target class
@@ -254,7 +259,7 @@ def _exact(p: Problem, want_grad: bool) -> Expected:
 def _reduce_count(p: Problem, values: list, n_kept):
     """The z-loss terms reduced: a sum, or a mean over the kept positions (not the weights)."""
     total = mpmath.fsum(values) if values else mpmath.mpf(0)
-    return _divide(total, n_kept) if p.reduction == "mean" else total
+    return mean(p, total, n_kept) if p.reduction == "mean" else total
 
 
 def _reduce(p: Problem, per_pos: list, nll_pos: list, smooth_pos: list, denominator, eps, c: int):
@@ -262,13 +267,21 @@ def _reduce(p: Problem, per_pos: list, nll_pos: list, smooth_pos: list, denomina
 
     def reduce(values: list):
         total = mpmath.fsum(values) if values else mpmath.mpf(0)
-        return _divide(total, denominator) if p.reduction == "mean" else total
+        return mean(p, total, denominator) if p.reduction == "mean" else total
 
     if p.label_smoothing != 0 and not p.probability_target:
         return (1 - eps) * reduce(nll_pos) + eps / c * reduce(smooth_pos)
     return reduce(per_pos)
 
 
+def mean(p: Problem, total, denominator):
+    """``total / denominator`` for a ``mean``: IEEE division, or 0 for a zero divisor where the
+    dialect divides with ``divide_no_nan`` (``harness.oracle.dialect``)."""
+    if denominator == 0 and p.dialect.empty_mean == "zero":
+        return mpmath.mpf(0)
+    return _divide(total, denominator)
+
+
 def factor(p: Problem, denominator):
     """The reduction's factor on every position's gradient."""
-    return _divide(mpmath.mpf(1), denominator) if p.reduction == "mean" else mpmath.mpf(1)
+    return mean(p, mpmath.mpf(1), denominator) if p.reduction == "mean" else mpmath.mpf(1)

@@ -305,6 +305,8 @@ def _rows(p: Problem):
 def _globally_fast(p: Problem, x, t) -> bool:
     if x.size == 0 or p.reduction not in ("none", "sum", "mean"):
         return False
+    if p.target_weighted:
+        return False  # a dialect's sample weights under label smoothing: the mpmath oracle's
     if p.kernel:
         a, cap, cz = float(p.logit_scale), p.softcap, float(p.z_loss)
         if not (2.0**-500 < a < 2.0**500 and 0 <= cz < 2.0**500):
@@ -488,7 +490,7 @@ class _Fast:
         mp = mpmath
         if self.p.probability_target:
             return mp.mpf(self.n_pos)
-        if self.p.weight is None:
+        if self.p.weight is None or self.p.dialect.mean_divisor == "kept_positions":
             return mp.mpf(int(np.count_nonzero(~self.ignored)))
         den = mp.mpf(0)
         labels = self.t[~self.ignored]
@@ -598,10 +600,12 @@ class _Fast:
             self.loss_ok[lo:hi] = ok | ignored
 
     def _all_ignored_mean(self) -> Expected:
-        loss = np.array(np.nan)
+        loss = np.array(float(ref.mean(self.p, mpmath.mpf(0), mpmath.mpf(0))))
         if not self.want_grad:
             return Expected(loss, None)
         grad = np.zeros((self.n_pos, self.c))
+        if self.p.dialect.ignored_rows == "zeroed":
+            return Expected(loss, self.p.grad_from_rows(grad))
         step = max(1, CHUNK_ELEMENTS // self.c)
         for lo in range(0, self.n_pos, step):
             xc = np.asarray(self.x[lo : lo + step], dtype=np.float64)
@@ -623,7 +627,7 @@ class _Fast:
             # the logits are transformed first: any row with a non-finite logit goes to mpmath
             slow = ~np.all(np.isfinite(xc), axis=1) | (~ign & ~scale_ok)
         else:
-            if self.grad is not None:  # the gradient is wanted
+            if self.grad is not None and p.dialect.ignored_rows == "kept":  # gradient wanted
                 r0 = self.grad_row0
                 self.grad[lo - r0 : hi - r0][ign & nan_row] = np.nan
             slow = ~ign & (nan_row | ~scale_ok | (has_ninf if general else False))

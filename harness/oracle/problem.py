@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.adapters import CallInputs
+from harness.oracle.dialect import TORCH, Dialect
 
 
 def class_last(a: np.ndarray) -> np.ndarray:
@@ -83,6 +84,16 @@ class Problem:
     logit_scale: float = 1.0
     z_loss: float = 0.0
     return_z_loss: bool = False
+    #: the weighting and reduction rules (harness.oracle.dialect); PyTorch's by default
+    dialect: Dialect = TORCH
+
+    @property
+    def target_weighted(self) -> bool:
+        """Whether each position's whole loss takes w[y_n] (the dialect's sample weights, with
+        label smoothing and class-index targets) instead of a weight per class."""
+        return self.weight is not None and self.dialect.target_weight(
+            self.probability_target, self.label_smoothing != 0
+        )
 
     @property
     def transformed(self) -> bool:
@@ -95,9 +106,12 @@ class Problem:
         return self.transformed or self.z_loss != 0.0 or self.return_z_loss
 
     @classmethod
-    def of_call(cls, inputs: CallInputs, *, carrier_logits: bool = False) -> Problem:
+    def of_call(
+        cls, inputs: CallInputs, dialect: Dialect = TORCH, *, carrier_logits: bool = False
+    ) -> Problem:
         """The oracle's view of a call: its inputs (already cast to the call's dtype, in
-        their carrier) held in float64, so expected values are those of the cast inputs.
+        their carrier) held in float64, so expected values are those of the cast inputs;
+        weighted and reduced under ``dialect``.
         ``carrier_logits``: keep the logits in their carrier dtype instead (no float64 copy;
         ``fast.RowBlocks`` and ``error_model.RowBounds`` convert them block by block)."""
 
@@ -121,6 +135,7 @@ class Problem:
             logit_scale=float(inputs.logit_scale),
             z_loss=float(inputs.z_loss),
             return_z_loss=bool(inputs.return_z_loss),
+            dialect=dialect,
         )
 
     def rows(self) -> tuple[np.ndarray, np.ndarray]:

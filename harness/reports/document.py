@@ -60,15 +60,64 @@ def by_adapter(doc: dict) -> dict[str, list[dict]]:
     return out
 
 
+def torch_status(r: Mapping) -> str:
+    """A result's verdict under PyTorch's semantics (its ``status`` in a report that predates
+    dialects, or for an adapter of PyTorch's dialect)."""
+    return r.get("torch_status") or r["status"]
+
+
+def other_dialects(doc: dict) -> bool:
+    """Whether an adapter of the report declares semantics other than PyTorch's: the reports
+    then show both verdicts."""
+    return any(r.get("semantics", "torch") != "torch" for r in doc["results"]) or any(
+        a.get("semantics", "torch") != "torch" for a in doc["adapters"]
+    )
+
+
+#: rows of the differences from PyTorch's semantics that a report lists
+DIFFERENCES_SHOWN = 100
+DIFFERENCE_HEADERS = ["case", "adapter", "dtype", "semantics", "status", "under torch", "what differs"]
+
+
+def difference_row(r: dict, width: int | None = 200) -> list[object]:
+    """One result that conforms differently under PyTorch's semantics, for a table."""
+    message = r.get("torch_message") or ""
+    if width and len(message) > width:
+        message = message[: width - 3] + "..."
+    return [r["case_id"], r["adapter"], r["dtype"], r.get("semantics", "torch"), r["status"],
+            torch_status(r), message]  # fmt: skip
+
+
+def differs_under_torch(doc: dict) -> list[dict]:
+    """Results whose verdict under PyTorch's semantics is not their own: what an adapter of
+    another dialect does differently from PyTorch."""
+    return [r for r in doc["results"] if torch_status(r) != r["status"]]
+
+
+def conforming_count(results: list[dict], status_of: object = None) -> str:
+    """'conforming/run' of ``results`` by ``status_of(r)`` (default: their ``status``)."""
+    pick = status_of if callable(status_of) else (lambda r: r["status"])
+    return f"{sum(is_conforming(pick(r)) for r in results)}/{len(results)}"
+
+
 def summary_rows(doc: dict) -> tuple[list[str], list[list[object]]]:
-    """Headers and one row per adapter: wraps, device, result count per status, worst ulps."""
+    """Headers and one row per adapter: wraps, device, result count per status, worst ulps;
+    with an adapter of another dialect, each adapter's semantics and its conforming results
+    under them and under PyTorch's."""
     shown = [s for s in STATUS_NAMES if any(r["status"] == s for r in doc["results"])]
     info = {a["name"]: a for a in doc["adapters"]}
+    dialects = other_dialects(doc)
     rows = []
     for name, rs in by_adapter(doc).items():
         counts = Counter(r["status"] for r in rs)
+        semantics = info.get(name, {}).get("semantics") or (rs[0].get("semantics") if rs else "")
         rows.append(
             [name, info.get(name, {}).get("wraps", ""), info.get(name, {}).get("device", "")]
+            + (
+                [semantics or "torch", conforming_count(rs), conforming_count(rs, torch_status)]
+                if dialects
+                else []
+            )
             + [len(rs)]
             + [counts.get(s, 0) for s in shown]
             + [
@@ -78,8 +127,9 @@ def summary_rows(doc: dict) -> tuple[list[str], list[list[object]]]:
             ]
         )
     headers = [
-        "adapter", "wraps", "device", "results", *shown,
-        "worst loss ratio", "worst grad ratio", "worst ulp",
+        "adapter", "wraps", "device",
+        *(["semantics", "conform (own)", "conform (torch)"] if dialects else []),
+        "results", *shown, "worst loss ratio", "worst grad ratio", "worst ulp",
     ]  # fmt: skip
     return headers, rows
 
@@ -127,6 +177,9 @@ def headline(doc: dict) -> str:
     stopped = interruption(doc)
     if stopped:
         text = f"INCOMPLETE, {stopped}: {text}"
+    if other_dialects(doc):
+        n_torch = sum(not is_conforming(torch_status(r)) for r in doc["results"])
+        text += f"; under PyTorch's semantics {n_torch} of {n} do not conform"
     n_expected = len(expected(doc))
     if n_expected:
         text += f" ({n_expected} expected non-conformities allowed)"

@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING
 from harness.reports import causes, matrix
 from harness.atomic import write_atomic
 from harness.reports.document import (
+    DIFFERENCE_HEADERS,
     blocking,
+    difference_row,
+    differs_under_torch,
     expected,
     headline,
     summary_rows,
+    torch_status,
     unexpected_passes,
     verdict,
 )
@@ -141,9 +145,12 @@ def _result_block(r: dict) -> str:
             f"<p>expected loss: <code>{esc(r.get('expected_loss'))}</code>, "
             f"got: <code>{esc(r.get('got_loss'))}</code></p>"
         )
+    under = ""
+    if r.get("semantics", "torch") != "torch":
+        under = f" ({esc(r['semantics'])} semantics; under torch's: {esc(torch_status(r))})"
     return (
         f"<h4>{esc(r['case_id'])} &middot; {esc(r['adapter'])} &middot; {esc(r['dtype'])} "
-        f"&middot; {esc(r['status'])}</h4>"
+        f"&middot; {esc(r['status'])}{under}</h4>"
         f"{values}<pre>{esc(r.get('message', ''))}</pre>{exp_line}{repro}"
     )
 
@@ -174,6 +181,15 @@ def render(doc: dict) -> str:
     else:
         data = base64.b64encode(png).decode("ascii")
         parts.append(f"<img alt='error distribution' src='data:image/png;base64,{data}'>")
+    differences = differs_under_torch(doc)
+    if differences:
+        parts.append(f"<h2>Differences from PyTorch's semantics ({len(differences)})</h2>")
+        parts.append(
+            "<p>Results of adapters with semantics of their own, judged under PyTorch's "
+            "(the gate reads the verdict under the adapter's own).</p>"
+        )
+        rows = [difference_row(r, width=None) for r in differences]
+        parts.append(table(DIFFERENCE_HEADERS, rows))
     bad = blocking(doc)
     found = causes.group(bad)
     if len(found) < len(bad):

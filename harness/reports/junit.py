@@ -4,7 +4,9 @@ One <testsuite> per adapter (its wrapped library and device as properties).
 ``fail`` and ``missing_error`` are <failure>; ``error``, ``crash`` and
 ``timeout`` are <error>; ``unsupported`` is <skipped>; a non-conformity that
 an expectation allows is <skipped type="expected"> with the reason, as pytest
-writes an xfail. classname is ``lossconf.<adapter>.<case file>``, name is
+writes an xfail. The verdict is the one under the adapter's semantics; an adapter of another
+dialect than PyTorch's gets, on each testcase, the properties ``semantics``, ``torch_status``
+and ``torch_message`` (its verdict under PyTorch's semantics). classname is ``lossconf.<adapter>.<case file>``, name is
 ``<case name>[<dtype>]``; the adapter and the file are written with letters, digits, ``_``
 and ``-`` only (``../my_ce.py`` as ``my_ce_py``), since CI tree views split the class name
 at dots, and the adapter's own name is a property of its suite. An interrupted run
@@ -19,7 +21,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.atomic import write_atomic
-from harness.reports.document import by_adapter, interruption
+from harness.reports.document import by_adapter, interruption, torch_status
 
 FAILURE = frozenset({"fail", "missing_error"})
 ERROR = frozenset({"error", "crash", "timeout"})
@@ -54,7 +56,7 @@ def build(doc: dict) -> ET.Element:
         suite = ET.SubElement(root, "testsuite", name=f"lossconf.{class_part(adapter)}")
         props = ET.SubElement(suite, "properties")
         ET.SubElement(props, "property", name="adapter", value=_text(adapter))
-        for key in ("wraps", "device", "spec"):
+        for key in ("wraps", "device", "spec", "semantics"):
             if info.get(adapter, {}).get(key):
                 ET.SubElement(props, "property", name=key, value=_text(info[adapter][key]))
         counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
@@ -75,10 +77,20 @@ def build(doc: dict) -> ET.Element:
                 for what, e in (("loss", r.get("loss_errors")), ("grad", r.get("grad_errors")))
                 if e and e.get("max_ratio") is not None
             ]
-            if ratios:  # the test ratio (error / allowed; at most 1 conforms) of each value
+            other = r.get("semantics", "torch") != "torch"
+            if ratios or other:
                 tc_props = ET.SubElement(tc, "properties")
+                # the test ratio (error / allowed; at most 1 conforms) of each value
                 for what, q in ratios:
                     ET.SubElement(tc_props, "property", name=f"{what}_test_ratio", value=f"{q:.3g}")
+                if other:  # the verdict is the dialect's; PyTorch's beside it
+                    ET.SubElement(tc_props, "property", name="semantics", value=r["semantics"])
+                    ET.SubElement(tc_props, "property", name="torch_status", value=torch_status(r))
+                    if r.get("torch_message"):
+                        ET.SubElement(
+                            tc_props, "property", name="torch_message",
+                            value=_text(r["torch_message"][:500]),
+                        )  # fmt: skip
             status, message = r["status"], _text(r.get("message") or r["status"])
             detail = message + (f"\n\nrepro:\n{r['repro']}" if r.get("repro") else "")
             if r.get("expected"):

@@ -15,7 +15,11 @@ from pathlib import Path
 from harness.reports import causes, matrix
 from harness.atomic import write_atomic
 from harness.reports.document import (
+    DIFFERENCE_HEADERS,
+    DIFFERENCES_SHOWN,
     blocking,
+    difference_row,
+    differs_under_torch,
     expected,
     headline,
     summary_rows,
@@ -72,6 +76,20 @@ def render(doc: dict, *, limit: int = LIMIT, json_hint: str = "the JSON report")
         "### Worst test ratio (error / allowed; at most 1 conforms)", "",
         *table(r_headers, r_rows), "",
     ]  # fmt: skip
+    differences = differs_under_torch(doc)
+    if differences:
+        shown = differences[:DIFFERENCES_SHOWN]
+        lines += [
+            f"### Differences from PyTorch's semantics ({len(differences)})",
+            "",
+            "Results of adapters with semantics of their own, judged under PyTorch's "
+            "(the gate reads the verdict under the adapter's own).",
+            "",
+            *table(DIFFERENCE_HEADERS, [difference_row(r, MESSAGE_CHARS) for r in shown]),
+            "",
+        ]
+        if len(differences) > len(shown):
+            lines += [f"... {len(differences) - len(shown)} more in {json_hint}.", ""]
     base = (doc.get("gate") or {}).get("baseline")
     if base:
         lines += [
