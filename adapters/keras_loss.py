@@ -172,45 +172,57 @@ def _carrier(value: Any, dtype: str) -> Any:
 def _value_and_grad(
     backend: str, loss_of: Any, x: np.ndarray, upstream: np.ndarray | None, inputs: CallInputs
 ) -> tuple[Any, Any]:
-    """The loss and, when wanted, its vector-Jacobian product w.r.t. the logits ``x``."""
-    if backend == "jax":
-        import jax
-        import jax.numpy as jnp
+    """The loss and, when wanted, its vector-Jacobian product w.r.t. the logits ``x`` (the
+    cotangent: 1, or ``upstream`` for reduction 'none'), by the backend's autodiff."""
+    how = {"jax": _jax_vjp, "torch": _torch_vjp, "tensorflow": _tensorflow_vjp}[backend]
+    return how(loss_of, x, upstream, inputs)
 
-        with x64_scope(inputs.dtype == "float64"):
-            xs = jnp.asarray(x, dtype=jax_dtype(inputs.dtype))
-            if not inputs.want_grad:
-                return np.asarray(loss_of(xs)), None
-            loss, vjp = jax.vjp(loss_of, xs)
-            cot = jnp.ones_like(loss) if upstream is None else jnp.asarray(upstream, loss.dtype)
-            (grad,) = vjp(cot)
-            return np.asarray(loss), np.asarray(grad)
-    if backend == "torch":
-        import torch
 
-        def tensor(a: np.ndarray) -> Any:
-            return torch.from_numpy(np.array(a, order="C")).to(torch_dtype(inputs.dtype))
+def _jax_vjp(loss_of: Any, x: np.ndarray, upstream: Any, inputs: CallInputs) -> tuple[Any, Any]:
+    import jax
+    import jax.numpy as jnp
 
-        xs = tensor(x).requires_grad_(inputs.want_grad)
-        loss = loss_of(xs)
-        grad = None
-        if inputs.want_grad:
-            cot = torch.ones_like(loss) if upstream is None else tensor(upstream)
-            (grad,) = torch.autograd.grad(loss, xs, cot)
-            grad = grad.detach().float() if inputs.dtype == "bfloat16" else grad.detach()
-            grad = grad.numpy()
-        value = loss.detach()
-        return (value.float() if inputs.dtype == "bfloat16" else value).numpy(), grad
+    with x64_scope(inputs.dtype == "float64"):
+        xs = jnp.asarray(x, dtype=jax_dtype(inputs.dtype))
+        if not inputs.want_grad:
+            return np.asarray(loss_of(xs)), None
+        loss, vjp = jax.vjp(loss_of, xs)
+        cot = jnp.ones_like(loss) if upstream is None else jnp.asarray(upstream, loss.dtype)
+        (grad,) = vjp(cot)
+        return np.asarray(loss), np.asarray(grad)
+
+
+def _torch_vjp(loss_of: Any, x: np.ndarray, upstream: Any, inputs: CallInputs) -> tuple[Any, Any]:
+    import torch
+
+    def tensor(a: np.ndarray) -> Any:
+        return torch.from_numpy(np.array(a, order="C")).to(torch_dtype(inputs.dtype))
+
+    def to_numpy(t: Any) -> np.ndarray:
+        t = t.detach()
+        return (t.float() if inputs.dtype == "bfloat16" else t).numpy()
+
+    xs = tensor(x).requires_grad_(inputs.want_grad)
+    loss = loss_of(xs)
+    if not inputs.want_grad:
+        return to_numpy(loss), None
+    cot = torch.ones_like(loss) if upstream is None else tensor(upstream)
+    (grad,) = torch.autograd.grad(loss, xs, cot)
+    return to_numpy(loss), to_numpy(grad)
+
+
+def _tensorflow_vjp(
+    loss_of: Any, x: np.ndarray, upstream: Any, inputs: CallInputs
+) -> tuple[Any, Any]:
     import tensorflow as tf
+
+    def to_numpy(t: Any) -> np.ndarray:
+        return (tf.cast(t, tf.float32) if inputs.dtype == "bfloat16" else t).numpy()
 
     xs = tf.Variable(tf.cast(tf.constant(x), inputs.dtype))
     with tf.GradientTape() as tape:
         loss = loss_of(xs)
-    grad = None
-    if inputs.want_grad:
-        cot = tf.ones_like(loss) if upstream is None else tf.cast(upstream, loss.dtype)
-        grad = tape.gradient(loss, xs, output_gradients=cot)
-        grad = tf.cast(grad, tf.float32) if inputs.dtype == "bfloat16" else grad
-        grad = grad.numpy()
-    value = tf.cast(loss, tf.float32) if inputs.dtype == "bfloat16" else loss
-    return value.numpy(), grad
+    if not inputs.want_grad:
+        return to_numpy(loss), None
+    cot = tf.ones_like(loss) if upstream is None else tf.cast(upstream, loss.dtype)
+    return to_numpy(loss), to_numpy(tape.gradient(loss, xs, output_gradients=cot))

@@ -32,7 +32,9 @@ Fields (the value ``TORCH`` takes first):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,7 @@ class Dialect:
         """Whether the oracle computes exactly PyTorch's values under this dialect."""
         return not self.differs_on
 
-    def divisor_term(self, target_weight: object, one: object) -> object:
+    def divisor_term(self, target_weight: T, one: T) -> T:
         """What a kept class-index position adds to a ``mean``'s divisor: its ``w[y_n]``
         or ``one`` (in the caller's number type)."""
         return target_weight if self.mean_divisor == "target_weights" else one
