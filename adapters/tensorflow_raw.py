@@ -5,8 +5,9 @@
 position, with the class axis last: the adapter moves the class axis of (N, C, d1, ..., dK)
 input last and gives unbatched (C,) input as one row (layout only). They have no reduction,
 no class weights, no ignore_index and no label smoothing, so those features are declared
-``unsupported``, as for ``optax``. Out-of-range class indices raise on the CPU (the op checks
-them there), so invalid input is left to the op. The gradient is TensorFlow's autodiff
+``unsupported``, as for ``optax`` (an invalid reduction name is ``unsupported`` too: there is
+no argument to pass it to). Out-of-range class indices raise on the CPU (the op checks them
+there), so invalid input is left to the op. The gradient is TensorFlow's autodiff
 (``tf.GradientTape`` with ``output_gradients`` of 1, or ``grad_output``); every dtype is
 computed as given, in the input dtype, as a user would call the op.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.adapters import Adapter, CallInputs, Output
+from harness.adapters import Adapter, CallInputs, Output, Unsupported
 
 TF_DTYPES = ("float64", "float32", "float16", "bfloat16")
 
@@ -47,6 +48,8 @@ class TensorFlowAdapter(Adapter):
     def run(self, inputs: CallInputs) -> Output:
         import tensorflow as tf
 
+        if inputs.reduction != "none":  # an invalid reduction name too: there is no argument
+            raise Unsupported(f"tf.nn ops take no reduction (asked: {inputs.reduction!r})")
         x = np.asarray(inputs.logits)
         t = np.asarray(inputs.target)
         unbatched = x.ndim == 1

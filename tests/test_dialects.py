@@ -163,6 +163,11 @@ def test_pytorchs_rules_fail_under_keras_and_pass_under_torch(cli, tmp_path):
     r = doc["results"][0]
     assert (r["status"], r["torch_status"]) == ("fail", "pass")
     assert r["message"].startswith("loss") and r["torch_message"] == ""
+    # the repro compares with the adapter's dialect, by name, through the public API
+    assert "want = case.expected_for('float64', 'keras')" in r["repro"]
+    namespace: dict = {}
+    exec(r["repro"], namespace)  # it runs as printed
+    assert namespace["want"].loss != namespace["out"].loss
 
 
 def test_onnx_dialect_reports_undefined_features_unsupported(cli, tmp_path):

@@ -22,7 +22,7 @@ from harness.cases.generate import materialize, materialize_blockwise
 from harness.cases.tolerance import Tolerance, resolve
 from harness.dtypes import carrier, cast
 from harness.oracle.cache import oracle_expected, oracle_linear_expected
-from harness.oracle.dialect import TORCH, Dialect
+from harness.oracle.dialect import TORCH, Dialect, dialect_named
 from harness.oracle.error_model import error_bounds
 from harness.oracle.linear import LinearExpected, LinearProblem
 from harness.oracle.problem import Expected, Problem
@@ -298,13 +298,16 @@ class Case:
         and reduced under ``dialect``."""
         return Problem.of_call(self._call(dtype, self._cast(dtype), want_grad=False), dialect)
 
-    def expected_for(self, dtype: str, dialect: Dialect = TORCH) -> Expected:
+    def expected_for(self, dtype: str, dialect: Dialect | str = TORCH) -> Expected:
         """Expected values and their error bounds for ``dtype``: from the file, or from the
         oracle when the file says so (bounds from ``harness.oracle.error_model`` either way).
 
         Under a ``dialect`` whose rules differ from PyTorch's on a feature this case uses
         (``Dialect.differs_on``), the oracle computes them under the dialect; values written
-        in the file are PyTorch's, used where the dialect agrees."""
+        in the file are PyTorch's, used where the dialect agrees. ``dialect``: a Dialect or
+        its name ('keras')."""
+        if isinstance(dialect, str):
+            dialect = dialect_named(dialect)
         if dialect.differs_on & self.features():
             key = f"{self.content_hash}@{dialect.name}"
             return oracle_expected(key, dtype, lambda: self.problem(dtype, dialect))

@@ -106,7 +106,9 @@ def document(
         d["groups"] = matrix.groups_of(r.case_id, r.features, r.tags, r.dtype)
         _mark(d, i, outcome)
         d["repro"] = (
-            None if r.conforming else repro.snippet(cases[r.case_id], spec_of[r.adapter], r.dtype)
+            None
+            if r.conforming
+            else repro.snippet(cases[r.case_id], spec_of[r.adapter], r.dtype, r.semantics)
         )
     doc["gate"] = _gate_section(results, outcome, config)
     return doc

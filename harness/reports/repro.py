@@ -30,8 +30,9 @@ def _case_file_argument(case: Case) -> str:
     return f"[Path({shown!r})]"
 
 
-def snippet(case: Case, adapter_spec: str, dtype: str) -> str:
-    """Python source reproducing ``case`` through the adapter ``adapter_spec`` in ``dtype``."""
+def snippet(case: Case, adapter_spec: str, dtype: str, semantics: str = "torch") -> str:
+    """Python source reproducing ``case`` through the adapter ``adapter_spec`` in ``dtype``;
+    the expected values are those of the adapter's ``semantics`` (its dialect)."""
     paths = _case_file_argument(case)
     lines = [
         f"# lossconf repro: {case.id} [{dtype}] through --adapter {adapter_spec}",
@@ -58,7 +59,9 @@ def snippet(case: Case, adapter_spec: str, dtype: str) -> str:
         lines.append("print('returned instead of raising:', out.loss)")
     else:
         lines += [
-            f"want = case.expected_for({dtype!r})",
+            f"want = case.expected_for({dtype!r})"
+            if semantics == "torch"
+            else f"want = case.expected_for({dtype!r}, {semantics!r})  # {semantics} semantics",
             "print('loss', out.loss, 'expected', want.loss)",
             "if want.grad is not None and out.grad is not None:",
             "    print('max |grad - expected|', abs(out.grad - want.grad).max())",
