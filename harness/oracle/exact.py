@@ -196,6 +196,8 @@ def row_forward(p: Problem, x_row: np.ndarray, target, w: list, eps, c: int) -> 
 def row_backward(p: Problem, f: RowForward, scale, z_scale, target, c: int) -> list:
     """One position's gradient row w.r.t. the logits x, unrounded: the cross-entropy part
     (``scale``: its factor), the z-loss part (``z_scale``: its factor), times dz/dx."""
+    if not f.keep and p.dialect.ignored_rows == "zeroed":
+        return [mpmath.mpf(0)] * c  # the dialect replaces an ignored row's logits by zeros
     g = row_grad_mp(p, f.terms[3], f.lrow, scale, target, c)
     if f.keep and p.z_loss != 0:
         # d(c lse**2)/dz_j = 2 c lse p_j
