@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from harness.oracle import compiled
 from harness.oracle import fast as oracle_fast
+from harness.oracle.dialect import KERAS, ONNX
 from harness.oracle.exact import cross_entropy_mpmath
 from harness.oracle.problem import Problem
 from tests.test_oracle_fast import SETTINGS, assert_bit_identical, problems
@@ -75,6 +76,9 @@ def test_the_kernel_serves_large_plain_problems_only():
         assert not compiled.applies(Problem(x, probs, True), x)
         x16 = x.astype(np.float16)
         assert not compiled.applies(Problem(x16, t, False), x16)
+        # an ignored NaN row's gradient is the kernel's PyTorch rule: not Keras's dialect
+        assert not compiled.applies(Problem(x, t, False, dialect=KERAS), x)
+        assert compiled.applies(Problem(x, t, False, dialect=ONNX), x)
 
 
 def test_a_wide_float32_batch_needs_no_mpmath():

@@ -55,5 +55,8 @@ def applies(problem: Problem, x: np.ndarray) -> bool:
         and not problem.probability_target
         and problem.label_smoothing == 0
         and not problem.kernel
+        # the kernel gives an ignored NaN row PyTorch's NaN gradient (the mean's factor and
+        # divisor come from ``fast``, under the dialect)
+        and problem.dialect.ignored_rows == "kept"
         and available()
     )
