@@ -56,8 +56,14 @@ decided (for instance a gradient entry of a logit more than 600 below the row's
 maximum without smoothing, ties that make an entry exactly 0, a loss of 0).
 As a whole: empty inputs, labels outside [0, C), weights or probability targets
 beyond 2**900 or non-finite, a ``mean`` whose total weight is 0 (unless every
-position is ignored: NaN loss, zero gradient), and a reduced loss that is not
-decided.
+position is ignored: NaN loss, zero gradient; 0 and zero gradient under a dialect with
+``divide_no_nan``), a reduced loss that is not decided, and class weights applied as
+sample weights under label smoothing (``Problem.target_weighted``, the ``keras``
+dialect: the smoothing terms would need a weight per row rather than per class).
+
+Dialects (``harness.oracle.dialect``) enter where the terms are weighted and reduced:
+the ``mean``'s divisor (``_denominator``), its factor and 0/0 (``exact.factor``,
+``exact.mean``), and an ignored row's gradient.
 
 Memory: rows are processed in blocks of ``CHUNK_ELEMENTS`` logits (whole rows
 when they fit, column blocks of wide rows, converted to float64 block by
