@@ -58,6 +58,7 @@ FEATURES: dict[str, str] = {
     "return_z_loss": "the z-loss term returned as its own output (Output.z_loss)",
     "shift": "causal language modelling: position t scored against target t + shift",
     "fused_linear": "hidden states and a classifier instead of logits (Adapter.run_linear)",
+    "vocab_parallel": "the class axis split across ranks under torch.distributed (--world-size)",
 }
 
 #: The kernel authors' features: opt-in (``Adapter.supports``), since an adapter written
@@ -67,8 +68,39 @@ KERNEL_FEATURES: frozenset[str] = frozenset(
 )
 
 
+#: What an adapter lists in ``supports`` to be run with ``--world-size R``: it then takes a
+#: shard of the class axis and a process group (``CallInputs.vocab_shard``).
+VOCAB_PARALLEL = "vocab_parallel"
+
+
 class Unsupported(Exception):
     """Raised by an adapter for a feature it does not implement (reported as 'unsupported')."""
+
+
+@dataclass(frozen=True)
+class VocabShard:
+    """One rank's part of a vocab-parallel call (``--world-size R``, docs/kernel-features.md).
+
+    The class axis of C classes is split into R contiguous shards, the first ``C % R`` of
+    ``ceil(C / R)`` classes and the others of ``floor(C / R)`` (``numpy.array_split``'s rule;
+    a shard is empty when C < R). This rank holds classes ``[vocab_start, vocab_end)``.
+
+    Attributes:
+        rank, world_size: this process's rank in ``group`` and the number of ranks R.
+        vocab_start, vocab_end: the global class indices of this rank's shard.
+        vocab_size: C, the classes of all shards together.
+        group: the ``torch.distributed`` process group of the R ranks (gloo on CPU, nccl
+            when the adapter's device is cuda); collectives go through it.
+        device: where this rank's tensors belong: ``cpu``, or ``cuda:<rank>`` under nccl.
+    """
+
+    rank: int
+    world_size: int
+    vocab_start: int
+    vocab_end: int
+    vocab_size: int
+    group: object = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -98,6 +130,12 @@ class CallInputs:
             (``Output.z_loss``).
         shift: k >= 0: position t along the target's last axis is scored against
             target[..., t + k]; the last k positions are ignored (0: no shift).
+        vocab_shard: in a vocab-parallel run (``--world-size``), this rank's place in the
+            split; ``logits``, a ``weight`` and probability targets then hold only the
+            classes ``[vocab_start, vocab_end)`` of the class axis, while class-index
+            targets stay whole, with global class indices (as in Megatron-core). The
+            adapter returns the loss replicated (the whole loss on every rank, identical)
+            and the gradient of its shard. None in an ordinary run.
     """
 
     logits: np.ndarray
@@ -114,6 +152,7 @@ class CallInputs:
     z_loss: float = 0.0
     return_z_loss: bool = False
     shift: int = 0
+    vocab_shard: VocabShard | None = None
 
     @property
     def probability_target(self) -> bool:

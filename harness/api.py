@@ -21,8 +21,11 @@ from harness.adapters import Adapter
 from harness.cases.loader import builtin_suite, load_paths
 from harness.cases.model import Case
 from harness.cli.main import main as _cli_main
+from harness.errors import UsageError
 from harness.execution import registry, runner
+from harness.execution.config import RunConfig
 from harness.execution.results import Result
+from harness.execution.vocab_parallel import VocabParallelPool
 from harness.reports.terminal import render
 
 PathLike = str | Path
@@ -55,13 +58,35 @@ def run(
     adapters: Adapter | str | Sequence[Adapter | str],
     *,
     timeout: float | None = None,
+    world_size: int | None = None,
 ) -> list[Result]:
     """Every case x adapter x dtype (each case's dtypes), in that order. ``adapters``: Adapter
-    objects or SPECs. A result's ``conforming`` says whether it passes the gate."""
+    objects or SPECs. A result's ``conforming`` says whether it passes the gate.
+
+    ``world_size``: a vocab-parallel run over that many rank processes (``--world-size``);
+    each rank loads the adapter again, from its SPEC or, for an Adapter object, from its
+    class (``module:Class``, which must be importable)."""
     if isinstance(adapters, (Adapter, str)):
         adapters = [adapters]
     loaded = [a if isinstance(a, Adapter) else registry.load(a) for a in adapters]
-    return list(runner.run(list(cases), loaded, timeout=timeout))
+    if world_size is None:
+        return list(runner.run(list(cases), loaded, timeout=timeout))
+    RunConfig(world_size=world_size)  # the same checks as --world-size
+    specs = [a if isinstance(a, str) else _class_spec(a) for a in adapters]
+    with VocabParallelPool(specs, loaded, world_size, timeout) as pool:
+        return list(runner.run(list(cases), loaded, timeout=timeout, call=pool.run_one))
+
+
+def _class_spec(adapter: Adapter) -> str:
+    """``module:Class`` of an Adapter object, for processes that load it again."""
+    cls = type(adapter)
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        raise UsageError(
+            f"world_size: adapter {adapter.name!r} ({cls.__qualname__} in {cls.__module__}) "
+            "cannot be loaded again by the rank processes: pass its SPEC, or define it in an "
+            "importable module"
+        )
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def run_case(case: Case, adapter: Adapter | str, dtype: str) -> Result:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from harness.adapters import Adapter
     from harness.cases.model import Case
     from harness.execution.session import Plan
+    from harness.execution.vocab_parallel import VocabParallelPool
     from harness.gate.expectations import Entry, Expectations
 
 # The plugin loads in every pytest session of an environment that has lossconf, and is
@@ -101,9 +102,11 @@ class LossconfItem(pytest.Item):
         dtype: str,
         spec: str,
         entry: Entry | None,
+        ranks: VocabParallelPool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.ranks = ranks  # with --lossconf-world-size: the session's rank groups
         self.case, self.adapter, self.dtype, self.spec, self.entry = (
             case,
             adapter,
@@ -122,7 +125,10 @@ class LossconfItem(pytest.Item):
     def runtest(self) -> None:
         from harness.execution.runner import run_one  # lazily (see the note at the top)
 
-        r = run_one(self.case, self.adapter, self.dtype)
+        if self.ranks is not None:
+            r = self.ranks.run_one(self.case, self.adapter, self.dtype, timeout=self.ranks.timeout)
+        else:
+            r = run_one(self.case, self.adapter, self.dtype)
         self.user_properties.append(("lossconf_status", r.status.value))
         if r.status.value == "unsupported":
             pytest.skip(f"unsupported: {r.message}")
@@ -171,6 +177,7 @@ def pytest_collection_modifyitems(
     from harness.execution.results import Result, Status  # lazily (see the note at the top)
 
     plan, expectations, infos = _plan(config)
+    ranks = _rank_groups(config, plan)
     suite = LossconfSuite.from_parent(session, name="lossconf", nodeid="lossconf")
     for case in plan.cases:
         for adapter in plan.adapters:
@@ -188,8 +195,24 @@ def pytest_collection_modifyitems(
                         dtype=dtype,
                         spec=infos[adapter.name]["spec"],
                         entry=entry,
+                        ranks=ranks,
                     )
                 )
+
+
+def _rank_groups(config: pytest.Config, plan: Plan) -> VocabParallelPool | None:
+    """With ``--lossconf-world-size R``: the rank groups the items share (started on their
+    first call, stopped when pytest ends), else None."""
+    world_size = config.getoption("lossconf_world_size")
+    if world_size is None:
+        return None
+    # lazily, off pytest's start-up (see the note at the top)
+    from harness.execution.vocab_parallel import VocabParallelPool
+
+    timeout = config.getoption("lossconf_timeout")
+    pool = VocabParallelPool(plan.specs, plan.adapters, world_size, timeout)
+    config.add_cleanup(pool.close)
+    return pool
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

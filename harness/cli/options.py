@@ -113,6 +113,13 @@ RUN_OPTIONS: tuple[Option, ...] = (
         "harness/execution/shard.py)",
         {"type": lambda text: _shard(text), "metavar": "I/N"},
     ),
+    Option(
+        "world-size", "world_size",
+        "vocab-parallel run: split the class axis into R contiguous shards and run each "
+        "adapter in R processes under torch.distributed (gloo on CPU, nccl on cuda); the "
+        "adapter must support vocab_parallel (see docs/kernel-features.md)",
+        {"type": lambda text: _world_size(text), "metavar": "R"},
+    ),
 )  # fmt: skip
 
 
@@ -133,6 +140,16 @@ def _shard(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected I/N with 1 <= I <= N, e.g. 2/4 (shards are numbered from 1)"
         ) from None
+
+
+def _world_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of ranks") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1 (1: one rank, the whole axis)")
+    return value
 
 
 def _positive_seconds(text: str) -> float:

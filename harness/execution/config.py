@@ -35,6 +35,7 @@ class RunConfig:
     memory_limit: str | None = None  # with isolate: address-space limit per worker
     jobs: int = 1  # worker processes for cases (harness.execution.parallel)
     shard: tuple[int, int] | None = None  # (I, N): the I-th of N shares (harness.execution.shard)
+    world_size: int | None = None  # vocab-parallel over R ranks (harness.execution.vocab_parallel)
     list_only: bool = False  # print the selected cases and the adapters, run nothing
     list_format: str = "table"  # with list_only: "table" (100 columns) or "json"
     quiet: bool = False  # print only the summary, no progress bar
@@ -53,6 +54,21 @@ class RunConfig:
             raise UsageError("--format applies to --list: add --list")
         if self.shard is not None:
             check_shard(*self.shard)
+        if self.world_size is not None:
+            self._check_world_size()
+
+    def _check_world_size(self) -> None:
+        if self.world_size is None or self.world_size < 1:
+            raise UsageError(f"--world-size {self.world_size}: must be a whole number >= 1")
+        if self.isolate:
+            raise UsageError(
+                "--world-size runs every adapter in rank processes already: drop --isolate"
+            )
+        if self.jobs > 1:
+            raise UsageError(
+                f"--world-size {self.world_size} with --jobs {self.jobs}: each job would start "
+                "its own ranks; use one or the other"
+            )
 
     @classmethod
     def from_options(cls, values: Mapping[str, object], **overrides: object) -> RunConfig:

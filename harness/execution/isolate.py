@@ -128,15 +128,14 @@ class Worker:
         """Start the process (the adapter loads in the background; see ``wait_ready``)."""
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
-        limit = self.settings.memory_limit or 0
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harness.execution.isolate", self.spec, str(to_child_r),
-             str(to_parent_w), str(limit)],
+            self.command(to_child_r, to_parent_w),
             pass_fds=(to_child_r, to_parent_w),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            env=self.environment(),
+        )
         os.close(to_child_r)
         os.close(to_parent_w)
         self._send = Connection(to_child_w, readable=False)
@@ -147,6 +146,16 @@ class Worker:
         self._reader.start()
         self.starts += 1
         self.calls = 0
+
+    def command(self, read_fd: int, write_fd: int) -> list[str]:
+        """The worker's command line, given the pipe ends it reads calls from and writes to."""
+        limit = self.settings.memory_limit or 0
+        return [sys.executable, "-m", "harness.execution.isolate", self.spec, str(read_fd),
+                str(write_fd), str(limit)]  # fmt: skip
+
+    def environment(self) -> dict[str, str] | None:
+        """The worker's environment (None: this process's)."""
+        return None
 
     def _read_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None

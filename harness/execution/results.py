@@ -61,6 +61,8 @@ class Result:
     #: ``status`` (a torch-dialect adapter, or a result that compared no values)
     torch_status: Status | None = None
     torch_message: str = ""
+    #: R of a vocab-parallel run (--world-size): the class axis was split over R ranks
+    world_size: int | None = None
 
     @property
     def conforming(self) -> bool:
@@ -77,6 +79,7 @@ class Result:
         return (self.case_id, self.adapter, self.dtype)
 
     def to_dict(self) -> dict:
+        extra = {} if self.world_size is None else {"world_size": self.world_size}
         return {
             "case_id": self.case_id,
             "case_hash": self.case_hash,
@@ -96,4 +99,5 @@ class Result:
             "semantics": self.semantics,
             "torch_status": self.status_under_torch.value,
             "torch_message": self.message if self.torch_status is None else self.torch_message,
+            **extra,
         }

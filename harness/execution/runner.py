@@ -199,6 +199,45 @@ def _call(
     return watchdog.call(adapter, call)
 
 
+def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs | None]:
+    """The result record of one call and the call's inputs, made whole in memory (as
+    ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
+    result is already settled (``unsupported`` by declaration, or inputs that cannot be
+    made). ``run_one`` does the same, streaming the inputs of a large case."""
+    result = Result(
+        case_id=case.id,
+        adapter=adapter.name,
+        dtype=dtype,
+        status=Status.PASS,
+        case_hash=case.content_hash,
+        tags=case.tags,
+    )
+    try:
+        features = case.features()
+        result.features = tuple(sorted(features))
+        lacking = unsupported_by_declaration(case, adapter, dtype, features)
+        # grad_output only shapes the gradient: without it the loss is still checked
+        no_grad_output = "grad_output" in lacking
+        if no_grad_output:
+            lacking.remove("grad_output")
+        want_grad = "grad" not in adapter.unsupported and not no_grad_output
+        inputs = case.inputs(dtype, want_grad=want_grad)
+    except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
+        result.status = Status.ERROR
+        result.message = f"the case's inputs cannot be made: {e}"
+        return result, None
+    except Exception as e:  # the safety net: a bug of ours, never an adapter's result
+        raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
+    if lacking:
+        result.status = Status.UNSUPPORTED
+        result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
+        return result, None
+    if not want_grad and case.expect_error is None:
+        why = "takes no grad_output" if no_grad_output else "gives no gradient"
+        result.notes.append(f"loss only: the adapter {why}")
+    return result, inputs
+
+
 def run_one(
     case: Case,
     adapter: Adapter,
@@ -361,6 +400,15 @@ def _safe_repr(value: object) -> str:
     except Exception:
         text = f"a {type(value).__name__}"
     return text if len(text) < 80 else text[:77] + "..."
+
+
+def check_values(
+    case: Case, dtype: str, inputs: CallInputs, output: object, result: Result
+) -> None:
+    """Compare an adapter's ``output`` with the expected values of ``case`` in ``dtype``; sets
+    ``result``'s status, message, errors and loss summaries (``inputs.want_grad``: whether
+    the gradient is checked)."""
+    _check_values(case, dtype, inputs, output, result)
 
 
 def _check_values(

@@ -22,6 +22,7 @@ from harness.execution.progress import Progress
 from harness.execution.results import Result
 from harness.execution.runner import run
 from harness.execution.shard import Shard
+from harness.execution.vocab_parallel import VocabParallelPool
 
 
 @dataclass
@@ -115,7 +116,7 @@ def execute(plan: Plan, config: RunConfig) -> list[Result]:
             return plan.results
         finally:
             bar.close()
-    pool = _isolation_pool(plan, config)
+    pool = _isolation_pool(plan, config) or _vocab_parallel_pool(plan, config)
     try:
         for r in run(
             plan.cases,
@@ -130,6 +131,15 @@ def execute(plan: Plan, config: RunConfig) -> list[Result]:
         bar.close()
         if pool is not None:
             pool.close()
+
+
+def _vocab_parallel_pool(plan: Plan, config: RunConfig) -> VocabParallelPool | None:
+    """With ``world_size``, the started rank groups (harness.execution.vocab_parallel)."""
+    if config.world_size is None:
+        return None
+    pool = VocabParallelPool(plan.specs, plan.adapters, config.world_size, config.timeout)
+    pool.start()
+    return pool
 
 
 def _isolation_pool(plan: Plan, config: RunConfig) -> IsolatedPool | None:

@@ -1,0 +1,243 @@
+"""``torch-vocab-parallel``: cross-entropy with the class axis split across ranks, in torch.
+
+The project's reference for vocab-parallel runs (``--world-size R``,
+docs/kernel-features.md). Each rank holds the logits of a contiguous shard of the
+classes (``CallInputs.vocab_shard``: classes ``[vocab_start, vocab_end)`` of C), the
+whole class-index target with global indices, the weights' shard; it returns the
+whole loss (identical on every rank) and the gradient of its own shard.
+
+Forward, per position n (a row of the class-last ``(P, C_r)`` view of the shard),
+three or four collectives over the ranks' process group:
+
+    m_n   = max over ranks of the shard maxima                  all_reduce(MAX)
+    s_n   = sum over ranks of sum_j exp(x_nj - m_n)             all_reduce(SUM)
+    lse_n = m_n + log(s_n)
+    x_ny, w_y: the target's logit and weight, taken by the one rank whose shard
+            holds y_n (0 on the others, and 0 at an ignored position)   all_reduce(SUM)
+    label smoothing: S_n = sum_j w_j (lse_n - x_nj)             all_reduce(SUM)
+    probability targets (their shard, q = (1 - eps) y + eps / C):
+            L_n = sum_j w_j q_nj (lse_n - x_nj), A_n = sum_j w_j q_nj   all_reduce(SUM)
+
+    loss_n = (1 - eps) w_y (lse_n - x_ny) + (eps / C) S_n    (class indices, 0 if ignored)
+    loss_n = L_n                                             (probability targets)
+
+``S_n`` and ``L_n`` are summed after ``lse_n`` is known, term by term, rather than as
+``lse_n * sum_j w_j - sum_j w_j x_nj``, which cancels catastrophically when the logits
+are large. Backward, in closed form on the rank's own shard (no collective):
+
+    p_nj = exp(x_nj - lse_n)
+    g_nj = u_n [(1 - eps) w_y (p_nj - [j = y_n]) + (eps / C) (W p_nj - w_j)]   (W = sum_j w_j)
+    g_nj = u_n (A_n p_nj - w_j q_nj)                                           (probabilities)
+
+with ``u_n`` = ``grad_output[n]`` ('none'), 1 ('sum') or 1/den ('mean': den = sum of
+``w_y`` over kept positions, or P for probability targets), and 0 at an ignored
+position (0 * NaN stays NaN, as in PyTorch). Computation is in float64 for float64
+inputs and in float32 otherwise; results are rounded once to the input dtype.
+
+Outside a vocab-parallel run (``vocab_shard`` None) the adapter is one rank holding
+every class, and each collective is the identity; it then also raises PyTorch's
+errors for invalid input. torch is imported inside ``load``/``run`` only.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from harness.adapters import VOCAB_PARALLEL, Adapter, CallInputs, Output, VocabShard
+from harness.adapters.numpy_ref import validate
+from harness.adapters.torch_ce import to_numpy, torch_dtype
+
+
+class TorchVocabParallel(Adapter):
+    """The vocab-parallel reference: collectives of torch.distributed, closed-form backward."""
+
+    name = "torch-vocab-parallel"
+    description = "vocab-parallel cross-entropy in torch: all_reduce of max, sum of exp, target"
+    requires = ("torch",)
+    supports = frozenset({VOCAB_PARALLEL})
+
+    def __init__(self, device: str = "cpu") -> None:
+        self._device = str(device)
+        if self._device != "cpu":
+            self.name = f"{type(self).name}@{self._device}"
+
+    def load(self) -> None:
+        import torch
+
+        if self._device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device={self._device!r}: torch.cuda.is_available() is False")
+
+    def version(self) -> str:
+        import torch
+
+        return f"torch {torch.__version__}"
+
+    def device(self) -> str:
+        return self._device
+
+    # -- the collectives (each a method: a mutant overrides one) ------------------------
+
+    def all_reduce(self, t: Any, op: str, shard: VocabShard | None) -> Any:
+        """``t`` reduced over the ranks by ``op`` ('max' or 'sum'), in place; the identity
+        outside a vocab-parallel run."""
+        if shard is None:
+            return t
+        import torch.distributed as dist
+
+        dist.all_reduce(t, op=getattr(dist.ReduceOp, op.upper()), group=shard.group)
+        return t
+
+    def global_max(self, x: Any, shard: VocabShard | None) -> Any:
+        """m_n: the maximum of row n over every rank's shard ((P,); -inf for an empty shard)."""
+        import torch
+
+        if x.shape[1] == 0:
+            m = torch.full((x.shape[0],), -torch.inf, dtype=x.dtype, device=x.device)
+        else:
+            m = x.amax(dim=1)
+        return self.all_reduce(m, "max", shard)
+
+    def global_sum_exp(self, e: Any, shard: VocabShard | None) -> Any:
+        """s_n: sum over every rank of sum_j exp(x_nj - m_n), from this rank's ``e`` (P, C_r)."""
+        return self.all_reduce(e.sum(dim=1), "sum", shard)
+
+    def vocab_start(self, shard: VocabShard | None, classes_here: int) -> int:
+        """The global index of this rank's first class (0 outside a vocab-parallel run)."""
+        return 0 if shard is None else shard.vocab_start
+
+    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int, shard: Any) -> Any:
+        """(x_ny, w_y) of each position ((2, P)), taken from the rank that owns y_n."""
+        import torch
+
+        own = keep & (t >= start) & (t < start + x.shape[1])
+        local = torch.where(own, t - start, 0)
+        terms = torch.zeros((2, x.shape[0]), dtype=x.dtype, device=x.device)
+        if x.shape[1] > 0:
+            rows = torch.arange(x.shape[0], device=x.device)
+            terms[0] = torch.where(own, x[rows, local], 0.0)
+            terms[1] = torch.where(own, w[local], 0.0)
+        return self.all_reduce(terms, "sum", shard)
+
+    # -- the call -----------------------------------------------------------------------
+
+    def run(self, inputs: CallInputs) -> Output:
+        import torch
+
+        shard = inputs.vocab_shard
+        if shard is None:
+            validate(inputs.logits, inputs.target, inputs)
+        elif inputs.reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"reduction={inputs.reduction!r} must be one of none, mean, sum")
+        device = shard.device if shard is not None else self._device
+        acc = torch.float64 if inputs.dtype == "float64" else torch.float32
+        logits = torch.from_numpy(inputs.logits.copy()).to(device=device, dtype=acc)
+        shape = tuple(logits.shape)
+        x = _rows(logits)
+        c_total = shard.vocab_size if shard is not None else x.shape[1]
+        start = self.vocab_start(shard, x.shape[1])
+        if shard is not None and not inputs.probability_target:
+            _check_range(inputs, c_total)
+        w = (
+            torch.ones(x.shape[1], dtype=acc, device=device)
+            if inputs.weight is None
+            else torch.from_numpy(inputs.weight.copy()).to(device=device, dtype=acc)
+        )
+        eps = float(inputs.label_smoothing) if inputs.label_smoothing > 0 else 0.0
+
+        m = self.global_max(x, shard)
+        e = torch.exp(x - m[:, None])
+        s = self.global_sum_exp(e, shard)
+        lse = m + torch.log(s)
+        p = torch.exp(x - lse[:, None])
+        target_shape = () if inputs.logits.ndim == 1 else shape[:1] + shape[2:]
+        up = self._upstream(inputs, x.shape[0], device, acc)
+
+        if inputs.probability_target:
+            y = _rows(torch.from_numpy(inputs.target.copy()).to(device=device, dtype=acc))
+            wq = w * ((1 - eps) * y + eps / c_total)
+            la = torch.stack([(wq * (lse[:, None] - x)).sum(dim=1), wq.sum(dim=1)])
+            loss_n, a = self.all_reduce(la, "sum", shard)
+            if inputs.reduction == "mean":
+                up = up / x.shape[0]
+            loss = _reduced(loss_n, inputs.reduction, target_shape, x.shape[0])
+            # d loss / d log-probabilities is -u w q; the log-softmax backward adds p * u A
+            g = up[:, None] * (a[:, None] * p - wq)
+        else:
+            t = torch.from_numpy(inputs.target.copy()).to(device).reshape(-1)
+            keep = t != inputs.ignore_index
+            xy, wy = self.target_terms(x, w, t, keep, start, shard)
+            nll = torch.where(keep, wy * (lse - xy), 0.0)
+            den = wy.sum()
+            if inputs.reduction == "mean":
+                up = up / den
+            up = torch.where(keep, up, 0.0)
+            # PyTorch's composition: the log-softmax backward of d loss / d log-probabilities
+            # g (-a_n at the target, -b_n w_j everywhere): grad = g - p * sum_j g_nj
+            a = (1 - eps) * wy * up
+            rowsum = a
+            loss = _reduced(nll, inputs.reduction, target_shape, den)
+            g = None
+            if eps:
+                smooth = self.all_reduce((w * (lse[:, None] - x)).sum(dim=1), "sum", shard)
+                smooth = torch.where(keep, smooth, 0.0)
+                loss = (1 - eps) * loss + (eps / c_total) * _reduced(
+                    smooth, inputs.reduction, target_shape, den
+                )
+                b = (eps / c_total) * up
+                big_w = self.all_reduce(w.sum().reshape(1), "sum", shard)
+                rowsum = a + b * big_w
+                g = -b[:, None] * w
+            g = p * rowsum[:, None] if g is None else g + p * rowsum[:, None]
+            own = keep & (t >= start) & (t < start + x.shape[1])
+            rows = torch.arange(x.shape[0], device=device)[own]
+            g[rows, (t - start)[own]] -= a[own]
+
+        out_dtype = torch_dtype(inputs.dtype)
+        grad = None
+        if inputs.want_grad:
+            grad = to_numpy(_unrows(g, shape).to(out_dtype), inputs.dtype)
+        return Output(loss=to_numpy(loss.to(out_dtype), inputs.dtype), grad=grad)
+
+    def _upstream(self, inputs: CallInputs, positions: int, device: str, acc: Any) -> Any:
+        """u_n before the mean's division: grad_output ('none', when given), else ones."""
+        import torch
+
+        if inputs.reduction == "none" and inputs.grad_output is not None:
+            go = torch.from_numpy(inputs.grad_output.copy()).to(device=device, dtype=acc)
+            return go.reshape(-1)
+        return torch.ones(positions, dtype=acc, device=device)
+
+
+def _reduced(per_position: Any, reduction: str, shape: tuple[int, ...], den: Any) -> Any:
+    """'none': the per-position values in the target's shape; 'sum'; 'mean': sum / den."""
+    if reduction == "none":
+        return per_position.reshape(shape)
+    total = per_position.sum()
+    return total if reduction == "sum" else total / den
+
+
+def _check_range(inputs: CallInputs, classes: int) -> None:
+    """IndexError for a class index outside [0, C) that is not ignore_index (C: every shard's
+    classes together), raised alike on every rank before any collective."""
+    import numpy as np
+
+    t = np.asarray(inputs.target)
+    bad = (t != inputs.ignore_index) & ((t < 0) | (t >= classes))
+    if np.any(bad):
+        raise IndexError(f"target {t[bad].flat[0]} is out of bounds for {classes} classes")
+
+
+def _rows(a: Any) -> Any:
+    """(C,) / (N, C, d1, ...) -> (P, C): class axis last, positions flattened."""
+    if a.ndim == 1:
+        return a.reshape(1, a.shape[0])
+    positions = a.shape[0] * math.prod(a.shape[2:])
+    return a.movedim(1, -1).reshape(positions, a.shape[1])
+
+
+def _unrows(g: Any, shape: tuple[int, ...]) -> Any:
+    """The inverse of ``_rows`` for an array of ``shape``."""
+    if len(shape) == 1:
+        return g.reshape(shape)
+    return g.reshape((shape[0], *shape[2:], shape[1])).movedim(-1, 1)

@@ -1,0 +1,65 @@
+"""Deliberately wrong vocab-parallel cross-entropies: each overrides one collective step of the
+reference ``torch-vocab-parallel`` (adapters/torch_vocab_parallel.py) with a real bug.
+
+They are right at world size 1, where every rank's shard is the whole class axis; at 2 and 4
+ranks the suite must fail each of them (tests/test_vocab_parallel.py). Rank processes load
+them by SPEC, e.g. ``tests.mutants.vocab_parallel:MaxNotReduced``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.adapters.torch_vocab_parallel import TorchVocabParallel
+
+
+class MaxNotReduced(TorchVocabParallel):
+    """Each rank shifts by its own shard's maximum: the max is never all-reduced, so the
+    shards' sums of exponentials are taken about different points and added."""
+
+    name = "vocab_max_not_reduced"
+
+    def global_max(self, x: Any, shard: Any) -> Any:
+        return super().global_max(x, None)
+
+
+class SumExpNotReduced(TorchVocabParallel):
+    """The sum of exponentials stays the rank's own: each rank normalises over its shard."""
+
+    name = "vocab_sum_exp_not_reduced"
+
+    def global_sum_exp(self, e: Any, shard: Any) -> Any:
+        return super().global_sum_exp(e, None)
+
+
+class TargetOnEveryLaterRank(TorchVocabParallel):
+    """The owner test forgets the shard's end (``t >= start`` only): the target's logit is
+    taken on its owner and again, at a clamped index, on every rank after it."""
+
+    name = "vocab_target_on_every_later_rank"
+
+    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int, shard: Any) -> Any:
+        import torch
+
+        own = keep & (t >= start)
+        local = torch.clamp(t - start, 0, max(x.shape[1] - 1, 0))
+        terms = torch.zeros((2, x.shape[0]), dtype=x.dtype, device=x.device)
+        if x.shape[1] > 0:
+            rows = torch.arange(x.shape[0], device=x.device)
+            terms[0] = torch.where(own, x[rows, local], 0.0)
+            terms[1] = torch.where(own, w[local], 0.0)
+        return self.all_reduce(terms, "sum", shard)
+
+
+class StartFromShardSize(TorchVocabParallel):
+    """A rank takes its first class to be ``rank * (its shard's size)``, Megatron-core's
+    ``vocab_range_from_per_partition_vocab_size``, which holds only for equal shards: with C
+    not divisible by R the later ranks look for the target in the wrong shard."""
+
+    name = "vocab_start_from_shard_size"
+
+    def vocab_start(self, shard: Any, classes_here: int) -> int:
+        return 0 if shard is None else shard.rank * classes_here
+
+
+MUTANTS = [MaxNotReduced, SumExpNotReduced, TargetOnEveryLaterRank, StartFromShardSize]

@@ -1,0 +1,226 @@
+"""Vocab-parallel runs (--world-size R): the split rule, real rank processes under gloo, the
+gathered results against the unsharded ones, the mutants of the collectives, faults of one rank.
+
+Rank groups start R torch interpreters each, so each test starts as few as it can: one pool
+per world size runs the reference, torch (which does not opt in) and every mutant together.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import socket
+import time
+
+import numpy as np
+import pytest
+from conftest import REPO
+from hypothesis import given
+from hypothesis import strategies as st
+
+import harness
+from harness.adapters import CallInputs, VocabShard
+from harness.cases.loader import load_paths
+from harness.execution import vocab_parallel
+from harness.execution.registry import load
+from harness.execution.results import Status
+from harness.execution.vocab_parallel import VocabParallelPool, shard_of, split_classes
+from tests.mutants.vocab_parallel import MUTANTS
+
+pytest.importorskip("torch")
+
+SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "split_cases.yaml"
+FAULTY = REPO / "tests" / "vocab_parallel" / "faulty_ranks.py"
+FAULTY_CASES = REPO / "tests" / "faulty_adapters" / "faulty_cases.yaml"
+#: corpus cases whose terms cross shards in other ways: a zero or cancelling weight sum, an
+#: upstream gradient, probability and one-hot targets, empty and unbatched input
+CORPUS_IDS = (
+    "weights/negative_weights_cancel_mean",
+    "weights/zero_total_weight_smoothing_mean_nan",
+    "reductions/none_grad_output_weighted_smoothed",
+    "reductions/none_grad_output_probability",
+    "targets/onehot_probability_mean",
+    "shapes/empty_weighted_smoothed_mean",
+    "shapes/kdim_probability_mean",
+    "shapes/unbatched_weighted_sum",
+)
+MUTANT_SPECS = [f"tests.mutants.vocab_parallel:{m.__name__}" for m in MUTANTS]
+
+
+@pytest.fixture(scope="module")
+def cases():
+    corpus = {c.id: c for c in load_paths().cases}
+    return load_paths([SPLIT_CASES]).cases + [corpus[i] for i in CORPUS_IDS]
+
+
+@pytest.fixture(scope="module")
+def unsharded(cases):
+    """The reference's results in an ordinary run (no ranks, no collectives)."""
+    return {r.key: r for r in harness.run(cases, "torch-vocab-parallel")}
+
+
+@pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda r: f"R{r}")
+def sharded(request, cases):
+    """(R, results) at world size R, from one group of R ranks: the reference and torch (which
+    does not opt in) on every case and dtype, the mutants on the split cases in float32."""
+    specs = ["torch-vocab-parallel", "torch", *MUTANT_SPECS]
+    adapters = [load(s) for s in specs]
+    results = []
+    with VocabParallelPool(specs, adapters, request.param) as pool:
+        for case in cases:
+            for adapter in adapters[:2]:
+                results += [pool.run_one(case, adapter, dtype) for dtype in case.dtypes]
+        for case in (c for c in cases if c.file == SPLIT_CASES):
+            results += [pool.run_one(case, mutant, "float32") for mutant in adapters[2:]]
+    return request.param, results
+
+
+# -- the split ------------------------------------------------------------------------------
+@given(classes=st.integers(0, 500), world_size=st.integers(1, 16))
+def test_the_split_is_contiguous_balanced_and_covers_every_class(classes, world_size):
+    shards = split_classes(classes, world_size)
+    assert len(shards) == world_size
+    assert shards[0][0] == 0 and shards[-1][1] == classes
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(shards))
+    sizes = [end - start for start, end in shards]
+    # numpy.array_split's rule: the first C % R shards have one class more
+    assert sizes == [len(part) for part in np.array_split(np.arange(classes), world_size)]
+
+
+def test_the_split_of_seven_and_three_classes():
+    assert split_classes(7, 2) == [(0, 4), (4, 7)]
+    assert split_classes(7, 4) == [(0, 2), (2, 4), (4, 6), (6, 7)]
+    assert split_classes(3, 4) == [(0, 1), (1, 2), (2, 3), (3, 3)]
+
+
+def test_a_rank_gets_its_classes_of_logits_weight_and_probabilities_and_every_target():
+    logits = np.arange(2 * 7 * 3, dtype=np.float64).reshape(2, 7, 3)
+    target = np.array([[6, 0, 1], [2, 3, -100]])
+    weight = np.arange(7.0)
+    inputs = CallInputs(logits, target, weight, "mean", -100, 0.0, "float64")
+    shard = VocabShard(rank=1, world_size=2, vocab_start=4, vocab_end=7, vocab_size=7)
+    mine = shard_of(inputs, shard)
+    assert mine.logits.shape == (2, 3, 3) and mine.logits.flags.c_contiguous
+    np.testing.assert_array_equal(mine.logits, logits[:, 4:7])
+    np.testing.assert_array_equal(mine.weight, [4.0, 5.0, 6.0])
+    assert mine.target is target and mine.vocab_shard is shard
+    soft = CallInputs(logits[0, :, 0], logits[1, :, 0] / 100, None, "sum", -100, 0.0, "float64")
+    cut = shard_of(soft, VocabShard(0, 2, 0, 4, 7))
+    np.testing.assert_array_equal(cut.target, logits[1, :4, 0] / 100)
+
+
+# -- runs on real ranks ---------------------------------------------------------------------
+def _close(a: object, b: object) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=2**-7, abs_tol=1e-6)
+    return a == b
+
+
+def test_the_reference_at_each_world_size_equals_its_unsharded_run(sharded, unsharded, cases):
+    world_size, results = sharded
+    mine = [r for r in results if r.adapter == "torch-vocab-parallel"]
+    assert len(mine) == sum(len(c.dtypes) for c in cases)
+    for r in mine:
+        base = unsharded[r.key]
+        assert r.world_size == world_size
+        assert (r.status, r.expected_loss) == (base.status, base.expected_loss), (r.key, r.message)
+        assert r.status is Status.PASS, (r.key, r.message)
+        assert _close(r.got_loss, base.got_loss), (r.key, r.got_loss, base.got_loss)
+        assert r.loss_errors is not None and r.grad_errors is not None
+        assert r.loss_errors.max_ratio <= 1 and r.grad_errors.max_ratio <= 1
+
+
+def test_an_adapter_that_does_not_opt_in_is_unsupported_with_the_reason(sharded):
+    _, results = sharded
+    for r in (r for r in results if r.adapter == "torch"):
+        assert r.status is Status.UNSUPPORTED
+        assert "needs vocab_parallel" in r.message and "'supports'" in r.message
+
+
+def test_each_collective_mutant_fails_when_the_classes_are_split(sharded):
+    world_size, results = sharded
+    for mutant in MUTANTS:
+        failed = [r.key for r in results if r.adapter == mutant.name and not r.conforming]
+        if world_size == 1:  # one rank holds every class: the bugs cannot show
+            assert failed == [], mutant.name
+        else:
+            assert failed, f"{mutant.name} survived at world size {world_size}: {mutant.__doc__}"
+
+
+def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):
+    monkeypatch.setattr(vocab_parallel, "STRAGGLER_SECONDS", 1.0)
+    # the hang first: the first call after a restart is allowed the warm-up time
+    faults = ["hangs", "exits", "raises_alone"]
+    specs = [f"{FAULTY}:{name}" for name in faults]
+    cases = load_paths([FAULTY_CASES]).cases
+    adapters = [load(s) for s in specs]
+    pool = VocabParallelPool(specs, adapters, 2, timeout=5)
+    with pool:
+        results = {
+            (a.name, c.name): pool.run_one(c, a, "float64", timeout=5)
+            for c in cases
+            for a in adapters
+        }
+        processes = [r.proc for r in pool.group.ranks]
+        port = pool.group.ranks[0].port
+        restarts = pool.group.starts - 1
+    for name in faults:
+        assert results[(f"rank-{name}", "a_mean")].status is Status.PASS
+        assert results[(f"rank-{name}", "c_none")].status is Status.PASS  # restarted
+    exits = results[("rank-exits", "b_sum")]
+    assert exits.status is Status.CRASH
+    assert "rank 1 of 2 exited with code 3 during this call" in exits.message
+    hangs = results[("rank-hangs", "b_sum")]
+    assert hangs.status is Status.TIMEOUT and "rank(s) 0, 1 had not returned" in hangs.message
+    alone = results[("rank-raises_alone", "b_sum")]
+    assert alone.status is Status.ERROR
+    assert "raised RuntimeError: only rank 1 fails" in alone.message
+    assert "a collective that not every rank entered?" in alone.message
+    # teardown: every rank process has exited and its rendezvous port is free again
+    assert processes and all(p is not None and p.poll() is not None for p in processes)
+    assert restarts == 3  # after the crash, the timeout and the ranks that disagreed
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a new rendezvous would
+        s.bind(("127.0.0.1", port))
+
+
+# -- the command line and the pytest plugin -------------------------------------------------
+def test_cli_world_size_records_it_in_the_report(cli, tmp_path):
+    report = tmp_path / "r.json"
+    start = time.perf_counter()
+    r = cli("--cases", str(SPLIT_CASES), "--case", "split_cases/c7_target_in_every_shard",
+            "--adapter", "torch-vocab-parallel", "--adapter", "numpy", "--world-size", "2",
+            "--report", str(report), "-q")  # fmt: skip
+    assert r.returncode == 0, r.output
+    assert time.perf_counter() - start < 120
+    doc = json.loads(report.read_text())
+    assert {x["world_size"] for x in doc["results"]} == {2}
+    statuses = {(x["adapter"], x["status"]) for x in doc["results"]}
+    assert statuses == {("torch-vocab-parallel", "pass"), ("numpy", "unsupported")}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--world-size", "0"], "--world-size: '0' must be >= 1"),
+        (["--world-size", "two"], "--world-size: 'two' is not a whole number of ranks"),
+        (["--world-size", "2", "--isolate"], "drop --isolate"),
+        (["--world-size", "2", "--jobs", "2"], "use one or the other"),
+    ],
+)
+def test_cli_world_size_usage_errors(cli, args, message):
+    r = cli("--cases", str(SPLIT_CASES), "--adapter", "torch-vocab-parallel", *args)
+    assert r.returncode == 2 and message in r.output, r.output
+    assert "Traceback" not in r.output
+
+
+def test_pytest_plugin_world_size(pytester):
+    r = pytester.runpytest(
+        "-p", "no:cacheprovider", "--lossconf-adapter", "torch-vocab-parallel",
+        "--lossconf-cases", str(SPLIT_CASES), "--lossconf-world-size", "2",
+        "--lossconf-case", "split_cases/c3_more_ranks_than_classes_sum",
+        "--lossconf-case", "split_cases/c7_all_ignored_mean_nan", "-q",
+    )  # fmt: skip
+    assert r.ret == 0, r.stdout.str()
+    r.assert_outcomes(passed=6)
