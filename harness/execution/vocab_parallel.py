@@ -495,7 +495,7 @@ def rank_call(
     peak_memory.reset()
     start = time.perf_counter()
     try:
-        output = adapter.run(mine)
+        output: object = adapter.run(mine)
     except (Unsupported, NotImplementedError) as e:
         reply = RankReply("unsupported", f"{type(e).__name__}: {e}".rstrip(": "))
     except Exception as e:
