@@ -7,14 +7,14 @@ whole class-index target with global indices, the weights' shard; it returns the
 whole loss (identical on every rank) and the gradient of its own shard.
 
 Forward, per position n (a row of the class-last ``(P, C_r)`` view of the shard),
-three or four collectives over the ranks' process group:
+three to five all-reduces over the ranks' process group:
 
     m_n   = max over ranks of the shard maxima                  all_reduce(MAX)
     s_n   = sum over ranks of sum_j exp(x_nj - m_n)             all_reduce(SUM)
     lse_n = m_n + log(s_n)
     x_ny, w_y: the target's logit and weight, taken by the one rank whose shard
             holds y_n (0 on the others, and 0 at an ignored position)   all_reduce(SUM)
-    label smoothing: S_n = sum_j w_j (lse_n - x_nj)             all_reduce(SUM)
+    label smoothing: S_n = sum_j w_j (lse_n - x_nj), and W = sum_j w_j   all_reduce(SUM)
     probability targets (their shard, q = (1 - eps) y + eps / C):
             L_n = sum_j w_j q_nj (lse_n - x_nj), A_n = sum_j w_j q_nj   all_reduce(SUM)
 
@@ -23,16 +23,20 @@ three or four collectives over the ranks' process group:
 
 ``S_n`` and ``L_n`` are summed after ``lse_n`` is known, term by term, rather than as
 ``lse_n * sum_j w_j - sum_j w_j x_nj``, which cancels catastrophically when the logits
-are large. Backward, in closed form on the rank's own shard (no collective):
+are large. A ``mean`` divides the NLL and the smoothing sums separately by
+``den = sum_n w_y`` (P for probability targets), as PyTorch does (0/0 is NaN even where
+the smoothing sum is not 0). Backward, in closed form on the rank's own shard, with no
+further collective, composed as PyTorch composes it (the log-softmax backward of the
+gradient w.r.t. the log-probabilities, so infinite and NaN factors come out alike):
 
     p_nj = exp(x_nj - lse_n)
-    g_nj = u_n [(1 - eps) w_y (p_nj - [j = y_n]) + (eps / C) (W p_nj - w_j)]   (W = sum_j w_j)
-    g_nj = u_n (A_n p_nj - w_j q_nj)                                           (probabilities)
+    a_n  = (1 - eps) w_y u_n,   b_n = (eps / C) u_n,   W = sum_j w_j
+    g_nj = p_nj (a_n + b_n W) - b_n w_j - a_n [j = y_n]       (class indices)
+    g_nj = u_n (A_n p_nj - w_j q_nj)                          (probability targets)
 
-with ``u_n`` = ``grad_output[n]`` ('none'), 1 ('sum') or 1/den ('mean': den = sum of
-``w_y`` over kept positions, or P for probability targets), and 0 at an ignored
-position (0 * NaN stays NaN, as in PyTorch). Computation is in float64 for float64
-inputs and in float32 otherwise; results are rounded once to the input dtype.
+with ``u_n`` = ``grad_output[n]`` ('none'), 1 ('sum') or 1/den ('mean'), and 0 at an
+ignored position (0 * NaN stays NaN, as in PyTorch). Computation is in float64 for
+float64 inputs and in float32 otherwise; results are rounded once to the input dtype.
 
 Outside a vocab-parallel run (``vocab_shard`` None) the adapter is one rank holding
 every class, and each collective is the identity; it then also raises PyTorch's

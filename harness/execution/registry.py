@@ -53,6 +53,7 @@ BUILTIN: dict[str, str] = {
     "keras": "harness.adapters.keras_loss:KerasAdapter",
     "tensorflow": "harness.adapters.tensorflow_raw:TensorFlowAdapter",
     "torch-vocab-parallel": "harness.adapters.torch_vocab_parallel:TorchVocabParallel",
+    "megatron": "harness.adapters.megatron_ce:MegatronVocabParallel",
 }
 
 
