@@ -62,7 +62,9 @@ class MegatronVocabParallel(Adapter):
 
         shard = inputs.vocab_shard
         if shard is None:
-            raise Unsupported("Megatron-core needs its tensor-parallel group: run with --world-size")
+            raise Unsupported(
+                "Megatron-core needs its tensor-parallel group: run with --world-size"
+            )
         if shard.vocab_size % shard.world_size:
             raise Unsupported(
                 f"{shard.vocab_size} classes over {shard.world_size} ranks: Megatron-core "
