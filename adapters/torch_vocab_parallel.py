@@ -38,6 +38,12 @@ with ``u_n`` = ``grad_output[n]`` ('none'), 1 ('sum') or 1/den ('mean'), and 0 a
 ignored position (0 * NaN stays NaN, as in PyTorch). Computation is in float64 for
 float64 inputs and in float32 otherwise; results are rounded once to the input dtype.
 
+The kernel fields (docs/kernel-features.md) need no collective of their own: the logit
+scale and the softcap act on each logit of the shard (``z = s tanh(a x / s)``, the
+gradient times ``dz/dx = a (1 - tanh**2)``), the shift on the whole target every rank
+holds, and the z-loss ``c lse_n**2`` uses the all-reduced ``lse_n`` (its gradient
+``2 c lse_n p_nj u'_n``, ``u'_n`` over the kept count K for a mean).
+
 Outside a vocab-parallel run (``vocab_shard`` None) the adapter is one rank holding
 every class, and each collective is the identity; it then also raises PyTorch's
 errors for invalid input. torch is imported inside ``load``/``run`` only.
@@ -48,9 +54,16 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from harness.adapters import VOCAB_PARALLEL, Adapter, CallInputs, Output, VocabShard
+from harness.adapters import (
+    KERNEL_FEATURES,
+    VOCAB_PARALLEL,
+    Adapter,
+    CallInputs,
+    Output,
+    VocabShard,
+)
 from harness.adapters.numpy_ref import validate
-from harness.adapters.torch_ce import to_numpy, torch_dtype
+from harness.adapters.torch_ce import shift_targets, to_numpy, torch_dtype
 
 
 class TorchVocabParallel(Adapter):
@@ -59,7 +72,7 @@ class TorchVocabParallel(Adapter):
     name = "torch-vocab-parallel"
     description = "vocab-parallel cross-entropy in torch: all_reduce of max, sum of exp, target"
     requires = ("torch",)
-    supports = frozenset({VOCAB_PARALLEL})
+    supports = KERNEL_FEATURES | {VOCAB_PARALLEL}
 
     def __init__(self, device: str = "cpu") -> None:
         self._device = str(device)
@@ -137,7 +150,7 @@ class TorchVocabParallel(Adapter):
         acc = torch.float64 if inputs.dtype == "float64" else torch.float32
         logits = torch.from_numpy(inputs.logits.copy()).to(device=device, dtype=acc)
         shape = tuple(logits.shape)
-        x = _rows(logits)
+        x, dzdx = _transform(_rows(logits), inputs)
         c_total = shard.vocab_size if shard is not None else x.shape[1]
         start = self.vocab_start(shard, x.shape[1])
         if shard is not None and not inputs.probability_target:
@@ -155,7 +168,8 @@ class TorchVocabParallel(Adapter):
         lse = m + torch.log(s)
         p = torch.exp(x - lse[:, None])
         target_shape = () if inputs.logits.ndim == 1 else shape[:1] + shape[2:]
-        up = self._upstream(inputs, x.shape[0], device, acc)
+        base = self._upstream(inputs, x.shape[0], device, acc)
+        up = base
 
         if inputs.probability_target:
             y = _rows(torch.from_numpy(inputs.target.copy()).to(device=device, dtype=acc))
@@ -168,7 +182,8 @@ class TorchVocabParallel(Adapter):
             # d loss / d log-probabilities is -u w q; the log-softmax backward adds p * u A
             g = up[:, None] * (a[:, None] * p - wq)
         else:
-            t = torch.from_numpy(inputs.target.copy()).to(device).reshape(-1)
+            t = torch.from_numpy(inputs.target.copy()).to(device)
+            t = shift_targets(t, inputs).reshape(-1)
             keep = t != inputs.ignore_index
             xy, wy = self.target_terms(x, w, t, keep, start, shard)
             nll = torch.where(keep, wy * (lse - xy), 0.0)
@@ -197,11 +212,27 @@ class TorchVocabParallel(Adapter):
             rows = torch.arange(x.shape[0], device=device)[own]
             g[rows, (t - start)[own]] -= a[own]
 
+        z_out = None
+        if inputs.z_loss != 0.0 or inputs.return_z_loss:
+            # c lse**2 per kept position; a mean over the kept count K, never the weights
+            kept = keep if not inputs.probability_target else torch.ones_like(lse, dtype=bool)
+            count = kept.sum()
+            z_n = torch.where(kept, inputs.z_loss * lse * lse, 0.0)
+            z_out = _reduced(z_n, inputs.reduction, target_shape, count)
+            if inputs.z_loss != 0.0:
+                loss = loss + z_out
+                uz = base / count if inputs.reduction == "mean" else base
+                g = g + (2 * inputs.z_loss * lse * torch.where(kept, uz, 0.0))[:, None] * p
+        if dzdx is not None:
+            g = g * dzdx
         out_dtype = torch_dtype(inputs.dtype)
         grad = None
         if inputs.want_grad:
             grad = to_numpy(_unrows(g, shape).to(out_dtype), inputs.dtype)
-        return Output(loss=to_numpy(loss.to(out_dtype), inputs.dtype), grad=grad)
+        z = None
+        if inputs.return_z_loss and z_out is not None:
+            z = to_numpy(z_out.to(out_dtype), inputs.dtype)
+        return Output(loss=to_numpy(loss.to(out_dtype), inputs.dtype), grad=grad, z_loss=z)
 
     def _upstream(self, inputs: CallInputs, positions: int, device: str, acc: Any) -> Any:
         """u_n before the mean's division: grad_output ('none', when given), else ones."""
@@ -211,6 +242,20 @@ class TorchVocabParallel(Adapter):
             go = torch.from_numpy(inputs.grad_output.copy()).to(device=device, dtype=acc)
             return go.reshape(-1)
         return torch.ones(positions, dtype=acc, device=device)
+
+
+def _transform(x: Any, inputs: CallInputs) -> tuple[Any, Any]:
+    """The logits the loss sees, z = s tanh(a x / s) (a x without a softcap), elementwise on
+    the shard, and dz/dx = a (1 - tanh**2) (None when z = x)."""
+    import torch
+
+    a, cap = inputs.logit_scale, inputs.softcap
+    if a != 1.0:
+        x = x * a
+    if cap is None:
+        return x, (None if a == 1.0 else a)
+    th = torch.tanh(x / cap)
+    return cap * th, a * (1 - th * th)
 
 
 def _reduced(per_position: Any, reduction: str, shape: tuple[int, ...], den: Any) -> Any:

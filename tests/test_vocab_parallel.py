@@ -34,7 +34,8 @@ SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "split_cases.yaml"
 FAULTY = REPO / "tests" / "vocab_parallel" / "faulty_ranks.py"
 FAULTY_CASES = REPO / "tests" / "faulty_adapters" / "faulty_cases.yaml"
 #: corpus cases whose terms cross shards in other ways: a zero or cancelling weight sum, an
-#: upstream gradient, probability and one-hot targets, empty and unbatched input
+#: upstream gradient, probability and one-hot targets, empty and unbatched input; the kernel
+#: fields (elementwise on the shard, or on the all-reduced lse: the z-loss)
 CORPUS_IDS = (
     "weights/negative_weights_cancel_mean",
     "weights/zero_total_weight_smoothing_mean_nan",
@@ -44,6 +45,9 @@ CORPUS_IDS = (
     "shapes/empty_weighted_smoothed_mean",
     "shapes/kdim_probability_mean",
     "shapes/unbatched_weighted_sum",
+    "kernel/softcap_infinite_logits",
+    "kernel/z_loss_returned_mean_with_smoothing",
+    "kernel/all_fields_mean",
 )
 MUTANT_SPECS = [f"tests.mutants.vocab_parallel:{m.__name__}" for m in MUTANTS]
 
@@ -224,3 +228,33 @@ def test_pytest_plugin_world_size(pytester):
     )  # fmt: skip
     assert r.ret == 0, r.stdout.str()
     r.assert_outcomes(passed=6)
+
+
+# -- Megatron-core (only where megatron-core is installed: it is no dependency) --------------
+def test_megatron_core_matches_the_reference_where_its_semantics_do(tmp_path):
+    """At 2 ranks on 8 classes (equal shards), without smoothing: Megatron-core conforms; with
+    7 classes it says it needs equal shards; weights are declared unsupported."""
+    pytest.importorskip("megatron.core")
+    case_file = tmp_path / "even.yaml"
+    case_file.write_text(
+        "cases:\n"
+        "  - name: c8_ignored_mean\n"
+        "    why: 8 classes over 2 ranks, an ignored target\n"
+        "    logits: [[0.5, -1.25, 2.0, 0.75, -0.5, 1.5, 3.0, 0.25],"
+        " [1.5, 0.25, -0.75, 1.0, 2.25, -2.0, 0.0, -1.0]]\n"
+        "    target: [6, -100]\n"
+        "    dtype: [float32, bfloat16]\n"
+        "    expected: oracle\n"
+    )
+    cases = load_paths([case_file, SPLIT_CASES]).cases
+    picked = [c for c in cases if c.name in ("c8_ignored_mean", "c7_target_in_every_shard",
+                                              "c3_more_ranks_than_classes_sum")]  # fmt: skip
+    results = {
+        (r.case_id.split("/")[1], r.dtype): r for r in harness.run(picked, "megatron", world_size=2)
+    }
+    assert results[("c8_ignored_mean", "float32")].status is Status.PASS
+    assert results[("c8_ignored_mean", "bfloat16")].status is Status.PASS
+    equal = results[("c7_target_in_every_shard", "float32")]
+    assert equal.status is Status.UNSUPPORTED and "shards of equal size" in equal.message
+    weighted = results[("c3_more_ranks_than_classes_sum", "float32")]
+    assert weighted.status is Status.UNSUPPORTED and "needs weight" in weighted.message

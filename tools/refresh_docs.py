@@ -294,6 +294,11 @@ SOURCES: dict[str, Source] = {
                "cases/generated/fused_linear_pairwise.yaml", "slow", ok_codes=(0, 1)),
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "
                "--adapter jax --report cuda.json --report cuda.md", "slow", ok_codes=(0, 1)),
+        Source("vocab-parallel-reference", "python tools/vocab_parallel_figures.py --adapter "
+               "torch-vocab-parallel --world-size 4", "slow"),
+        # MEGATRON_PYTHON: an interpreter whose environment has megatron-core and lossconf
+        Source("vocab-parallel-megatron", "${MEGATRON_PYTHON:-python} "
+               "tools/vocab_parallel_figures.py --adapter megatron --world-size 2", "slow"),
     ]
 }  # fmt: skip
 
@@ -453,6 +458,8 @@ FIGURE_LIST = [
     Figure("divergences-onnxruntime", "divergences-onnxruntime", console_measured),
     Figure("fused-linear-run", "fused-linear-run", console),
     Figure("cce-run", "cce-run", measured),
+    Figure("vocab-parallel-reference", "vocab-parallel-reference", measured),
+    Figure("vocab-parallel-megatron", "vocab-parallel-megatron", measured),
     *(Figure(name, name, measured) for name in SOURCES if name.startswith("bench-")),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in FIGURE_LIST}
