@@ -1,4 +1,4 @@
-"""``torch-vocab-parallel``: cross-entropy with the class axis split across ranks, in torch.
+"""``torch-vocab-split``: cross-entropy with the class axis split across ranks, in torch.
 
 The project's reference for vocab-parallel runs (``--world-size R``,
 docs/kernel-features.md). Each rank holds the logits of a contiguous shard of the
@@ -69,7 +69,7 @@ from harness.adapters.torch_ce import shift_targets, to_numpy, torch_dtype
 class TorchVocabParallel(Adapter):
     """The vocab-parallel reference: collectives of torch.distributed, closed-form backward."""
 
-    name = "torch-vocab-parallel"
+    name = "torch-vocab-split"
     description = "vocab-parallel cross-entropy in torch: all_reduce of max, sum of exp, target"
     requires = ("torch",)
     supports = KERNEL_FEATURES | {VOCAB_PARALLEL}
@@ -215,7 +215,7 @@ class TorchVocabParallel(Adapter):
         z_out = None
         if inputs.z_loss != 0.0 or inputs.return_z_loss:
             # c lse**2 per kept position; a mean over the kept count K, never the weights
-            kept = keep if not inputs.probability_target else torch.ones_like(lse, dtype=bool)
+            kept = keep if not inputs.probability_target else torch.ones_like(lse, dtype=torch.bool)
             count = kept.sum()
             z_n = torch.where(kept, inputs.z_loss * lse * lse, 0.0)
             z_out = _reduced(z_n, inputs.reduction, target_shape, count)

@@ -61,14 +61,14 @@ def cases():
 @pytest.fixture(scope="module")
 def unsharded(cases):
     """The reference's results in an ordinary run (no ranks, no collectives)."""
-    return {r.key: r for r in harness.run(cases, "torch-vocab-parallel")}
+    return {r.key: r for r in harness.run(cases, "torch-vocab-split")}
 
 
 @pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda r: f"R{r}")
 def sharded(request, cases):
     """(R, results) at world size R, from one group of R ranks: the reference and torch (which
     does not opt in) on every case and dtype, the mutants on the split cases in float32."""
-    specs = ["torch-vocab-parallel", "torch", *MUTANT_SPECS]
+    specs = ["torch-vocab-split", "torch", *MUTANT_SPECS]
     adapters = [load(s) for s in specs]
     results = []
     with VocabParallelPool(specs, adapters, request.param) as pool:
@@ -123,7 +123,7 @@ def _close(a: object, b: object) -> bool:
 
 def test_the_reference_at_each_world_size_equals_its_unsharded_run(sharded, unsharded, cases):
     world_size, results = sharded
-    mine = [r for r in results if r.adapter == "torch-vocab-parallel"]
+    mine = [r for r in results if r.adapter == "torch-vocab-split"]
     assert len(mine) == sum(len(c.dtypes) for c in cases)
     for r in mine:
         base = unsharded[r.key]
@@ -194,14 +194,14 @@ def test_cli_world_size_records_it_in_the_report(cli, tmp_path):
     report = tmp_path / "r.json"
     start = time.perf_counter()
     r = cli("--cases", str(SPLIT_CASES), "--case", "split_cases/c7_target_in_every_shard",
-            "--adapter", "torch-vocab-parallel", "--adapter", "numpy", "--world-size", "2",
+            "--adapter", "torch-vocab-split", "--adapter", "numpy", "--world-size", "2",
             "--report", str(report), "-q")  # fmt: skip
     assert r.returncode == 0, r.output
     assert time.perf_counter() - start < 120
     doc = json.loads(report.read_text())
     assert {x["world_size"] for x in doc["results"]} == {2}
     statuses = {(x["adapter"], x["status"]) for x in doc["results"]}
-    assert statuses == {("torch-vocab-parallel", "pass"), ("numpy", "unsupported")}
+    assert statuses == {("torch-vocab-split", "pass"), ("numpy", "unsupported")}
 
 
 @pytest.mark.parametrize(
@@ -214,14 +214,14 @@ def test_cli_world_size_records_it_in_the_report(cli, tmp_path):
     ],
 )
 def test_cli_world_size_usage_errors(cli, args, message):
-    r = cli("--cases", str(SPLIT_CASES), "--adapter", "torch-vocab-parallel", *args)
+    r = cli("--cases", str(SPLIT_CASES), "--adapter", "torch-vocab-split", *args)
     assert r.returncode == 2 and message in r.output, r.output
     assert "Traceback" not in r.output
 
 
 def test_pytest_plugin_world_size(pytester):
     r = pytester.runpytest(
-        "-p", "no:cacheprovider", "--lossconf-adapter", "torch-vocab-parallel",
+        "-p", "no:cacheprovider", "--lossconf-adapter", "torch-vocab-split",
         "--lossconf-cases", str(SPLIT_CASES), "--lossconf-world-size", "2",
         "--lossconf-case", "split_cases/c3_more_ranks_than_classes_sum",
         "--lossconf-case", "split_cases/c7_all_ignored_mean_nan", "-q",

@@ -295,7 +295,7 @@ SOURCES: dict[str, Source] = {
         Source("cuda-run", "python -m harness --adapter torch --adapter torch@device=cuda "
                "--adapter jax --report cuda.json --report cuda.md", "slow", ok_codes=(0, 1)),
         Source("vocab-parallel-reference", "python tools/vocab_parallel_figures.py --adapter "
-               "torch-vocab-parallel --world-size 4", "slow"),
+               "torch-vocab-split --world-size 4", "slow"),
         # MEGATRON_PYTHON: an interpreter whose environment has megatron-core and lossconf
         Source("vocab-parallel-megatron", "${MEGATRON_PYTHON:-python} "
                "tools/vocab_parallel_figures.py --adapter megatron --world-size 2", "slow"),

@@ -1,6 +1,6 @@
 """A vocab-parallel run of one adapter over the hand-written cases, summed up for the docs.
 
-    python tools/vocab_parallel_figures.py --adapter torch-vocab-parallel --world-size 4
+    python tools/vocab_parallel_figures.py --adapter torch-vocab-split --world-size 4
     python tools/vocab_parallel_figures.py --adapter megatron --world-size 2   # its own env
 
 Prints the results by status, the non-conforming ones by the case features they share

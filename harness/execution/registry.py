@@ -52,7 +52,7 @@ BUILTIN: dict[str, str] = {
     "onnxruntime": "harness.adapters.onnx_ce:OnnxRuntimeAdapter",
     "keras": "harness.adapters.keras_loss:KerasAdapter",
     "tensorflow": "harness.adapters.tensorflow_raw:TensorFlowAdapter",
-    "torch-vocab-parallel": "harness.adapters.torch_vocab_parallel:TorchVocabParallel",
+    "torch-vocab-split": "harness.adapters.torch_vocab_parallel:TorchVocabParallel",
     "megatron": "harness.adapters.megatron_ce:MegatronVocabParallel",
 }
 

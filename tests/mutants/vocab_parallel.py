@@ -1,5 +1,5 @@
 """Deliberately wrong vocab-parallel cross-entropies: each overrides one collective step of the
-reference ``torch-vocab-parallel`` (adapters/torch_vocab_parallel.py) with a real bug.
+reference ``torch-vocab-split`` (adapters/torch_vocab_parallel.py) with a real bug.
 
 They are right at world size 1, where every rank's shard is the whole class axis; at 2 and 4
 ranks the suite must fail each of them (tests/test_vocab_parallel.py). Rank processes load
