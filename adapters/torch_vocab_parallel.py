@@ -72,7 +72,8 @@ class TorchVocabParallel(Adapter):
     name = "torch-vocab-split"
     description = "vocab-parallel cross-entropy in torch: all_reduce of max, sum of exp, target"
     requires = ("torch",)
-    supports = KERNEL_FEATURES | {VOCAB_PARALLEL}
+    # fused linear cases are not split across ranks (harness.execution.vocab_parallel.obstacle)
+    supports = (KERNEL_FEATURES - {"fused_linear"}) | {VOCAB_PARALLEL}
 
     def __init__(self, device: str = "cpu") -> None:
         self._device = str(device)

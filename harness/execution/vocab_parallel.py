@@ -84,6 +84,11 @@ def class_axis(ndim: int) -> int:
 
 def obstacle(case: Case, adapter: Adapter) -> str | None:
     """Why ``case`` cannot run vocab-parallel through ``adapter`` (None: it can)."""
+    if case.fused:
+        return (
+            "a fused linear case (hidden states and a classifier) is not split across ranks: "
+            "the classifier's rows would be, which this harness does not do yet"
+        )
     if not _opts_in(adapter):
         return (
             "needs vocab_parallel (--world-size: not in the adapter's 'supports'; a "
@@ -355,6 +360,12 @@ class VocabParallelPool:
         self, case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None
     ) -> Result:
         """One vocab-parallel call of ``adapter`` on ``case`` in ``dtype``, gathered and checked."""
+        if case.fused:  # no logits to cut: say so before any input is made
+            return Result(
+                case.id, adapter.name, dtype, Status.UNSUPPORTED, obstacle(case, adapter) or "",
+                case_hash=case.content_hash, tags=case.tags,
+                features=tuple(sorted(case.features())), world_size=self.world_size,
+            )  # fmt: skip
         result, inputs = begin(case, adapter, dtype)
         result.world_size = self.world_size
         if inputs is None:
