@@ -54,6 +54,9 @@ BUILTIN: dict[str, str] = {
     "tensorflow": "harness.adapters.tensorflow_raw:TensorFlowAdapter",
     "torch-vocab-split": "harness.adapters.torch_vocab_parallel:TorchVocabParallel",
     "megatron": "harness.adapters.megatron_ce:MegatronVocabParallel",
+    "paddle": "harness.adapters.paddle_ce:PaddleAdapter",
+    "mlx": "harness.adapters.mlx_ce:MlxAdapter",
+    "tinygrad": "harness.adapters.tinygrad_ce:TinygradAdapter",
 }
 
 

@@ -1,0 +1,610 @@
+"""Explain every non-conforming result of a framework's scoreboard run, and check each
+explanation by hand against PyTorch in float64.
+
+    python tools/verify_divergences.py mlx reports/scoreboard/mlx-0.32.4.json
+
+Run it in the framework's own environment (with torch beside it). For each framework,
+``DIVERGENCES`` lists what its results can diverge by; ``classify`` gives each
+non-conforming result of the report to the first divergence whose ``matches`` holds for
+the case's inputs (no framework needed: ``tests/test_scoreboard_divergences.py`` checks
+the committed reports). Then, for each divergence, the smallest case it explains is
+recomputed by hand: the framework's own function called directly on the case's exact
+values (a few lines, not the adapter), and ``torch.nn.functional.cross_entropy`` on the
+same values in float64. The divergence is confirmed when the two differ in the way it
+says (``differs``). The output is the Markdown list of docs/scoreboard.md (one figure per
+framework, ``python tools/refresh_docs.py divergences-mlx``).
+
+Exit status: 0 when every non-conforming result is explained and every repro confirms
+its divergence; 1 otherwise (the unexplained results and unconfirmed repros are listed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # tests import this file as tools.verify_divergences
+    sys.path.insert(0, str(REPO))
+
+import harness  # noqa: E402
+from harness import CallInputs, Case  # noqa: E402
+
+#: statuses that need an explanation
+NOT_CONFORMING = ("fail", "error", "missing_error", "crash", "timeout")
+#: unit roundoff by dtype: "differs" thresholds are multiples of it
+UNIT_ROUNDOFF = {"float64": 2.0**-53, "float32": 2.0**-24, "float16": 2.0**-11, "bfloat16": 2.0**-8}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one call gave: the loss and the gradient of its sum (float64), or an error."""
+
+    loss: np.ndarray | None = None
+    grad: np.ndarray | None = None
+    error: str | None = None
+    crashed: bool = False
+
+    def text(self, with_grad: bool) -> str:
+        if self.crashed:
+            return str(self.error)
+        if self.error is not None:
+            return f"raises {self.error}"
+        text = f"loss {_values(self.loss)}"
+        return f"{text}, gradient {_values(self.grad)}" if with_grad else text
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """One way a framework departs from PyTorch's semantics.
+
+    ``matches(inputs, case)``: whether it explains a non-conforming result of this case
+    (its inputs in the result's dtype); ``differs(framework, torch, inputs)``: whether a
+    by-hand recomputation shows it. The repro prints the losses, and the gradients when
+    the losses agree.
+    """
+
+    key: str
+    title: str
+    explanation: str
+    matches: Callable[[CallInputs, Case], bool]
+    differs: Callable[[Outcome, Outcome, CallInputs], bool]
+
+
+# ----------------------------------------------------------------------------- predicates
+
+
+def _has_weight(i: CallInputs) -> bool:
+    return i.weight is not None
+
+
+def _ignores(i: CallInputs) -> bool:
+    """Index targets of which some equal ignore_index."""
+    return not i.probability_target and bool(np.any(i.target == i.ignore_index))
+
+
+def _kdim(i: CallInputs) -> bool:
+    return i.logits.ndim > 2
+
+
+def _unnormalised(i: CallInputs) -> bool:
+    """Probability targets whose rows do not sum to 1 or hold a negative value."""
+    if not i.probability_target or i.target.size == 0:
+        return False
+    t = i.target.astype(np.float64)
+    sums = t.sum(axis=0 if t.ndim == 1 else 1)
+    return bool(not np.allclose(sums, 1.0, rtol=0, atol=1e-6) or (t < 0).any())
+
+
+def _spread(i: CallInputs) -> float:
+    """The largest gap between a row's maximum and another of its logits (inf for a -inf)."""
+    x = np.asarray(i.logits, np.float64)
+    if x.size == 0:
+        return 0.0
+    rows = np.moveaxis(x.reshape(1, -1) if x.ndim == 1 else x, 1, -1).reshape(
+        -1, x.shape[0 if x.ndim == 1 else 1]
+    )
+    with np.errstate(invalid="ignore"):
+        return float(np.nanmax(rows.max(axis=1, keepdims=True) - rows))
+
+
+def _error_kind(case: Case) -> str | None:
+    return case.expect_error
+
+
+def raised(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
+    """The framework raised (a Python error) where PyTorch returns."""
+    return framework.error is not None and not framework.crashed and torch.error is None
+
+
+def returned(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
+    """The framework returned, or crashed, where PyTorch raises (an invalid call)."""
+    return (framework.error is None or framework.crashed) and torch.error is not None
+
+
+def _far(a: np.ndarray | None, b: np.ndarray | None, rtol: float) -> bool:
+    """Whether ``a`` differs from ``b`` by more than ``rtol`` relative to ``b`` (elementwise),
+    or in where NaN and infinities are."""
+    if a is None or b is None:
+        return a is not b
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        return True
+    finite = np.isfinite(a) & np.isfinite(b)
+    if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
+        np.where(finite, 0, a), np.where(finite, 0, b)
+    ):
+        return True
+    return bool(np.any(np.abs(a - b)[finite] > rtol * np.abs(b)[finite]))
+
+
+def values_off(rtol_units: float) -> Callable[[Outcome, Outcome, CallInputs], bool]:
+    """The losses or the gradients differ by more than ``rtol_units`` unit roundoffs of the
+    call's dtype (relative)."""
+
+    def differs(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
+        if framework.error is not None or torch.error is not None:
+            return False
+        rtol = rtol_units * UNIT_ROUNDOFF[inputs.dtype]
+        return _far(framework.loss, torch.loss, rtol) or _far(framework.grad, torch.grad, rtol)
+
+    return differs
+
+
+def grad_off(rtol_units: float) -> Callable[[Outcome, Outcome, CallInputs], bool]:
+    """The gradients differ by more than ``rtol_units`` unit roundoffs, the losses do not."""
+
+    def differs(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
+        if framework.error is not None or torch.error is not None:
+            return False
+        rtol = rtol_units * UNIT_ROUNDOFF[inputs.dtype]
+        return _far(framework.grad, torch.grad, rtol)
+
+    return differs
+
+
+#: a value far off: more than 2**20 unit roundoffs (float64: 1e-10; float32: 6%)
+CLEARLY = 2.0**20
+#: a float64 result at float32's accuracy: off by more than 2**10 float64 roundoffs
+FLOAT64_AT_FLOAT32 = 2.0**10
+
+
+# ----------------------------------------------------------------------------- mlx
+
+
+def _mlx_native(i: CallInputs) -> Outcome:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    dt = {"float64": mx.float64, "float32": mx.float32, "float16": mx.float16,
+          "bfloat16": mx.bfloat16}[i.dtype]  # fmt: skip
+    x = mx.array(np.array(i.logits)).astype(dt)
+    t = mx.array(np.array(i.target))
+    t = t.astype(dt) if i.probability_target else t
+    w = None if i.weight is None else mx.take(mx.array(np.array(i.weight)).astype(dt), t)
+
+    def f(x: Any) -> Any:
+        return nn.losses.cross_entropy(
+            x, t, weights=w, axis=0 if x.ndim == 1 else 1,
+            label_smoothing=i.label_smoothing, reduction=i.reduction,
+        )  # fmt: skip
+
+    loss, grad = f(x), mx.grad(lambda x: f(x).sum())(x)
+    return Outcome(np.array(loss.astype(mx.float64)), np.array(grad.astype(mx.float64)))
+
+
+MLX = [
+    Divergence(
+        "smoothing-one",
+        "`label_smoothing=1.0` raises",
+        "mlx accepts label smoothing in [0, 1) only (`ValueError: Label smoothing must be in "
+        "[0, 1)`); PyTorch accepts [0, 1], where 1 gives the uniform target.",
+        lambda i, c: i.label_smoothing == 1.0,
+        raised,
+    ),
+    Divergence(
+        "empty",
+        "an empty batch raises",
+        "`mx.logsumexp` of no positions raises `ValueError: [logsumexp] Received empty "
+        "array`; PyTorch gives an empty `none`, a 0 `sum` and a NaN `mean`.",
+        lambda i, c: i.logits.size == 0,
+        raised,
+    ),
+    Divergence(
+        "invalid-not-checked",
+        "invalid calls return a value",
+        "mlx checks neither that class indices lie in [0, C) (`take_along_axis` reads outside "
+        "the row: garbage, and a segmentation fault for an index of 10**6) nor the weight's length (the adapter's `mx.take(weight, target)` reads what the "
+        "targets index), nor a batch of targets that broadcasts; PyTorch raises for each.",
+        lambda i, c: _error_kind(c) is not None,
+        returned,
+    ),
+    Divergence(
+        "per-position-weights",
+        "weights are per position: a weighted mean divides by N, smoothing is weighted by w[y]",
+        "mlx's `weights` multiply each position's loss (the adapter passes `weight[target]`), "
+        "and `mean` is `mx.mean` of the weighted losses: it divides by the number of positions, "
+        "where PyTorch divides by the sum of the targets' weights (so a zero total weight gives "
+        "0, not NaN). With label smoothing the whole smoothed loss is multiplied by w[y], where "
+        "PyTorch weighs the smoothing term of each class by that class's weight.",
+        lambda i, c: _has_weight(i) and (i.reduction == "mean" or i.label_smoothing > 0),
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "unnormalised-probabilities",
+        "probability targets are assumed to sum to 1",
+        "mlx computes `lse(x) - sum(y * x)` (and smooths with the mean of the logits), which "
+        "equals PyTorch's `-sum(y * log_softmax(x))` only when each row of y sums to 1; "
+        "PyTorch does not require it (`sum(y) * lse(x) - sum(y * x)`).",
+        lambda i, c: _unnormalised(i),
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "float64-at-float32-accuracy",
+        "float64 is computed at float32's accuracy",
+        "On the CPU mlx's float64 `exp`/`log` (in `logsumexp`) are accurate to about 1e-8 "
+        "relative, float32's accuracy, not float64's 1e-16; logits of 1e300 give NaN.",
+        lambda i, c: i.dtype == "float64",
+        values_off(FLOAT64_AT_FLOAT32),
+    ),
+    Divergence(
+        "half-precision-arithmetic",
+        "float16 and bfloat16 are computed in their own precision",
+        "On the CPU mlx computes and reduces in the logits' dtype (its docstring says so: "
+        "'upcast them to get the same accuracy'): `lse(x) - x[y]` cancels to 0 for a confident "
+        "position, and a float16 sum over many positions overflows to inf. PyTorch's CPU "
+        "kernels compute log_softmax in float32 for half inputs.",
+        lambda i, c: i.dtype in ("float16", "bfloat16"),
+        values_off(8),
+    ),
+]
+
+# ----------------------------------------------------------------------------- paddle
+
+
+def _paddle_native(i: CallInputs) -> Outcome:
+    import paddle
+    import paddle.nn.functional as F
+
+    x = paddle.to_tensor(np.array(i.logits), stop_gradient=False)
+    w = None if i.weight is None else paddle.to_tensor(np.array(i.weight))
+    loss = F.cross_entropy(
+        x, paddle.to_tensor(np.array(i.target)), weight=w, ignore_index=i.ignore_index,
+        reduction=i.reduction, soft_label=i.probability_target,
+        axis=0 if x.ndim == 1 else 1, label_smoothing=i.label_smoothing,
+    )  # fmt: skip
+    (grad,) = paddle.grad([loss.sum()], [x])
+    return Outcome(loss.numpy().astype(np.float64), grad.numpy().astype(np.float64))
+
+
+def _smoothing_index(i: CallInputs) -> bool:
+    return i.label_smoothing > 0 and not i.probability_target
+
+
+def _soft(i: CallInputs) -> bool:
+    """Paddle's soft-label path: probability targets, or any label smoothing."""
+    return i.probability_target or i.label_smoothing > 0
+
+
+def _mean_of_nothing(i: CallInputs) -> bool:
+    """A mean whose PyTorch denominator is 0: every target ignored, or kept weights
+    summing to 0 (index targets)."""
+    if i.reduction != "mean" or i.probability_target or i.logits.size == 0:
+        return False
+    keep = i.target != i.ignore_index
+    w = np.ones(i.logits.shape[0 if i.logits.ndim == 1 else 1]) if i.weight is None else i.weight
+    return float(np.sum(np.where(keep, np.asarray(w)[np.where(keep, i.target, 0)], 0))) == 0.0
+
+
+PADDLE = [
+    Divergence(
+        "smoothing-kdim",
+        "label smoothing of K-dimensional input takes its depth from the last axis",
+        "With `label_smoothing > 0` paddle turns class indices into one-hot rows with "
+        "`one_hot(label, input.shape[-1])`, the last axis's size, not the class axis's "
+        "(`axis=1`): the call raises (an index beyond that size, or one-hot rows of the "
+        "wrong length) or smooths over the wrong classes.",
+        lambda i, c: _smoothing_index(i) and _kdim(i),
+        lambda a, b, i: raised(a, b, i) or values_off(CLEARLY)(a, b, i),
+    ),
+    Divergence(
+        "smoothing-ignored",
+        "label smoothing with an ignored target raises",
+        "`one_hot` of an ignored target (-100, or any index outside [0, C)) raises "
+        "`Illegal index value`; an ignored target inside [0, C) is smoothed and counted as a "
+        "real one. PyTorch leaves ignored positions out of both terms.",
+        lambda i, c: _smoothing_index(i) and _ignores(i),
+        lambda a, b, i: raised(a, b, i) or values_off(CLEARLY)(a, b, i),
+    ),
+    Divergence(
+        "soft-label-weight-kdim",
+        "class weights with soft labels on K-dimensional input raise",
+        "paddle maps the weight onto soft labels (probability targets, or smoothed indices) "
+        "by `matmul(label, weight)`, which assumes the class axis is the last: with `axis=1` "
+        "and K-dimensional input the shapes do not fit (`In operator matmul ...`).",
+        lambda i, c: _has_weight(i) and _soft(i) and _kdim(i),
+        raised,
+    ),
+    Divergence(
+        "smoothing-mean-nonnegative-ignore-index",
+        "a smoothed mean with ignore_index >= 0 divides by N * C",
+        "With `label_smoothing > 0` the labels are soft (N, C) rows, and a `mean` with "
+        "`ignore_index >= 0` counts the entries of those rows that differ from ignore_index: "
+        "it divides by about N * C instead of the number of kept targets.",
+        lambda i, c: _smoothing_index(i) and i.reduction == "mean" and i.ignore_index >= 0,
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "soft-label-weight",
+        "class weights with soft labels weigh the whole row by sum(w * y)",
+        "For soft labels (probability targets, or smoothed indices) paddle computes "
+        "`(sum_c w[c] y[c]) * (-sum_c y[c] log p[c])` and divides a mean by the sum of those "
+        "row weights; PyTorch computes `-sum_c w[c] y[c] log p[c]` and divides a mean of "
+        "probability targets by N (of smoothed indices: by the sum of w[y]).",
+        lambda i, c: _has_weight(i) and _soft(i),
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "smoothing-probability-kdim",
+        "label smoothing of K-dimensional probability targets divides by the last axis",
+        "`label_smooth` adds `eps / D` with D the size of the label's last axis, not of the "
+        "class axis (`axis=1`).",
+        lambda i, c: i.probability_target and i.label_smoothing > 0 and _kdim(i),
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "mean-of-nothing",
+        "a mean over no kept target (or a zero total weight) is 0, not NaN",
+        "paddle divides by `count + (count == 0)` (and `weight_sum + (weight_sum == 0)`) "
+        "where PyTorch gives 0/0 = NaN.",
+        lambda i, c: _mean_of_nothing(i),
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "ignored-mean-negative-index",
+        "a mean with a negative ignore_index divides by N",
+        "With `ignore_index < 0` (PyTorch's default is -100) and no weight, paddle's `mean` is "
+        "`mean_all` of the losses, ignored positions included (as 0): it divides by N, not by "
+        "the number of kept targets. A non-negative ignore_index is counted right.",
+        lambda i, c: i.reduction == "mean" and _ignores(i) and i.ignore_index < 0,
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "log-softmax-clamped",
+        "log-probabilities are clamped at about -64",
+        "paddle's softmax cross-entropy kernel (numeric stable mode) keeps each probability "
+        "at least exp(-64): a -inf logit, or a logit more than 64 below its row's maximum, "
+        "gives a finite loss (64 for the target) and a gradient of about 1.6e-28 where "
+        "PyTorch gives inf, the exact loss and 0 (and NaN for 0 * log 0 of a probability "
+        "target).",
+        lambda i, c: _spread(i) > 60,
+        values_off(CLEARLY),
+    ),
+    Divergence(
+        "probability-ignore-index-zero",
+        "ignore_index=0 with probability targets is accepted",
+        "paddle rejects `ignore_index > 0` with soft labels, PyTorch `ignore_index >= 0`: "
+        "0 passes, and is not applied.",
+        lambda i, c: c.expect_error == "ignore_index_with_probabilities",
+        returned,
+    ),
+    Divergence(
+        "smoothing-float32",
+        "float64 label smoothing is computed in float32",
+        "paddle builds the smoothed labels in float32 (`one_hot` gives float32; `label_smooth`'s "
+        "epsilon is a float32 attribute) and casts them to float64, so eps / C and 1 - eps "
+        "carry float32 rounding into a float64 loss.",
+        lambda i, c: i.label_smoothing > 0 and i.dtype == "float64",
+        values_off(FLOAT64_AT_FLOAT32),
+    ),
+    Divergence(
+        "soft-label-gradient",
+        "the gradient of probability targets assumes they sum to 1",
+        "paddle's backward for soft labels is `softmax(x) - y`; the derivative of its own "
+        "forward `-sum y log_softmax(x)` is `sum(y) * softmax(x) - y`, so the gradient is "
+        "wrong (the loss is right) for rows that do not sum to 1.",
+        lambda i, c: _unnormalised(i),
+        values_off(CLEARLY),
+    ),
+]
+
+# ----------------------------------------------------------------------------- registry
+
+#: framework -> (its divergences, in the order they are tried; the by-hand call)
+FRAMEWORKS: dict[str, tuple[list[Divergence], Callable[[CallInputs], Outcome]]] = {
+    "mlx": (MLX, _mlx_native),
+    "paddle": (PADDLE, _paddle_native),
+}
+
+
+# ----------------------------------------------------------------------------- classify
+
+
+@dataclass
+class Explained:
+    divergence: Divergence
+    results: list[dict]
+
+
+def classify(
+    framework: str, report: dict, cases: dict[str, Case]
+) -> tuple[list[Explained], list[dict]]:
+    """Each non-conforming result of ``report`` under the first divergence of ``framework``
+    that matches it; the results no divergence explains."""
+    divergences = FRAMEWORKS[framework][0]
+    groups = {d.key: Explained(d, []) for d in divergences}
+    unexplained = []
+    for r in report["results"]:
+        status = r.get("torch_status", r["status"])
+        if status not in NOT_CONFORMING:
+            continue
+        case = cases[r["case_id"]]
+        inputs = case.inputs(r["dtype"])
+        for d in divergences:
+            if d.matches(inputs, case):
+                groups[d.key].results.append(r)
+                break
+        else:
+            unexplained.append(r)
+    return [g for g in groups.values() if g.results], unexplained
+
+
+# ----------------------------------------------------------------------------- by hand
+
+
+def torch_float64(i: CallInputs) -> Outcome:
+    """``F.cross_entropy`` on the same values in float64; the gradient is that of the sum."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.tensor(np.asarray(i.logits, np.float64), requires_grad=True)
+    if i.probability_target:
+        t = torch.tensor(np.asarray(i.target, np.float64))
+    else:
+        t = torch.tensor(np.asarray(i.target))
+    w = None if i.weight is None else torch.tensor(np.asarray(i.weight, np.float64))
+    try:
+        loss = F.cross_entropy(x, t, weight=w, ignore_index=i.ignore_index,
+                               reduction=i.reduction, label_smoothing=i.label_smoothing)  # fmt: skip
+        (grad,) = torch.autograd.grad(loss.sum(), x)
+    except Exception as e:
+        return Outcome(error=f"{type(e).__name__}: {_first_line(e)}")
+    return Outcome(loss.detach().numpy(), grad.numpy())
+
+
+def _call_in_child(call: Callable[[CallInputs], Outcome], i: CallInputs, conn: Any) -> None:
+    try:
+        conn.send(call(i))
+    except Exception as e:
+        conn.send(Outcome(error=f"{type(e).__name__}: {_first_line(e)}"))
+
+
+def by_hand(call: Callable[[CallInputs], Outcome], i: CallInputs) -> Outcome:
+    """``call(i)`` in a fresh process: an invalid call may crash the framework (mlx 0.32
+    reads and writes outside its buffers for a class index beyond C: a segmentation fault),
+    which then is the outcome, ``crashed``."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe(duplex=False)
+    process = context.Process(target=_call_in_child, args=(call, i, child))
+    process.start()
+    child.close()
+    outcome = parent.recv() if parent.poll(600) else None
+    process.join(60)
+    if outcome is None:
+        return Outcome(error=f"crashed (exit code {process.exitcode})", crashed=True)
+    return outcome
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    line = text[0] if text else ""
+    return line if len(line) <= 160 else line[:157] + "..."
+
+
+def _values(a: Any) -> str:
+    if a is None:
+        return "None"
+    a = np.asarray(a)
+    if a.size <= 8:
+        text = np.array2string(a, precision=17, separator=", ", floatmode="maxprec")
+        return " ".join(text.split())
+    return f"array of shape {a.shape}, first {np.array2string(a.reshape(-1)[:4], precision=6, separator=', ')}"
+
+
+def _inputs_text(i: CallInputs) -> str:
+    parts = [f"logits {_values(i.logits)}", f"target {_values(i.target)}"]
+    if i.weight is not None:
+        parts.append(f"weight {_values(i.weight)}")
+    parts.append(f"reduction={i.reduction!r}")
+    if i.ignore_index != -100:
+        parts.append(f"ignore_index={i.ignore_index}")
+    if i.label_smoothing:
+        parts.append(f"label_smoothing={i.label_smoothing}")
+    return ", ".join(parts)
+
+
+def repro_order(group: Explained, cases: dict[str, Case]) -> list[dict]:
+    """The group's results, smallest non-empty input first (float64 first among equals)."""
+    dtype_rank = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
+
+    def size(r: dict) -> tuple[bool, int, int, str]:
+        n = cases[r["case_id"]].inputs(r["dtype"]).logits.size
+        return (n == 0, n, dtype_rank[r["dtype"]], r["case_id"])  # empty ones last
+
+    return sorted(group.results, key=size)
+
+
+def render_group(
+    framework: str, version: str, group: Explained, cases: dict[str, Case], tries: int = 5
+) -> tuple[str, bool]:
+    """The divergence's Markdown entry and whether a by-hand repro confirmed it (the
+    smallest of its cases first, up to ``tries`` of them)."""
+    d = group.divergence
+    statuses = Counter(r.get("torch_status", r["status"]) for r in group.results)
+    dtypes = sorted({r["dtype"] for r in group.results}, key=list(UNIT_ROUNDOFF).index)
+    count = ", ".join(f"{n} {s}" for s, n in statuses.most_common())
+    lines = [f"- **{d.title}** ({count}; {', '.join(dtypes)}). {d.explanation}"]
+    call = FRAMEWORKS[framework][1]
+    failed = []
+    for r in repro_order(group, cases)[:tries]:
+        case = cases[r["case_id"]]
+        inputs = case.inputs(r["dtype"])
+        mine, ref = by_hand(call, inputs), torch_float64(inputs)
+        with_grad = (
+            mine.error is None
+            and ref.error is None
+            and not _far(mine.loss, ref.loss, FLOAT64_AT_FLOAT32 * UNIT_ROUNDOFF[inputs.dtype])
+        )
+        if d.differs(mine, ref, inputs):
+            lines.append(
+                f"  Repro `{case.id}` [{r['dtype']}]: {_inputs_text(inputs)}.\n"
+                f"  {framework} {version}: {mine.text(with_grad)}; "
+                f"torch float64: {ref.text(with_grad)}."
+            )
+            return "\n".join(lines), True
+        failed.append(f"  NOT CONFIRMED on `{case.id}` [{r['dtype']}]: {framework} "
+                      f"{mine.text(True)}; torch float64 {ref.text(True)}.")  # fmt: skip
+    return "\n".join(lines + failed), False
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("framework", choices=sorted(FRAMEWORKS))
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--classify-only", action="store_true",
+                        help="no by-hand repros (no framework needed)")  # fmt: skip
+    args = parser.parse_args(argv)
+    report = json.loads(args.report.read_text(encoding="utf-8"))
+    cases = {c.id: c for c in harness.load_suite()}
+    groups, unexplained = classify(args.framework, report, cases)
+    adapter = report["adapters"][0]
+    version = adapter.get("version", "")
+    total = sum(len(g.results) for g in groups) + len(unexplained)
+    print(f"{args.framework} {version} ({adapter.get('wraps', '')}, {adapter.get('device', '')}): "
+          f"{total} of {len(report['results'])} results do not conform to PyTorch's "
+          f"semantics, by {len(groups)} divergences, each checked by hand against "
+          f"torch float64 on the smallest case it explains:\n")  # fmt: skip
+    ok = not unexplained
+    for g in groups:
+        if args.classify_only:
+            print(f"- {g.divergence.key}: {len(g.results)}")
+            continue
+        text, confirmed = render_group(args.framework, version, g, cases)
+        print(text)
+        ok = ok and confirmed
+    for r in unexplained:
+        print(f"- UNEXPLAINED `{r['case_id']}` [{r['dtype']}] {r['status']}: {r['message'][:200]}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
