@@ -93,14 +93,19 @@ class MlxAdapter(Adapter):
         return "cpu"
 
     def run(self, inputs: CallInputs) -> Output:
-        import mlx.core as mx
-        import mlx.nn as nn
-
         ignores = not inputs.probability_target and np.any(inputs.target == inputs.ignore_index)
         if inputs.ignore_index != IGNORE_INDEX or ignores:
             # the runner already skips the cases declared to need it; this also covers an
             # invalid call (ignore_index >= 0 with probability targets), which mlx cannot express
             raise Unsupported(f"ignore_index={inputs.ignore_index}: mlx has no ignore_index")
+        if inputs.weight is not None and inputs.probability_target:
+            raise Unsupported(
+                "mlx's weights are per position: a class weight of probability targets has no "
+                "mlx spelling"
+            )
+        import mlx.core as mx
+        import mlx.nn as nn
+
         dtype = inputs.dtype
         x = to_mlx(inputs.logits, dtype)
         axis = 0 if x.ndim == 1 else 1
@@ -110,11 +115,6 @@ class MlxAdapter(Adapter):
             targets = mx.array(np.array(inputs.target, order="C"))
         weights = None
         if inputs.weight is not None:
-            if inputs.probability_target:
-                raise Unsupported(
-                    "mlx's weights are per position: a class weight of probability targets "
-                    "has no mlx spelling"
-                )
             weights = mx.take(to_mlx(inputs.weight, dtype), targets)
 
         def loss_of(logits: Any) -> Any:

@@ -226,6 +226,8 @@ DIVERGENCES_ONNXRUNTIME = verify_command(
      "invalid/weight_too_long", "invalid/reduction_average", "shapes/empty_sum_zero"],
     ["float64"],
 )  # fmt: skip
+#: the scoreboard runs whose divergences docs/scoreboard.md explains: framework -> version
+SCOREBOARD_RUNS = {"paddle": "3.3.1", "mlx": "0.32.4"}
 
 SOURCES: dict[str, Source] = {
     s.name: s
@@ -299,6 +301,11 @@ SOURCES: dict[str, Source] = {
         # MEGATRON_PYTHON: an interpreter whose environment has megatron-core and lossconf
         Source("vocab-parallel-megatron", "${MEGATRON_PYTHON:-python} "
                "tools/vocab_parallel_figures.py --adapter megatron --world-size 2", "slow"),
+        # each in the framework's own environment (with torch): python -m pip install
+        # 'lossconf[paddle]' torch (docs/scoreboard.md)
+        *(Source(f"divergences-{name}", f"python tools/verify_divergences.py {name} "
+                 f"reports/scoreboard/{name}-{version}.json", "slow")
+          for name, version in SCOREBOARD_RUNS.items()),
     ]
 }  # fmt: skip
 
@@ -460,6 +467,7 @@ FIGURE_LIST = [
     Figure("cce-run", "cce-run", measured),
     Figure("vocab-parallel-reference", "vocab-parallel-reference", measured),
     Figure("vocab-parallel-megatron", "vocab-parallel-megatron", measured),
+    *(Figure(f"divergences-{name}", f"divergences-{name}", measured) for name in SCOREBOARD_RUNS),
     *(Figure(name, name, measured) for name in SOURCES if name.startswith("bench-")),
 ]
 FIGURES: dict[str, Figure] = {f.name: f for f in FIGURE_LIST}

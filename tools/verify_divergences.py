@@ -147,35 +147,25 @@ def _far(a: np.ndarray | None, b: np.ndarray | None, rtol: float) -> bool:
     return bool(np.any(np.abs(a - b)[finite] > rtol * np.abs(b)[finite]))
 
 
-def values_off(rtol_units: float) -> Callable[[Outcome, Outcome, CallInputs], bool]:
-    """The losses or the gradients differ by more than ``rtol_units`` unit roundoffs of the
-    call's dtype (relative)."""
+def values_off(
+    rtol_units: float, at_least: float = 0.0
+) -> Callable[[Outcome, Outcome, CallInputs], bool]:
+    """The losses or the gradients differ, relative to PyTorch's, by more than
+    ``rtol_units`` unit roundoffs of the call's dtype and more than ``at_least``."""
 
     def differs(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
         if framework.error is not None or torch.error is not None:
             return False
-        rtol = rtol_units * UNIT_ROUNDOFF[inputs.dtype]
+        rtol = max(rtol_units * UNIT_ROUNDOFF[inputs.dtype], at_least)
         return _far(framework.loss, torch.loss, rtol) or _far(framework.grad, torch.grad, rtol)
 
     return differs
 
 
-def grad_off(rtol_units: float) -> Callable[[Outcome, Outcome, CallInputs], bool]:
-    """The gradients differ by more than ``rtol_units`` unit roundoffs, the losses do not."""
-
-    def differs(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
-        if framework.error is not None or torch.error is not None:
-            return False
-        rtol = rtol_units * UNIT_ROUNDOFF[inputs.dtype]
-        return _far(framework.grad, torch.grad, rtol)
-
-    return differs
-
-
-#: a value far off: more than 2**20 unit roundoffs (float64: 1e-10; float32: 6%)
-CLEARLY = 2.0**20
 #: a float64 result at float32's accuracy: off by more than 2**10 float64 roundoffs
 FLOAT64_AT_FLOAT32 = 2.0**10
+#: a different value, whatever the dtype: off by 0.1% and by 64 unit roundoffs
+CLEARLY = values_off(64, at_least=1e-3)
 
 
 # ----------------------------------------------------------------------------- mlx
@@ -237,7 +227,7 @@ MLX = [
         "0, not NaN). With label smoothing the whole smoothed loss is multiplied by w[y], where "
         "PyTorch weighs the smoothing term of each class by that class's weight.",
         lambda i, c: _has_weight(i) and (i.reduction == "mean" or i.label_smoothing > 0),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "unnormalised-probabilities",
@@ -246,7 +236,7 @@ MLX = [
         "equals PyTorch's `-sum(y * log_softmax(x))` only when each row of y sums to 1; "
         "PyTorch does not require it (`sum(y) * lse(x) - sum(y * x)`).",
         lambda i, c: _unnormalised(i),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "float64-at-float32-accuracy",
@@ -314,7 +304,7 @@ PADDLE = [
         "(`axis=1`): the call raises (an index beyond that size, or one-hot rows of the "
         "wrong length) or smooths over the wrong classes.",
         lambda i, c: _smoothing_index(i) and _kdim(i),
-        lambda a, b, i: raised(a, b, i) or values_off(CLEARLY)(a, b, i),
+        lambda a, b, i: raised(a, b, i) or CLEARLY(a, b, i),
     ),
     Divergence(
         "smoothing-ignored",
@@ -323,7 +313,7 @@ PADDLE = [
         "`Illegal index value`; an ignored target inside [0, C) is smoothed and counted as a "
         "real one. PyTorch leaves ignored positions out of both terms.",
         lambda i, c: _smoothing_index(i) and _ignores(i),
-        lambda a, b, i: raised(a, b, i) or values_off(CLEARLY)(a, b, i),
+        lambda a, b, i: raised(a, b, i) or CLEARLY(a, b, i),
     ),
     Divergence(
         "soft-label-weight-kdim",
@@ -341,7 +331,7 @@ PADDLE = [
         "`ignore_index >= 0` counts the entries of those rows that differ from ignore_index: "
         "it divides by about N * C instead of the number of kept targets.",
         lambda i, c: _smoothing_index(i) and i.reduction == "mean" and i.ignore_index >= 0,
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "soft-label-weight",
@@ -351,7 +341,7 @@ PADDLE = [
         "row weights; PyTorch computes `-sum_c w[c] y[c] log p[c]` and divides a mean of "
         "probability targets by N (of smoothed indices: by the sum of w[y]).",
         lambda i, c: _has_weight(i) and _soft(i),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "smoothing-probability-kdim",
@@ -359,7 +349,7 @@ PADDLE = [
         "`label_smooth` adds `eps / D` with D the size of the label's last axis, not of the "
         "class axis (`axis=1`).",
         lambda i, c: i.probability_target and i.label_smoothing > 0 and _kdim(i),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "mean-of-nothing",
@@ -367,7 +357,7 @@ PADDLE = [
         "paddle divides by `count + (count == 0)` (and `weight_sum + (weight_sum == 0)`) "
         "where PyTorch gives 0/0 = NaN.",
         lambda i, c: _mean_of_nothing(i),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "ignored-mean-negative-index",
@@ -376,7 +366,7 @@ PADDLE = [
         "`mean_all` of the losses, ignored positions included (as 0): it divides by N, not by "
         "the number of kept targets. A non-negative ignore_index is counted right.",
         lambda i, c: i.reduction == "mean" and _ignores(i) and i.ignore_index < 0,
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "log-softmax-clamped",
@@ -387,7 +377,7 @@ PADDLE = [
         "PyTorch gives inf, the exact loss and 0 (and NaN for 0 * log 0 of a probability "
         "target).",
         lambda i, c: _spread(i) > 60,
-        values_off(CLEARLY),
+        CLEARLY,
     ),
     Divergence(
         "probability-ignore-index-zero",
@@ -413,7 +403,7 @@ PADDLE = [
         "forward `-sum y log_softmax(x)` is `sum(y) * softmax(x) - y`, so the gradient is "
         "wrong (the loss is right) for rows that do not sum to 1.",
         lambda i, c: _unnormalised(i),
-        values_off(CLEARLY),
+        CLEARLY,
     ),
 ]
 
@@ -533,14 +523,20 @@ def _inputs_text(i: CallInputs) -> str:
 
 
 def repro_order(group: Explained, cases: dict[str, Case]) -> list[dict]:
-    """The group's results, smallest non-empty input first (float64 first among equals)."""
+    """The group's results in the order to try as its repro: those of its most common
+    status first, then non-empty inputs, the fewest features, the smallest logits,
+    float64 first."""
     dtype_rank = {"float64": 0, "float32": 1, "float16": 2, "bfloat16": 3}
+    statuses = Counter(r.get("torch_status", r["status"]) for r in group.results)
+    common = statuses.most_common(1)[0][0]
 
-    def size(r: dict) -> tuple[bool, int, int, str]:
+    def key(r: dict) -> tuple[bool, bool, int, int, int, str]:
         n = cases[r["case_id"]].inputs(r["dtype"]).logits.size
-        return (n == 0, n, dtype_rank[r["dtype"]], r["case_id"])  # empty ones last
+        status = r.get("torch_status", r["status"])
+        return (status != common, n == 0, len(r["features"]), n, dtype_rank[r["dtype"]],
+                r["case_id"])  # fmt: skip
 
-    return sorted(group.results, key=size)
+    return sorted(group.results, key=key)
 
 
 def render_group(

@@ -59,6 +59,9 @@ BUILTIN: dict[str, str] = {
     "tinygrad": "harness.adapters.tinygrad_ce:TinygradAdapter",
 }
 
+#: import name -> distribution name, where they differ (for the install command)
+DISTRIBUTIONS: dict[str, str] = {"paddle": "paddlepaddle"}
+
 
 @dataclass
 class Spec:
@@ -247,7 +250,8 @@ def install_command(module: str) -> str | None:
     """``pip install 'lossconf[EXTRA]'`` for a framework one of lossconf's extras brings
     (read from the installed package's metadata, where pyproject.toml defines the extras);
     None for any other module."""
-    wanted = module.split(".")[0].replace("_", "-").lower()
+    top = module.split(".")[0]
+    wanted = DISTRIBUTIONS.get(top, top).replace("_", "-").lower()
     try:
         requires = metadata.requires("lossconf") or []
     except metadata.PackageNotFoundError:  # a source tree that was never installed
