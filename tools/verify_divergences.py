@@ -487,7 +487,12 @@ def by_hand(call: Callable[[CallInputs], Outcome], i: CallInputs) -> Outcome:
     process = context.Process(target=_call_in_child, args=(call, i, child))
     process.start()
     child.close()
-    outcome = parent.recv() if parent.poll(600) else None
+    outcome = None
+    if parent.poll(600):  # also true when the child died, and recv then raises EOFError
+        try:
+            outcome = parent.recv()
+        except EOFError:
+            outcome = None
     process.join(60)
     if outcome is None:
         return Outcome(error=f"crashed (exit code {process.exitcode})", crashed=True)
