@@ -140,9 +140,7 @@ def _far(a: np.ndarray | None, b: np.ndarray | None, rtol: float) -> bool:
     if a.shape != b.shape:
         return True
     finite = np.isfinite(a) & np.isfinite(b)
-    if not np.array_equal(np.isnan(a), np.isnan(b)) or not np.array_equal(
-        np.where(finite, 0, a), np.where(finite, 0, b)
-    ):
+    if not np.array_equal(np.where(finite, 0, a), np.where(finite, 0, b), equal_nan=True):
         return True
     return bool(np.any(np.abs(a - b)[finite] > rtol * np.abs(b)[finite]))
 
@@ -407,12 +405,94 @@ PADDLE = [
     ),
 ]
 
+# ----------------------------------------------------------------------------- tinygrad
+
+
+def _tinygrad_native(i: CallInputs) -> Outcome:
+    from tinygrad import Tensor, dtypes
+
+    dt = {"float64": dtypes.float64, "float32": dtypes.float32, "float16": dtypes.float16,
+          "bfloat16": dtypes.bfloat16}[i.dtype]  # fmt: skip
+    x = Tensor(np.array(i.logits, order="C")).cast(dt)
+    t = Tensor(np.array(i.target, order="C"))
+    eps, red = i.label_smoothing, i.reduction
+    if i.probability_target:  # the function with PyTorch's name and class axis
+        loss = x.cross_entropy(t.cast(dt), reduction=red, label_smoothing=eps)
+    elif i.weight is None:  # the one with ignore_index; class axis last
+        xl = x.permute(0, *range(2, x.ndim), 1) if x.ndim > 2 else x
+        loss = xl.sparse_categorical_crossentropy(
+            t, ignore_index=i.ignore_index, label_smoothing=eps, reduction=red
+        )
+    else:  # the one with class weights
+        w = Tensor(np.array(i.weight, order="C")).cast(dt)
+        x2, t2 = (x.reshape(1, -1), t.reshape(1)) if x.ndim == 1 else (x, t)
+        loss = x2.log_softmax(1).nll_loss(t2, w, ignore_index=i.ignore_index, reduction=red)
+    (grad,) = loss.sum().gradient(x)
+    return Outcome(loss.cast(dtypes.float64).numpy(), grad.cast(dtypes.float64).numpy())
+
+
+def _all_ignored_mean(i: CallInputs) -> bool:
+    return (
+        i.reduction == "mean"
+        and not i.probability_target
+        and i.target.size > 0
+        and bool(np.all(i.target == i.ignore_index))
+    )
+
+
+TINYGRAD = [
+    Divergence(
+        "invalid-not-checked",
+        "invalid calls return a value",
+        "tinygrad picks the target class by comparing with `arange(C)` (a one-hot mask), so a "
+        "class index outside [0, C) selects nothing and gives a loss instead of an error.",
+        lambda i, c: c.expect_error is not None,
+        returned,
+    ),
+    Divergence(
+        "ignore-index-minus-one",
+        "`ignore_index=-1` ignores nothing",
+        "`sparse_categorical_crossentropy` builds its mask as `Y != ignore_index` unless "
+        "ignore_index is -1 (its default), where every position is kept: a target of -1 "
+        "adds 0 (or the smoothing term) and counts in the mean's denominator.",
+        lambda i, c: not i.probability_target and i.ignore_index == -1 and _ignores(i),
+        CLEARLY,
+    ),
+    Divergence(
+        "all-ignored-full-smoothing",
+        "label_smoothing=1 with every target ignored gives a value",
+        "With `label_smoothing=1.0` and every target ignored, `sparse_categorical_crossentropy` "
+        "returns a finite mean with a non-zero gradient; PyTorch gives 0/0 = NaN and a zero "
+        "gradient (the smoothing term of an ignored position is masked out, as it is by "
+        "tinygrad for smaller label_smoothing).",
+        lambda i, c: _all_ignored_mean(i) and i.label_smoothing == 1.0 and i.weight is None,
+        CLEARLY,
+    ),
+    Divergence(
+        "all-ignored-weighted-mean",
+        "a weighted mean over no kept target is -0, not NaN",
+        "`log_softmax().nll_loss(weight=...)` divides the masked sum by the masked weights "
+        "and returns -0 when every target is ignored; PyTorch gives 0/0 = NaN.",
+        lambda i, c: _all_ignored_mean(i) and i.weight is not None,
+        CLEARLY,
+    ),
+    Divergence(
+        "all-ignored-mean-gradient",
+        "a mean over no kept target has a NaN gradient",
+        "When every target is ignored, `sparse_categorical_crossentropy`'s mean is NaN "
+        "(0/0, as PyTorch's) and so is its gradient; PyTorch's gradient is zero there.",
+        lambda i, c: _all_ignored_mean(i),
+        CLEARLY,
+    ),
+]
+
 # ----------------------------------------------------------------------------- registry
 
 #: framework -> (its divergences, in the order they are tried; the by-hand call)
 FRAMEWORKS: dict[str, tuple[list[Divergence], Callable[[CallInputs], Outcome]]] = {
     "mlx": (MLX, _mlx_native),
     "paddle": (PADDLE, _paddle_native),
+    "tinygrad": (TINYGRAD, _tinygrad_native),
 }
 
 
