@@ -239,8 +239,8 @@ MLX = [
     Divergence(
         "float64-at-float32-accuracy",
         "float64 is computed at float32's accuracy",
-        "On the CPU mlx's float64 `exp`/`log` (in `logsumexp`) are accurate to about 1e-8 "
-        "relative, float32's accuracy, not float64's 1e-16; logits of 1e300 give NaN.",
+        "On the CPU mlx's float64 `logsumexp` is accurate to float32's precision, not "
+        "float64's (the run's `numerics/huge_1e300_float64` also gives NaN).",
         lambda i, c: i.dtype == "float64",
         values_off(FLOAT64_AT_FLOAT32),
     ),
@@ -369,11 +369,10 @@ PADDLE = [
     Divergence(
         "log-softmax-clamped",
         "log-probabilities are clamped at about -64",
-        "paddle's softmax cross-entropy kernel (numeric stable mode) keeps each probability "
-        "at least exp(-64): a -inf logit, or a logit more than 64 below its row's maximum, "
-        "gives a finite loss (64 for the target) and a gradient of about 1.6e-28 where "
-        "PyTorch gives inf, the exact loss and 0 (and NaN for 0 * log 0 of a probability "
-        "target).",
+        "paddle's softmax clips each logit minus its row's maximum at -64 (`ValueClip` in "
+        "its softmax kernel): a -inf logit, or one more than 64 below the maximum, gives a "
+        "finite loss and a small non-zero gradient where PyTorch gives inf, the exact loss "
+        "and 0 (and NaN for 0 * log 0 of a probability target).",
         lambda i, c: _spread(i) > 60,
         CLEARLY,
     ),
