@@ -213,3 +213,36 @@ def test_the_committed_scoreboard_renders():
     for run in runs:
         # noxfile.py's scoreboard_name: the library's own version ('0.10.2, optax 0.2.8')
         assert run.path.name == f"{run.adapter}-{run.version.split()[0].rstrip(',')}.json"
+
+
+def _noxfile():
+    """noxfile.py as a module (nox, in the dev extra, is what it imports)."""
+    import importlib.util
+
+    pytest.importorskip("nox")
+    path = Path(__file__).resolve().parent.parent / "noxfile.py"
+    spec = importlib.util.spec_from_file_location("lossconf_noxfile", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_scoreboard_sessions_install_extras_that_exist():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    nox = _noxfile()
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    extras = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"
+    ]
+    from harness.execution.registry import BUILTIN
+
+    for framework, (adapter, requirements) in nox.SCOREBOARD.items():
+        assert adapter in BUILTIN, framework
+        for requirement in requirements:
+            extra = re.fullmatch(r"\.(?:\[(\w+)\])?", requirement)
+            assert extra, f"{framework}: {requirement!r} is not the project or one extra of it"
+            assert extra.group(1) is None or extra.group(1) in extras, requirement
+    assert nox.scoreboard_name("jax", "0.10.2, optax 0.2.8") == "jax-0.10.2.json"
+    assert nox.scoreboard_name("optax", "0.2.8 (jax 0.10.2)") == "optax-0.2.8.json"
+    assert nox.scoreboard_name("torch", "2.13.0+cpu") == "torch-2.13.0+cpu.json"
