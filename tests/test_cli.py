@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from conftest import REPO
@@ -58,11 +57,9 @@ class NoCheck(Adapter):
 
 def test_default_run_conforms_and_prints_table(cli_process):
     """No option: the whole built-in suite through the numpy reference, every result conforms
-    (divergence-tagged cases included), in well under a minute (about 2 s with a warm cache,
-    7 s cold, on two cores)."""
-    start = time.perf_counter()
+    (divergence-tagged cases included). Its speed is benchmarks/bench_startup.py's and
+    bench_oracle.py's to measure, not a test's."""
     r = cli_process()
-    assert time.perf_counter() - start < 60
     assert r.returncode == 0, r.output
     assert "numpy" in r.stdout and "pass" in r.stdout
     assert "all conform" in r.stdout
