@@ -211,6 +211,7 @@ def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs 
         status=Status.PASS,
         case_hash=case.content_hash,
         tags=case.tags,
+        semantics=adapter_dialect(adapter).name,
     )
     try:
         features = case.features()
@@ -407,8 +408,9 @@ def check_values(
 ) -> None:
     """Compare an adapter's ``output`` with the expected values of ``case`` in ``dtype``; sets
     ``result``'s status, message, errors and loss summaries (``inputs.want_grad``: whether
-    the gradient is checked)."""
-    _check_values(case, dtype, inputs, output, result)
+    the gradient is checked), under the dialect ``result.semantics`` names."""
+    dialect = dialect_named(result.semantics, f"adapter {result.adapter!r}: semantics")
+    _check_values(case, dtype, inputs, output, result, dialect)
 
 
 def _check_values(
