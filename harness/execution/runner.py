@@ -199,20 +199,25 @@ def _call(
     return watchdog.call(adapter, call)
 
 
-def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs | None]:
-    """The result record of one call and the call's inputs, made whole in memory (as
-    ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
-    result is already settled (``unsupported`` by declaration, or inputs that cannot be
-    made). ``run_one`` does the same, streaming the inputs of a large case."""
-    result = Result(
+def new_result(case: Case, adapter: Adapter, dtype: str, dialect: Dialect) -> Result:
+    """The record of one call before it runs: passing until something says otherwise."""
+    return Result(
         case_id=case.id,
         adapter=adapter.name,
         dtype=dtype,
         status=Status.PASS,
         case_hash=case.content_hash,
         tags=case.tags,
-        semantics=adapter_dialect(adapter).name,
+        semantics=dialect.name,
     )
+
+
+def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs | None]:
+    """The result record of one call and the call's inputs, made whole in memory (as
+    ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
+    result is already settled (``unsupported`` by declaration, or inputs that cannot be
+    made). ``run_one`` does the same, streaming the inputs of a large case."""
+    result = new_result(case, adapter, dtype, adapter_dialect(adapter))
     try:
         features = case.features()
         result.features = tuple(sorted(features))
@@ -258,15 +263,7 @@ def run_one(
         with Watchdog(timeout, warm_up=timeout) as lone:
             return run_one(case, adapter, dtype, watchdog=lone)
     dialect = adapter_dialect(adapter)
-    result = Result(
-        case_id=case.id,
-        adapter=adapter.name,
-        dtype=dtype,
-        status=Status.PASS,
-        case_hash=case.content_hash,
-        tags=case.tags,
-        semantics=dialect.name,
-    )
+    result = new_result(case, adapter, dtype, dialect)
     try:
         features = case.features()
         result.features = tuple(sorted(features))
