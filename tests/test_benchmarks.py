@@ -113,7 +113,8 @@ def test_cache_and_jobs_measures_both_runs(tmp_path):
         "numpy adapter, execution phase only (in process)",
     ):
         first, second, speed_up = table[label]
-        assert float(first) > 0 and float(second) >= 0 and speed_up.endswith("x")
+        # Times are printed to 0.01 s; a fast machine may round a run to 0.00.
+        assert float(first) >= 0 and float(second) >= 0 and speed_up.endswith("x")
     assert not any("torch" in label for label in table)
 
 
@@ -127,7 +128,7 @@ def test_overhead_compares_harness_and_bare_loop(tmp_path):
     assert header[0] == "adapter" and row[0] == "numpy"
     cells = dict(zip(header, row, strict=True))
     assert int(cells["calls"]) > 0
-    assert float(cells["harness CPU s"]) > 0 and float(cells["bare loop CPU s"]) > 0
+    assert float(cells["harness CPU s"]) >= 0 and float(cells["bare loop CPU s"]) >= 0
 
 
 def test_plugin_and_cli_run_the_same_selection(tmp_path):
@@ -154,4 +155,4 @@ def test_bench_llm_scale_table_runs_both_sides(tmp_path):
     )  # fmt: skip
     got = rows(out)
     assert [r[0] for r in got[1:]] == ["numpy: bare call", "numpy: `python -m harness`"]
-    assert got[1][5] == "1.00" and float(got[2][3]) > 0
+    assert got[1][5] == "1.00" and float(got[2][3]) >= 0
