@@ -11,7 +11,6 @@ import itertools
 import json
 import math
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -192,12 +191,10 @@ def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):
 # -- the command line and the pytest plugin -------------------------------------------------
 def test_cli_world_size_records_it_in_the_report(cli, tmp_path):
     report = tmp_path / "r.json"
-    start = time.perf_counter()
     r = cli("--cases", str(SPLIT_CASES), "--case", "split_cases/c7_target_in_every_shard",
             "--adapter", "torch-vocab-split", "--adapter", "numpy", "--world-size", "2",
             "--report", str(report), "-q")  # fmt: skip
     assert r.returncode == 0, r.output
-    assert time.perf_counter() - start < 120
     doc = json.loads(report.read_text())
     assert {x["world_size"] for x in doc["results"]} == {2}
     statuses = {(x["adapter"], x["status"]) for x in doc["results"]}
