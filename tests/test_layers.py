@@ -11,6 +11,7 @@ every ``import`` statement, function-level ones included; imports under
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -87,15 +88,16 @@ def _resolve(module: str, node: ast.Import | ast.ImportFrom) -> list[str]:
     return [n for n in names if n in MODULES]
 
 
+@functools.cache
 def _graph() -> dict[str, set[str]]:
+    """Each module's imports of lossconf modules; built on first use, not at collection, so
+    only the pytest-xdist worker that runs these tests pays for parsing every module."""
     graph: dict[str, set[str]] = {}
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"))
         graph[name] = {t for node in _runtime_imports(tree) for t in _resolve(name, node)} - {name}
     return graph
 
-
-GRAPH = _graph()
 
 
 def _layer_of(module: str) -> tuple[int, str] | None:
@@ -113,7 +115,7 @@ def test_every_module_has_a_layer():
 
 def test_layers_import_only_downward():
     wrong = []
-    for module, targets in GRAPH.items():
+    for module, targets in _graph().items():
         here = _layer_of(module)
         if here is None:
             continue
@@ -138,7 +140,7 @@ def test_no_import_cycles():
         index[v] = low[v] = len(index)
         stack.append(v)
         on_stack.add(v)
-        for w in GRAPH[v]:
+        for w in _graph()[v]:
             if w not in index:
                 connect(w)
                 low[v] = min(low[v], low[w])
@@ -155,7 +157,7 @@ def test_no_import_cycles():
             if len(component) > 1:
                 cycles.append(sorted(component))
 
-    for v in GRAPH:
+    for v in _graph():
         if v not in index:
             connect(v)
     assert not cycles, f"import cycles: {cycles}"
@@ -183,7 +185,7 @@ def test_function_level_imports_of_lossconf_say_why():
 @pytest.mark.parametrize("name", ["harness.cases", "harness.oracle", "harness.execution"])
 def test_the_graph_sees_real_imports(name):
     """The checks above are only as good as the graph: it must hold the known edges."""
-    assert any(t.startswith("harness.") for t in GRAPH[f"{name}.{_a_module(name)}"])
+    assert any(t.startswith("harness.") for t in _graph()[f"{name}.{_a_module(name)}"])
 
 
 def _a_module(package: str) -> str:

@@ -176,3 +176,25 @@ def test_read_report_names_a_schema_version_it_cannot_read(tmp_path):
     future.write_text('{"schema_version": 3, "results": []}')
     with pytest.raises(Exception, match=r"schema_version 3, this lossconf reads 1 and 2"):
         read_report(future)
+
+
+def test_the_session_check_flags_a_report_off_the_schema(cli, cases, tmp_path):
+    """What ``tests/conftest.py`` runs on every report at the end of the session finds a
+    report that strays from the schema, whichever validator it uses."""
+    from report_validation import check_reports_under
+
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    good = folder / "good.json"
+    assert cli("--cases", str(cases), "--report", str(good)).returncode == 0
+    assert check_reports_under(folder) == (1, [])
+    doc = json.loads(good.read_text())
+    doc["results"][0]["status"] = "bogus"
+    bad = folder / "bad.json"
+    bad.write_text(json.dumps(doc, indent=1))
+    try:
+        found, problems = check_reports_under(folder)
+    finally:
+        bad.unlink()  # the session's own check at the end must not find it
+    assert found == 2 and len(problems) == 1
+    assert problems[0].startswith(f"{bad}: ") and "bogus" in problems[0]
