@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -326,45 +327,42 @@ class PairCoverage:
         return len(self.feasible) - len(self.missing)
 
 
-def pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
-    """Per parameter pair (in PARAMETERS order), what the rows cover."""
+def _pair_coverage(
+    rows: list[dict[str, str]],
+    pairs: dict[tuple[str, str], list[tuple[str, str]]],
+    infeasible_pair: Callable[[str, str, str, str], object],
+) -> list[PairCoverage]:
+    """Per parameter pair of ``pairs`` (pair -> its feasible value pairs), what ``rows``
+    cover: the values missing, and the rows holding a pair ``infeasible_pair`` rules out."""
     out = []
-    for (a, b), feasible in feasible_pairs().items():
+    for (a, b), feasible in pairs.items():
         seen: dict[tuple[str, str], str] = {}
         for r in rows:
             seen.setdefault((r[a], r[b]), r.get("case", "?"))
         missing = [p for p in feasible if p not in seen]
-        contradicting = {p: cid for p, cid in seen.items() if infeasible(a, p[0], b, p[1])}
+        contradicting = {p: cid for p, cid in seen.items() if infeasible_pair(a, p[0], b, p[1])}
         out.append(PairCoverage(a, b, feasible, missing, contradicting))
     return out
+
+
+def pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
+    """Per parameter pair (in PARAMETERS order), what the rows cover."""
+    return _pair_coverage(rows, feasible_pairs(), infeasible)
 
 
 def kernel_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
     """Per (kernel field, parameter) pair, what the rows cover."""
-    out = []
-    for (a, b), feasible in kernel_feasible_pairs().items():
-        seen: dict[tuple[str, str], str] = {}
-        for r in rows:
-            seen.setdefault((r[a], r[b]), r.get("case", "?"))
-        missing = [p for p in feasible if p not in seen]
-        contradicting = {p: cid for p, cid in seen.items() if kernel_infeasible(a, p[0], b, p[1])}
-        out.append(PairCoverage(a, b, feasible, missing, contradicting))
-    return out
+    return _pair_coverage(rows, kernel_feasible_pairs(), kernel_infeasible)
 
 
 def linear_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
     """Per (fused_linear, parameter or kernel field) pair, what the fused rows cover."""
     fused = [r for r in rows if r.get("fused_linear", "no") != "no"]
-    out = []
-    for (a, b), feasible in linear_feasible_pairs().items():
-        seen: dict[tuple[str, str], str] = {}
-        for r in fused:
-            seen.setdefault((r[a], r[b]), r.get("case", "?"))
-        missing = [p for p in feasible if p not in seen]
-        contradicting = {p: cid for p, cid in seen.items() if (a, *p[:1], b, *p[1:]) in
-                         LINEAR_INFEASIBLE}  # fmt: skip
-        out.append(PairCoverage(a, b, feasible, missing, contradicting))
-    return out
+    return _pair_coverage(
+        fused,
+        linear_feasible_pairs(),
+        lambda a, va, b, vb: (a, va, b, vb) in LINEAR_INFEASIBLE,
+    )
 
 
 def _render_linear(rows: list[dict[str, str]]) -> list[str]:
