@@ -287,10 +287,19 @@ def _realizable_combos() -> tuple[tuple[str, ...], ...]:
 
 
 @functools.cache
+def _combos_with(parameter: str, value: str) -> frozenset[int]:
+    """The indices of the realizable combos in which ``parameter`` has ``value``."""
+    i = CONSTRAINED.index(parameter)
+    return frozenset(n for n, combo in enumerate(_realizable_combos()) if combo[i] == value)
+
+
+@functools.cache
 def _extendable(assigned: frozenset[tuple[str, str]]) -> bool:
-    """Whether values of some CONSTRAINED parameters extend to a realizable call."""
-    fixed = [(CONSTRAINED.index(k), v) for k, v in assigned]
-    return any(all(combo[i] == v for i, v in fixed) for combo in _realizable_combos())
+    """Whether values of some CONSTRAINED parameters extend to a realizable call: some
+    realizable combo has every one of them."""
+    if not assigned:
+        return bool(_realizable_combos())
+    return bool(frozenset.intersection(*(_combos_with(k, v) for k, v in assigned)))
 
 
 def _row_extendable(row: dict[str, str]) -> bool:
@@ -615,12 +624,13 @@ def _all_params() -> dict[str, tuple[str, ...]]:
     return {**coverage.PARAMETERS, **coverage.KERNEL_PARAMETERS}
 
 
+@functools.cache
+def _kernel_pair_keys() -> tuple[tuple[str, str], ...]:
+    return tuple(coverage.kernel_feasible_pairs())
+
+
 def _kernel_pairs_of(row: dict[str, str]) -> set[Pair]:
-    return {
-        ((a, row[a]), (b, row[b]))
-        for (a, b) in coverage.kernel_feasible_pairs()
-        if a in row and b in row
-    }
+    return {((a, row[a]), (b, row[b])) for (a, b) in _kernel_pair_keys() if a in row and b in row}
 
 
 def _plain(field: str, value: str) -> bool:
@@ -845,12 +855,13 @@ def _linear_realizable(row: dict[str, str]) -> bool:
     )
 
 
+@functools.cache
+def _linear_pair_keys() -> tuple[tuple[str, str], ...]:
+    return tuple(coverage.linear_feasible_pairs())
+
+
 def _linear_pairs_of(row: dict[str, str]) -> set[Pair]:
-    return {
-        ((a, row[a]), (b, row[b]))
-        for (a, b) in coverage.linear_feasible_pairs()
-        if a in row and b in row
-    }
+    return {((a, row[a]), (b, row[b])) for (a, b) in _linear_pair_keys() if a in row and b in row}
 
 
 def linear_pairwise_rows() -> list[dict[str, str]]:
