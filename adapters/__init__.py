@@ -195,6 +195,13 @@ class LinearCallInputs:
         target: class indices, int64 (N,) or (B, T) (no probability targets).
         The other attributes are those of ``CallInputs``; ``grad_output`` has the loss's
         shape, (N,) or (B, T); ``shift`` acts along T.
+        vocab_shard: in a vocab-parallel run (``--world-size``), this rank's place in the
+            split; ``classifier``, ``bias`` and ``weight`` then hold only the rows
+            ``[vocab_start, vocab_end)``, while ``hidden`` and the targets (global class
+            indices) stay whole. The adapter returns the loss and ``grad_hidden`` replicated
+            (the whole value, all-reduced over the ranks, identical on every rank: Megatron's
+            column-parallel output layer) and the gradients of its own classifier and bias
+            rows. None in an ordinary run.
     """
 
     hidden: np.ndarray
@@ -213,6 +220,7 @@ class LinearCallInputs:
     z_loss: float = 0.0
     return_z_loss: bool = False
     shift: int = 0
+    vocab_shard: VocabShard | None = None
 
     #: the input arrays, as the runner checks them for in-place writes
     ARRAYS: ClassVar[tuple[str, ...]] = (

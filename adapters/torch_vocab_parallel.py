@@ -44,6 +44,14 @@ gradient times ``dz/dx = a (1 - tanh**2)``), the shift on the whole target every
 holds, and the z-loss ``c lse_n**2`` uses the all-reduced ``lse_n`` (its gradient
 ``2 c lse_n p_nj u'_n``, ``u'_n`` over the kept count K for a mean).
 
+Fused linear cross-entropy (``run_linear``, docs/fused-linear.md) is split as Megatron's
+column-parallel output layer splits it: each rank holds the whole hidden states h and
+its rows ``[vocab_start, vocab_end)`` of the classifier and bias, forms its logits shard
+``z = h W_r^T + b_r`` (P, C_r) in the accumulation dtype, and runs the above on it. Then
+``grad_classifier_r = G^T h`` and ``grad_bias_r = sum_n G_n`` are its own rows', and
+``grad_hidden = sum over ranks of G W_r`` is one more all_reduce(SUM), returned whole on
+every rank.
+
 Outside a vocab-parallel run (``vocab_shard`` None) the adapter is one rank holding
 every class, and each collective is the identity; it then also raises PyTorch's
 errors for invalid input. torch is imported inside ``load``/``run`` only.
@@ -52,18 +60,32 @@ errors for invalid input. torch is imported inside ``load``/``run`` only.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 from harness.adapters import (
     KERNEL_FEATURES,
     VOCAB_PARALLEL,
     Adapter,
     CallInputs,
+    LinearCallInputs,
+    LinearOutput,
     Output,
     VocabShard,
 )
 from harness.adapters.numpy_ref import validate
 from harness.adapters.torch_ce import shift_targets, to_numpy, torch_dtype
+
+
+class _Pass(NamedTuple):
+    """One forward and backward on a rank's logits rows, in the accumulation dtype: the loss,
+    G = dLoss/dlogits (P, C_r), the z-loss term (None when not asked), the probabilities
+    (P, C_r) and the positions whose target is kept (P,)."""
+
+    loss: Any
+    grad: Any
+    z_loss: Any
+    p: Any
+    keep: Any
 
 
 class TorchVocabParallel(Adapter):
@@ -72,8 +94,7 @@ class TorchVocabParallel(Adapter):
     name = "torch-vocab-split"
     description = "vocab-parallel cross-entropy in torch: all_reduce of max, sum of exp, target"
     requires = ("torch",)
-    # fused linear cases are not split across ranks (harness.execution.vocab_parallel.obstacle)
-    supports = (KERNEL_FEATURES - {"fused_linear"}) | {VOCAB_PARALLEL}
+    supports = KERNEL_FEATURES | {VOCAB_PARALLEL}
 
     def __init__(self, device: str = "cpu") -> None:
         self._device = str(device)
@@ -151,11 +172,89 @@ class TorchVocabParallel(Adapter):
         acc = torch.float64 if inputs.dtype == "float64" else torch.float32
         logits = torch.from_numpy(inputs.logits.copy()).to(device=device, dtype=acc)
         shape = tuple(logits.shape)
-        x, dzdx = _transform(_rows(logits), inputs)
+        if shard is not None and not inputs.probability_target:
+            _check_range(inputs, shard.vocab_size)
+        target_shape = () if inputs.logits.ndim == 1 else shape[:1] + shape[2:]
+        done = self.cross_entropy(_rows(logits), inputs, target_shape, device, acc)
+        out_dtype = torch_dtype(inputs.dtype)
+        grad = None
+        if inputs.want_grad:
+            grad = to_numpy(_unrows(done.grad, shape).to(out_dtype), inputs.dtype)
+        z = None
+        if inputs.return_z_loss and done.z_loss is not None:
+            z = to_numpy(done.z_loss.to(out_dtype), inputs.dtype)
+        return Output(loss=to_numpy(done.loss.to(out_dtype), inputs.dtype), grad=grad, z_loss=z)
+
+    def run_linear(self, inputs: LinearCallInputs) -> LinearOutput:
+        """Fused linear cross-entropy, vocab-parallel as Megatron's column-parallel output
+        layer runs it: this rank's logits ``z = h W_r^T + b_r`` (P, V_r) from the whole
+        hidden states and its classifier rows, in the accumulation dtype (never rounded), the
+        loss and G = dLoss/dz on them as for logits, then
+
+            grad_classifier_r = G^T h        grad_bias_r = sum_n G_n      (its own rows)
+            grad_hidden       = sum over ranks of G W_r                   all_reduce(SUM)
+
+        each rounded once to the dtype. ``grad_hidden`` is all-reduced as the backward of
+        Megatron's ``copy_to_tensor_model_parallel_region`` does, so every rank returns the
+        whole gradient (the loss is replicated too)."""
+        import torch
+
+        shard = inputs.vocab_shard
+        if inputs.reduction not in ("none", "mean", "sum"):
+            raise ValueError(f"reduction={inputs.reduction!r} must be one of none, mean, sum")
+        device = shard.device if shard is not None else self._device
+        acc = torch.float64 if inputs.dtype == "float64" else torch.float32
+
+        def tensor(a: Any) -> Any:
+            return None if a is None else torch.from_numpy(a.copy()).to(device=device, dtype=acc)
+
+        h, classifier, bias = tensor(inputs.hidden), tensor(inputs.classifier), tensor(inputs.bias)
+        _check_range(inputs, shard.vocab_size if shard is not None else classifier.shape[0])
+        rows = h.reshape(-1, h.shape[-1])  # (P, H), in the target's order
+        z = rows @ classifier.T
+        if bias is not None:
+            z = z + bias
+        done = self.cross_entropy(z, inputs, tuple(inputs.target.shape), device, acc)
+        out_dtype = torch_dtype(inputs.dtype)
+
+        def out(t: Any) -> Any:
+            return to_numpy(t.to(out_dtype), inputs.dtype)
+
+        grads: list[Any] = [None, None, None]
+        if inputs.want_grad:
+            g = done.grad
+            grads[0] = out(self.grad_hidden(g @ classifier, shard).reshape(h.shape))
+            grads[1] = out(self.grad_classifier(g, rows, done))
+            grads[2] = None if bias is None else out(g.sum(dim=0))
+        z_out = None
+        if inputs.return_z_loss and done.z_loss is not None:
+            z_out = out(done.z_loss)
+        return LinearOutput(out(done.loss), grads[0], grads[1], grads[2], z_out)
+
+    def grad_hidden(self, partial: Any, shard: VocabShard | None) -> Any:
+        """The hidden states' gradient (P, H): the sum over ranks of each rank's G W_r."""
+        return self.all_reduce(partial, "sum", shard)
+
+    def grad_classifier(self, g: Any, rows: Any, done: _Pass) -> Any:
+        """This rank's classifier rows' gradient G^T h (V_r, H)."""
+        return g.T @ rows
+
+    def cross_entropy(
+        self,
+        logits: Any,
+        inputs: CallInputs | LinearCallInputs,
+        target_shape: tuple[int, ...],
+        device: str,
+        acc: Any,
+    ) -> _Pass:
+        """The loss (the target's shape for 'none'), dLoss/dlogits and the z-loss term, in
+        ``acc``, from this rank's class-last logits rows ``logits`` (P, C_r)."""
+        import torch
+
+        shard = inputs.vocab_shard
+        x, dzdx = _transform(logits, inputs)
         c_total = shard.vocab_size if shard is not None else x.shape[1]
         start = self.vocab_start(shard, x.shape[1])
-        if shard is not None and not inputs.probability_target:
-            _check_range(inputs, c_total)
         w = (
             torch.ones(x.shape[1], dtype=acc, device=device)
             if inputs.weight is None
@@ -168,11 +267,11 @@ class TorchVocabParallel(Adapter):
         s = self.global_sum_exp(e, shard)
         lse = m + torch.log(s)
         p = torch.exp(x - lse[:, None])
-        target_shape = () if inputs.logits.ndim == 1 else shape[:1] + shape[2:]
         base = self._upstream(inputs, x.shape[0], device, acc)
         up = base
 
         if inputs.probability_target:
+            assert isinstance(inputs, CallInputs)  # a fused call has class-index targets
             y = _rows(torch.from_numpy(inputs.target.copy()).to(device=device, dtype=acc))
             wq = w * ((1 - eps) * y + eps / c_total)
             la = torch.stack([(wq * (lse[:, None] - x)).sum(dim=1), wq.sum(dim=1)])
@@ -182,6 +281,7 @@ class TorchVocabParallel(Adapter):
             loss = _reduced(loss_n, inputs.reduction, target_shape, x.shape[0])
             # d loss / d log-probabilities is -u w q; the log-softmax backward adds p * u A
             g = up[:, None] * (a[:, None] * p - wq)
+            keep = torch.ones_like(lse, dtype=torch.bool)
         else:
             t = torch.from_numpy(inputs.target.copy()).to(device)
             t = shift_targets(t, inputs).reshape(-1)
@@ -216,26 +316,20 @@ class TorchVocabParallel(Adapter):
         z_out = None
         if inputs.z_loss != 0.0 or inputs.return_z_loss:
             # c lse**2 per kept position; a mean over the kept count K, never the weights
-            kept = keep if not inputs.probability_target else torch.ones_like(lse, dtype=torch.bool)
-            count = kept.sum()
-            z_n = torch.where(kept, inputs.z_loss * lse * lse, 0.0)
+            count = keep.sum()
+            z_n = torch.where(keep, inputs.z_loss * lse * lse, 0.0)
             z_out = _reduced(z_n, inputs.reduction, target_shape, count)
             if inputs.z_loss != 0.0:
                 loss = loss + z_out
                 uz = base / count if inputs.reduction == "mean" else base
-                g = g + (2 * inputs.z_loss * lse * torch.where(kept, uz, 0.0))[:, None] * p
+                g = g + (2 * inputs.z_loss * lse * torch.where(keep, uz, 0.0))[:, None] * p
         if dzdx is not None:
             g = g * dzdx
-        out_dtype = torch_dtype(inputs.dtype)
-        grad = None
-        if inputs.want_grad:
-            grad = to_numpy(_unrows(g, shape).to(out_dtype), inputs.dtype)
-        z = None
-        if inputs.return_z_loss and z_out is not None:
-            z = to_numpy(z_out.to(out_dtype), inputs.dtype)
-        return Output(loss=to_numpy(loss.to(out_dtype), inputs.dtype), grad=grad, z_loss=z)
+        return _Pass(loss, g, z_out, p, keep)
 
-    def _upstream(self, inputs: CallInputs, positions: int, device: str, acc: Any) -> Any:
+    def _upstream(
+        self, inputs: CallInputs | LinearCallInputs, positions: int, device: str, acc: Any
+    ) -> Any:
         """u_n before the mean's division: grad_output ('none', when given), else ones."""
         import torch
 
@@ -245,7 +339,7 @@ class TorchVocabParallel(Adapter):
         return torch.ones(positions, dtype=acc, device=device)
 
 
-def _transform(x: Any, inputs: CallInputs) -> tuple[Any, Any]:
+def _transform(x: Any, inputs: CallInputs | LinearCallInputs) -> tuple[Any, Any]:
     """The logits the loss sees, z = s tanh(a x / s) (a x without a softcap), elementwise on
     the shard, and dz/dx = a (1 - tanh**2) (None when z = x)."""
     import torch
@@ -267,7 +361,7 @@ def _reduced(per_position: Any, reduction: str, shape: tuple[int, ...], den: Any
     return total if reduction == "sum" else total / den
 
 
-def _check_range(inputs: CallInputs, classes: int) -> None:
+def _check_range(inputs: CallInputs | LinearCallInputs, classes: int) -> None:
     """IndexError for a class index outside [0, C) that is not ignore_index (C: every shard's
     classes together), raised alike on every rank before any collective."""
     import numpy as np

@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import socket
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,17 +20,23 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import harness
-from harness.adapters import CallInputs, VocabShard
+from harness.adapters import CallInputs, LinearCallInputs, VocabShard
 from harness.cases.loader import load_paths
 from harness.execution import vocab_parallel
 from harness.execution.registry import load
 from harness.execution.results import Status
-from harness.execution.vocab_parallel import VocabParallelPool, shard_of, split_classes
-from tests.mutants.vocab_parallel import MUTANTS
+from harness.execution.vocab_parallel import (
+    RankReply,
+    VocabParallelPool,
+    shard_of,
+    split_classes,
+)
+from tests.mutants.vocab_parallel import ALWAYS_WRONG, MUTANTS
 
 pytest.importorskip("torch")
 
 SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "split_cases.yaml"
+FUSED_SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "fused_split_cases.yaml"
 FAULTY = REPO / "tests" / "vocab_parallel" / "faulty_ranks.py"
 FAULTY_CASES = REPO / "tests" / "faulty_adapters" / "faulty_cases.yaml"
 #: corpus cases whose terms cross shards in other ways: a zero or cancelling weight sum, an
@@ -48,13 +55,14 @@ CORPUS_IDS = (
     "kernel/z_loss_returned_mean_with_smoothing",
     "kernel/all_fields_mean",
 )
-MUTANT_SPECS = [f"tests.mutants.vocab_parallel:{m.__name__}" for m in MUTANTS]
+MUTANT_SPECS = [f"tests.mutants.vocab_parallel:{m.__name__}" for m in MUTANTS + ALWAYS_WRONG]
 
 
 @pytest.fixture(scope="module")
 def cases():
     corpus = {c.id: c for c in load_paths().cases}
-    return load_paths([SPLIT_CASES]).cases + [corpus[i] for i in CORPUS_IDS]
+    split = load_paths([SPLIT_CASES, FUSED_SPLIT_CASES]).cases
+    return split + [corpus[i] for i in CORPUS_IDS]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +82,7 @@ def sharded(request, cases):
         for case in cases:
             for adapter in adapters[:2]:
                 results += [pool.run_one(case, adapter, dtype) for dtype in case.dtypes]
-        for case in (c for c in cases if c.file == SPLIT_CASES):
+        for case in (c for c in cases if c.file in (SPLIT_CASES, FUSED_SPLIT_CASES)):
             results += [pool.run_one(case, mutant, "float32") for mutant in adapters[2:]]
     return request.param, results
 
@@ -113,6 +121,44 @@ def test_a_rank_gets_its_classes_of_logits_weight_and_probabilities_and_every_ta
     np.testing.assert_array_equal(cut.target, logits[1, :4, 0] / 100)
 
 
+def test_a_rank_gets_the_whole_hidden_states_and_its_rows_of_classifier_bias_and_weight():
+    hidden = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
+    classifier = np.arange(7 * 4, dtype=np.float64).reshape(7, 4)
+    bias, weight = np.arange(7.0), np.arange(7.0) / 2
+    target = np.array([[6, 0, 1], [2, 3, -100]])
+    inputs = LinearCallInputs(hidden, classifier, bias, target, weight, "sum", -100, 0.0, "float64")
+    shard = VocabShard(rank=1, world_size=2, vocab_start=4, vocab_end=7, vocab_size=7)
+    mine = shard_of(inputs, shard)
+    assert isinstance(mine, LinearCallInputs) and mine.vocab_shard is shard
+    assert mine.classifier.flags.c_contiguous
+    np.testing.assert_array_equal(mine.classifier, classifier[4:7])
+    np.testing.assert_array_equal(mine.bias, [4.0, 5.0, 6.0])
+    np.testing.assert_array_equal(mine.weight, [2.0, 2.5, 3.0])
+    assert mine.hidden is hidden and mine.target is target
+    empty = shard_of(replace(inputs, bias=None, weight=None), VocabShard(3, 4, 7, 7, 7))
+    assert empty.classifier.shape == (0, 4) and empty.bias is None and empty.weight is None
+
+
+def test_fused_gradients_are_joined_by_rows_and_a_wrong_shard_shape_is_named():
+    case = load_paths([FUSED_SPLIT_CASES]).cases[0]  # V = 7, H = 5, with a bias
+    inputs = case.linear_inputs("float64")
+    rows = [(0, 4), (4, 7)]
+    replies = [
+        RankReply("output", grad_classifier=inputs.classifier[a:b] * 2, grad_bias=inputs.bias[a:b])
+        for a, b in rows
+    ]
+    problem, (grad_classifier, grad_bias) = vocab_parallel._gather(inputs, replies)
+    assert problem is None
+    np.testing.assert_array_equal(grad_classifier, inputs.classifier * 2)
+    np.testing.assert_array_equal(grad_bias, inputs.bias)
+    replies[1].grad_classifier = inputs.classifier[3:7]
+    problem, _ = vocab_parallel._gather(inputs, replies)
+    assert problem == (
+        "rank 1's grad_classifier has shape (4, 5), expected (3, 5) (its shard: classes "
+        "[4, 7) of 7)"
+    )
+
+
 # -- runs on real ranks ---------------------------------------------------------------------
 def _close(a: object, b: object) -> bool:
     if isinstance(a, float) and isinstance(b, float):
@@ -143,12 +189,17 @@ def test_an_adapter_that_does_not_opt_in_is_unsupported_with_the_reason(sharded)
 
 def test_each_collective_mutant_fails_when_the_classes_are_split(sharded):
     world_size, results = sharded
-    for mutant in MUTANTS:
-        failed = [r.key for r in results if r.adapter == mutant.name and not r.conforming]
-        if world_size == 1:  # one rank holds every class: the bugs cannot show
+    fused = {c.id for c in load_paths([FUSED_SPLIT_CASES]).cases}
+    for mutant in MUTANTS + ALWAYS_WRONG:
+        mine = [r for r in results if r.adapter == mutant.name]
+        assert {r.case_id for r in mine} >= fused, mutant.name  # the fused cases ran
+        failed = [r.key for r in mine if not r.conforming]
+        if world_size == 1 and mutant in MUTANTS:  # one rank holds every class
             assert failed == [], mutant.name
         else:
             assert failed, f"{mutant.name} survived at world size {world_size}: {mutant.__doc__}"
+        if world_size > 1 or mutant in ALWAYS_WRONG:  # on the fused cases as well
+            assert any(key[0] in fused for key in failed), (mutant.name, failed)
 
 
 def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):

@@ -212,7 +212,9 @@ def new_result(case: Case, adapter: Adapter, dtype: str, dialect: Dialect) -> Re
     )
 
 
-def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs | None]:
+def begin(
+    case: Case, adapter: Adapter, dtype: str
+) -> tuple[Result, CallInputs | LinearCallInputs | None]:
     """The result record of one call and the call's inputs, made whole in memory (as
     ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
     result is already settled (``unsupported`` by declaration, or inputs that cannot be
@@ -227,7 +229,11 @@ def begin(case: Case, adapter: Adapter, dtype: str) -> tuple[Result, CallInputs 
         if no_grad_output:
             lacking.remove("grad_output")
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
-        inputs = case.inputs(dtype, want_grad=want_grad)
+        inputs: CallInputs | LinearCallInputs
+        if case.fused:
+            inputs = case.linear_inputs(dtype, want_grad=want_grad)
+        else:
+            inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
         result.status = Status.ERROR
         result.message = f"the case's inputs cannot be made: {e}"
@@ -408,6 +414,13 @@ def check_values(
     the gradient is checked), under the dialect ``result.semantics`` names."""
     dialect = dialect_named(result.semantics, f"adapter {result.adapter!r}: semantics")
     _check_values(case, dtype, inputs, output, result, dialect)
+
+
+def check_linear_values(
+    case: Case, dtype: str, inputs: LinearCallInputs, output: object, result: Result
+) -> None:
+    """``check_values`` for a fused linear call (``LinearOutput``)."""
+    _check_linear_values(case, dtype, inputs, output, result)
 
 
 def _check_values(

@@ -12,6 +12,15 @@ loss of rank 0 (each rank's loss is checked where they differ), and compares wit
 unsharded expected values through ``harness.execution.runner.check_values``: one
 result per case x adapter x dtype, with ``world_size`` set.
 
+A fused linear case (hidden states, a classifier, a bias) is split the same way, by
+vocabulary rows: each rank gets the whole hidden states and targets and its rows of
+the classifier, the bias and the weight (``LinearCallInputs.vocab_shard``), and calls
+``run_linear``. The protocol is Megatron's column-parallel output layer: the loss and
+``grad_hidden`` are replicated (every rank returns the whole, all-reduced value; rank
+0's is checked, and any rank whose value differs is checked on its own), the
+classifier's and the bias's gradients are the rank's own rows, joined along the
+vocabulary by the parent.
+
 A rank that dies costs one result (``crash``), a call past ``--timeout`` one
 (``timeout``), a rank that raises while the others wait in a collective one
 (``error``, after ``STRAGGLER_SECONDS``): each time every rank of the group is
@@ -23,7 +32,8 @@ killed run for long.
 Cases that are not split (reported ``unsupported`` with the reason, never skipped):
 invalid-input cases (their class axis or weight may not be splittable; the error an
 adapter raises is checked by an ordinary run) and any case when the adapter does not
-list ``vocab_parallel`` in ``supports``.
+list ``vocab_parallel`` in ``supports`` (a fused linear case also needs
+``fused_linear`` there, as in an ordinary run).
 """
 
 from __future__ import annotations
@@ -40,17 +50,31 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from harness.adapters import VOCAB_PARALLEL, Output, Unsupported, VocabShard
+from harness.adapters import (
+    VOCAB_PARALLEL,
+    CallInputs,
+    LinearCallInputs,
+    LinearOutput,
+    Output,
+    Unsupported,
+    VocabShard,
+)
 from harness.errors import AdapterLoadError, InternalError
 from harness.execution import peak_memory
 from harness.execution.isolate import IsolationSettings, Worker
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
-from harness.execution.runner import begin, check_values, mutations, snapshot
+from harness.execution.runner import (
+    begin,
+    check_linear_values,
+    check_values,
+    mutations,
+    snapshot,
+)
 from harness.execution.watchdog import warm_up_limit
 
 if TYPE_CHECKING:
-    from harness.adapters import Adapter, CallInputs
+    from harness.adapters import Adapter
     from harness.cases.model import Case
 
 #: after one rank has answered, how long the others may take (at least; as long again as
@@ -84,11 +108,6 @@ def class_axis(ndim: int) -> int:
 
 def obstacle(case: Case, adapter: Adapter) -> str | None:
     """Why ``case`` cannot run vocab-parallel through ``adapter`` (None: it can)."""
-    if case.fused:
-        return (
-            "a fused linear case (hidden states and a classifier) is not split across ranks: "
-            "the classifier's rows would be, which this harness does not do yet"
-        )
     if not _opts_in(adapter):
         return (
             "needs vocab_parallel (--world-size: not in the adapter's 'supports'; a "
@@ -102,11 +121,28 @@ def obstacle(case: Case, adapter: Adapter) -> str | None:
     return None
 
 
-def shard_of(inputs: CallInputs, shard: VocabShard) -> CallInputs:
+def classes_of(case: Case) -> int:
+    """The number of classes C of ``case`` (V, the classifier's rows, for a fused case)."""
+    shape = case.logits_shape
+    return shape[-1] if case.fused else shape[class_axis(len(shape))]
+
+
+def shard_of(
+    inputs: CallInputs | LinearCallInputs, shard: VocabShard
+) -> CallInputs | LinearCallInputs:
     """This rank's inputs: logits, a weight and probability targets cut to the shard's
-    classes (C-contiguous copies), class-index targets and grad_output whole."""
-    axis = class_axis(inputs.logits.ndim)
+    classes (C-contiguous copies), class-index targets and grad_output whole; for a fused
+    linear call the classifier's and the bias's rows are cut, the hidden states whole."""
     cut = slice(shard.vocab_start, shard.vocab_end)
+    if isinstance(inputs, LinearCallInputs):
+        return replace(
+            inputs,
+            classifier=np.array(inputs.classifier[cut], order="C", copy=True),
+            bias=None if inputs.bias is None else np.array(inputs.bias[cut], copy=True),
+            weight=None if inputs.weight is None else np.array(inputs.weight[cut], copy=True),
+            vocab_shard=shard,
+        )
+    axis = class_axis(inputs.logits.ndim)
 
     def classes(a: np.ndarray) -> np.ndarray:
         index = [slice(None)] * a.ndim
@@ -139,6 +175,9 @@ class RankReply:
     loss: Any = None
     grad: Any = None
     z_loss: Any = None
+    grad_hidden: Any = None  # a fused linear call's: the whole, replicated gradient
+    grad_classifier: Any = None  # and its shard's rows of these two
+    grad_bias: Any = None
     returned: str = ""  # the type of a return value that is not an Output
     mutated: str = ""  # runner.mutations of the rank's inputs
     seconds: float = 0.0
@@ -360,12 +399,6 @@ class VocabParallelPool:
         self, case: Case, adapter: Adapter, dtype: str, *, timeout: float | None = None
     ) -> Result:
         """One vocab-parallel call of ``adapter`` on ``case`` in ``dtype``, gathered and checked."""
-        if case.fused:  # no logits to cut: say so before any input is made
-            return Result(
-                case.id, adapter.name, dtype, Status.UNSUPPORTED, obstacle(case, adapter) or "",
-                case_hash=case.content_hash, tags=case.tags,
-                features=tuple(sorted(case.features())), world_size=self.world_size,
-            )  # fmt: skip
         result, inputs = begin(case, adapter, dtype)
         result.world_size = self.world_size
         if inputs is None:
@@ -398,7 +431,11 @@ def _opts_in(adapter: Adapter) -> bool:
 
 
 def _judge(
-    case: Case, dtype: str, inputs: CallInputs, replies: list[RankReply], result: Result
+    case: Case,
+    dtype: str,
+    inputs: CallInputs | LinearCallInputs,
+    replies: list[RankReply],
+    result: Result,
 ) -> None:
     """The result of the ranks' replies: exceptions, then the gathered output's values."""
     raised = [(i, r) for i, r in enumerate(replies) if r.kind != "output"]
@@ -420,28 +457,55 @@ def _judge(
         return
     odd = next((i for i, r in enumerate(replies) if r.returned), None)
     if odd is not None:
-        result.status = Status.ERROR
-        result.message = (
-            f"rank {odd} returned a {replies[odd].returned}: expected adapters.Output(loss, grad)"
+        wanted = (
+            "adapters.LinearOutput(loss, grad_hidden, grad_classifier, grad_bias)"
+            if isinstance(inputs, LinearCallInputs)
+            else "adapters.Output(loss, grad)"
         )
+        result.status = Status.ERROR
+        result.message = f"rank {odd} returned a {replies[odd].returned}: expected {wanted}"
         return
-    problem, grad = _gather(inputs, replies)
+    problem, gathered = _gather(inputs, replies)
     if problem is not None:
         result.status = Status.ERROR
         result.message = problem
         return
-    check_values(case, dtype, inputs, Output(replies[0].loss, grad, replies[0].z_loss), result)
-    # the loss is replicated: a rank whose loss differs from rank 0's is checked on its own
+
+    def check(reply: RankReply, into: Result) -> None:
+        """Check the gathered shards with ``reply``'s replicated values (loss, z-loss and a
+        fused call's grad_hidden)."""
+        if isinstance(inputs, LinearCallInputs):
+            output = LinearOutput(
+                reply.loss, reply.grad_hidden, gathered[0], gathered[1], reply.z_loss
+            )  # fmt: skip
+            check_linear_values(case, dtype, inputs, output, into)
+        else:
+            check_values(case, dtype, inputs, Output(reply.loss, gathered[0], reply.z_loss), into)
+
+    check(replies[0], result)
+    # the replicated values: a rank whose values differ from rank 0's is checked on its own
     for i, reply in enumerate(replies[1:], start=1):
-        if _same(reply.loss, replies[0].loss) and _same(reply.z_loss, replies[0].z_loss):
+        differ = [
+            name
+            for name in _REPLICATED
+            if not _same(getattr(reply, name), getattr(replies[0], name))
+        ]
+        if not differ:
             continue
         own = replace(result, notes=[])
-        check_values(case, dtype, inputs, Output(reply.loss, grad, reply.z_loss), own)
-        result.notes.append(f"rank {i}'s loss differs from rank 0's (the loss is not replicated)")
+        check(reply, own)
+        result.notes.append(
+            f"rank {i}'s {' and '.join(differ)} differ(s) from rank 0's (not replicated)"
+        )
         if result.status is Status.PASS and own.status is not Status.PASS:
             result.status, result.loss_errors = own.status, own.loss_errors
+            result.grad_errors = own.grad_errors
             result.message = f"rank {i}: {own.message}"
             result.got_loss = own.got_loss
+
+
+#: the values every rank returns whole (the same on each)
+_REPLICATED = ("loss", "z_loss", "grad_hidden")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -455,31 +519,50 @@ def _same(a: Any, b: Any) -> bool:
     return x.shape == y.shape and x.dtype == y.dtype and x.tobytes() == y.tobytes()
 
 
-def _gather(inputs: CallInputs, replies: list[RankReply]) -> tuple[str | None, Any]:
-    """(problem, the gradient shards joined along the class axis); None when not wanted or
-    when a rank returned none (check_values says so)."""
-    if not inputs.want_grad or any(r.grad is None for r in replies):
-        return None, None
-    axis = class_axis(inputs.logits.ndim)
-    shards = split_classes(inputs.logits.shape[axis], len(replies))
-    parts = []
-    for i, (reply, (start, end)) in enumerate(zip(replies, shards, strict=True)):
-        want = list(inputs.logits.shape)
-        want[axis] = end - start
-        try:
-            g = np.asarray(reply.grad)
-        except Exception as e:  # the rank sent something NumPy cannot read
-            return f"rank {i}'s grad cannot be read as an array: {e}", None
-        if g.shape != tuple(want):
-            return (
-                f"rank {i}'s grad has shape {g.shape}, expected {tuple(want)} (its shard: "
-                f"classes [{start}, {end}) of {inputs.logits.shape[axis]})"
-            ), None
-        parts.append(g)
-    dtypes = {p.dtype for p in parts}
-    if len(dtypes) > 1:
-        return f"the ranks' grads have different dtypes: {sorted(map(str, dtypes))}", None
-    return None, np.concatenate(parts, axis=axis)
+def _gather(
+    inputs: CallInputs | LinearCallInputs, replies: list[RankReply]
+) -> tuple[str | None, tuple[Any, ...]]:
+    """(problem, the gradient shards joined along the class axis): ``(grad,)`` for logits,
+    ``(grad_classifier, grad_bias)`` for a fused linear call; a part is None when the call
+    wants no gradient or a rank returned none (the check says so)."""
+    if isinstance(inputs, LinearCallInputs):
+        classes = inputs.classifier.shape[0]
+        wanted: list[tuple[str, tuple[int, ...], int]] = [
+            ("grad_classifier", inputs.classifier.shape, 0)
+        ]
+        if inputs.bias is not None:
+            wanted.append(("grad_bias", inputs.bias.shape, 0))
+    else:
+        axis = class_axis(inputs.logits.ndim)
+        classes = inputs.logits.shape[axis]
+        wanted = [("grad", inputs.logits.shape, axis)]
+    shards = split_classes(classes, len(replies))
+    joined: list[Any] = []
+    for name, shape, axis in wanted:
+        if not inputs.want_grad or any(getattr(r, name) is None for r in replies):
+            joined.append(None)
+            continue
+        parts = []
+        for i, (reply, (start, end)) in enumerate(zip(replies, shards, strict=True)):
+            want = list(shape)
+            want[axis] = end - start
+            try:
+                g = np.asarray(getattr(reply, name))
+            except Exception as e:  # the rank sent something NumPy cannot read
+                return f"rank {i}'s {name} cannot be read as an array: {e}", ()
+            if g.shape != tuple(want):
+                return (
+                    f"rank {i}'s {name} has shape {g.shape}, expected {tuple(want)} (its "
+                    f"shard: classes [{start}, {end}) of {classes})"
+                ), ()
+            parts.append(g)
+        dtypes = {p.dtype for p in parts}
+        if len(dtypes) > 1:
+            return f"the ranks' {name}s have different dtypes: {sorted(map(str, dtypes))}", ()
+        joined.append(np.concatenate(parts, axis=axis))
+    if not isinstance(inputs, LinearCallInputs):
+        return None, tuple(joined)
+    return None, (joined[0], joined[1] if inputs.bias is not None else None)
 
 
 # -- a rank process -------------------------------------------------------------------------
@@ -500,19 +583,34 @@ def rank_call(
     adapter: Adapter, case: Case, dtype: str, want_grad: bool, shard: VocabShard
 ) -> RankReply:
     """This rank's part of one call: its shard of the inputs, the adapter's answer."""
-    full = case.inputs(dtype, want_grad=want_grad)
+    full: CallInputs | LinearCallInputs
+    if case.fused:
+        full = case.linear_inputs(dtype, want_grad=want_grad)
+    else:
+        full = case.inputs(dtype, want_grad=want_grad)
     mine = shard_of(full, shard)
     before = snapshot(mine)
     peak_memory.reset()
     start = time.perf_counter()
     try:
-        output: object = adapter.run(mine)
+        output: object = (
+            adapter.run_linear(mine) if isinstance(mine, LinearCallInputs) else adapter.run(mine)
+        )
     except (Unsupported, NotImplementedError) as e:
         reply = RankReply("unsupported", f"{type(e).__name__}: {e}".rstrip(": "))
     except Exception as e:
         reply = RankReply("raised", f"{type(e).__name__}: {e}")
     else:
-        if isinstance(output, Output):
+        if isinstance(output, LinearOutput) and isinstance(mine, LinearCallInputs):
+            reply = RankReply(
+                "output",
+                loss=_as_numpy(output.loss),
+                z_loss=_as_numpy(output.z_loss),
+                grad_hidden=_as_numpy(output.grad_hidden),
+                grad_classifier=_as_numpy(output.grad_classifier),
+                grad_bias=_as_numpy(output.grad_bias),
+            )
+        elif isinstance(output, Output) and isinstance(mine, CallInputs):
             reply = RankReply(
                 "output",
                 loss=_as_numpy(output.loss),
@@ -521,7 +619,8 @@ def rank_call(
             )
         else:
             reply = RankReply("output", returned=type(output).__name__)
-        written = output.grad if isinstance(output, Output) and adapter.inplace_backward else None
+        # a fused linear call has no logits array to write the gradient into
+        written = output.grad if adapter.inplace_backward and isinstance(output, Output) else None
         reply.mutated = mutations(mine, before, written)
     reply.seconds = time.perf_counter() - start
     reply.peak_rss_bytes = peak_memory.peak_bytes()
@@ -556,8 +655,7 @@ def rank_main(argv: list[str]) -> int:
             case = new_case
         assert case is not None  # the first call carries its case; later ones may repeat it
         try:
-            axis = class_axis(case.logits.ndim)
-            classes = case.logits.shape[axis]
+            classes = classes_of(case)
             start, end = split_classes(classes, world_size)[rank]
             shard = VocabShard(rank, world_size, start, end, classes, group, devices[which])
             reply = rank_call(adapters[which], case, dtype, want_grad, shard)

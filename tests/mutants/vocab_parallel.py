@@ -1,8 +1,10 @@
 """Deliberately wrong vocab-parallel cross-entropies: each overrides one collective step of the
 reference ``torch-vocab-split`` (adapters/torch_vocab_parallel.py) with a real bug.
 
-They are right at world size 1, where every rank's shard is the whole class axis; at 2 and 4
-ranks the suite must fail each of them (tests/test_vocab_parallel.py). Rank processes load
+``MUTANTS`` are right at world size 1, where every rank's shard is the whole class axis; at 2
+and 4 ranks the suite must fail each of them (tests/test_vocab_parallel.py). ``ALWAYS_WRONG``
+must fail at every world size. ``StartFromShardSize`` puts a fused linear call's target
+columns at the wrong offset in the classifier rows' gradient as well. Rank processes load
 them by SPEC, e.g. ``tests.mutants.vocab_parallel:MaxNotReduced``.
 """
 
@@ -62,4 +64,38 @@ class StartFromShardSize(TorchVocabParallel):
         return 0 if shard is None else shard.rank * classes_here
 
 
-MUTANTS = [MaxNotReduced, SumExpNotReduced, TargetOnEveryLaterRank, StartFromShardSize]
+class HiddenGradNotReduced(TorchVocabParallel):
+    """Fused linear: each rank returns its own G W_r as the hidden states' gradient, without
+    the all-reduce that the backward of Megatron's ``copy_to_tensor_model_parallel_region``
+    does (the part of the gradient that flows through the other ranks' classifier rows is
+    lost)."""
+
+    name = "vocab_hidden_grad_not_reduced"
+
+    def grad_hidden(self, partial: Any, shard: Any) -> Any:
+        return super().grad_hidden(partial, None)
+
+
+class ClassifierGradMissesIgnoredMask(TorchVocabParallel):
+    """Fused linear: the classifier rows' gradient takes the softmax of the ignored positions
+    too (their G row should be 0): wrong at every world size, on every rank's rows."""
+
+    name = "vocab_classifier_grad_misses_ignored_mask"
+
+    def grad_classifier(self, g: Any, rows: Any, done: Any) -> Any:
+        import torch
+
+        leaked = g + torch.where(done.keep[:, None], 0.0, done.p)
+        return leaked.T @ rows
+
+
+#: the collectives' mutants: right at world size 1 (one rank holds every class)
+MUTANTS = [
+    MaxNotReduced,
+    SumExpNotReduced,
+    TargetOnEveryLaterRank,
+    StartFromShardSize,
+    HiddenGradNotReduced,
+]
+#: wrong at every world size
+ALWAYS_WRONG = [ClassifierGradMissesIgnoredMask]
