@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import socket
 from dataclasses import replace
 
@@ -22,7 +23,7 @@ from hypothesis import strategies as st
 import harness
 from harness.adapters import CallInputs, LinearCallInputs, VocabShard
 from harness.cases.loader import load_paths
-from harness.execution import vocab_parallel
+from harness.execution import rank_launcher, vocab_parallel
 from harness.execution.registry import load
 from harness.execution.results import Status
 from harness.execution.vocab_parallel import (
@@ -60,6 +61,9 @@ MUTANT_SPECS = [f"tests.mutants.vocab_parallel:{m.__name__}" for m in MUTANTS + 
 
 @pytest.fixture(scope="module")
 def cases():
+    # the rank launcher imports torch in the background from now on, while the unsharded
+    # results are computed in this process (``sharded`` asks for them first)
+    rank_launcher.shared(vocab_parallel.PRELOAD)
     corpus = {c.id: c for c in load_paths().cases}
     split = load_paths([SPLIT_CASES, FUSED_SPLIT_CASES]).cases
     return split + [corpus[i] for i in CORPUS_IDS]
@@ -72,7 +76,7 @@ def unsharded(cases):
 
 
 @pytest.fixture(scope="module", params=[1, 2, 4], ids=lambda r: f"R{r}")
-def sharded(request, cases):
+def sharded(request, cases, unsharded):
     """(R, results) at world size R, from one group of R ranks: the reference and torch (which
     does not opt in) on every case and dtype, the mutants on the split cases in float32."""
     specs = ["torch-vocab-split", "torch", *MUTANT_SPECS]
@@ -209,15 +213,18 @@ def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):
     specs = [f"{FAULTY}:{name}" for name in faults]
     cases = load_paths([FAULTY_CASES]).cases
     adapters = [load(s) for s in specs]
-    pool = VocabParallelPool(specs, adapters, 2, timeout=5)
+    # a call's limit (the first after each start is allowed the warm-up time); the others'
+    # calls take milliseconds
+    timeout = 2
+    pool = VocabParallelPool(specs, adapters, 2, timeout=timeout)
     with pool:
         results = {
-            (a.name, c.name): pool.run_one(c, a, "float64", timeout=5)
+            (a.name, c.name): pool.run_one(c, a, "float64", timeout=timeout)
             for c in cases
             for a in adapters
         }
-        processes = [r.proc for r in pool.group.ranks]
-        port = pool.group.ranks[0].port
+        processes = [r.process for r in pool.group.ranks]
+        port = pool.group.port
         restarts = pool.group.starts - 1
     for name in faults:
         assert results[(f"rank-{name}", "a_mean")].status is Status.PASS
@@ -231,12 +238,38 @@ def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):
     assert alone.status is Status.ERROR
     assert "raised RuntimeError: only rank 1 fails" in alone.message
     assert "a collective that not every rank entered?" in alone.message
-    # teardown: every rank process has exited and its rendezvous port is free again
-    assert processes and all(p is not None and p.poll() is not None for p in processes)
+    # teardown: every rank process has exited (reaped by the launcher: its pid is gone) and
+    # its rendezvous port is free again
+    assert processes and all(p is not None and p.returncode is not None for p in processes)
+    for p in processes:
+        with pytest.raises(ProcessLookupError):
+            os.kill(p.pid, 0)
     assert restarts == 3  # after the crash, the timeout and the ranks that disagreed
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a new rendezvous would
         s.bind(("127.0.0.1", port))
+
+
+def test_a_forked_rank_takes_the_runs_directory_environment_and_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LOSSCONF_PROBE", "seen")
+    monkeypatch.syspath_prepend(str(tmp_path / "extra"))
+    launcher = rank_launcher.shared(vocab_parallel.PRELOAD)  # the one the groups use
+    log = tmp_path / "probe.log"
+    child = launcher.fork("tests.vocab_parallel.launcher_probe:report", ("hello",), str(log))
+    cwd, env, path, main, word = child.conn.recv()
+    # the launcher's __main__ (never the parent's main script, which it does not import)
+    assert (cwd, env, path, main, word) == (str(tmp_path), "seen", str(tmp_path / "extra"),
+                                            "__main__", "hello")  # fmt: skip
+    assert child.alive
+    child.conn.close()  # it returns, and exits 0
+    assert child.wait(5) == 0 and not child.alive
+    assert log.read_text() == "the probe says hello\n"
+    sleeper = launcher.fork("tests.vocab_parallel.launcher_probe:sleep", (), str(log))
+    assert sleeper.conn.recv() == "asleep"
+    assert sleeper.kill() == -9 and sleeper.returncode == -9
+    with pytest.raises(ProcessLookupError):  # reaped
+        os.kill(sleeper.pid, 0)
 
 
 # -- the command line and the pytest plugin -------------------------------------------------
@@ -268,8 +301,10 @@ def test_cli_world_size_usage_errors(cli, args, message):
 
 
 def test_pytest_plugin_world_size(pytester):
+    # addopts: the cases' path is in this repository, whose pyproject.toml (found from it)
+    # would run the inner session under pytest-xdist, two workers each with its own ranks
     r = pytester.runpytest(
-        "-p", "no:cacheprovider", "--lossconf-adapter", "torch-vocab-split",
+        "-o", "addopts=", "-p", "no:cacheprovider", "--lossconf-adapter", "torch-vocab-split",
         "--lossconf-cases", str(SPLIT_CASES), "--lossconf-world-size", "2",
         "--lossconf-case", "split_cases/c3_more_ranks_than_classes_sum",
         "--lossconf-case", "split_cases/c7_all_ignored_mean_nan", "-q",

@@ -1,8 +1,8 @@
 """``--world-size R``: vocab-parallel runs, the class axis split over R ranks under torch.distributed.
 
-For each adapter the harness starts R rank processes (``python -m
-harness.execution.vocab_parallel SPEC RANK R PORT ...``) that load the adapter from its
-SPEC and join one ``torch.distributed`` process group (gloo on CPU; nccl, one GPU per
+For the adapters that opt in the harness starts R rank processes (``serve_rank``, forked
+by ``harness.execution.rank_launcher``, which imported torch once) that load the
+adapters from their SPECs and join one ``torch.distributed`` process group (gloo on CPU; nccl, one GPU per
 rank, when the adapter's device is cuda) through a TCP rendezvous on a free port of
 127.0.0.1. For each call every rank makes the case's inputs, keeps its shard of the
 class axis (``split_classes``; logits, a weight and probability targets are cut,
@@ -24,8 +24,8 @@ vocabulary by the parent.
 A rank that dies costs one result (``crash``), a call past ``--timeout`` one
 (``timeout``), a rank that raises while the others wait in a collective one
 (``error``, after ``STRAGGLER_SECONDS``): each time every rank of the group is
-killed, and a new group on a new port is started for the next call. A rank process
-also exits when its pipe to the parent closes, and a collective gives up after
+killed, and a new group on a new port is forked for the next call. A rank process
+also exits when its connection to the parent closes, and a collective gives up after
 ``COLLECTIVE_TIMEOUT_SECONDS`` (the process group's timeout), so no rank outlives a
 killed run for long.
 
@@ -38,11 +38,13 @@ list ``vocab_parallel`` in ``supports`` (a fused linear case also needs
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import shutil
 import socket
-import sys
+import tempfile
 import time
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
@@ -60,8 +62,9 @@ from harness.adapters import (
     VocabShard,
 )
 from harness.errors import AdapterLoadError, InternalError
-from harness.execution import peak_memory
-from harness.execution.isolate import IsolationSettings, Worker
+from harness.execution import peak_memory, rank_launcher
+from harness.execution.isolate import describe_exit
+from harness.execution.rank_launcher import Forked, LauncherError
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
 from harness.execution.runner import (
@@ -88,6 +91,8 @@ COLLECTIVE_TIMEOUT_SECONDS = 120.0
 BROKEN_GROUP = re.compile(r"[Tt]imed out|timeout|pair closure|[Cc]onnection (closed|reset)|NCCL")
 #: how long R rank processes may take to start, load the adapter and join the group
 START_SECONDS = 180.0
+#: what the rank launcher imports once, before it forks ranks
+PRELOAD = ("torch", "torch.distributed", __name__)
 
 
 def split_classes(classes: int, world_size: int) -> list[tuple[int, int]]:
@@ -185,33 +190,71 @@ class RankReply:
     notes: list[str] = field(default_factory=list)
 
 
-class Rank(Worker):
-    """One rank process of a group (an isolate worker with another command)."""
+@dataclass(frozen=True)
+class RankSetup:
+    """What a rank process needs to join its group (sent once, when it is forked)."""
 
-    def __init__(
-        self, specs: list[str], rank: int, world_size: int, port: int, collective_timeout: float
-    ) -> None:
-        super().__init__(specs[0], f"rank {rank}", IsolationSettings(memory_limit=None))
-        self.specs, self.rank, self.world_size, self.port = specs, rank, world_size, port
-        self.collective_timeout = collective_timeout
+    rank: int
+    world_size: int
+    port: int
+    collective_timeout: float
+    specs: list[str]
 
-    def command(self, read_fd: int, write_fd: int) -> list[str]:
-        return [
-            sys.executable, "-m", "harness.execution.vocab_parallel", str(self.rank),
-            str(self.world_size), str(self.port), str(self.collective_timeout), str(read_fd),
-            str(write_fd), *self.specs,
-        ]  # fmt: skip
 
-    def environment(self) -> dict[str, str]:
-        # R ranks share the machine's cores: each gets its share of BLAS/OpenMP threads
-        env = dict(os.environ)
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // self.world_size)))
-        return env
+class Rank:
+    """One rank process of a group, forked by the rank launcher; its stdout and stderr go
+    to the file ``log`` (the last lines say how it died)."""
+
+    def __init__(self, rank: int, log: str) -> None:
+        self.rank, self.log = rank, log
+        self.process: Forked | None = None
+
+    @property
+    def conn(self) -> Connection:
+        assert self.process is not None
+        return self.process.conn
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.alive
+
+    def stop(self, *, kill: bool = False) -> None:
+        """End the process: close its connection (it exits), or kill it when busy or hung."""
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.conn.close()
+            self.process.wait(5)
+
+    def died(self) -> str:
+        """'exited with code 3', 'was killed by SIGSEGV (signal 11); Fatal Python error: ...'."""
+        assert self.process is not None
+        self.process.conn.close()
+        text = describe_exit(self.process.wait(5))
+        try:
+            with open(self.log, encoding="utf-8", errors="replace") as f:
+                lines = [x.rstrip() for x in f.readlines()[-40:] if x.strip()]
+        except OSError:
+            lines = []
+        # faulthandler's report: the error line and the innermost frames say where it died
+        fatal = next((i for i, x in enumerate(lines) if x.startswith("Fatal Python error")), None)
+        if fatal is not None:
+            frames = [x.strip() for x in lines[fatal:] if x.strip().startswith("File ")]
+            text += "; " + " | ".join([lines[fatal], *frames[:2]])
+        elif lines:
+            text += "; its last output: " + " | ".join(lines[-3:])
+        return text
 
 
 class RankGroup:
     """R rank processes, each holding every vocab-parallel adapter of the run, joined in one
-    process group; restarted after a crash, a timeout, a hang or ranks that disagree."""
+    process group; restarted after a crash, a timeout, a hang or ranks that disagree.
+
+    The ranks are forked by this process's rank launcher (``harness.execution.rank_launcher``),
+    which imported torch once: a start or restart costs the ranks' adapter loading and
+    rendezvous, not R imports of torch."""
 
     def __init__(self, specs: list[str], world_size: int, timeout: float | None = None) -> None:
         self.specs, self.world_size = specs, world_size
@@ -220,32 +263,42 @@ class RankGroup:
         self.ranks: list[Rank] = []
         self.calls = 0  # since the last start: the first may import and compile
         self.starts = 0
+        self.port = 0  # of the last start's rendezvous
         self._last_case: object = None
-
-    @property
-    def alive(self) -> bool:
-        return bool(self.ranks) and all(r.alive for r in self.ranks)
+        self._logs: str | None = None
 
     def start(self) -> str | None:
         """Start the ranks; None when all joined the group, else why not (ranks stopped)."""
-        port = free_port()
+        if self._logs is None:
+            self._logs = tempfile.mkdtemp(prefix="lossconf-ranks-")
+        self.port = free_port()
         self.ranks = [
-            Rank(self.specs, r, self.world_size, port, self.collective_timeout)
-            for r in range(self.world_size)
+            Rank(r, os.path.join(self._logs, f"rank{r}.log")) for r in range(self.world_size)
         ]
-        for rank in self.ranks:
-            rank.launch()
         self.starts += 1
+        try:
+            launcher = rank_launcher.shared(PRELOAD)
+            for rank in self.ranks:
+                setup = RankSetup(
+                    rank.rank, self.world_size, self.port, self.collective_timeout, self.specs
+                )
+                rank.process = launcher.fork(f"{__name__}:serve_rank", (setup,), rank.log)
+        except LauncherError as e:
+            self.stop(kill=True)
+            return str(e)
         deadline = time.monotonic() + START_SECONDS
         for rank in self.ranks:
-            assert rank._recv is not None
-            if not rank._recv.poll(max(0.0, deadline - time.monotonic())):
+            if not rank.conn.poll(max(0.0, deadline - time.monotonic())):
                 self.stop(kill=True)
                 return f"rank {rank.rank} did not join within {START_SECONDS:g} s"
-            problem = rank.wait_ready()
-            if problem is not None:
+            try:
+                kind, value = rank.conn.recv()
+            except (EOFError, OSError):
+                value = f"the rank process {rank.died()} while loading the adapters"
+                kind = "load_error"
+            if kind != "ready":
                 self.stop(kill=True)
-                return f"rank {rank.rank}: {problem}"
+                return f"rank {rank.rank}: {value}"
         self.calls = 0
         self._last_case = None
         return None
@@ -254,6 +307,17 @@ class RankGroup:
         for rank in self.ranks:
             rank.stop(kill=kill)
         self.ranks = []
+
+    def close(self) -> None:
+        """Stop the ranks and remove their log files."""
+        self.stop(kill=True)
+        if self._logs is not None:
+            shutil.rmtree(self._logs, ignore_errors=True)
+            self._logs = None
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.ranks) and all(r.alive for r in self.ranks)
 
     def call(
         self, which: int, case: Case, dtype: str, want_grad: bool, timeout: float | None
@@ -270,11 +334,8 @@ class RankGroup:
         message = ("run", which, None if case is self._last_case else case, dtype, want_grad)
         self._last_case = case
         for rank in self.ranks:
-            try:
-                assert rank._send is not None
-                rank._send.send(message)
-            except (BrokenPipeError, ConnectionResetError, OSError):
-                pass  # it died: the wait below says so
+            with contextlib.suppress(OSError):  # it died: the wait below says so
+                rank.conn.send(message)
         return self._collect(limit, timeout)
 
     def _collect(
@@ -282,7 +343,7 @@ class RankGroup:
     ) -> tuple[list[RankReply] | None, Status, str]:
         start = time.monotonic()
         deadline = None if limit is None else start + limit
-        pending = {rank._recv: rank for rank in self.ranks if rank._recv is not None}
+        pending = {rank.conn: rank for rank in self.ranks}
         replies: dict[int, RankReply] = {}
         first: tuple[int, float] | None = None
         while pending:
@@ -301,7 +362,7 @@ class RankGroup:
                 try:
                     kind, value = conn.recv()
                 except (EOFError, OSError):
-                    how = rank._died()
+                    how = rank.died()
                     self.stop(kill=True)
                     return (
                         None,
@@ -386,7 +447,7 @@ class VocabParallelPool:
             )
 
     def close(self) -> None:
-        self.group.stop(kill=True)
+        self.group.close()
 
     def __enter__(self) -> VocabParallelPool:
         self.start()
@@ -627,30 +688,28 @@ def rank_call(
     return reply
 
 
-def rank_main(argv: list[str]) -> int:
-    """``python -m harness.execution.vocab_parallel RANK R PORT TIMEOUT READ_FD WRITE_FD SPEC...``:
-    load the adapters, join the group, then serve calls until the parent closes the pipe."""
+def serve_rank(conn: Connection, setup: RankSetup) -> None:
+    """A rank process (forked by the rank launcher): load the adapters, join the group, then
+    serve calls until the parent closes the connection."""
     import faulthandler
     import signal
 
-    rank, world_size, port, timeout = int(argv[0]), int(argv[1]), int(argv[2]), float(argv[3])
-    inbox = Connection(int(argv[4]), writable=False)
-    outbox = Connection(int(argv[5]), readable=False)
+    rank, world_size = setup.rank, setup.world_size
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    faulthandler.enable()  # a crash prints where it happened; the parent quotes it
+    faulthandler.enable()  # a crash prints where it happened (to the log); the parent quotes it
     try:
-        adapters = [load(spec) for spec in argv[6:]]
-        group, devices = _join(adapters, rank, world_size, port, timeout)
+        adapters = [load(spec) for spec in setup.specs]
+        group, devices = _join(adapters, rank, world_size, setup.port, setup.collective_timeout)
     except BaseException as e:
-        outbox.send(("load_error", f"{type(e).__name__}: {e}"))
-        return 1
-    outbox.send(("ready", None))
+        conn.send(("load_error", f"{type(e).__name__}: {e}"))
+        return
+    conn.send(("ready", None))
     case: Case | None = None
     while True:
         try:
-            _, which, new_case, dtype, want_grad = inbox.recv()
+            _, which, new_case, dtype, want_grad = conn.recv()
         except (EOFError, OSError):
-            return 0
+            return
         if new_case is not None:
             case = new_case
         assert case is not None  # the first call carries its case; later ones may repeat it
@@ -660,10 +719,9 @@ def rank_main(argv: list[str]) -> int:
             shard = VocabShard(rank, world_size, start, end, classes, group, devices[which])
             reply = rank_call(adapters[which], case, dtype, want_grad, shard)
         except Exception as e:  # a bug of ours: the parent stops the run with exit 2
-            outbox.send(("internal_error", f"rank {rank}: {type(e).__name__}: {e}"))
+            conn.send(("internal_error", f"rank {rank}: {type(e).__name__}: {e}"))
             continue
-        # a plain dict: run as ``-m``, this module is __main__, whose classes the parent lacks
-        outbox.send(("reply", vars(reply)))
+        conn.send(("reply", vars(reply)))
 
 
 def _join(
@@ -676,6 +734,13 @@ def _join(
     import torch  # only a rank process imports it, never the harness's own
     import torch.distributed as dist
 
+    # R ranks share the machine's cores: each gets its share of threads, unless the run's
+    # environment says how many (torch was imported by the launcher, under its environment)
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:
+        threads = str(max(1, (os.cpu_count() or 1) // world_size))
+        os.environ["OMP_NUM_THREADS"] = threads
+    torch.set_num_threads(int(threads))
     cuda = [a.device().startswith("cuda") for a in adapters]
     if any(cuda):
         torch.cuda.set_device(rank)
@@ -687,7 +752,3 @@ def _join(
         timeout=timedelta(seconds=timeout),
     )
     return dist.group.WORLD, [f"cuda:{rank}" if c else "cpu" for c in cuda]
-
-
-if __name__ == "__main__":
-    sys.exit(rank_main(sys.argv[1:]))
