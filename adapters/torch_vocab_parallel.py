@@ -7,14 +7,16 @@ whole class-index target with global indices, the weights' shard; it returns the
 whole loss (identical on every rank) and the gradient of its own shard.
 
 Forward, per position n (a row of the class-last ``(P, C_r)`` view of the shard),
-three to five all-reduces over the ranks' process group:
+two or three all-reduces over the ranks' process group:
 
     m_n   = max over ranks of the shard maxima                  all_reduce(MAX)
-    s_n   = sum over ranks of sum_j exp(x_nj - m_n)             all_reduce(SUM)
+    s_n   = sum over ranks of sum_j exp(x_nj - m_n)             one all_reduce(SUM) of
+    x_ny, w_y: the target's logit and weight, taken by the one    the rows packed
+            rank whose shard holds y_n (0 on the others, and 0    together
+            at an ignored position)
+    W = sum_j w_j (label smoothing)
     lse_n = m_n + log(s_n)
-    x_ny, w_y: the target's logit and weight, taken by the one rank whose shard
-            holds y_n (0 on the others, and 0 at an ignored position)   all_reduce(SUM)
-    label smoothing: S_n = sum_j w_j (lse_n - x_nj), and W = sum_j w_j   all_reduce(SUM)
+    label smoothing: S_n = sum_j w_j (lse_n - x_nj)                     all_reduce(SUM)
     probability targets (their shard, q = (1 - eps) y + eps / C):
             L_n = sum_j w_j q_nj (lse_n - x_nj), A_n = sum_j w_j q_nj   all_reduce(SUM)
 
@@ -137,16 +139,24 @@ class TorchVocabParallel(Adapter):
             m = x.amax(dim=1)
         return self.all_reduce(m, "max", shard)
 
-    def global_sum_exp(self, e: Any, shard: VocabShard | None) -> Any:
-        """s_n: sum over every rank of sum_j exp(x_nj - m_n), from this rank's ``e`` (P, C_r)."""
-        return self.all_reduce(e.sum(dim=1), "sum", shard)
+    def sums_after_max(self, rows: list[Any], shard: VocabShard | None) -> list[Any]:
+        """The sums over the ranks that need only the max, in one all_reduce(SUM) of the rows
+        packed together: ``rows[0]`` this rank's sums of exponentials ``sum_j exp(x_nj - m_n)``
+        (P,), then for class indices the target's logit and weight (P,) each, and with
+        smoothing the weight total (1,). Returns the reduced rows, s_n first."""
+        import torch
+
+        sizes = [r.numel() for r in rows]
+        packed = self.all_reduce(torch.cat([r.reshape(-1) for r in rows]), "sum", shard)
+        return list(packed.split(sizes))
 
     def vocab_start(self, shard: VocabShard | None, classes_here: int) -> int:
         """The global index of this rank's first class (0 outside a vocab-parallel run)."""
         return 0 if shard is None else shard.vocab_start
 
-    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int, shard: Any) -> Any:
-        """(x_ny, w_y) of each position ((2, P)), taken from the rank that owns y_n."""
+    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int) -> Any:
+        """This rank's (x_ny, w_y) of each position ((2, P)): the values where it owns y_n, 0
+        elsewhere (the sum over the ranks is the target's)."""
         import torch
 
         own = keep & (t >= start) & (t < start + x.shape[1])
@@ -156,7 +166,7 @@ class TorchVocabParallel(Adapter):
             rows = torch.arange(x.shape[0], device=x.device)
             terms[0] = torch.where(own, x[rows, local], 0.0)
             terms[1] = torch.where(own, w[local], 0.0)
-        return self.all_reduce(terms, "sum", shard)
+        return terms
 
     # -- the call -----------------------------------------------------------------------
 
@@ -264,7 +274,15 @@ class TorchVocabParallel(Adapter):
 
         m = self.global_max(x, shard)
         e = torch.exp(x - m[:, None])
-        s = self.global_sum_exp(e, shard)
+        local = [e.sum(dim=1)]
+        if not inputs.probability_target:
+            t = torch.from_numpy(inputs.target.copy()).to(device)
+            t = shift_targets(t, inputs).reshape(-1)
+            keep = t != inputs.ignore_index
+            local += list(self.target_terms(x, w, t, keep, start))
+            if eps:
+                local.append(w.sum().reshape(1))
+        s, *after_max = self.sums_after_max(local, shard)
         lse = m + torch.log(s)
         p = torch.exp(x - lse[:, None])
         base = self._upstream(inputs, x.shape[0], device, acc)
@@ -283,10 +301,7 @@ class TorchVocabParallel(Adapter):
             g = up[:, None] * (a[:, None] * p - wq)
             keep = torch.ones_like(lse, dtype=torch.bool)
         else:
-            t = torch.from_numpy(inputs.target.copy()).to(device)
-            t = shift_targets(t, inputs).reshape(-1)
-            keep = t != inputs.ignore_index
-            xy, wy = self.target_terms(x, w, t, keep, start, shard)
+            xy, wy = after_max[:2]
             nll = torch.where(keep, wy * (lse - xy), 0.0)
             den = wy.sum()
             if inputs.reduction == "mean":
@@ -305,8 +320,7 @@ class TorchVocabParallel(Adapter):
                     smooth, inputs.reduction, target_shape, den
                 )
                 b = (eps / c_total) * up
-                big_w = self.all_reduce(w.sum().reshape(1), "sum", shard)
-                rowsum = a + b * big_w
+                rowsum = a + b * after_max[2]
                 g = -b[:, None] * w
             g = p * rowsum[:, None] if g is None else g + p * rowsum[:, None]
             own = keep & (t >= start) & (t < start + x.shape[1])

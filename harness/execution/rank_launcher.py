@@ -89,6 +89,7 @@ class Launcher:
 
     def __init__(self, preload: tuple[str, ...]) -> None:
         self.preload = preload
+        self.owner = os.getpid()  # a forked copy of this process must not share the pipes
         self._folder = tempfile.mkdtemp(prefix="lossconf-launcher-")  # mode 0700
         self._address = os.path.join(self._folder, "socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -142,6 +143,8 @@ class Launcher:
 
     def close(self) -> None:
         """End the launcher (its pipe closes); children still connected exit on their own."""
+        if os.getpid() != self.owner:  # inherited through a fork: the owner closes it
+            return
         for conn in (self._send, self._recv):
             conn.close()
         self._listener.close()
@@ -160,6 +163,8 @@ def shared(preload: tuple[str, ...]) -> Launcher:
     """This process's launcher with ``preload`` imported, started on first use (and again
     after it died or when another preload is asked for)."""
     global _shared
+    if _shared is not None and _shared.owner != os.getpid():
+        _shared = None  # inherited through a fork: its pipes are the parent's
     if _shared is not None and (not _shared.alive or _shared.preload != preload):
         _shared.close()
         _shared = None

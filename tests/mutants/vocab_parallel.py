@@ -26,12 +26,13 @@ class MaxNotReduced(TorchVocabParallel):
 
 
 class SumExpNotReduced(TorchVocabParallel):
-    """The sum of exponentials stays the rank's own: each rank normalises over its shard."""
+    """The sum of exponentials stays the rank's own (taken from before the all-reduce that
+    carries it): each rank normalises over its shard."""
 
     name = "vocab_sum_exp_not_reduced"
 
-    def global_sum_exp(self, e: Any, shard: Any) -> Any:
-        return super().global_sum_exp(e, None)
+    def sums_after_max(self, rows: list[Any], shard: Any) -> list[Any]:
+        return [rows[0], *super().sums_after_max(rows, shard)[1:]]
 
 
 class TargetOnEveryLaterRank(TorchVocabParallel):
@@ -40,7 +41,7 @@ class TargetOnEveryLaterRank(TorchVocabParallel):
 
     name = "vocab_target_on_every_later_rank"
 
-    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int, shard: Any) -> Any:
+    def target_terms(self, x: Any, w: Any, t: Any, keep: Any, start: int) -> Any:
         import torch
 
         own = keep & (t >= start)
@@ -50,7 +51,7 @@ class TargetOnEveryLaterRank(TorchVocabParallel):
             rows = torch.arange(x.shape[0], device=x.device)
             terms[0] = torch.where(own, x[rows, local], 0.0)
             terms[1] = torch.where(own, w[local], 0.0)
-        return self.all_reduce(terms, "sum", shard)
+        return terms
 
 
 class StartFromShardSize(TorchVocabParallel):
