@@ -47,6 +47,8 @@ from typing import Any
 
 #: how long a forked child may take to connect back to the parent
 CONNECT_SECONDS = 30.0
+#: how long the launcher may take to answer (its first answer waits for its imports)
+ANSWER_SECONDS = 180.0
 
 
 class LauncherError(Exception):
@@ -119,6 +121,10 @@ class Launcher:
         """Send one request and return the launcher's answer (LauncherError if it died)."""
         try:
             self._send.send(message)
+            if not self._recv.poll(ANSWER_SECONDS):
+                self.proc.kill()
+                self.close()
+                raise LauncherError(f"the rank launcher did not answer within {ANSWER_SECONDS:g} s")
             kind, value = self._recv.recv()
         except (EOFError, OSError) as e:
             self.close()
