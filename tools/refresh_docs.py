@@ -277,7 +277,7 @@ SOURCES: dict[str, Source] = {
                "old_jax_ce.py && python benchmarks/bench_jax_compiles.py --adapter "
                "old_jax_ce.py:JaxAdapter", "slow"),
         Source("bench-llm-scale-4gib", "python benchmarks/bench_llm_scale.py table --size "
-               "8192x131072 --repeat 1 --adapter numpy", "slow"),
+               "8192x131072 --repeat 1", "slow"),
         Source("bench-jax-function", "python benchmarks/bench_jax_compiles.py --adapter jax "
                "--adapter examples/jax_fn.py:cross_entropy", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
