@@ -178,6 +178,22 @@ def test_onnx_dialect_reports_undefined_features_unsupported(cli, tmp_path):
     assert "the onnx semantics do not define" in smoothing[0]["message"]
 
 
+def test_vocab_parallel_calls_settle_undefined_features_alike():
+    """``begin`` (how a vocab-parallel run makes each call's record and inputs) settles a
+    feature the adapter's dialect leaves undefined as ``run_one`` does: unsupported, no call."""
+    import harness
+    from harness.execution.results import Status
+    from harness.execution.runner import begin, run_one
+
+    adapter = registry.load("numpy@semantics=onnx")
+    case = next(c for c in harness.load_suite() if "label_smoothing" in c.features())
+    dtype = case.dtypes[0]
+    result, inputs = begin(case, adapter, dtype)
+    assert inputs is None and result.status is Status.UNSUPPORTED
+    assert "which the onnx semantics do not define" in result.message
+    assert result.message == run_one(case, adapter, dtype).message
+
+
 def test_every_report_shows_both_verdicts(cli, tmp_path):
     paths = [tmp_path / f"r.{ext}" for ext in ("json", "md", "xml", "html")]
     reports = [a for p in paths for a in ("--report", str(p))]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -212,42 +213,85 @@ def new_result(case: Case, adapter: Adapter, dtype: str, dialect: Dialect) -> Re
     )
 
 
-def begin(
-    case: Case, adapter: Adapter, dtype: str
-) -> tuple[Result, CallInputs | LinearCallInputs | None]:
-    """The result record of one call and the call's inputs, made whole in memory (as
-    ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
-    result is already settled (``unsupported`` by declaration, or inputs that cannot be
-    made). ``run_one`` does the same, streaming the inputs of a large case."""
-    result = new_result(case, adapter, dtype, adapter_dialect(adapter))
+@dataclass
+class _Prepared:
+    """One call before it runs: its result record, and its inputs unless the result is
+    already settled."""
+
+    result: Result
+    dialect: Dialect
+    inputs: CallInputs | LinearCallInputs | None = None
+    #: the inputs were made block by block (harness.execution.streaming), with this checksum
+    large: bool = False
+    digest: streaming.LogitsDigest | None = None
+
+
+def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prepared:
+    """The result record of one call and its inputs; inputs None when the result is settled
+    before any call: ``unsupported`` by the adapter's declaration or by its dialect, or an
+    ``error`` for inputs that cannot be made. ``stream``: a large case's inputs may be made
+    block by block (``harness.execution.streaming``)."""
+    dialect = adapter_dialect(adapter)
+    prepared = _Prepared(new_result(case, adapter, dtype, dialect), dialect)
+    result = prepared.result
     try:
         features = case.features()
         result.features = tuple(sorted(features))
         lacking = unsupported_by_declaration(case, adapter, dtype, features)
+        undefined = sorted((features & dialect.undefined) - set(lacking))
         # grad_output only shapes the gradient: without it the loss is still checked
         no_grad_output = "grad_output" in lacking
         if no_grad_output:
             lacking.remove("grad_output")
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
+        # fused cases never stream; nor a case whose values a dialect changes (its expected
+        # values are computed whole, under the dialect)
+        prepared.large = (
+            stream
+            and not case.fused
+            and streaming.applies(case)
+            and not dialect.differs_on & features
+        )
         inputs: CallInputs | LinearCallInputs
         if case.fused:
             inputs = case.linear_inputs(dtype, want_grad=want_grad)
+        elif prepared.large:  # made in the dtype block by block, checksummed as they are made
+            inputs, prepared.digest = streaming.fresh_inputs(case, dtype, want_grad)
         else:
             inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
         result.status = Status.ERROR
         result.message = f"the case's inputs cannot be made: {e}"
-        return result, None
+        return prepared
     except Exception as e:  # the safety net: a bug of ours, never an adapter's result
         raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
     if lacking:
         result.status = Status.UNSUPPORTED
         result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
-        return result, None
+        return prepared
+    if undefined:
+        result.status = Status.UNSUPPORTED
+        result.message = (
+            f"needs {', '.join(undefined)}, which the {dialect.name} semantics do not define"
+        )
+        return prepared
     if not want_grad and case.expect_error is None:
         why = "takes no grad_output" if no_grad_output else "gives no gradient"
         result.notes.append(f"loss only: the adapter {why}")
-    return result, inputs
+    prepared.inputs = inputs
+    return prepared
+
+
+def begin(
+    case: Case, adapter: Adapter, dtype: str
+) -> tuple[Result, CallInputs | LinearCallInputs | None]:
+    """The result record of one call and the call's inputs, made whole in memory (as
+    ``harness.execution.vocab_parallel`` needs them to cut shards); inputs None when the
+    result is already settled (``unsupported`` by declaration or by the adapter's dialect,
+    or inputs that cannot be made). ``run_one`` does the same, streaming the inputs of a
+    large case."""
+    prepared = _prepare(case, adapter, dtype, stream=False)
+    return prepared.result, prepared.inputs
 
 
 def run_one(
@@ -268,48 +312,11 @@ def run_one(
     if timeout is not None and watchdog is None:
         with Watchdog(timeout, warm_up=timeout) as lone:
             return run_one(case, adapter, dtype, watchdog=lone)
-    dialect = adapter_dialect(adapter)
-    result = new_result(case, adapter, dtype, dialect)
-    try:
-        features = case.features()
-        result.features = tuple(sorted(features))
-        lacking = unsupported_by_declaration(case, adapter, dtype, features)
-        undefined = sorted((features & dialect.undefined) - set(lacking))
-        # grad_output only shapes the gradient: without it the loss is still checked
-        no_grad_output = "grad_output" in lacking
-        if no_grad_output:
-            lacking.remove("grad_output")
-        want_grad = "grad" not in adapter.unsupported and not no_grad_output
-        # fused cases never stream; nor a case whose values a dialect changes (its expected
-        # values are computed whole, under the dialect)
-        large = not case.fused and streaming.applies(case) and not dialect.differs_on & features
-        digest = None
-        inputs: CallInputs | LinearCallInputs
-        if case.fused:
-            inputs = case.linear_inputs(dtype, want_grad=want_grad)
-        elif large:  # made in the dtype block by block, checksummed as they are made
-            inputs, digest = streaming.fresh_inputs(case, dtype, want_grad)
-        else:
-            inputs = case.inputs(dtype, want_grad=want_grad)
-    except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
-        result.status = Status.ERROR
-        result.message = f"the case's inputs cannot be made: {e}"
+    prepared = _prepare(case, adapter, dtype, stream=True)
+    result, dialect, inputs = prepared.result, prepared.dialect, prepared.inputs
+    large, digest = prepared.large, prepared.digest
+    if inputs is None:
         return result
-    except Exception as e:  # the safety net: a bug of ours, never an adapter's result
-        raise InternalError.during(f"making its {dtype} inputs", case.file, case.name, e) from e
-    if lacking:
-        result.status = Status.UNSUPPORTED
-        result.message = f"needs {', '.join(lacking)} ({_lacking_source(adapter, lacking)})"
-        return result
-    if undefined:
-        result.status = Status.UNSUPPORTED
-        result.message = (
-            f"needs {', '.join(undefined)}, which the {dialect.name} semantics do not define"
-        )
-        return result
-    if not want_grad and case.expect_error is None:
-        why = "takes no grad_output" if no_grad_output else "gives no gradient"
-        result.notes.append(f"loss only: the adapter {why}")
     # a small case's kept cast arrays are what its fresh inputs were copied from; a large
     # case's logits are checked by their checksum
     if large:
