@@ -16,9 +16,12 @@ float32: ``calculate_logits_max`` calls ``.float()``); shards of unequal size (a
 takes its first class to be ``rank * shard size``,
 ``VocabUtility.vocab_range_from_per_partition_vocab_size``: the vocabulary must be
 padded to a multiple of R); a run without ``--world-size`` (it needs the
-tensor-parallel group). Label smoothing is passed on: Megatron puts ``eps / (C - 1)``
-on each other class (PyTorch ``eps / C`` on every class) and, with R > 1, takes C and
-the mean of the log-probabilities over the rank's own shard, so those results fail.
+tensor-parallel group); fused linear cases (no ``fused_linear`` in ``supports``: the
+function takes logits, and Megatron's matching layer, ``ColumnParallelLinear``, is a
+module to train, not a loss; docs/fused-linear.md). Label smoothing is passed on:
+Megatron puts ``eps / (C - 1)`` on each other class (PyTorch ``eps / C`` on every class)
+and, with R > 1, takes C and the mean of the log-probabilities over the rank's own
+shard, so those results fail.
 
 Megatron subtracts the max in place in the float32 logits it is given ("In-place
 subtraction reduces memory pressure"); the adapter passes a copy. Install it into its
