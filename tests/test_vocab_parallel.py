@@ -32,7 +32,7 @@ from harness.execution.vocab_parallel import (
     shard_of,
     split_classes,
 )
-from tests.mutants.vocab_parallel import ALWAYS_WRONG, MUTANTS
+from tests.mutants.vocab_parallel import ALWAYS_WRONG, MUTANTS, HiddenGradNotReduced
 
 pytest.importorskip("torch")
 
@@ -204,6 +204,10 @@ def test_each_collective_mutant_fails_when_the_classes_are_split(sharded):
             assert failed, f"{mutant.name} survived at world size {world_size}: {mutant.__doc__}"
         if world_size > 1 or mutant in ALWAYS_WRONG:  # on the fused cases as well
             assert any(key[0] in fused for key in failed), (mutant.name, failed)
+    # grad_hidden is replicated: a rank whose own differs from rank 0's is named
+    for r in results:
+        if r.adapter == HiddenGradNotReduced.name and world_size > 1 and r.case_id in fused:
+            assert "rank 1's grad_hidden differs from rank 0's (not replicated)" in r.notes
 
 
 def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):

@@ -555,8 +555,9 @@ def _judge(
             continue
         own = replace(result, notes=[])
         check(reply, own)
+        verb = "differs" if len(differ) == 1 else "differ"
         result.notes.append(
-            f"rank {i}'s {' and '.join(differ)} differ(s) from rank 0's (not replicated)"
+            f"rank {i}'s {' and '.join(differ)} {verb} from rank 0's (not replicated)"
         )
         if result.status is Status.PASS and own.status is not Status.PASS:
             result.status, result.loss_errors = own.status, own.loss_errors
