@@ -254,26 +254,37 @@ def test_a_rank_that_dies_hangs_or_raises_alone_costs_one_result(monkeypatch):
         s.bind(("127.0.0.1", port))
 
 
-def test_a_forked_rank_takes_the_runs_directory_environment_and_path(tmp_path, monkeypatch):
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_started_rank_takes_the_runs_directory_environment_and_path(
+    method, tmp_path, monkeypatch
+):
+    """Forked by the launcher (Linux), or spawned as an interpreter of its own (elsewhere)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("LOSSCONF_PROBE", "seen")
     monkeypatch.syspath_prepend(str(tmp_path / "extra"))
-    launcher = rank_launcher.shared(vocab_parallel.PRELOAD)  # the one the groups use
+    if method == "fork":
+        launcher = rank_launcher.shared(vocab_parallel.PRELOAD)  # the one the groups use
+    else:
+        launcher = rank_launcher.Launcher((), method="spawn")
     log = tmp_path / "probe.log"
-    child = launcher.fork("tests.vocab_parallel.launcher_probe:report", ("hello",), str(log))
-    cwd, env, path, main, word = child.conn.recv()
-    # the launcher's __main__ (never the parent's main script, which it does not import)
-    assert (cwd, env, path, main, word) == (str(tmp_path), "seen", str(tmp_path / "extra"),
-                                            "__main__", "hello")  # fmt: skip
-    assert child.alive
-    child.conn.close()  # it returns, and exits 0
-    assert child.wait(5) == 0 and not child.alive
-    assert log.read_text() == "the probe says hello\n"
-    sleeper = launcher.fork("tests.vocab_parallel.launcher_probe:sleep", (), str(log))
-    assert sleeper.conn.recv() == "asleep"
-    assert sleeper.kill() == -9 and sleeper.returncode == -9
-    with pytest.raises(ProcessLookupError):  # reaped
-        os.kill(sleeper.pid, 0)
+    try:
+        child = launcher.fork("tests.vocab_parallel.launcher_probe:report", ("hello",), str(log))
+        cwd, env, path, main, word = child.conn.recv()
+        # the launcher's own __main__ (never the parent's main script, which it does not import)
+        assert (cwd, env, path, main, word) == (str(tmp_path), "seen", str(tmp_path / "extra"),
+                                                "__main__", "hello")  # fmt: skip
+        assert child.alive
+        child.conn.close()  # it returns, and exits 0
+        assert child.wait(5) == 0 and not child.alive
+        assert log.read_text() == "the probe says hello\n"
+        sleeper = launcher.fork("tests.vocab_parallel.launcher_probe:sleep", (), str(log))
+        assert sleeper.conn.recv() == "asleep"
+        assert sleeper.kill() == -9 and sleeper.returncode == -9
+        with pytest.raises(ProcessLookupError):  # reaped
+            os.kill(sleeper.pid, 0)
+    finally:
+        if method == "spawn":
+            launcher.close()
 
 
 # -- the command line and the pytest plugin -------------------------------------------------

@@ -9,17 +9,24 @@ ready in milliseconds plus its own work (loading its adapters, joining the proce
 group). One launcher serves every group of a process (``shared``): it exits when its
 pipe to the parent closes, at the latest when the parent exits.
 
-multiprocessing's ``forkserver`` does the same, but runs the parent's main script again
-in every child (its "safe importing of the main module" rule), which a script that calls
-``harness.run(..., world_size=R)`` without an ``if __name__ == "__main__"`` guard does
-not survive; this launcher never imports the main module.
+Where forking after torch's import is not known to be safe (anywhere but Linux: CPython's
+multiprocessing stopped forking on macOS, whose system libraries start threads),
+``METHOD`` is ``spawn``: there is no launcher process, and each child is a fresh
+interpreter (``python -m harness.execution.rank_launcher --child ...``) that imports what
+it needs itself, as every rank did before the launcher.
+
+multiprocessing's ``forkserver`` does the same as the launcher, but runs the parent's
+main script again in every child (its "safe importing of the main module" rule), which a
+script that calls ``harness.run(..., world_size=R)`` without an ``if __name__ ==
+"__main__"`` guard does not survive; this launcher never imports the main module.
 
 The parent's end (``Launcher``): ``fork(entry, args, log)`` returns a ``Forked``: the pid
 and a ``Connection`` to the child, which calls ``entry(connection, *args)`` (``entry`` is
 "module:function") with the parent's current directory, environment and ``sys.path``,
 its stdout and stderr written to the file ``log``. ``Forked.kill()`` and
-``Forked.wait(seconds)`` go through the launcher, the child's parent: only it may reap
-the child, so a pid is never signalled after it was reaped (and perhaps reused).
+``Forked.wait(seconds)`` go through the launcher, the child's parent (or the spawned
+child's ``Popen``): only it may reap the child, so a pid is never signalled after it was
+reaped (and perhaps reused).
 
 Messages on the launcher's pipes (parent -> launcher -> parent)::
 
@@ -42,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -49,6 +57,10 @@ from typing import Any
 CONNECT_SECONDS = 30.0
 #: how long the launcher may take to answer (its first answer waits for its imports)
 ANSWER_SECONDS = 180.0
+#: how children start: forked by the launcher on Linux; elsewhere each is a fresh
+#: interpreter (``spawn``), where forking after torch's import is not known to be safe
+#: (CPython's multiprocessing stopped forking on macOS: system libraries start threads)
+METHOD = "fork" if sys.platform.startswith("linux") and hasattr(os, "fork") else "spawn"
 
 
 class LauncherError(Exception):
@@ -56,10 +68,16 @@ class LauncherError(Exception):
 
 
 class Forked:
-    """One child of the launcher, as the parent sees it."""
+    """One child of the launcher, as the parent sees it (``proc``: a spawned child's)."""
 
-    def __init__(self, launcher: Launcher, pid: int, conn: Connection) -> None:
-        self.launcher, self.pid, self.conn = launcher, pid, conn
+    def __init__(
+        self,
+        launcher: Launcher,
+        pid: int,
+        conn: Connection,
+        proc: subprocess.Popen | None = None,
+    ) -> None:
+        self.launcher, self.pid, self.conn, self.proc = launcher, pid, conn, proc
         self.returncode: int | None = None  # set once the launcher has reaped it
 
     @property
@@ -75,28 +93,41 @@ class Forked:
     def kill(self) -> int:
         """SIGKILL (unless it has exited already), reap; its returncode."""
         self.conn.close()
-        if self.returncode is None:
+        if self.returncode is None and self.proc is not None:
+            self.proc.kill()
+            self.returncode = self.proc.wait()
+        elif self.returncode is None:
             self.returncode = self.launcher.request(("kill", self.pid))
         return self.returncode
 
     def wait(self, seconds: float) -> int:
         """Reap it once it exits, killing it after ``seconds``; its returncode."""
-        if self.returncode is None:
+        if self.returncode is None and self.proc is not None:
+            try:
+                self.returncode = self.proc.wait(seconds)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.returncode = self.proc.wait()
+        elif self.returncode is None:
             self.returncode = self.launcher.request(("wait", self.pid, seconds))
         return self.returncode
 
 
 class Launcher:
-    """The parent's end of one launcher process."""
+    """The parent's end of one launcher process (``method='spawn'``: none; each child is an
+    interpreter of its own, started by ``fork`` too)."""
 
-    def __init__(self, preload: tuple[str, ...]) -> None:
-        self.preload = preload
+    def __init__(self, preload: tuple[str, ...], method: str | None = None) -> None:
+        self.preload, self.method = preload, method or METHOD
         self.owner = os.getpid()  # a forked copy of this process must not share the pipes
         self._folder = tempfile.mkdtemp(prefix="lossconf-launcher-")  # mode 0700
         self._address = os.path.join(self._folder, "socket")
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(self._address)
         self._listener.listen(64)
+        self.proc: subprocess.Popen | None = None
+        if self.method == "spawn":
+            return
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
         self.proc = subprocess.Popen(
@@ -115,6 +146,8 @@ class Launcher:
 
     @property
     def alive(self) -> bool:
+        if self.proc is None:
+            return self._listener.fileno() != -1
         return self.proc.poll() is None and not self._send.closed
 
     def request(self, message: tuple) -> Any:
@@ -122,6 +155,7 @@ class Launcher:
         try:
             self._send.send(message)
             if not self._recv.poll(ANSWER_SECONDS):
+                assert self.proc is not None
                 self.proc.kill()
                 self.close()
                 raise LauncherError(f"the rank launcher did not answer within {ANSWER_SECONDS:g} s")
@@ -135,30 +169,49 @@ class Launcher:
 
     def fork(self, entry: str, args: tuple, log: str) -> Forked:
         """A child that runs ``entry(connection, *args)``, connected to this process."""
-        pid = self.request(
-            ("fork", entry, args, log, self._address, os.getcwd(), dict(os.environ), sys.path)
-        )
+        proc = None
+        if self.method == "spawn":
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", __name__, "--child", self._address, entry],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+            pid = proc.pid
+        else:
+            pid = self.request(
+                ("fork", entry, args, log, self._address, os.getcwd(), dict(os.environ), sys.path)
+            )
         self._listener.settimeout(CONNECT_SECONDS)
         try:
             sock, _ = self._listener.accept()
         except OSError as e:  # it died before connecting: reap it, say how
-            rc = self.request(("kill", pid))
-            raise LauncherError(f"a forked process (exit {rc}) did not connect: {e}") from e
+            if proc is not None:
+                proc.kill()
+                rc = proc.wait()
+            else:
+                rc = self.request(("kill", pid))
+            raise LauncherError(f"a started process (exit {rc}) did not connect: {e}") from e
         sock.settimeout(None)
-        return Forked(self, pid, Connection(sock.detach()))
+        conn = Connection(sock.detach())
+        if proc is not None:  # a spawned child takes what a forked one inherits
+            conn.send((args, sys.path))
+        return Forked(self, pid, conn, proc)
 
     def close(self) -> None:
         """End the launcher (its pipe closes); children still connected exit on their own."""
         if os.getpid() != self.owner:  # inherited through a fork: the owner closes it
             return
-        for conn in (self._send, self._recv):
-            conn.close()
         self._listener.close()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.proc is not None:
+            self._send.close()
+            self._recv.close()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         shutil.rmtree(self._folder, ignore_errors=True)
 
 
@@ -234,7 +287,7 @@ def _fork(
     pid = os.fork()
     if pid:
         return pid
-    code = 0
+    code = 1
     try:
         inbox.close()
         outbox.close()
@@ -246,26 +299,47 @@ def _fork(
         os.environ.clear()
         os.environ.update(environ)
         sys.path[:] = path
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.connect(address)
-        module, _, function = entry.partition(":")
-        getattr(importlib.import_module(module), function)(Connection(sock.detach()), *args)
-    except BaseException:
-        import traceback  # only a child that failed prints one
-
+        conn = _connect(address)
+    except BaseException:  # to its log, when that was opened
         traceback.print_exc()
-        code = 1
+    else:
+        code = _child(entry, args, conn)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
         os._exit(code)
 
 
+def _connect(address: str) -> Connection:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(address)
+    return Connection(sock.detach())
+
+
+def _child(entry: str, args: tuple, conn: Connection) -> int:
+    """Run ``entry(conn, *args)``; the child's exit code (1, with a traceback, if it raised)."""
+    try:
+        module, _, function = entry.partition(":")
+        getattr(importlib.import_module(module), function)(conn, *args)
+        return 0
+    except BaseException:
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
 def main(argv: list[str]) -> int:
-    """``python -m harness.execution.rank_launcher READ_FD WRITE_FD MODULE...``."""
+    """``python -m harness.execution.rank_launcher READ_FD WRITE_FD MODULE...``, or a spawned
+    child: ``... --child ADDRESS ENTRY`` (its arguments and sys.path come through the
+    connection)."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if argv[0] == "--child":
+        conn = _connect(argv[1])
+        args, path = conn.recv()
+        sys.path[:] = path
+        return _child(argv[2], args, conn)
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
     for name in argv[2:]:
