@@ -7,7 +7,8 @@
 
 ``history`` writes reports/history/<adapter>-<version>.json and
 ``python -m harness history reports/history`` compares them. ``scoreboard`` writes
-reports/scoreboard/<framework>-<version>.json, the version read from the report (what
+reports/scoreboard/<framework>-<version>.json.gz (gzip: a run is 3 to 4 MB of JSON), the
+version read from the report (what
 the adapter found installed), and ``python -m harness scoreboard reports/scoreboard``
 renders the table. A run whose results do not all conform (exit 1) still counts: that
 is what is recorded.
@@ -19,6 +20,7 @@ runs the same session with that environment's python, installing nothing.
 
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -62,6 +64,10 @@ SCOREBOARD: dict[str, tuple[str, list[str]]] = {
     "onnxruntime": ("onnxruntime", [".[onnxruntime]"]),
     "paddle": ("paddle", [".[paddle]"]),
     "mlx": ("mlx", [".[mlx]"]),
+    # Keras 3 on JAX, judged under the keras dialect and, beside it, torch's
+    "keras": ("keras", [".[keras]"]),
+    # the raw tf.nn op (per-position losses only)
+    "tensorflow": ("tensorflow", [".[tensorflow]"]),
     # the CPU device compiles with $CC (clang; bfloat16 needs clang >= 17: CC=clang-19)
     "tinygrad": ("tinygrad", [".[tinygrad]"]),
 }
@@ -74,8 +80,8 @@ ISOLATED = {"paddle", "mlx"}
 
 def scoreboard_name(adapter: str, version: str) -> str:
     """reports/scoreboard's file name: the adapter and its library's version
-    ('jax' + '0.10.2, optax 0.2.8' -> 'jax-0.10.2.json')."""
-    return f"{adapter}-{version.split()[0].rstrip(',') or 'unknown'}.json"
+    ('jax' + '0.10.2, optax 0.2.8' -> 'jax-0.10.2.json.gz')."""
+    return f"{adapter}-{version.split()[0].rstrip(',') or 'unknown'}.json.gz"
 
 
 @nox.session
@@ -84,12 +90,13 @@ def scoreboard(session: nox.Session, framework: str) -> None:
     """The suite on one framework; posargs pin its version (``-- onnxruntime==1.20.1``)."""
     adapter, requirements = SCOREBOARD[framework]
     session.install(*requirements, *session.posargs)
-    raw = Path(session.create_tmp()) / f"{framework}.json"
+    raw = Path(session.create_tmp()) / f"{framework}.json.gz"
     session.run(
         "python", "-m", "harness", "--adapter", adapter, "-q", "--report", str(raw),
         *(["--isolate"] if framework in ISOLATED else []), success_codes=[0, 1],
     )  # fmt: skip
-    entry = json.loads(raw.read_text(encoding="utf-8"))["adapters"][0]
+    with gzip.open(raw, "rt", encoding="utf-8") as f:
+        entry = json.load(f)["adapters"][0]
     out = Path("reports/scoreboard") / scoreboard_name(adapter, entry.get("version", ""))
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(raw, out)

@@ -92,32 +92,42 @@ def check_report(path: Path) -> dict:
     return doc
 
 
-def _is_current_report(path: Path) -> bool:
-    from harness.reports.json import SCHEMA_VERSION
+def _text(path: Path) -> str | None:
+    """A report file's text (decompressed for ``.json.gz``), None when it cannot be read."""
+    from harness.reports.json import read_text
 
     try:
-        head = path.read_text(encoding="utf-8", errors="replace")[:200]
-    except OSError:
-        return False
-    return f'"schema_version": {SCHEMA_VERSION},' in head
+        return read_text(path)
+    except (OSError, ValueError):
+        return None
+
+
+def _is_current_report(text: str | None) -> bool:
+    from harness.reports.json import SCHEMA_VERSION
+
+    return text is not None and f'"schema_version": {SCHEMA_VERSION},' in text[:200]
 
 
 def check_reports_under(folder: Path) -> tuple[int, list[str]]:
-    """(the number of current reports found under ``folder``, a problem per bad one)."""
-    paths = [p for p in sorted(folder.rglob("*.json")) if p.is_file() and _is_current_report(p)]
-    problems, docs = [], []
+    """(the number of current reports found under ``folder``, a problem per bad one);
+    compressed ones (``*.json.gz``) are checked decompressed, and jq reads the plain ones."""
+    found = [p for p in sorted(folder.rglob("*.json*")) if p.name.endswith((".json", ".json.gz"))]
+    texts = {p: _text(p) for p in found if p.is_file()}
+    paths = [p for p, text in texts.items() if _is_current_report(text)]
+    problems, docs = [], {}
     for path in paths:
         try:
-            docs.append(strict_loads(path.read_text(encoding="utf-8")))
-            _validator()(docs[-1])
+            docs[path] = strict_loads(texts[path] or "")
+            _validator()(docs[path])
         except ValueError as e:  # not strict JSON, or SchemaError
             problems.append(f"{path}: {str(e).splitlines()[0]}")
+    plain = [p for p in paths if p.suffix == ".json"]
     if not problems:
-        seen = _through_jq(paths)
+        seen = _through_jq(plain)
         if seen is not None:
             problems += [
                 f"{p}: jq reads other values"
-                for p, d, s in zip(paths, docs, seen, strict=True)
-                if d != s
+                for p, s in zip(plain, seen, strict=True)
+                if docs[p] != s
             ]
     return len(paths), problems

@@ -212,7 +212,7 @@ def test_the_committed_scoreboard_renders():
     assert {"torch", "numpy", "jax", "optax", "onnx", "onnxruntime"} <= frameworks
     for run in runs:
         # noxfile.py's scoreboard_name: the library's own version ('0.10.2, optax 0.2.8')
-        assert run.path.name == f"{run.adapter}-{run.version.split()[0].rstrip(',')}.json"
+        assert run.path.name == f"{run.adapter}-{run.version.split()[0].rstrip(',')}.json.gz"
 
 
 def _noxfile():
@@ -243,6 +243,6 @@ def test_scoreboard_sessions_install_extras_that_exist():
             extra = re.fullmatch(r"\.(?:\[(\w+)\])?", requirement)
             assert extra, f"{framework}: {requirement!r} is not the project or one extra of it"
             assert extra.group(1) is None or extra.group(1) in extras, requirement
-    assert nox.scoreboard_name("jax", "0.10.2, optax 0.2.8") == "jax-0.10.2.json"
-    assert nox.scoreboard_name("optax", "0.2.8 (jax 0.10.2)") == "optax-0.2.8.json"
-    assert nox.scoreboard_name("torch", "2.13.0+cpu") == "torch-2.13.0+cpu.json"
+    assert nox.scoreboard_name("jax", "0.10.2, optax 0.2.8") == "jax-0.10.2.json.gz"
+    assert nox.scoreboard_name("optax", "0.2.8 (jax 0.10.2)") == "optax-0.2.8.json.gz"
+    assert nox.scoreboard_name("torch", "2.13.0+cpu") == "torch-2.13.0+cpu.json.gz"

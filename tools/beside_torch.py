@@ -1,7 +1,7 @@
 """Check a report's non-conformities by hand: each case's values through torch in float64 and
 through the adapter again, side by side (docs/scoreboard.md cites what this prints).
 
-    python tools/beside_torch.py reports/scoreboard/onnx-1.23.2.json
+    python tools/beside_torch.py reports/scoreboard/onnx-1.23.2.json.gz
     python tools/beside_torch.py REPORT --adapter keras@backend=jax --status fail
     python tools/beside_torch.py REPORT --case numerics/ --case invalid/weight --dtype float64
 
@@ -15,13 +15,13 @@ on the case's own dtype. Nothing here is compared against a tolerance: it is for
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from harness import CONFORMING, load_adapter, load_suite
+from harness.gate.baseline import read_report  # a .json or .json.gz report, checked
 
 CONFORMING_NAMES = {s.value for s in CONFORMING}
 
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--dtype", action="append", help="only these dtypes (repeatable)")
     args = p.parse_args(argv)
-    doc = json.loads(args.report.read_text(encoding="utf-8"))
+    doc = read_report(args.report)
     entry = doc["adapters"][0]
     adapter = load_adapter(args.adapter or entry.get("spec") or entry["name"])
     cases = {c.id: c for c in load_suite()}

@@ -207,7 +207,7 @@ FUZZ_SAMPLE = (
 def verify_command(report: str, cases: list[str], dtypes: list[str]) -> str:
     """tools/beside_torch.py on some non-conforming results of a scoreboard report."""
     chosen = " ".join([*(f"--case {c}" for c in cases), *(f"--dtype {d}" for d in dtypes)])
-    return f"python tools/beside_torch.py reports/scoreboard/{report}.json {chosen}"
+    return f"python tools/beside_torch.py reports/scoreboard/{report}.json.gz {chosen}"
 
 
 #: one case of each kind of divergence docs/scoreboard.md explains, per framework
@@ -304,7 +304,7 @@ SOURCES: dict[str, Source] = {
         # each in the framework's own environment (with torch): python -m pip install
         # 'lossconf[paddle]' torch (docs/scoreboard.md)
         *(Source(f"divergences-{name}", f"python tools/verify_divergences.py {name} "
-                 f"reports/scoreboard/{name}-{version}.json", "slow")
+                 f"reports/scoreboard/{name}-{version}.json.gz", "slow")
           for name, version in SCOREBOARD_RUNS.items()),
     ]
 }  # fmt: skip

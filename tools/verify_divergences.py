@@ -1,7 +1,7 @@
 """Explain every non-conforming result of a framework's scoreboard run, and check each
 explanation by hand against PyTorch in float64.
 
-    python tools/verify_divergences.py mlx reports/scoreboard/mlx-0.32.4.json
+    python tools/verify_divergences.py mlx reports/scoreboard/mlx-0.32.4.json.gz
 
 Run it in the framework's own environment (with torch beside it). For each framework,
 ``DIVERGENCES`` lists what its results can diverge by; ``classify`` gives each
@@ -21,7 +21,6 @@ its divergence; 1 otherwise (the unexplained results and unconfirmed repros are 
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import sys
 from collections import Counter
@@ -38,6 +37,7 @@ if str(REPO) not in sys.path:  # tests import this file as tools.verify_divergen
 
 import harness  # noqa: E402
 from harness import CallInputs, Case  # noqa: E402
+from harness.gate.baseline import read_report  # noqa: E402  (.json or .json.gz)
 
 #: statuses that need an explanation
 NOT_CONFORMING = ("fail", "error", "missing_error", "crash", "timeout")
@@ -663,7 +663,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--classify-only", action="store_true",
                         help="no by-hand repros (no framework needed)")  # fmt: skip
     args = parser.parse_args(argv)
-    report = json.loads(args.report.read_text(encoding="utf-8"))
+    report = read_report(args.report)
     cases = {c.id: c for c in harness.load_suite()}
     groups, unexplained = classify(args.framework, report, cases)
     adapter = report["adapters"][0]

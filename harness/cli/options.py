@@ -54,8 +54,8 @@ RUN_OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "report", "reports",
-        "write a report; the format follows the extension: .json, .md, .xml (JUnit), "
-        ".html (repeatable)",
+        "write a report; the format follows the extension: .json, .json.gz (compressed), "
+        ".md, .xml (JUnit), .html (repeatable)",
         {"action": "append", "metavar": "PATH"},
     ),
     Option(

@@ -44,16 +44,18 @@ class ReportError(UsageError):
 
 
 def read_report(path: str | Path) -> dict:
-    """Load a JSON report written by ``--report X.json`` (any of
+    """Load a JSON report written by ``--report X.json`` or ``X.json.gz`` (any of
     ``harness.reports.json.READABLE_VERSIONS``; non-finite figures as floats, whether written
     as strings or, in version 1, as bare NaN/Infinity tokens); ReportError says what is wrong."""
     path = Path(path)
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(report_json.read_text(path))
     except OSError as e:
         raise ReportError(f"report {path}: cannot read: {e.strerror}") from None
     except json.JSONDecodeError as e:
         raise ReportError(f"report {path}: not JSON (line {e.lineno}: {e.msg})") from None
+    except ValueError as e:  # corrupt gzip data, or bytes that are not UTF-8
+        raise ReportError(f"report {path}: cannot read: {e}") from None
     if not isinstance(doc, dict) or "results" not in doc or "schema_version" not in doc:
         raise ReportError(f"report {path}: not a lossconf JSON report (no schema_version/results)")
     if doc["schema_version"] not in report_json.READABLE_VERSIONS:

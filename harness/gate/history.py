@@ -21,6 +21,7 @@ from harness.errors import UsageError
 from harness.execution.results import Status, is_conforming
 from harness.gate.baseline import DEFAULT_GROWTH, grew, read_report
 from harness.gate.expectations import version_key
+from harness.reports import json as report_json
 from harness.reports.document import worst_ratio, worst_ulp
 from harness.reports.matrix import GROUPS, groups_of
 
@@ -67,17 +68,20 @@ def _summarise(run: Run) -> None:
 
 
 def load_runs(paths: list[Path]) -> list[Run]:
-    """Runs from report files and folders of ``*.json``, ordered by library then version."""
+    """Runs from report files and folders of reports (``*.json``, ``*.json.gz``), ordered by
+    library then version."""
     files: list[Path] = []
     for p in paths:
         if p.is_dir():
-            files += sorted(p.glob("*.json"))
+            files += report_json.files_in(p)
         elif p.is_file():
             files.append(p)
         else:
             raise UsageError(f"history: {p}: no such file or folder")
     if not files:
-        raise UsageError(f"history: no *.json report in {', '.join(map(str, paths))}")
+        raise UsageError(
+            f"history: no *.json report in {', '.join(map(str, paths))} (nor a *.json.gz)"
+        )
     runs = []
     for f in files:
         doc = read_report(f)

@@ -1,4 +1,5 @@
-"""Report files: the format follows the extension; every format renders the JSON document."""
+"""Report files: the format follows the extension (``.json.gz``: the JSON report, gzip-compressed);
+every format renders the JSON document."""
 
 from __future__ import annotations
 
@@ -13,10 +14,18 @@ from harness.errors import UsageError
 #: report extension -> module with write(path, document) (the document is the JSON report's)
 FORMATS = {
     ".json": "harness.reports.json",
+    ".json.gz": "harness.reports.json",  # which compresses it
     ".md": "harness.reports.markdown",
     ".xml": "harness.reports.junit",
     ".html": "harness.reports.html",
 }
+
+
+def format_of(path: Path) -> str | None:
+    """The extension of FORMATS that ``path`` ends with (the longest: ``.json.gz`` before
+    ``.gz``), None when none does."""
+    ends = [ext for ext in FORMATS if path.name.endswith(ext) and path.name != ext]
+    return max(ends, key=len) if ends else None
 
 
 def check_paths(paths: Iterable[Path]) -> list[Path]:
@@ -24,9 +33,10 @@ def check_paths(paths: Iterable[Path]) -> list[Path]:
     out = []
     for path in paths:
         text = str(path)
-        if path.suffix not in FORMATS:
+        if format_of(path) is None:
+            ext = "".join(path.suffixes[-2:]) if path.suffix == ".gz" else path.suffix
             raise UsageError(
-                f"--report {text}: unknown format {path.suffix or '(no extension)'!r}; "
+                f"--report {text}: unknown format {ext or '(no extension)'!r}; "
                 f"expected one of {', '.join(FORMATS)}"
             )
         folder = path.parent if str(path.parent) else Path(".")
@@ -51,4 +61,4 @@ def write(path: Path, document: dict) -> None:
 
     The renderers are imported here, by name, so that a run loads only the ones it writes
     (the HTML report pulls in matplotlib)."""
-    importlib.import_module(FORMATS[path.suffix]).write(path, document)
+    importlib.import_module(FORMATS[format_of(path) or path.suffix]).write(path, document)

@@ -16,6 +16,10 @@ Python does: a non-finite number is written as the string "nan", "inf" or "-inf"
 back into floats. Version 1 wrote bare ``NaN``/``Infinity`` tokens; it is still read.
 Fields may be added within a version: readers ignore what they do not know.
 
+A report named ``*.json.gz`` is written gzip-compressed (the same text; a scoreboard run's
+3.7 MB of JSON is a few hundred KB), and every reader (``read_text``: ``diff``, ``history``,
+``--baseline``, ``merge``, ``scoreboard``) takes a compressed file as a plain one.
+
 A shard's report (``--shard I/N``) adds ``shard: {index, count, selection: {digest,
 results, adapters, keywords, dtypes}, positions}`` and names the whole selection's cases
 in ``suite`` (``harness.execution.shard``); a merged report (``python -m harness merge``)
@@ -26,13 +30,16 @@ adds ``merged_from: [{file, shard, results, timestamp, environment}]`` instead
 from __future__ import annotations
 
 import datetime
+import gzip
 import json
 import math
 import os
 import platform
 import sys
+import zlib
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 
@@ -44,6 +51,12 @@ from harness.execution.results import Result
 SCHEMA_VERSION = 2
 #: the versions ``decode`` (and so ``diff``, ``history``, ``--baseline``) reads
 READABLE_VERSIONS = (1, 2)
+#: a report whose name ends so is written gzip-compressed (``--report run.json.gz``)
+COMPRESSED = ".json.gz"
+#: the reports of a folder, for the readers given folders (``history``, ``scoreboard``)
+PATTERNS = ("*.json", "*.json.gz")
+#: the first bytes of a gzip file (RFC 1952), by which a compressed report is known
+GZIP_MAGIC = b"\x1f\x8b"
 #: how a non-finite float is spelled in the report (``repr`` of the float, as in ``got_loss``)
 NON_FINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -101,7 +114,31 @@ def dumps(document: dict) -> str:
 
 
 def write(path: str | os.PathLike, document: dict) -> None:
-    write_atomic(path, dumps(document))
+    """Write the report, gzip-compressed when ``path`` ends in ``.json.gz``."""
+    text = dumps(document)
+    if os.fspath(path).endswith(COMPRESSED):
+        # mtime=0 leaves the time out of the gzip header: the bytes depend on the text only
+        write_atomic(path, gzip.compress(text.encode("utf-8"), mtime=0))
+    else:
+        write_atomic(path, text)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A report file's JSON text, decompressed when the file is gzip (known by its first
+    bytes, whatever its name). OSError when it cannot be read; ValueError when its gzip
+    data is corrupt or truncated, or the text is not UTF-8."""
+    data = Path(path).read_bytes()
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError
+            raise ValueError(f"corrupt gzip data ({e})") from None
+    return data.decode("utf-8")
+
+
+def files_in(folder: str | os.PathLike) -> list[Path]:
+    """The reports in ``folder`` (``*.json`` and ``*.json.gz``), sorted by name."""
+    return sorted(p for pattern in PATTERNS for p in Path(folder).glob(pattern))
 
 
 def _real(value: object) -> object:
