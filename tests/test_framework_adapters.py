@@ -24,6 +24,7 @@ from conftest import REPO
 import harness
 from harness import CallInputs, Unsupported
 from harness.execution import registry
+from harness.gate.baseline import read_report
 
 #: adapter name -> the module its framework is imported as
 FRAMEWORKS = {"paddle": "paddle", "mlx": "mlx", "tinygrad": "tinygrad"}
@@ -135,7 +136,7 @@ def _verify_divergences():
 
 
 def _committed(name: str) -> Path:
-    found = sorted(SCOREBOARD.glob(f"{name}-*.json"))
+    found = sorted(SCOREBOARD.glob(f"{name}-*.json.gz"))
     assert len(found) == 1, f"expected one committed run of {name} in {SCOREBOARD}: {found}"
     return found[0]
 
@@ -148,7 +149,7 @@ def suite_cases():
 @pytest.mark.parametrize("name", COMMITTED)
 def test_every_non_conformity_of_the_committed_run_is_explained(name, suite_cases):
     tool = _verify_divergences()
-    report = json.loads(_committed(name).read_text())
+    report = read_report(_committed(name))
     assert report["complete"] and report["adapters"][0]["name"] == name
     groups, unexplained = tool.classify(name, report, suite_cases)
     assert unexplained == [], [(r["case_id"], r["dtype"], r["message"]) for r in unexplained]
