@@ -227,7 +227,10 @@ DIVERGENCES_ONNXRUNTIME = verify_command(
     ["float64"],
 )  # fmt: skip
 #: the scoreboard runs whose divergences docs/scoreboard.md explains: framework -> version
-SCOREBOARD_RUNS = {"paddle": "3.3.1", "mlx": "0.32.4"}
+SCOREBOARD_RUNS = {
+    "paddle": "3.3.1", "mlx": "0.32.4", "tinygrad": "0.14.0", "keras": "3.15.1",
+    "tensorflow": "2.21.0",
+}  # fmt: skip
 
 SOURCES: dict[str, Source] = {
     s.name: s

@@ -37,6 +37,7 @@ if str(REPO) not in sys.path:  # tests import this file as tools.verify_divergen
 
 import harness  # noqa: E402
 from harness import CallInputs, Case  # noqa: E402
+from harness.dtypes import is_exact  # noqa: E402
 from harness.gate.baseline import read_report  # noqa: E402  (.json or .json.gz)
 
 #: statuses that need an explanation
@@ -70,7 +71,10 @@ class Divergence:
     ``matches(inputs, case)``: whether it explains a non-conforming result of this case
     (its inputs in the result's dtype); ``differs(framework, torch, inputs)``: whether a
     by-hand recomputation shows it. The repro prints the losses, and the gradients when
-    the losses agree.
+    the losses agree. For an adapter with a dialect of its own, ``own`` says which results
+    it explains: those that do not conform under that dialect either (True: the
+    framework's own divergence), those that do (False: a rule of the dialect), or any
+    (None).
     """
 
     key: str
@@ -78,6 +82,7 @@ class Divergence:
     explanation: str
     matches: Callable[[CallInputs, Case], bool]
     differs: Callable[[Outcome, Outcome, CallInputs], bool]
+    own: bool | None = None
 
 
 # ----------------------------------------------------------------------------- predicates
@@ -485,6 +490,235 @@ TINYGRAD = [
     ),
 ]
 
+# ----------------------------------------------------------------------------- keras
+
+
+def _keras_native(i: CallInputs) -> Outcome:
+    """Keras 3's losses called as a Keras user does (class axis last, a sample weight w[y]),
+    on JAX, in the case's dtype; the gradient of the sum by ``jax.vjp``."""
+    import os
+
+    os.environ["KERAS_BACKEND"] = "jax"
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import keras
+
+    x, t = np.asarray(i.logits, np.float64), np.asarray(i.target)
+    if x.ndim == 1:
+        x, t = x[None, :], t[None, ...]
+    else:
+        x = np.moveaxis(x, 1, -1)
+        t = np.moveaxis(t, 1, -1) if i.probability_target and t.ndim == x.ndim else t
+    reduction = {"mean": "sum_over_batch_size"}.get(i.reduction, i.reduction)
+    eps, sw = float(i.label_smoothing), None
+    if i.probability_target or eps:
+        y = t if i.probability_target else np.eye(x.shape[-1])[t]
+        loss_fn = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=eps, reduction=reduction, dtype=i.dtype
+        )
+    else:
+        y = t
+        loss_fn = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, ignore_class=int(i.ignore_index), reduction=reduction,
+            dtype=i.dtype,
+        )  # fmt: skip
+    if i.weight is not None and not i.probability_target:
+        sw = np.asarray(i.weight, np.float64)[np.where(t != i.ignore_index, t, 0)]
+    xs = jnp.asarray(x, dtype=jnp.dtype(i.dtype))
+    loss, vjp = jax.vjp(lambda v: loss_fn(y, v, sample_weight=sw), xs)
+    (grad,) = vjp(jnp.ones_like(loss))
+    grad = np.asarray(grad, np.float64)
+    grad = grad.reshape(i.logits.shape) if i.logits.ndim == 1 else np.moveaxis(grad, -1, 1)
+    return Outcome(np.asarray(loss, np.float64), grad)
+
+
+def _shape_differs(framework: Outcome, torch: Outcome, inputs: CallInputs) -> bool:
+    return (
+        framework.error is None
+        and torch.error is None
+        and np.shape(framework.loss) != np.shape(torch.loss)
+    )
+
+
+def _labels_inexact(i: CallInputs) -> bool:
+    """Class indices that the case's (half) dtype cannot represent."""
+    if i.probability_target or i.dtype not in ("float16", "bfloat16"):
+        return False
+    return not is_exact(np.asarray(i.target, np.float64), i.dtype)
+
+
+def _neg_inf_logit(i: CallInputs) -> bool:
+    return not i.probability_target and bool(np.isneginf(np.asarray(i.logits)).any())
+
+
+def _nan_in_ignored_row(i: CallInputs) -> bool:
+    """Index targets with a non-finite logit in a position whose target is ignored."""
+    if i.probability_target or not _ignores(i):
+        return False
+    x = np.asarray(i.logits, np.float64)
+    rows = ~np.isfinite(x).all(axis=0 if x.ndim == 1 else 1)
+    return bool(np.any(rows & (np.asarray(i.target) == i.ignore_index)))
+
+
+KERAS_SOURCE = "keras 3.15.1, `keras/src/losses/loss.py`"
+
+KERAS = [
+    Divergence(
+        "invalid-not-checked",
+        "invalid calls return a value",
+        "Keras validates none of the arguments PyTorch rejects: a class index outside [0, C) "
+        "gets a one-hot row of zeros from `jax.nn.one_hot` (in "
+        "`keras/src/backend/jax/nn.py`'s `sparse_categorical_crossentropy`), so its loss is 0; "
+        "`CategoricalCrossentropy` takes `label_smoothing` > 1; and a class weight of the wrong "
+        "length or an `ignore_index` with probability targets has nothing to be checked "
+        "against (Keras losses have neither: the adapter passes `w[y]` as the sample weight, "
+        "and `CategoricalCrossentropy` has no `ignore_class`).",
+        lambda i, c: c.expect_error is not None,
+        returned,
+        own=True,
+    ),
+    Divergence(
+        "empty-batch",
+        "a reduced loss over an empty batch is an empty array",
+        f"`reduce_values` ({KERAS_SOURCE}) returns the per-position losses unreduced when "
+        "their shape is `(0,)`, so `sum` and `sum_over_batch_size` of an empty batch give "
+        "an array of shape (0,), not a scalar (PyTorch: 0 and NaN; the keras dialect: 0 and "
+        "0).",
+        lambda i, c: i.logits.size == 0 and i.logits.ndim == 2 and i.reduction != "none",
+        _shape_differs,
+        own=True,
+    ),
+    Divergence(
+        "labels-in-loss-dtype",
+        "class indices are rounded to the loss's dtype",
+        "`Loss.__call__` converts `y_true` to the loss's dtype before the loss function casts "
+        f"it back to int32 ({KERAS_SOURCE}, `keras/src/backend/jax/nn.py`): with "
+        "`dtype='bfloat16'` a class index above 256 (float16: above 2048) that the dtype "
+        "cannot represent becomes a neighbouring class.",
+        lambda i, c: _labels_inexact(i),
+        CLEARLY,
+        own=True,
+    ),
+    Divergence(
+        "neg-inf-logit",
+        "a -inf logit gives NaN",
+        "`sparse_categorical_crossentropy` computes `-sum(one_hot(y) * log_softmax(x))` "
+        "(`keras/src/backend/jax/nn.py`): a -inf logit of a class other than the target "
+        "makes `0 * -inf = NaN`, where PyTorch picks `log_softmax(x)[y]` and gives a finite "
+        "loss. Under both dialects.",
+        lambda i, c: _neg_inf_logit(i),
+        CLEARLY,
+        own=True,
+    ),
+    Divergence(
+        "half-precision-arithmetic",
+        "float16 and bfloat16 are computed in their own precision",
+        "The loss is computed in its dtype (the adapter passes `dtype=` the case's, as a user "
+        "asking for a half-precision loss does): `log_softmax` and the reductions run in "
+        "float16 or bfloat16, so a confident position's loss rounds to -0 and a float16 sum "
+        "over 70,000 positions overflows. PyTorch's CPU kernels compute log_softmax in "
+        "float32 for half inputs. Under both dialects.",
+        lambda i, c: i.dtype in ("float16", "bfloat16"),
+        values_off(8),
+        own=True,
+    ),
+    Divergence(
+        "dialect-nothing-kept",
+        "(dialect) a mean over no kept target is 0",
+        "Keras divides with `divide_no_nan` (`apply_mask`, `reduce_values`, "
+        f"{KERAS_SOURCE}): every target ignored, kept sample weights summing to 0, or an "
+        "input with no position (N x C x 0) give a mean of 0 and a zero gradient where "
+        "PyTorch gives 0/0 = NaN. Conforms under the keras dialect.",
+        lambda i, c: _mean_of_nothing(i) or (i.logits.size == 0 and i.reduction == "mean"),
+        CLEARLY,
+        own=False,
+    ),
+    Divergence(
+        "dialect-ignored-row",
+        "(dialect) an ignored position's NaN logits do not reach the gradient",
+        "With `ignore_class`, `sparse_categorical_crossentropy` replaces an ignored position's "
+        "logits by zeros before the softmax (`ops.where(valid_mask, y_pred, 0)`, "
+        "`keras/src/losses/losses.py`): the gradient is 0 where PyTorch's is NaN. Conforms "
+        "under the keras dialect.",
+        lambda i, c: _nan_in_ignored_row(i),
+        CLEARLY,
+        own=False,
+    ),
+    Divergence(
+        "dialect-smoothing-weight",
+        "(dialect) with label smoothing the whole loss carries w[y]",
+        "Keras weighs each position's loss by its sample weight w[y] "
+        f"(`reduce_weighted_values`, {KERAS_SOURCE}), the smoothing term included; PyTorch "
+        "weighs the smoothing term of each class by that class's weight. Conforms under the "
+        "keras dialect.",
+        lambda i, c: _has_weight(i) and _smoothing_index(i),
+        CLEARLY,
+        own=False,
+    ),
+    Divergence(
+        "dialect-weighted-mean",
+        "(dialect) a weighted mean divides by the number of kept positions",
+        "`sum_over_batch_size` divides the sum of the weighted losses by the number of "
+        f"positions, the ignored ones masked out (`apply_mask`, `reduce_values`, "
+        f"{KERAS_SOURCE}); PyTorch divides by the sum of the kept targets' weights. Conforms "
+        "under the keras dialect.",
+        lambda i, c: _has_weight(i) and i.reduction == "mean" and not i.probability_target,
+        CLEARLY,
+        own=False,
+    ),
+]
+
+# ----------------------------------------------------------------------------- tensorflow
+
+
+def _tensorflow_native(i: CallInputs) -> Outcome:
+    """``tf.nn.(sparse_)softmax_cross_entropy_with_logits`` in the case's dtype, class axis
+    last; the gradient of the sum by ``tf.GradientTape``."""
+    import tensorflow as tf
+
+    x, t = np.asarray(i.logits, np.float64), np.asarray(i.target)
+    if x.ndim == 1:
+        x, t = x[None, :], t[None, ...]
+    else:
+        x = np.moveaxis(x, 1, -1)
+        t = np.moveaxis(t, 1, -1) if i.probability_target and t.ndim == x.ndim else t
+    xs = tf.Variable(tf.cast(tf.constant(x), i.dtype))
+    with tf.GradientTape() as tape:
+        if i.probability_target:
+            loss = tf.nn.softmax_cross_entropy_with_logits(tf.cast(t, i.dtype), xs)
+        else:
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.constant(t), xs)
+        total = tf.reduce_sum(loss)
+    grad = tape.gradient(total, xs).numpy().astype(np.float64)
+    grad = grad.reshape(i.logits.shape) if i.logits.ndim == 1 else np.moveaxis(grad, -1, 1)
+    loss = loss.numpy().astype(np.float64)
+    return Outcome(loss.reshape(()) if i.logits.ndim == 1 else loss, grad)
+
+
+TENSORFLOW = [
+    Divergence(
+        "unnormalised-probabilities-gradient",
+        "the gradient of probability targets assumes they sum to 1",
+        "`softmax_cross_entropy_with_logits`'s fused kernel returns `softmax(x) - y` as the "
+        "gradient (`tensorflow/core/kernels/xent_op.h`); the derivative of its own loss "
+        "`-sum(y * log_softmax(x))` is `sum(y) * softmax(x) - y`, so the gradient is wrong "
+        "(the loss is right) for rows that do not sum to 1.",
+        lambda i, c: _unnormalised(i),
+        CLEARLY,
+    ),
+    Divergence(
+        "half-precision-arithmetic",
+        "bfloat16 is computed in bfloat16",
+        "The CPU kernel computes a bfloat16 call in bfloat16: the log-softmax rounds a "
+        "confident position's loss to 0 (its float16 results conform). PyTorch's CPU kernels "
+        "compute log_softmax in float32 for half inputs.",
+        lambda i, c: i.dtype in ("float16", "bfloat16"),
+        values_off(8),
+    ),
+]
+
 # ----------------------------------------------------------------------------- registry
 
 #: framework -> (its divergences, in the order they are tried; the by-hand call)
@@ -492,6 +726,8 @@ FRAMEWORKS: dict[str, tuple[list[Divergence], Callable[[CallInputs], Outcome]]] 
     "mlx": (MLX, _mlx_native),
     "paddle": (PADDLE, _paddle_native),
     "tinygrad": (TINYGRAD, _tinygrad_native),
+    "keras": (KERAS, _keras_native),
+    "tensorflow": (TENSORFLOW, _tensorflow_native),
 }
 
 
@@ -518,7 +754,10 @@ def classify(
             continue
         case = cases[r["case_id"]]
         inputs = case.inputs(r["dtype"])
+        fails_own = r["status"] in NOT_CONFORMING
         for d in divergences:
+            if d.own is not None and d.own != fails_own:
+                continue
             if d.matches(inputs, case):
                 groups[d.key].results.append(r)
                 break
