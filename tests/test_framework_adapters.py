@@ -177,6 +177,31 @@ def test_the_classifier_explains_by_the_inputs(suite_cases):
     assert [r["case_id"] for r in unexplained] == ["seed/article_1x5"]  # float32, unweighted
 
 
+def test_the_classifier_tells_a_dialect_rule_from_a_divergence(suite_cases):
+    """For an adapter with a dialect of its own (keras), a result that conforms under that
+    dialect is explained by a rule of the dialect, one that does not by the framework."""
+    tool = _verify_divergences()
+    weighted = {"case_id": "seed/weighted_mean", "torch_status": "fail"}
+    report = {
+        "results": [
+            {**weighted, "dtype": "float64", "status": "pass"},  # Keras's mean, by design
+            {**weighted, "dtype": "float16", "status": "pass"},
+            {**weighted, "dtype": "float16", "status": "fail"},  # also off under keras
+        ]
+    }
+    groups, unexplained = tool.classify("keras", report, suite_cases)
+    keys = {g.divergence.key: [r["dtype"] for r in g.results] for g in groups}
+    assert keys == {
+        "dialect-weighted-mean": ["float64", "float16"],
+        "half-precision-arithmetic": ["float16"],
+    }
+    assert unexplained == []
+    # a result that conforms under keras but matches no rule of the dialect is unexplained
+    plain = {"case_id": "seed/article_1x5", "dtype": "float32", "status": "pass",
+             "torch_status": "fail"}  # fmt: skip
+    assert tool.classify("keras", {"results": [plain]}, suite_cases)[1] == [plain]
+
+
 def test_the_divergence_checks_compare_with_the_dtypes_roundoff():
     tool = _verify_divergences()
     ref = tool.Outcome(np.array(1.0), np.array([0.5, -0.5]))
