@@ -908,9 +908,12 @@ def main(argv: list[str] | None = None) -> int:
     adapter = report["adapters"][0]
     version = adapter.get("version", "")
     total = sum(len(g.results) for g in groups) + len(unexplained)
+    semantics = adapter.get("semantics", "torch")
+    own = sum(r["status"] in NOT_CONFORMING for r in report["results"])
+    under_own = f" ({own} under its own {semantics} semantics)" if semantics != "torch" else ""
     print(f"{args.framework} {version} ({adapter.get('wraps', '')}, {adapter.get('device', '')}): "
           f"{total} of {len(report['results'])} results do not conform to PyTorch's "
-          f"semantics, by {len(groups)} divergences, each checked by hand against "
+          f"semantics{under_own}, by {len(groups)} divergences, each checked by hand against "
           f"torch float64 on the smallest case it explains:\n")  # fmt: skip
     ok = not unexplained
     for g in groups:
