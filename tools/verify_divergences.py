@@ -488,6 +488,25 @@ TINYGRAD = [
         lambda i, c: _all_ignored_mean(i),
         CLEARLY,
     ),
+    Divergence(
+        "neg-inf-logit-half",
+        "a -inf logit gives NaN in float16 and bfloat16",
+        "`sparse_categorical_crossentropy` (`tinygrad/mixin/op.py`) sums `log_probs * "
+        "one_hot(y)` over the classes: in float16 and bfloat16 the -inf log-probability of a "
+        "non-target class times its 0 is NaN, where PyTorch gives the finite loss (tinygrad's "
+        "float32 and float64 kernels do too).",
+        lambda i, c: i.dtype in ("float16", "bfloat16") and _neg_inf_logit(i),
+        CLEARLY,
+    ),
+    Divergence(
+        "half-precision-arithmetic",
+        "float16 and bfloat16 are computed in their own precision",
+        "tinygrad computes the log-softmax and the reductions in the tensor's dtype: a "
+        "confident position's loss rounds to 0 (or to the nearest half-precision value), where "
+        "PyTorch's CPU kernels compute log_softmax in float32 for half inputs.",
+        lambda i, c: i.dtype in ("float16", "bfloat16"),
+        values_off(8),
+    ),
 ]
 
 # ----------------------------------------------------------------------------- keras
