@@ -31,7 +31,7 @@ from harness.gate.baseline import read_report
 FRAMEWORKS = {"paddle": "paddle", "mlx": "mlx", "tinygrad": "tinygrad"}
 SCOREBOARD = REPO / "reports" / "scoreboard"
 #: the frameworks with a committed run (docs/scoreboard.md explains its divergences)
-COMMITTED = ("paddle", "mlx", "keras", "tensorflow")
+COMMITTED = ("paddle", "mlx", "tinygrad", "keras", "tensorflow")
 SEED = REPO / "cases" / "seed.yaml"
 
 
