@@ -2,9 +2,9 @@
 
 For the adapters that opt in the harness starts R rank processes (``serve_rank``, forked
 by ``harness.execution.rank_launcher``, which imported torch once) that load the
-adapters from their SPECs and join one ``torch.distributed`` process group (gloo on CPU; nccl, one GPU per
-rank, when the adapter's device is cuda) through a TCP rendezvous on a free port of
-127.0.0.1. For each call every rank makes the case's inputs, keeps its shard of the
+adapters from their SPECs and join one ``torch.distributed`` process group (gloo on
+CPU; nccl, one GPU per rank, when the adapter's device is cuda) through a TCP
+rendezvous on a free port of 127.0.0.1. For each call every rank makes the case's inputs, keeps its shard of the
 class axis (``split_classes``; logits, a weight and probability targets are cut,
 class-index targets stay whole) and calls the adapter with ``CallInputs.vocab_shard``
 set. The parent gathers the ranks' gradient shards along the class axis, takes the
@@ -183,7 +183,7 @@ class RankReply:
     grad_hidden: Any = None  # a fused linear call's: the whole, replicated gradient
     grad_classifier: Any = None  # and its shard's rows of these two
     grad_bias: Any = None
-    returned: str = ""  # the type of a return value that is not an Output
+    returned: str = ""  # the type of a return value that is not an Output (LinearOutput)
     mutated: str = ""  # runner.mutations of the rank's inputs
     seconds: float = 0.0
     peak_rss_bytes: int | None = None
