@@ -65,6 +65,7 @@ ARGUMENTS_ONLY = {
     "bench_oracle_stream.py": "--rows",
     "bench_torch_large.py": "--rows",
     "bench_fused_linear_memory.py": "--case",  # gigabytes: the V = 131072 case
+    "bench_rank_start.py": "--world-size",  # 2 x 2 groups of ranks, each importing torch
 }
 
 

@@ -270,6 +270,7 @@ SOURCES: dict[str, Source] = {
         Source("bench-isolation", "python benchmarks/bench_isolation.py", "run"),
         Source("bench-jax-compiles", "python benchmarks/bench_jax_compiles.py", "run"),
         Source("bench-torch-large", "python benchmarks/bench_torch_large.py", "run"),
+        Source("bench-rank-start", "python benchmarks/bench_rank_start.py", "run"),
         Source("bench-llm-profile", "python benchmarks/bench_llm_scale.py profile", "slow"),
         Source("bench-llm-scale", "python benchmarks/bench_llm_scale.py table", "slow"),
         Source("bench-oracle-large", "python benchmarks/bench_oracle.py --modes "
