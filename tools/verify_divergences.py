@@ -491,7 +491,7 @@ TINYGRAD = [
     Divergence(
         "neg-inf-logit-half",
         "a -inf logit gives NaN in float16 and bfloat16",
-        "`sparse_categorical_crossentropy` (`tinygrad/mixin/op.py`) sums `log_probs * "
+        "`sparse_categorical_crossentropy` (`tinygrad/mixin/op.py`, tinygrad 0.14.0) sums `log_probs * "
         "one_hot(y)` over the classes: in float16 and bfloat16 the -inf log-probability of a "
         "non-target class times its 0 is NaN, where PyTorch gives the finite loss (tinygrad's "
         "float32 and float64 kernels do too).",
@@ -721,7 +721,8 @@ TENSORFLOW = [
         "unnormalised-probabilities-gradient",
         "the gradient of probability targets assumes they sum to 1",
         "`softmax_cross_entropy_with_logits`'s fused kernel returns `softmax(x) - y` as the "
-        "gradient (`tensorflow/core/kernels/xent_op.h`); the derivative of its own loss "
+        "gradient (`backprop: prob - labels` in `tensorflow/core/kernels/xent_op.h`, tensorflow "
+        "2.21.0); the derivative of its own loss "
         "`-sum(y * log_softmax(x))` is `sum(y) * softmax(x) - y`, so the gradient is wrong "
         "(the loss is right) for rows that do not sum to 1.",
         lambda i, c: _unnormalised(i),
