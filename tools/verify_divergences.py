@@ -615,7 +615,8 @@ KERAS = [
         "`Loss.__call__` converts `y_true` to the loss's dtype before the loss function casts "
         f"it back to int32 ({KERAS_SOURCE}, `keras/src/backend/jax/nn.py`): with "
         "`dtype='bfloat16'` a class index above 256 (float16: above 2048) that the dtype "
-        "cannot represent becomes a neighbouring class.",
+        "cannot represent becomes a neighbouring class. With Keras's default `dtype=None` "
+        "(`floatx()`, float32) the labels stay exact.",
         lambda i, c: _labels_inexact(i),
         CLEARLY,
         own=True,
@@ -638,7 +639,8 @@ KERAS = [
         "asking for a half-precision loss does): `log_softmax` and the reductions run in "
         "float16 or bfloat16, so a confident position's loss rounds to -0 and a float16 sum "
         "over 70,000 positions overflows. PyTorch's CPU kernels compute log_softmax in "
-        "float32 for half inputs. Under both dialects.",
+        "float32 for half inputs. Under both dialects; with Keras's default `dtype=None` "
+        "(`floatx()`, float32) a half-precision input is computed in float32.",
         lambda i, c: i.dtype in ("float16", "bfloat16"),
         values_off(8),
         own=True,
