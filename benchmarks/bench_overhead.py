@@ -23,7 +23,8 @@ import numpy as np
 
 
 def prepared_calls(cases, adapter):
-    """(inputs, expected, tolerance, expect_error) for every call the harness makes."""
+    """(inputs, expected, tolerance, fused) for every call the harness makes; a fused linear
+    case's inputs and expected values are those of ``run_linear``."""
     from harness.execution.runner import unsupported_by_declaration
 
     calls = []
@@ -32,37 +33,48 @@ def prepared_calls(cases, adapter):
         for dtype in case.dtypes:
             if unsupported_by_declaration(case, adapter, dtype):
                 continue
-            expected = None if case.expect_error else case.expected_for(dtype)
-            calls.append((case.inputs(dtype, want_grad=want_grad), expected, case.tolerance(dtype)))
+            if case.fused:
+                inputs = case.linear_inputs(dtype, want_grad=want_grad)
+                expected = None if case.expect_error else case.linear_expected_for(dtype)
+            else:
+                inputs = case.inputs(dtype, want_grad=want_grad)
+                expected = None if case.expect_error else case.expected_for(dtype)
+            calls.append((inputs, expected, case.tolerance(dtype), case.fused))
     return calls
+
+
+#: the gradients of each kind of call: (the output's field, the expected value's field)
+GRADS = {
+    False: (("grad", "grad"),),
+    True: (
+        ("grad_hidden", "grad_hidden"),
+        ("grad_classifier", "grad_classifier"),
+        ("grad_bias", "grad_bias"),
+    ),
+}
+
+
+def _off(got, want, atol: float, rtol: float) -> int:
+    got = np.asarray(got, dtype=np.float64)
+    return int(np.any(np.abs(got - want) > atol + rtol * np.abs(want)))
 
 
 def bare_loop(adapter, calls) -> int:
     """Call and compare; returns the number of mismatches (so nothing is optimised away)."""
     bad = 0
-    for inputs, expected, tol in calls:
+    for inputs, expected, tol, fused in calls:
         try:
-            out = adapter.run(inputs)
+            out = adapter.run_linear(inputs) if fused else adapter.run(inputs)
         except Exception:
             continue
         if expected is None:
             continue
         with np.errstate(invalid="ignore"):
-            got = np.asarray(out.loss, dtype=np.float64)
-            bad += int(
-                np.any(
-                    np.abs(got - expected.loss)
-                    > tol.loss_atol + tol.loss_rtol * np.abs(expected.loss)
-                )
-            )
-            if expected.grad is not None and out.grad is not None:
-                g = np.asarray(out.grad, dtype=np.float64)
-                bad += int(
-                    np.any(
-                        np.abs(g - expected.grad)
-                        > tol.grad_atol + tol.grad_rtol * np.abs(expected.grad)
-                    )
-                )
+            bad += _off(out.loss, expected.loss, tol.loss_atol, tol.loss_rtol)
+            for got_field, want_field in GRADS[fused]:
+                got, want = getattr(out, got_field), getattr(expected, want_field)
+                if got is not None and want is not None:
+                    bad += _off(got, want, tol.grad_atol, tol.grad_rtol)
     return bad
 
 
