@@ -5,7 +5,7 @@
     nox -s scoreboard         # every framework of the scoreboard, each at its newest release
     nox -s "scoreboard(framework='onnxruntime')" -- onnxruntime==1.20.1   # another version
 
-``history`` writes reports/history/<adapter>-<version>.json and
+``history`` writes reports/history/<adapter>-<version>.json.gz and
 ``python -m harness history reports/history`` compares them. ``scoreboard`` writes
 reports/scoreboard/<framework>-<version>.json.gz (gzip: a run is 3 to 4 MB of JSON), the
 version read from the report (what
@@ -49,7 +49,7 @@ def history(session: nox.Session, version: str) -> None:
     session.install(".", *requirements)
     session.run(
         "python", "-m", "harness", "--adapter", adapter, "-q",
-        "--report", f"reports/history/{version}.json",
+        "--report", f"reports/history/{version}.json.gz",
         success_codes=[0, 1],
     )  # fmt: skip
 
