@@ -107,6 +107,19 @@ def describe_exit(returncode: int) -> str:
     return f"exited with code {returncode}"
 
 
+def describe_death(returncode: int, lines: list[str]) -> str:
+    """How a process ended, with what its last output ``lines`` say: faulthandler's report
+    (the error line and the innermost frames: where it died) or else its last lines."""
+    text = describe_exit(returncode)
+    fatal = next((i for i, x in enumerate(lines) if x.startswith("Fatal Python error")), None)
+    if fatal is not None:
+        frames = [x.strip() for x in lines[fatal:] if x.strip().startswith("File ")]
+        text += "; " + " | ".join([lines[fatal], *frames[:2]])
+    elif lines:
+        text += "; its last output: " + " | ".join(lines[-3:])
+    return text
+
+
 class Worker:
     """One worker process for one adapter; restarted on demand after it dies or is killed."""
 
@@ -208,16 +221,7 @@ class Worker:
         rc = self.proc.wait()
         if self._reader is not None:
             self._reader.join(timeout=1)  # let the last lines arrive
-        text = describe_exit(rc)
-        lines = list(self._tail)
-        # faulthandler's report: the error line and the innermost frames say where it died
-        fatal = next((i for i, x in enumerate(lines) if x.startswith("Fatal Python error")), None)
-        if fatal is not None:
-            frames = [x.strip() for x in lines[fatal:] if x.strip().startswith("File ")]
-            text += "; " + " | ".join([lines[fatal], *frames[:2]])
-        elif lines:
-            text += "; its last output: " + " | ".join(lines[-3:])
-        return text
+        return describe_death(rc, list(self._tail))
 
     # -- calls ------------------------------------------------------------------------------
     def run_one(self, case: Case, dtype: str, timeout: float | None) -> Result:

@@ -63,7 +63,7 @@ from harness.adapters import (
 )
 from harness.errors import AdapterLoadError, InternalError
 from harness.execution import peak_memory, rank_launcher
-from harness.execution.isolate import describe_exit
+from harness.execution.isolate import describe_death
 from harness.execution.rank_launcher import Forked, LauncherError
 from harness.execution.registry import load
 from harness.execution.results import Result, Status
@@ -232,20 +232,13 @@ class Rank:
         """'exited with code 3', 'was killed by SIGSEGV (signal 11); Fatal Python error: ...'."""
         assert self.process is not None
         self.process.conn.close()
-        text = describe_exit(self.process.wait(5))
+        returncode = self.process.wait(5)
         try:
             with open(self.log, encoding="utf-8", errors="replace") as f:
                 lines = [x.rstrip() for x in f.readlines()[-40:] if x.strip()]
         except OSError:
             lines = []
-        # faulthandler's report: the error line and the innermost frames say where it died
-        fatal = next((i for i, x in enumerate(lines) if x.startswith("Fatal Python error")), None)
-        if fatal is not None:
-            frames = [x.strip() for x in lines[fatal:] if x.strip().startswith("File ")]
-            text += "; " + " | ".join([lines[fatal], *frames[:2]])
-        elif lines:
-            text += "; its last output: " + " | ".join(lines[-3:])
-        return text
+        return describe_death(returncode, lines)
 
 
 class RankGroup:
