@@ -55,7 +55,7 @@ SCRIPT = textwrap.dedent(
 
 def test_every_command_survives_a_closed_stdout(tmp_path):
     report = tmp_path / "run.json"
-    old, new = sorted(str(p) for p in HISTORY.glob("numpy-*.json"))
+    old, new = sorted(str(p) for p in HISTORY.glob("numpy-*.json.gz"))
     commands = {
         "run": ["--cases", SEED, "-k", "article", "--report", str(report)],
         "list": ["--list", "--cases", SEED],
