@@ -313,3 +313,29 @@ def test_unwritable_report_path_is_refused_before_the_run(cli, tmp_path):
         r = cli("--cases", str(GOOD), "--report", str(path))
         assert r.returncode == 2, path
         assert r.stdout == "" and why in r.stderr
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["jsonschema-rs", "jsonschema"])
+def test_schema_errors_do_not_depend_on_the_compiled_validator(tmp_path, monkeypatch, compiled):
+    """jsonschema-rs, when installed, only says "valid"; every error, and a value it cannot
+    take (a YAML date), goes through jsonschema: the same messages either way."""
+    from harness.cases import loader
+
+    if not compiled:
+        monkeypatch.setattr(loader, "_compiled_validator", lambda: None)
+    elif loader._compiled_validator() is None:
+        pytest.skip("jsonschema-rs is not installed")
+    path = tmp_path / "dates.yaml"
+    path.write_text(
+        "cases:\n"
+        "  - name: 2001-01-01\n    why: a date\n    logits: [[1.0, 2.0]]\n    target: [1]\n"
+        "  - name: fine\n    why: valid\n    logits: [[1.0, 2.0]]\n    target: [1]\n"
+        "    expected: oracle\n"
+    )
+    cases, errors = loader.check_file(path)
+    assert cases == [] and len(errors) == 1
+    assert "dates.yaml" in str(errors[0]) and "name" in str(errors[0])
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("cases:\n  - name: fine\n    why: valid\n    logits: [[1.0, 2.0]]\n"
+                  "    target: [1]\n    expected: oracle\n")  # fmt: skip
+    assert [c.name for c in loader.check_file(ok)[0]] == ["fine"]

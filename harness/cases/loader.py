@@ -87,6 +87,31 @@ def _validator():
     return cls(schema())
 
 
+@functools.lru_cache(maxsize=1)
+def _compiled_validator():
+    """jsonschema-rs's compiled validator of the same schema when it is installed (the
+    ``fast`` extra), else None. It only answers "valid?", ten times faster than jsonschema
+    on the built-in files: a file it passes needs nothing more, and any other goes through
+    jsonschema, whose errors the messages are made from, so a message never depends on it."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    return jsonschema_rs.validator_for(schema())
+
+
+def _schema_errors(doc: object) -> list:
+    """jsonschema's errors of ``doc`` against the case schema (none when it is valid)."""
+    compiled = _compiled_validator()
+    if compiled is not None:
+        try:
+            if compiled.is_valid(doc):
+                return []
+        except Exception:  # a value it cannot take (a YAML date, a huge integer): ask jsonschema
+            pass
+    return list(_validator().iter_errors(doc))
+
+
 def discover(paths: list[Path]) -> list[Path]:
     """Case files under ``paths`` (files as given, folders searched recursively), sorted."""
     found: list[Path] = []
@@ -350,7 +375,7 @@ def check_file(
     # each top-level field
     first: dict[tuple[str, ...], CaseFileError] = {}
     for err in sorted(
-        _validator().iter_errors(doc),
+        _schema_errors(doc),
         key=lambda e: (list(map(str, e.absolute_path)), e.validator != "additionalProperties"),
     ):
         where = list(err.absolute_path)
