@@ -31,6 +31,7 @@ import itertools
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -325,34 +326,50 @@ def realizable_pairs() -> set[Pair]:
     }
 
 
-def pairwise_rows() -> list[dict[str, str]]:
-    """Rows of coverage parameter values that together have every realizable value pair.
+def _greedy_rows(
+    params: dict[str, tuple[str, ...]],
+    uncovered: set[Pair],
+    allowed: Callable[[dict[str, str]], bool],
+    pairs_of: Callable[[dict[str, str]], set[Pair]],
+    *,
+    busiest_first: bool = True,
+) -> list[dict[str, str]]:
+    """Rows of ``params`` values that together have every pair of ``uncovered``.
 
-    Each row starts from an uncovered pair of the parameter pair with the most uncovered
-    pairs left, fills the other parameters (largest domain first) with the value that
-    covers most new pairs, and the best such row is kept; ties go to the first candidate.
-    """
-    params = coverage.PARAMETERS
+    Each row starts from an uncovered pair (of the parameter pair with the most uncovered
+    pairs left when ``busiest_first``, else of any), fills the other parameters (largest
+    domain first) with the ``allowed`` value that covers most new pairs, and the best such
+    row is kept; ties go to the first candidate."""
     order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
-    uncovered = realizable_pairs()
+    uncovered = set(uncovered)
     rows: list[dict[str, str]] = []
     while uncovered:
-        left: Counter = Counter((a[0], b[0]) for a, b in uncovered)
-        busiest = max(left, key=lambda ab: (left[ab], [-list(params).index(k) for k in ab]))
+        seeds = sorted(uncovered)
+        if busiest_first:
+            left: Counter = Counter((a[0], b[0]) for a, b in uncovered)
+            busiest = max(left, key=lambda ab: (left[ab], [-list(params).index(k) for k in ab]))
+            seeds = [p for p in seeds if (p[0][0], p[1][0]) == busiest]
         best, best_gain = None, -1
-        for seed in sorted(p for p in uncovered if (p[0][0], p[1][0]) == busiest):
+        for seed in seeds:
             row = dict(seed)
             for k in order:
                 if k in row:
                     continue
-                choices = [v for v in params[k] if _row_extendable({**row, k: v})]
-                row[k] = max(choices, key=lambda v: len(_pairs_of({**row, k: v}) & uncovered))
-            gain = len(_pairs_of(row) & uncovered)
+                choices = [v for v in params[k] if allowed({**row, k: v})]
+                row[k] = max(choices, key=lambda v: len(pairs_of({**row, k: v}) & uncovered))
+            gain = len(pairs_of(row) & uncovered)
             if gain > best_gain:
                 best, best_gain = row, gain
+        assert best is not None
         rows.append({k: best[k] for k in params})
-        uncovered -= _pairs_of(best)
+        uncovered -= pairs_of(best)
     return rows
+
+
+def pairwise_rows() -> list[dict[str, str]]:
+    """Rows of coverage parameter values that together have every realizable value pair
+    (``_greedy_rows``)."""
+    return _greedy_rows(coverage.PARAMETERS, realizable_pairs(), _row_extendable, _pairs_of)
 
 
 _NAME_TOKENS = {"N=1": "n1", "N>1": "nbatch", "kdim>=5": "kdim5", ">=10000": "10000plus"}
@@ -527,6 +544,50 @@ def _pairwise_tags(row: dict[str, str]) -> list[str]:
     return tags
 
 
+def _case_block(name: str, row: dict[str, str], fields: dict, arrays: tuple[str, ...]) -> list[str]:
+    """The YAML lines of one pairwise case: its ``arrays`` fields as flow values, then the
+    options it sets, the row's reduction and dtype, oracle values and the row's tags."""
+    described = ", ".join(f"{k} {v}" for k, v in row.items())
+    block = [f"  - name: {name}", f'    why: "pairwise point: {described}"']
+    for key in arrays:
+        if key in fields:
+            block.append(f"    {key}: {_flow_value(fields[key])}")
+    for key in ("ignore_index", "label_smoothing", *_KERNEL_KEYS):
+        if key in fields:
+            value = fields[key]
+            block.append(f"    {key}: {'true' if value is True else value}")
+    block.append(f"    reduction: {row['reduction']}")
+    block.append(f"    dtype: {row['dtype']}")
+    block.append("    expected: oracle")
+    tags = _pairwise_tags(row)
+    if tags:
+        block.append(f"    tags: {_flow(tags)}")
+    return block
+
+
+def _drawn_block(
+    name: str,
+    row: dict[str, str],
+    draw: Callable[[dict[str, str], np.random.Generator], dict],
+    arrays: tuple[str, ...],
+    classify: Callable[[object], dict[str, str]],
+) -> list[str]:
+    """The case block of the first of up to 200 seeded draws of ``row`` whose case, loaded
+    back as the harness loads it, ``classify`` puts in that row."""
+    from harness.cases.loader import load_file
+
+    for attempt in range(200):
+        rng = np.random.default_rng([SEED, _stable_index_of(name), attempt])
+        block = _case_block(name, row, draw(row, rng), arrays)
+        with tempfile.TemporaryDirectory() as folder:
+            probe = Path(folder) / "probe.yaml"
+            probe.write_text("cases:\n" + "\n".join(block) + "\n", encoding="utf-8")
+            (case,) = load_file(probe)
+        if classify(case) == row:
+            return block
+    raise AssertionError(f"{name}: no draw in 200 classifies as its row")
+
+
 def render_pairwise(rows: list[dict[str, str]]) -> str:
     lines = [
         "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
@@ -555,22 +616,7 @@ def render_pairwise(rows: list[dict[str, str]]) -> str:
             reduction=row["reduction"],
         )
         assert got == {k: v for k, v in row.items() if k != "dtype"}, (name, got)
-        described = ", ".join(f"{k} {v}" for k, v in row.items())
-        lines.append(f"  - name: {name}")
-        lines.append(f'    why: "pairwise point: {described}"')
-        for key in ("logits", "target", "weight"):
-            if key in fields:
-                lines.append(f"    {key}: {_flow_value(fields[key])}")
-        if "ignore_index" in fields:
-            lines.append(f"    ignore_index: {fields['ignore_index']}")
-        if "label_smoothing" in fields:
-            lines.append(f"    label_smoothing: {fields['label_smoothing']}")
-        lines.append(f"    reduction: {row['reduction']}")
-        lines.append(f"    dtype: {row['dtype']}")
-        lines.append("    expected: oracle")
-        tags = _pairwise_tags(row)
-        if tags:
-            lines.append(f"    tags: {_flow(tags)}")
+        lines += _case_block(name, row, fields, ("logits", "target", "weight"))
     return "\n".join(lines) + "\n"
 
 
@@ -642,35 +688,13 @@ def kernel_pairwise_rows() -> list[dict[str, str]]:
     """Rows of parameter and kernel field values that together have every feasible pair of a
     kernel field's non-default value with a parameter (or another kernel field); greedy as
     ``pairwise_rows`` (a default value's pairs are those of the rest of the corpus)."""
-    params = _all_params()
-    order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
     uncovered = {
         ((a, va), (b, vb))
         for (a, b), pairs in coverage.kernel_feasible_pairs().items()
         for va, vb in pairs
         if _kernel_realizable({a: va, b: vb}) and not _plain(a, va)
     }
-    rows: list[dict[str, str]] = []
-    while uncovered:
-        left: Counter = Counter((a[0], b[0]) for a, b in uncovered)
-        busiest = max(left, key=lambda ab: (left[ab], [-list(params).index(k) for k in ab]))
-        best, best_gain = None, -1
-        for seed in sorted(p for p in uncovered if (p[0][0], p[1][0]) == busiest):
-            row = dict(seed)
-            for k in order:
-                if k in row:
-                    continue
-                choices = [v for v in params[k] if _kernel_realizable({**row, k: v})]
-                row[k] = max(
-                    choices, key=lambda v: len(_kernel_pairs_of({**row, k: v}) & uncovered)
-                )
-            gain = len(_kernel_pairs_of(row) & uncovered)
-            if gain > best_gain:
-                best, best_gain = row, gain
-        assert best is not None
-        rows.append({k: best[k] for k in params})
-        uncovered -= _kernel_pairs_of(best)
-    return rows
+    return _greedy_rows(_all_params(), uncovered, _kernel_realizable, _kernel_pairs_of)
 
 
 _SHORT = {
@@ -775,8 +799,6 @@ _KERNEL_KEYS = ("softcap", "logit_scale", "z_loss", "return_z_loss", "shift")
 
 
 def render_kernel_pairwise(rows: list[dict[str, str]]) -> str:
-    from harness.cases.loader import load_file
-
     lines = [
         "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
         "# Do not edit by hand: change the generator and run it again.",
@@ -793,34 +815,13 @@ def render_kernel_pairwise(rows: list[dict[str, str]]) -> str:
     names = [kernel_pairwise_name(row) for row in rows]
     assert len(set(names)) == len(names), "kernel pairwise names must be unique"
     for row, name in zip(rows, names, strict=True):
-        for attempt in range(200):
-            rng = np.random.default_rng([SEED, _stable_index_of(name), attempt])
-            fields = kernel_pairwise_inputs(row, rng)
-            block = [f"  - name: {name}"]
-            described = ", ".join(f"{k} {v}" for k, v in row.items())
-            block.append(f'    why: "pairwise point: {described}"')
-            for key in ("logits", "target", "weight"):
-                if key in fields:
-                    block.append(f"    {key}: {_flow_value(fields[key])}")
-            for key in ("ignore_index", "label_smoothing", *_KERNEL_KEYS):
-                if key in fields:
-                    value = fields[key]
-                    block.append(f"    {key}: {'true' if value is True else value}")
-            block.append(f"    reduction: {row['reduction']}")
-            block.append(f"    dtype: {row['dtype']}")
-            block.append("    expected: oracle")
-            tags = _pairwise_tags(row)
-            if tags:
-                block.append(f"    tags: {_flow(tags)}")
-            with tempfile.TemporaryDirectory() as folder:
-                probe = Path(folder) / "probe.yaml"
-                probe.write_text("cases:\n" + "\n".join(block) + "\n", encoding="utf-8")
-                (case,) = load_file(probe)
-            if {**coverage.classify(case), "dtype": row["dtype"]} == row:
-                break
-        else:
-            raise AssertionError(f"{name}: no draw in 200 classifies as its row")
-        lines += block
+        lines += _drawn_block(
+            name,
+            row,
+            kernel_pairwise_inputs,
+            ("logits", "target", "weight"),
+            lambda case, row=row: {**coverage.classify(case), "dtype": row["dtype"]},
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -867,33 +868,16 @@ def _linear_pairs_of(row: dict[str, str]) -> set[Pair]:
 def linear_pairwise_rows() -> list[dict[str, str]]:
     """Rows of parameter, kernel field and fused_linear values that together have every
     feasible pair of a fused_linear value with a parameter or a kernel field."""
-    params = {**_all_params(), **coverage.LINEAR_PARAMETERS}
-    order = sorted(params, key=lambda k: (-len(params[k]), list(params).index(k)))
     uncovered = {
         ((a, va), (b, vb))
         for (a, b), pairs in coverage.linear_feasible_pairs().items()
         for va, vb in pairs
         if _linear_realizable({a: va, b: vb})
     }
-    rows: list[dict[str, str]] = []
-    while uncovered:
-        best, best_gain = None, -1
-        for seed in sorted(uncovered):
-            row = dict(seed)
-            for k in order:
-                if k in row:
-                    continue
-                choices = [v for v in params[k] if _linear_realizable({**row, k: v})]
-                row[k] = max(
-                    choices, key=lambda v: len(_linear_pairs_of({**row, k: v}) & uncovered)
-                )
-            gain = len(_linear_pairs_of(row) & uncovered)
-            if gain > best_gain:
-                best, best_gain = row, gain
-        assert best is not None
-        rows.append({k: best[k] for k in params})
-        uncovered -= _linear_pairs_of(best)
-    return rows
+    params = {**_all_params(), **coverage.LINEAR_PARAMETERS}
+    return _greedy_rows(
+        params, uncovered, _linear_realizable, _linear_pairs_of, busiest_first=False
+    )
 
 
 def linear_pairwise_inputs(row: dict[str, str], rng: np.random.Generator) -> dict:
@@ -910,8 +894,6 @@ def linear_pairwise_inputs(row: dict[str, str], rng: np.random.Generator) -> dic
 
 
 def render_linear_pairwise(rows: list[dict[str, str]]) -> str:
-    from harness.cases.loader import load_file
-
     lines = [
         "# Written by tools/make_corpus.py; expected values come from the oracle at run time.",
         "# Do not edit by hand: change the generator and run it again.",
@@ -931,36 +913,17 @@ def render_linear_pairwise(rows: list[dict[str, str]]) -> str:
     ]
     assert len(set(names)) == len(names), "fused linear pairwise names must be unique"
     for row, name in zip(rows, names, strict=True):
-        for attempt in range(200):
-            rng = np.random.default_rng([SEED, _stable_index_of(name), attempt])
-            fields = linear_pairwise_inputs(row, rng)
-            block = [f"  - name: {name}"]
-            described = ", ".join(f"{k} {v}" for k, v in row.items())
-            block.append(f'    why: "pairwise point: {described}"')
-            for key in ("hidden", "classifier", "bias", "target", "weight"):
-                if key in fields:
-                    block.append(f"    {key}: {_flow_value(fields[key])}")
-            for key in ("ignore_index", "label_smoothing", *_KERNEL_KEYS):
-                if key in fields:
-                    value = fields[key]
-                    block.append(f"    {key}: {'true' if value is True else value}")
-            block.append(f"    reduction: {row['reduction']}")
-            block.append(f"    dtype: {row['dtype']}")
-            block.append("    expected: oracle")
-            tags = _pairwise_tags(row)
-            if tags:
-                block.append(f"    tags: {_flow(tags)}")
-            with tempfile.TemporaryDirectory() as folder:
-                probe = Path(folder) / "probe.yaml"
-                probe.write_text("cases:\n" + "\n".join(block) + "\n", encoding="utf-8")
-                (case,) = load_file(probe)
-            linear = "bias" if case.bias is not None else "no_bias"
-            got = {**coverage.classify(case), "dtype": row["dtype"], "fused_linear": linear}
-            if got == row:
-                break
-        else:
-            raise AssertionError(f"{name}: no draw in 200 classifies as its row")
-        lines += block
+        lines += _drawn_block(
+            name,
+            row,
+            linear_pairwise_inputs,
+            ("hidden", "classifier", "bias", "target", "weight"),
+            lambda case, row=row: {
+                **coverage.classify(case),
+                "dtype": row["dtype"],
+                "fused_linear": "bias" if case.bias is not None else "no_bias",
+            },
+        )
     return "\n".join(lines) + "\n"
 
 
