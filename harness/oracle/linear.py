@@ -31,7 +31,7 @@ import numpy as np
 from harness.adapters import LinearCallInputs
 from harness.oracle import cross_entropy
 from harness.oracle.exact_matmul import exact_matmul, two_sum
-from harness.oracle.problem import Expected, Problem, shift_target
+from harness.oracle.problem import Expected, Problem, float64_or_none, shift_target
 
 #: classifier rows per block: the oracle's temporaries stay near 8 float64 copies of a
 #: block (2**22 elements = 32 MiB each) whatever the vocabulary
@@ -60,9 +60,7 @@ class LinearProblem:
 
     @classmethod
     def of_call(cls, inputs: LinearCallInputs) -> LinearProblem:
-        def f64(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.asarray(a, dtype=np.float64)
-
+        f64 = float64_or_none
         target = np.asarray(inputs.target)
         if inputs.shift:
             target = shift_target(target, inputs.shift, inputs.ignore_index)

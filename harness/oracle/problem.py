@@ -40,6 +40,11 @@ def class_axis_back(rows: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     return np.moveaxis(rows.reshape(moved), -1, 1)
 
 
+def float64_or_none(a: np.ndarray | None) -> np.ndarray | None:
+    """An optional input array in float64 (the oracle's view of it)."""
+    return None if a is None else np.asarray(a, dtype=np.float64)
+
+
 def shift_target(target: np.ndarray, shift: int, ignore_index: int) -> np.ndarray:
     """Class indices (..., T) for causal language modelling: position t takes target t + shift
     along the last axis, and the last ``shift`` positions, which have no next target, take
@@ -114,10 +119,7 @@ class Problem:
         weighted and reduced under ``dialect``.
         ``carrier_logits``: keep the logits in their carrier dtype instead (no float64 copy;
         ``fast.RowBlocks`` and ``error_model.RowBounds`` convert them block by block)."""
-
-        def f64(a: np.ndarray | None) -> np.ndarray | None:
-            return None if a is None else np.asarray(a, dtype=np.float64)
-
+        f64 = float64_or_none
         probability = inputs.probability_target
         target = inputs.target
         if inputs.shift and not probability:
