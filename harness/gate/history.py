@@ -17,7 +17,6 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.errors import UsageError
 from harness.execution.results import Status, is_conforming
 from harness.gate.baseline import DEFAULT_GROWTH, grew, read_report
 from harness.gate.expectations import version_key
@@ -70,18 +69,7 @@ def _summarise(run: Run) -> None:
 def load_runs(paths: list[Path]) -> list[Run]:
     """Runs from report files and folders of reports (``*.json``, ``*.json.gz``), ordered by
     library then version."""
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += report_json.files_in(p)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise UsageError(f"history: {p}: no such file or folder")
-    if not files:
-        raise UsageError(
-            f"history: no *.json report in {', '.join(map(str, paths))} (nor a *.json.gz)"
-        )
+    files = report_json.report_files(paths, "history")
     runs = []
     for f in files:
         doc = read_report(f)

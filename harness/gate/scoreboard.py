@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import UsageError
 from harness.execution.results import STATUS_NAMES, is_conforming
 from harness.gate.baseline import ReportError, read_report
 from harness.gate.expectations import version_key
@@ -126,20 +125,9 @@ def runs_of(path: Path) -> list[Run]:
 def load_runs(paths: Iterable[Path]) -> list[Run]:
     """The runs of the reports named (folders: their ``*.json`` and ``*.json.gz``), ordered by
     framework then version; UsageError (exit 2) when there is no report or one cannot be read."""
-    paths = list(paths)
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files += report_json.files_in(p)
-        elif p.is_file():
-            files.append(p)
-        else:
-            raise UsageError(f"scoreboard: {p}: no such file or folder")
-    if not files:
-        raise UsageError(
-            f"scoreboard: no *.json report in {', '.join(map(str, paths))} (nor a *.json.gz; "
-            "nox -s scoreboard writes them into reports/scoreboard/)"
-        )
+    files = report_json.report_files(
+        paths, "scoreboard", "; nox -s scoreboard writes them into reports/scoreboard/"
+    )
     runs = [run for f in files for run in runs_of(f)]
     runs.sort(key=lambda r: (r.adapter, version_key(r.version), str(r.path)))
     return runs

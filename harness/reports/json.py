@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.atomic import write_atomic
+from harness.errors import UsageError
 from harness.version import VERSION
 from harness.cases.model import Case
 from harness.execution.results import Result
@@ -139,6 +140,26 @@ def read_text(path: str | os.PathLike) -> str:
 def files_in(folder: str | os.PathLike) -> list[Path]:
     """The reports in ``folder`` (``*.json`` and ``*.json.gz``), sorted by name."""
     return sorted(p for pattern in PATTERNS for p in Path(folder).glob(pattern))
+
+
+def report_files(paths: Iterable[Path], command: str, hint: str = "") -> list[Path]:
+    """The report files that ``paths`` name: files as given, folders' reports
+    (``files_in``). UsageError (exit 2), naming ``command``, for a path that does not exist
+    or when there is no report at all (``hint``: where such reports come from)."""
+    paths = list(paths)
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files += files_in(p)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise UsageError(f"{command}: {p}: no such file or folder")
+    if not files:
+        raise UsageError(
+            f"{command}: no *.json report in {', '.join(map(str, paths))} (nor a *.json.gz{hint})"
+        )
+    return files
 
 
 def _real(value: object) -> object:
