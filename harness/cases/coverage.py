@@ -365,6 +365,22 @@ def linear_pair_coverage(rows: list[dict[str, str]]) -> list[PairCoverage]:
     )
 
 
+def _contradicting_lines(coverage: list[PairCoverage]) -> list[str]:
+    """The report's lines on value pairs declared infeasible that a case has (none: none)."""
+    contradicting = [
+        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
+        for pc in coverage
+        for (va, vb), cid in pc.contradicting.items()
+    ]
+    if not contradicting:
+        return []
+    return [
+        "",
+        "Declared infeasible, yet a case has it (fix the table or the case):",
+        *contradicting,
+    ]
+
+
 def _render_linear(rows: list[dict[str, str]]) -> list[str]:
     """The fused linear section of the report: values, then pairs."""
     from tabulate import tabulate
@@ -387,14 +403,7 @@ def _render_linear(rows: list[dict[str, str]]) -> list[str]:
     lines.append(tabulate([[f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in
                            LINEAR_INFEASIBLE.items()], headers=["pair", "why"],
                           tablefmt="simple"))  # fmt: skip
-    contradicting = [
-        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
-        for pc in coverage
-        for (va, vb), cid in pc.contradicting.items()
-    ]
-    if contradicting:
-        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
-        lines += contradicting
+    lines += _contradicting_lines(coverage)
     share = 100.0 * covered / feasible if feasible else 100.0
     lines.append(f"\nfused linear pairs: {covered}/{feasible} feasible value pairs ({share:.1f}%)")
     return lines
@@ -427,14 +436,7 @@ def _render_kernel(rows: list[dict[str, str]]) -> list[str]:
         [f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in KERNEL_INFEASIBLE.items()
     ]
     lines.append(tabulate(infeasible_rows, headers=["pair", "why"], tablefmt="simple"))
-    contradicting = [
-        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
-        for pc in coverage
-        for (va, vb), cid in pc.contradicting.items()
-    ]
-    if contradicting:
-        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
-        lines += contradicting
+    lines += _contradicting_lines(coverage)
     covered = sum(pc.covered for pc in coverage)
     feasible = sum(len(pc.feasible) for pc in coverage)
     share = 100.0 * covered / feasible if feasible else 100.0
@@ -463,14 +465,7 @@ def render(cases: list[Case]) -> str:
     lines += ["", f"Infeasible value pairs ({len(INFEASIBLE)}, not counted):"]
     infeasible_rows = [[f"{a}={va} + {b}={vb}", why] for (a, va, b, vb), why in INFEASIBLE.items()]
     lines.append(tabulate(infeasible_rows, headers=["pair", "why"], tablefmt="simple"))
-    contradicting = [
-        f"  {pc.a}={va} + {pc.b}={vb} occurs in {cid}"
-        for pc in coverage
-        for (va, vb), cid in pc.contradicting.items()
-    ]
-    if contradicting:
-        lines += ["", "Declared infeasible, yet a case has it (fix the table or the case):"]
-        lines += contradicting
+    lines += _contradicting_lines(coverage)
     covered = sum(pc.covered for pc in coverage)
     feasible = sum(len(pc.feasible) for pc in coverage)
     share = 100.0 * covered / feasible if feasible else 100.0
