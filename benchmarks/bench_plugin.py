@@ -18,6 +18,13 @@ by a first, untimed CLI run: both read the same cases and expected values):
 
 Wall and CPU time (user + system of the child), best of ``--repeat``, interleaved; prints
 one markdown table.
+
+The children run with Python's bytecode cache on, as a usual install has it: a
+``PYTHONDONTWRITEBYTECODE`` in the environment is left out for them (the untimed first run
+writes the ``.pyc`` files). Without the cache every run compiles lossconf's modules, and
+pytest's assertion rewriting of its plugins' modules (hypothesis's, xdist's) is redone in
+every session: about a second that neither the CLI nor the plugin would cost on a usual
+machine. ``--keep-bytecode-env`` keeps the environment as it is.
 """
 
 from __future__ import annotations
@@ -55,6 +62,11 @@ def main() -> None:
     ap.add_argument("-k", dest="keyword", help="a keyword selection (the CLI's -k)")
     ap.add_argument("--cases", help="a case file or folder instead of the built-in suite")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--keep-bytecode-env",
+        action="store_true",
+        help="keep PYTHONDONTWRITEBYTECODE for the children (default: leave it out)",
+    )
     args = ap.parse_args()
     py = sys.executable
     cli_sel = ["--adapter", args.adapter]
@@ -82,8 +94,14 @@ def main() -> None:
         folder.mkdir()
         (folder / "pytest.ini").write_text("[pytest]\n")
         env = {**os.environ, "LOSSCONF_CACHE_DIR": str(Path(tmp) / "cache")}
-        # fills the caches; and the selection's size: "N results, M not conforming"
+        if not args.keep_bytecode_env:
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        # fills the caches (cases, expected values, bytecode); and the selection's size:
+        # "N results, M not conforming"
         _, _, last = timed(runs["CLI: `python -m harness -q`"], env, folder)
+        for label, cmd in runs.items():
+            if label.startswith("plugin"):
+                timed(cmd, env, folder)
         n_items = int(last.split()[0])
         empty = Path(tmp) / "empty"
         empty.mkdir()

@@ -14,6 +14,18 @@ so pytest's own ``-k``, ``--junitxml`` and pytest-xdist ``-n`` work as usual.
 Outcomes: pass and raised pass; unsupported skips; a non-conformity an
 expectation allows is xfail (XPASS when it conforms after all); anything
 else fails with the message and a repro snippet.
+
+A run of consecutive items takes a shorter protocol than pytest's (``_light_protocol``):
+an item has no fixtures and no setup or teardown of its own, so its setup and teardown
+reports are made directly instead of through pytest's per-phase hooks (capture, logging
+and report hooks around an empty phase, three times per item), which cost more than a
+small case's whole checked call. The call phase goes through pytest's
+``pytest_runtest_makereport`` hook as usual, within pytest's output capture, and every
+report goes to ``pytest_runtest_logreport``, so the terminal, ``--junitxml``, ``-x``,
+``--lf`` and pytest-xdist see what they would. Items that need more take pytest's own
+protocol: the first and last of a run (they set up and tear down the parent nodes),
+items with markers (an expectation's xfail, a user's skip), and every item under
+``--pdb``, ``--runxfail`` or ``--setup-show``/``--setup-only``/``--setup-plan``.
 """
 
 from __future__ import annotations
@@ -213,6 +225,65 @@ def _rank_groups(config: pytest.Config, plan: Plan) -> VocabParallelPool | None:
     pool = VocabParallelPool(plan.specs, plan.adapters, world_size, timeout)
     config.add_cleanup(pool.close)
     return pool
+
+
+#: pytest options under which every item takes pytest's own protocol
+_FULL_PROTOCOL_OPTIONS = ("usepdb", "runxfail", "setupshow", "setuponly", "setupplan")
+
+
+def _light(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
+    """Whether ``item`` may take the light protocol: a plain lossconf item between two
+    lossconf items (pytest's protocol of the one before left the parent nodes set up,
+    and the one after keeps them)."""
+    if not (
+        isinstance(item, LossconfItem)
+        and isinstance(nextitem, LossconfItem)
+        and item.stash.get(_PARENTS_READY, False)
+        and not item.own_markers
+    ):
+        return False
+    config = item.config
+    return not any(config.getoption(name, False) for name in _FULL_PROTOCOL_OPTIONS)
+
+
+#: set on an item once pytest's protocol has run the item before it in the same run of
+#: lossconf items (so the session and the suite node are set up, nothing else is)
+_PARENTS_READY = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    if isinstance(nextitem, LossconfItem):
+        # whichever protocol ``item`` takes, it leaves the suite node set up for nextitem
+        nextitem.stash[_PARENTS_READY] = isinstance(item, LossconfItem)
+    if not _light(item, nextitem):
+        return None
+    _light_protocol(item)
+    return True
+
+
+def _light_protocol(item: pytest.Item) -> None:
+    """pytest's runtest protocol for an item without fixtures, markers or setup: logstart,
+    a report per phase through the makereport hook (the call's within output capture),
+    logfinish. Only the empty setup and teardown phases' runtest hooks are left out."""
+    ihook = item.ihook
+    ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception, KeyboardInterrupt)
+    capture = item.config.pluginmanager.getplugin("capturemanager")
+    for when in ("setup", "call", "teardown"):
+        if when != "call":
+            call = pytest.CallInfo.from_call(_nothing, when=when, reraise=reraise)
+        elif capture is None:
+            call = pytest.CallInfo.from_call(item.runtest, when=when, reraise=reraise)
+        else:
+            with capture.item_capture(when, item):
+                call = pytest.CallInfo.from_call(item.runtest, when=when, reraise=reraise)
+        ihook.pytest_runtest_logreport(report=ihook.pytest_runtest_makereport(item=item, call=call))
+    ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+
+
+def _nothing() -> None:
+    """The setup and teardown of a lossconf item."""
 
 
 def pytest_report_header(config: pytest.Config) -> list[str] | None:

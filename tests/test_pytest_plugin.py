@@ -7,6 +7,7 @@ pytest-xdist run and the import check need processes of their own.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -107,6 +108,61 @@ def test_works_with_xdist(project):
                                      "-p", "no:hypothesispytest")  # fmt: skip
     assert r.ret == 1, r.stdout.str()
     assert "2 failed, 4 passed" in r.stdout.str()
+
+
+LOUD = (
+    WRONG_MEAN
+    + '''
+
+class Loud(WrongMean):
+    """WrongMean, printing a line per call (pytest captures it)."""
+
+    def run(self, inputs):
+        print("the adapter ran on", inputs.dtype)
+        return super().run(inputs)
+'''
+)
+
+COUNT_SETUPS = """
+SETUPS = []
+
+def pytest_runtest_setup(item):
+    SETUPS.append(item.nodeid)
+
+def pytest_terminal_summary(terminalreporter):
+    terminalreporter.write_line(f"runtest_setup hooks: {len(SETUPS)}")
+"""
+
+
+def _junit(path) -> str:
+    """The JUnit XML without what differs between two runs (times, host, timestamp)."""
+    return re.sub(r' (time|timestamp|hostname)="[^"]*"', "", path.read_text())
+
+
+@pytest.mark.parametrize("extra", [[], ["-x"]], ids=["whole", "maxfail"])
+def test_items_between_two_others_take_a_light_protocol_with_pytest_s_own_reports(project, extra):
+    # pytest's protocol for every item (--runxfail: no item here is an xfail) against the
+    # light one: the same outcomes, messages, captured output and JUnit XML
+    project.makeconftest(COUNT_SETUPS)
+    (project.path / "loud.py").write_text(LOUD)
+    runs = {}
+    for mode in ("light", "full"):
+        xml = project.path / f"{mode}.xml"
+        args = ["--lossconf-adapter", "loud.py:Loud", "--lossconf-cases", "small.yaml",
+                f"--junitxml={xml}", "-p", "no:cacheprovider", *extra]  # fmt: skip
+        r = project.runpytest(*args, *(["--runxfail"] if mode == "full" else []))
+        runs[mode] = (r.ret, r.parseoutcomes(), _junit(xml), r.stdout.str())
+    (ret, outcomes, junit, out), full = runs["light"], runs["full"]
+    assert (ret, outcomes, junit) == full[:3]
+    assert ret == 1
+    assert outcomes == ({"failed": 1, "passed": 2} if extra else {"failed": 2, "passed": 4})
+    # pytest's setup hooks ran for the first and the last item of the run only
+    light_setups = "runtest_setup hooks: " + ("1" if extra else "2")
+    full_setups = "runtest_setup hooks: " + ("3" if extra else "6")
+    assert light_setups in out and full_setups in full[3], (out, full[3])
+    for text in (out, full[3]):
+        assert "Captured stdout call" in text and "the adapter ran on float64" in text
+        assert "# lossconf repro: small/weighted_mean" in text
 
 
 def test_importing_the_plugin_imports_no_framework():
