@@ -19,12 +19,8 @@ by a first, untimed CLI run: both read the same cases and expected values):
 Wall and CPU time (user + system of the child), best of ``--repeat``, interleaved; prints
 one markdown table.
 
-The children run with Python's bytecode cache on, as a usual install has it: a
-``PYTHONDONTWRITEBYTECODE`` in the environment is left out for them (the untimed first run
-writes the ``.pyc`` files). Without the cache every run compiles lossconf's modules, and
-pytest's assertion rewriting of its plugins' modules (hypothesis's, xdist's) is redone in
-every session: about a second that neither the CLI nor the plugin would cost on a usual
-machine. ``--keep-bytecode-env`` keeps the environment as it is.
+The children run with Python's bytecode cache on (``child_env.py``); the untimed first
+runs write the ``.pyc`` files.
 """
 
 from __future__ import annotations
@@ -36,6 +32,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from child_env import add_option, child_env
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,11 +60,7 @@ def main() -> None:
     ap.add_argument("-k", dest="keyword", help="a keyword selection (the CLI's -k)")
     ap.add_argument("--cases", help="a case file or folder instead of the built-in suite")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument(
-        "--keep-bytecode-env",
-        action="store_true",
-        help="keep PYTHONDONTWRITEBYTECODE for the children (default: leave it out)",
-    )
+    add_option(ap)
     args = ap.parse_args()
     py = sys.executable
     cli_sel = ["--adapter", args.adapter]
@@ -93,9 +87,7 @@ def main() -> None:
         folder = Path(tmp) / "project"
         folder.mkdir()
         (folder / "pytest.ini").write_text("[pytest]\n")
-        env = {**os.environ, "LOSSCONF_CACHE_DIR": str(Path(tmp) / "cache")}
-        if not args.keep_bytecode_env:
-            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=str(Path(tmp) / "cache"))
         # fills the caches (cases, expected values, bytecode); and the selection's size:
         # "N results, M not conforming"
         _, _, last = timed(runs["CLI: `python -m harness -q`"], env, folder)

@@ -7,7 +7,8 @@ interpreters, best of ``--repeat``, with a warm cache folder (a second run on
 the machine) and a cold one (an empty ``LOSSCONF_CACHE_DIR``: every file is
 parsed and validated). Loading: ``harness.cases.loader.load_paths()`` of the built-in
 suite in a fresh interpreter, cold and warm, and cases per second. Also checks
-that no framework (torch, jax) was imported. Prints markdown table rows.
+that no framework (torch, jax) was imported. Prints markdown table rows. The children run
+with Python's bytecode cache on (``child_env.py``); an untimed first run writes it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from child_env import add_option, child_env
 
 LOAD = """
 import json, sys, time
@@ -48,8 +51,14 @@ def timed(cmd: list[str], env: dict) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
+    add_option(ap)
     args = ap.parse_args()
     py = sys.executable
+    # writes the bytecode of every module the runs import, in a cache folder of its own
+    with tempfile.TemporaryDirectory() as first:
+        for flag in ("--list", "--help"):
+            env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=first)
+            subprocess.run([py, "-m", "harness", flag], env=env, check=True, capture_output=True)
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for label in ("cold", "warm"):
@@ -60,7 +69,7 @@ def main() -> None:
                     folder = (
                         tempfile.mkdtemp(dir=tmp) if label == "cold" else os.path.join(tmp, "w")
                     )
-                    env = {**os.environ, "LOSSCONF_CACHE_DIR": folder}
+                    env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=folder)
                     if label == "warm" and not samples:
                         subprocess.run([py, "-m", "harness", flag], env=env, capture_output=True)
                     samples.append(timed([py, "-m", "harness", flag], env))
@@ -78,7 +87,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for label in ("cold", "warm"):
             folder = os.path.join(tmp, "load")
-            env = {**os.environ, "LOSSCONF_CACHE_DIR": folder}
+            env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=folder)
             runs = []
             for _ in range(1 if label == "cold" else args.repeat):
                 out = subprocess.run([py, "-c", LOAD], env=env, check=True, capture_output=True)
