@@ -1,5 +1,6 @@
 """The compiled row kernel (``harness.oracle.compiled``, numba) against the NumPy path and
-the 200-bit mpmath oracle: bit-identical results, fallbacks included.
+the 200-bit mpmath oracle: bit-identical results, fallbacks included; and the compiled
+error bounds (``harness.oracle.error_model.RowBounds``) against the NumPy ones, bit for bit.
 
 The kernel serves class-index targets without smoothing or kernel fields on float32 and
 float64 logits; here it is made to serve problems of any size (``MIN_LOGITS = 1``).
@@ -18,11 +19,14 @@ from hypothesis import strategies as st
 from harness.oracle import compiled
 from harness.oracle import fast as oracle_fast
 from harness.oracle.dialect import KERAS, ONNX
+from harness.oracle.error_model import RowBounds, error_bounds
 from harness.oracle.exact import cross_entropy_mpmath
 from harness.oracle.problem import Problem
 from tests.test_oracle_fast import SETTINGS, assert_bit_identical, problems
 
 pytest.importorskip("numba")
+
+DTYPES = ("float64", "float32", "float16", "bfloat16")
 
 
 @contextlib.contextmanager
@@ -110,3 +114,50 @@ def test_an_underflowing_upstream_times_weight_is_not_taken_for_zero():
         weight=np.full(5, 1e-300),
     )
     three_ways(p)
+
+
+def bounds_two_ways(p: Problem, dtype: str, want_grad: bool = True) -> None:
+    """The NumPy bounds and the compiled ones: the same bits, loss and gradient."""
+    with compiled_from(1 << 62):
+        e = oracle_fast.cross_entropy_fast(p, want_grad=want_grad)
+        want = error_bounds(p, dtype, e.loss, e.grad)
+    with compiled_from(1):
+        assert RowBounds(p, dtype).compiled == (p.logits.size > 0)
+        got = error_bounds(p, dtype, e.loss, e.grad)
+    assert_bit_identical(want.loss, got.loss)
+    assert_bit_identical(want.grad, got.grad)
+
+
+@SETTINGS
+@given(index_problems(), st.sampled_from(DTYPES), st.booleans())
+def test_compiled_bounds_are_bit_identical_to_numpy(p, dtype, want_grad):
+    if p.kernel or p.dialect.ignored_rows != "kept":
+        return  # not the compiled kernels' problems
+    bounds_two_ways(p, dtype, want_grad)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_compiled_bounds_on_wide_adversarial_rows(dtype, reduction):
+    """Rows longer than NumPy's pairwise-summation blocks, with NaN, +-inf, rows of only
+    -inf, ignored rows and zero, huge, NaN and infinite weights."""
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(12, 1000)) * 30.0
+    x[1, 5] = np.nan
+    x[2, 7] = np.inf
+    x[3, :] = -np.inf
+    x[4, ::3] = -np.inf
+    x[5, :] = 3.5e38
+    t = rng.integers(0, 1000, 12)
+    t[[0, 6]] = -100
+    kw = {"reduction": reduction}
+    if reduction == "none":
+        kw["grad_output"] = rng.normal(size=12)
+    for x_dtype in (np.float32, np.float64):
+        with np.errstate(over="ignore"):
+            xs = x.astype(x_dtype)
+        for weight in (None, rng.uniform(0, 2, 1000), np.zeros(1000)):
+            bounds_two_ways(Problem(xs, t, False, weight=weight, **kw), dtype)
+        w = rng.uniform(0, 2, 1000)
+        w[t[7]], w[t[8]], w[t[9]] = np.nan, np.inf, 1e300
+        bounds_two_ways(Problem(xs, t, False, weight=w, **kw), dtype)

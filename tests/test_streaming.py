@@ -143,13 +143,20 @@ def _run_all(cases) -> list[dict]:
     ]
 
 
-@pytest.mark.parametrize("kernel", ["numpy", "compiled"])
+@pytest.mark.parametrize("kernel", ["numpy", "compiled", "compiled-streaming"])
 def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
-    if kernel == "compiled":  # the compiled oracle on these small cases, on both paths
-        if not compiled.available():
-            pytest.skip("numba is not installed (extra 'fast')")
+    """``compiled``: the compiled oracle and bounds on these small cases, on both paths;
+    ``compiled-streaming``: on the streaming path only, against NumPy on the plain one."""
+    if kernel != "numpy" and not compiled.available():
+        pytest.skip("numba is not installed (extra 'fast')")
+    if kernel == "compiled":
         monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
     plain = _run_all(cases)
+    calls_bounds: list = []
+    if kernel == "compiled-streaming":
+        monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
+        kernels = compiled.bound_kernels
+        monkeypatch.setattr(compiled, "bound_kernels", lambda: calls_bounds.append(1) or kernels())
     assert not any(streaming.applies(c) for c in cases)
     monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
     monkeypatch.setattr(streaming, "BLOCK_ELEMENTS", 3_000)
@@ -163,6 +170,7 @@ def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
     streamed = _run_all(cases)
     assert len(calls) > 20  # every result with a gradient went through the blocks
     assert streamed == plain
+    assert (len(calls_bounds) > 20) == (kernel == "compiled-streaming")
     statuses = {(r["adapter"], r["status"]) for r in plain}
     # the faults are caught, and the conforming adapters conform
     for name, status in [

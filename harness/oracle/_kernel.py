@@ -227,3 +227,127 @@ def rows(
                 ok = False
         if not ok:
             bad[i] = True
+
+
+#: np.nan_to_num's value for -inf
+_LOWEST = -1.7976931348623157e308
+
+# The error bounds of ``harness.oracle.error_model.RowBounds`` for the problems the row kernel
+# serves (class-index targets, no smoothing, no kernel fields): the same float64 operations in
+# the same order, so the same bits. The exponentials and their row sums stay NumPy's
+# (``np.exp`` has its own SIMD code; ``np.sum`` sums pairwise): see ``RowBounds._compiled``.
+
+
+@njit(parallel=True, cache=True)
+def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.ndarray) -> None:
+    """Per row: m the largest finite logit (0 when there is none), ``d = x - m`` with -inf for
+    every non-finite logit, and whether the row holds neither NaN nor +inf."""
+    n, c = x.shape
+    for i in prange(n):
+        m = -np.inf
+        ok = True
+        for j in range(c):
+            v = np.float64(x[i, j])
+            if abs(v) < np.inf:
+                if v > m:
+                    m = v
+            elif v != -np.inf:
+                ok = False
+        if not (abs(m) < np.inf):
+            m = 0.0
+        m_out[i] = m
+        finite[i] = ok
+        for j in range(c):
+            v = np.float64(x[i, j])
+            d[i, j] = (v if abs(v) < np.inf else -np.inf) - m
+
+
+@njit(parallel=True, cache=True)
+def bound_rows(
+    x: np.ndarray,
+    z: np.ndarray,
+    s: np.ndarray,
+    lse: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    g: np.ndarray,
+    finite: np.ndarray,
+    consts: np.ndarray,
+    want_grad: bool,
+    per_pos: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """``RowBounds.rows`` on rows whose only coefficient is a = |w_y| at class y (y < 0: none,
+    an ignored row): each position's terms into ``per_pos`` (4, rows) = S_d, S_c, u_c |loss|,
+    sum |a|; the gradient's bound rows into ``out``. ``consts``: u_d, u_c, sqrt(C),
+    u_c sqrt(C), the subnormal spacing."""
+    u_d, u_c, sqrt_c, uc_sqrt_c, tiny = consts[0], consts[1], consts[2], consts[3], consts[4]
+    n, c = x.shape
+    for i in prange(n):
+        yi = y[i]
+        ai = a[i] if yi >= 0 else 0.0
+        li = lse[i]
+        abs_lse = abs(li) if abs(li) < np.inf else 0.0
+        a_logp_d = 0.0
+        a_logp_c = 0.0
+        terms_c = 0.0
+        if yi >= 0:
+            xv = np.float64(x[i, yi])
+            xs = xv if abs(xv) < np.inf else -np.inf
+            abs_xy = abs(xv) if abs(xv) < np.inf else 0.0
+            logp = xs - li
+            if ai > 0:
+                a_logp_d = ai * (u_d * abs(logp))
+                a_logp_c = ai * (u_c * abs(logp))
+            terms_c = ai * (u_c * abs_xy + u_c * abs_lse)
+        if finite[i]:
+            per_pos[0, i] = 2.0 * a_logp_d
+            per_pos[1, i] = (terms_c + uc_sqrt_c * ai) + sqrt_c * a_logp_c
+        else:
+            per_pos[0, i] = 0.0
+            per_pos[1, i] = 0.0
+        per_pos[2, i] = a_logp_c
+        per_pos[3, i] = ai
+        if not want_grad:
+            continue
+        if not finite[i]:
+            for j in range(c):
+                out[i, j] = 0.0
+            continue
+        gg = g[i]
+        mass = gg * ai
+        floor = tiny * (1.0 + mass)
+        si = s[i]
+        for j in range(c):
+            p = z[i, j] / si
+            xv = np.float64(x[i, j])
+            if abs(xv) < np.inf:
+                xs = xv
+                abs_x = abs(xv)
+            else:
+                xs = -np.inf
+                abs_x = 0.0
+            abs_logp = abs(xs - li) if p > 0 else 0.0
+            term_p = mass * p
+            term_a = gg * (ai if j == yi else 0.0)
+            b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
+            b_c = term_p * ((u_c * abs_x + u_c * abs_lse) + uc_sqrt_c) + u_c * term_a
+            out[i, j] = (b_d + b_c) + floor
+
+
+@njit(parallel=True, cache=True)
+def bound_grad(rows: np.ndarray, grad: np.ndarray, factor: float, out: np.ndarray) -> None:
+    """``RowBounds.grad_bound``: ``rows`` plus ``factor`` |grad| (rows updated in place, as
+    there), NaN as 0, -inf as the most negative float, 0 where ``grad`` is not finite."""
+    n, c = rows.shape
+    for i in prange(n):
+        for j in range(c):
+            e = grad[i, j]
+            fin = abs(e) < np.inf
+            r = rows[i, j] + factor * (abs(e) if fin else 0.0)
+            rows[i, j] = r
+            if r != r:
+                r = 0.0
+            elif r == -np.inf:
+                r = _LOWEST
+            out[i, j] = r if fin else 0.0

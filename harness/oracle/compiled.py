@@ -47,6 +47,14 @@ def kernel() -> Callable:
     return _kernel.rows
 
 
+def bound_kernels() -> tuple[Callable, Callable, Callable]:
+    """The compiled kernels of ``harness.oracle.error_model.RowBounds``: shifts, rows, grad."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    from harness.oracle import _kernel
+
+    return _kernel.bound_shifts, _kernel.bound_rows, _kernel.bound_grad
+
+
 def applies(problem: Problem, x: np.ndarray) -> bool:
     """Whether the compiled kernel serves ``problem`` (x: its (P, C) logits)."""
     return (

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from harness.dtypes import FORMATS
+from harness.oracle import compiled
 from harness.oracle.problem import Problem, class_last
 
 #: the test ratio's denominator is THRESHOLD x bound. The bound counts each rounding of a
@@ -237,11 +238,46 @@ class RowBounds:
         #: rows per block: float64 temporaries of about _CHUNK_ELEMENTS logits
         self.step = max(1, _CHUNK_ELEMENTS // max(1, c))
         self.sqrt_c = float(length_factor(c))
+        #: the problems of the compiled oracle take the compiled bounds (the same values)
+        self.compiled = logit_error is None and compiled.applies(problem, self.x_all)
+
+    def _compiled_rows(self, lo: int, hi: int) -> np.ndarray | None:
+        """``rows`` for a problem of the compiled oracle (``compiled.applies``): its only
+        coefficient is |w_y| at the target, which the kernels use instead of (r, C) arrays of
+        coefficients. The exponentials and their row sums are NumPy's, as in ``rows``."""
+        shifts, bound_rows, _ = compiled.bound_kernels()
+        x = self.x_all[lo:hi]
+        r, c = x.shape
+        z = np.empty((r, c))
+        m = np.empty(r)
+        finite_row = np.empty(r, dtype=bool)
+        shifts(x, z, m, finite_row)
+        with np.errstate(divide="ignore", invalid="ignore", under="ignore"):
+            np.exp(z, out=z)
+            s = z.sum(axis=1)
+            lse = m + np.log(s)
+        keep = self.keep[lo:hi]
+        t = self.t_all[lo:hi]
+        y = np.where(keep, t, -1)
+        a = self.abs_w[np.where(keep, t, 0)]
+        consts = np.array([self.u_d, self.u_c, self.sqrt_c, self.u_c * self.sqrt_c, self.tiny])
+        per_pos = np.empty((4, r))
+        out = np.empty((r, c) if self.want_grad else (1, 1))
+        bound_rows(
+            x, z, s, lse, y, a, self.g[lo:hi], finite_row, consts, self.want_grad, per_pos, out
+        )  # fmt: skip
+        self.per_pos_d[lo:hi] = per_pos[0]
+        self.per_pos_c[lo:hi] = per_pos[1]
+        self.per_pos_abs[lo:hi] = per_pos[2]
+        self.per_pos_a[lo:hi] = per_pos[3]
+        return out if self.want_grad else None
 
     def rows(self, lo: int, hi: int) -> np.ndarray | None:
         """Rows [lo, hi): each position's loss terms (kept for ``finish``) and, when the
         gradient is wanted, its bound rows without the gradient's own rounding (see
         ``grad_bound``)."""
+        if self.compiled:
+            return self._compiled_rows(lo, hi)
         problem, c, eps, probability = self.problem, self.c, self.eps, self.probability
         u_d, u_c, tiny, sqrt_c = self.u_d, self.u_c, self.tiny, self.sqrt_c
         c_z, tau_unit, w, abs_w = self.c_z, self.tau_unit, self.w, self.abs_w
@@ -353,10 +389,14 @@ class RowBounds:
     def grad_bound(self, rows: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """The gradient's bound on rows of ``rows(lo, hi)`` (updated in place): plus the
         rounding of the result itself, 0 where the expected ``grad`` rows are not finite."""
+        # the result itself is rounded to the dtype; the mean's 1/D carries D's error
+        factor = self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
+        if self.compiled:
+            out = np.empty_like(rows)
+            compiled.bound_kernels()[2](rows, np.ascontiguousarray(grad), factor, out)
+            return out
         with np.errstate(invalid="ignore", over="ignore"):
-            # the result itself is rounded to the dtype; the mean's 1/D carries D's error
             own = np.abs(np.where(np.isfinite(grad), grad, 0.0))
-            factor = self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
             rows += factor * own
         bound = np.nan_to_num(rows, nan=0.0, posinf=np.inf)
         return np.where(np.isfinite(grad), bound, 0.0)
