@@ -161,3 +161,26 @@ def test_compiled_bounds_on_wide_adversarial_rows(dtype, reduction):
         w = rng.uniform(0, 2, 1000)
         w[t[7]], w[t[8]], w[t[9]] = np.nan, np.inf, 1e300
         bounds_two_ways(Problem(xs, t, False, weight=w, **kw), dtype)
+
+
+def test_exact_powers_of_two_and_underflowing_products():
+    """Entries that are powers of two (ties: p = 1/C exactly, the ulp below is half the ulp
+    above), gradients near the smallest certified magnitude (the errors of their products
+    underflow: the fused multiply-add and the splitting product must both stay within the
+    bound) and rows whose exponentials reach the tiny threshold."""
+    rng = np.random.default_rng(5)
+    x = np.zeros((6, 64))
+    x[1, :8] = 5.0  # eight tied maxima: p = 1/8 on them
+    x[2] = np.arange(64) * -12.0  # exponentials from 1 down to exp(-756)
+    x[3] = rng.normal(size=64) * 200.0
+    x[4, ::2] = -1e300
+    x[5] = rng.normal(size=64)
+    t = np.array([3, 0, 63, 10, 1, 7])
+    for scale in (1.0, 2.0**-880, 1e-300, 2.0**-1000):
+        for x_dtype in (np.float64, np.float32):
+            with np.errstate(over="ignore"):
+                xs = x.astype(x_dtype)
+            three_ways(
+                Problem(xs, t, False, reduction="none", grad_output=np.full(6, scale)),
+            )
+            three_ways(Problem(xs, t, False, weight=np.full(64, scale), reduction="sum"))

@@ -1,23 +1,68 @@
 """numba code of ``harness.oracle.compiled`` (imported only when numba is installed and a
 problem is large enough). The functions mirror ``harness.oracle.fast``'s, one value at a
-time; the constants come from ``harness.oracle.bounds`` and are compiled in."""
+time; the constants come from ``harness.oracle.bounds`` and are compiled in.
+
+Two operations differ in how, not in what: the error of a product comes from one fused
+multiply-add (``fma(a, b, -a b)``, exact wherever Dekker's splitting product of ``fast`` is
+exact, and closer than it where the error underflows, which every bound's ``_ABS_SLACK``
+covers), and powers of two and ulps are read from and written into the bits of a float64
+(``fast`` uses ``frexp`` / ``nextafter``; the values are the same)."""
 
 import math
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
 
 from harness.oracle.bounds import (
     _ABS_SLACK,
     _HALF_MARGIN,
     _MAX_OK,
     _MIN_OK,
-    _SPLITTER,
     E_TINY,
     EPS_EXP,
     EPS_OP,
     TINY_D,
 )
+
+_EXPONENT_BITS = 0x7FF0000000000000
+_FRACTION_BITS = 0x000FFFFFFFFFFFFF
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's ``llvm.fma.f64``: the instruction, or libm's fma)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        d = ir.DoubleType()
+        f = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
+        return builder.call(f, args)
+
+    return sig, codegen
+
+
+@intrinsic
+def float_bits(typingctx, a):
+    """The bits of a float64, as an int64."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return sig, codegen
+
+
+@intrinsic
+def bits_float(typingctx, i):
+    """The float64 with the bits of an int64."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return sig, codegen
 
 
 @njit(cache=True)
@@ -36,13 +81,7 @@ def fast_two_sum(a: float, b: float) -> tuple[float, float]:
 @njit(cache=True)
 def two_prod(a: float, b: float) -> tuple[float, float]:
     p = a * b
-    c = _SPLITTER * a
-    ah = c - (c - a)
-    al = a - ah
-    c = _SPLITTER * b
-    bh = c - (c - b)
-    bl = b - bh
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, fma(a, b, -p)
 
 
 @njit(cache=True)
@@ -83,8 +122,25 @@ def exp_dd(
     pe = pe + (mh * el + ml * eh)
     s, e = two_sum(mh, p)
     s, e = fast_two_sum(s, e + (ml + pe))
-    f = math.ldexp(1.0, ki >> 24)
+    f = bits_float(((ki >> 24) + 1023) << 52)
     return s * f, e * f
+
+
+@njit(cache=True)
+def _exp_term(v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: float):
+    """exp(v - m) as a double-double, and 1 where v - m < TINY_D (then it counts as 0)."""
+    dh, dl = two_sum(v, -m)
+    if dh < TINY_D:
+        return 0.0, 0.0, 1
+    eh, el = exp_dd(dh, dl, tab, pieces, inv)
+    return eh, el, 0
+
+
+@njit(cache=True)
+def _sum_same_sign(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
+    """(ah + al) + (bh + bl) for two double-doubles of one sign: relative error < EPS_OP."""
+    s, e = two_sum(ah, bh)
+    return fast_two_sum(s, e + (al + bl))
 
 
 @njit(cache=True)
@@ -94,9 +150,11 @@ def certified(h: float, low: float, err: float) -> bool:
     if not (a >= _MIN_OK and a < _MAX_OK):
         return False
     err = err + _ABS_SLACK
-    m, ex = math.frexp(a)
-    up = math.ldexp(1.0, ex - 53)
-    down = up * 0.5 if m == 0.5 else up
+    bits = float_bits(a)
+    # an ulp above a (a normal float64): 2**-52 times its power of two; below it, half that
+    # when a is a power of two
+    up = bits_float(bits & _EXPONENT_BITS) * 2.0**-52
+    down = up * 0.5 if (bits & _FRACTION_BITS) == 0 else up
     if h < 0:
         up, down = down, up
     return low + err < _HALF_MARGIN * up and low - err > -_HALF_MARGIN * down
@@ -117,116 +175,169 @@ def rows(
     loss: np.ndarray,
     grad: np.ndarray,
     bad: np.ndarray,
+    scratch: np.ndarray,
 ) -> None:
     """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
     set where anything is not certified or not finite (the row goes to mpmath). An
     ignored row keeps loss 0 and gradient 0, NaN in a row holding NaN or +inf or only
-    -inf (``0 * nan``)."""
-    n, c = x.shape
-    for i in prange(n):
-        yi = y[i]
-        m = -np.inf
-        finite = True
-        nan_row = False
-        for j in range(c):
-            v = np.float64(x[i, j])
-            if not (abs(v) < np.inf):
-                finite = False
-                if not (v < np.inf):
-                    nan_row = True
-            if v > m:
-                m = v
-        if yi == ignore_index:
-            if want_grad and (nan_row or m == -np.inf):
-                for j in range(c):
-                    grad[i, j] = np.nan
-            continue
-        if not finite or not (abs(sh[i]) < np.inf):
-            bad[i] = True
-            continue
-        eh_row = np.empty(c)
-        el_row = np.empty(c)
-        zh = 0.0
-        zl = 0.0
-        n_tiny = 0
-        for j in range(c):
-            dh, dl = two_sum(np.float64(x[i, j]), -m)
-            if dh < TINY_D:
-                eh_row[j] = 0.0
-                el_row[j] = 0.0
-                n_tiny += 1
-                continue
-            eh, el = exp_dd(dh, dl, tab, pieces, inv)
-            eh_row[j] = eh
-            el_row[j] = el
-            s, e = two_sum(zh, eh)
-            zh, zl = fast_two_sum(s, e + (zl + el))
-        # z >= 1: its relative error (sequential double-double sum: EPS_OP per term)
-        z_rel = EPS_EXP + (c + 2) * EPS_OP + n_tiny * E_TINY
-        # log z: y0 = log(z_hi), one Newton step (fast._log_dd)
-        y0 = math.log(zh)
-        wh, wl = exp_dd(-y0, 0.0, tab, pieces, inv)
-        ph, pl = dd_mul(zh, zl, wh, wl)
-        d = (ph - 1.0) + pl
-        lzh, lzl = two_sum(y0, d - 0.5 * d * d)
-        lzh, lzl = fast_two_sum(lzh, lzl)
-        if not abs(d) < 2.0**-30:
-            bad[i] = True
-            continue
-        lz_err = EPS_EXP + 4 * EPS_OP * (1 + abs(lzh)) + abs(d) ** 3 + 2 * z_rel
-        # the loss: -w_y (x_y - m - log z)
-        wy = w[yi]
-        dyh, dyl = two_sum(np.float64(x[i, yi]), -m)
-        lyh, lyl = dd_add(dyh, dyl, -lzh, -lzl)
-        ly_err = lz_err + EPS_OP * abs(lyh)
-        nh, nl = dd_mul(lyh, lyl, -wy, 0.0)
-        n_err = abs(wy) * ly_err + 2 * EPS_OP * abs(nh)
-        if wy == 0:
-            nh, nl, n_err = 0.0, 0.0, 0.0
-        loss[i, 0] = nh
-        loss[i, 1] = nl
-        loss[i, 2] = n_err
-        if not (abs(nh) < _MAX_OK and abs(nl) < np.inf and n_err < np.inf):
-            bad[i] = True
-        if not want_grad:
-            continue
-        # 1/z by one Newton step from 1/z_hi
-        q0 = 1.0 / zh
-        rh, rl = dd_mul(zh, zl, q0, 0.0)
-        r = (1.0 - rh) - rl
-        izh, izl = fast_two_sum(q0, q0 * r)
-        p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP
-        qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
-        q_err = 4 * EPS_OP * abs(qh)
-        if sh[i] == 0 or wy == 0:  # s w_y = 0: every entry is exactly 0 (not an underflow)
+    -inf (``0 * nan``). ``scratch`` (K, 2, C): the rows go in min(N, K) chunks, each
+    keeping its exponentials in one of them (no allocation per row)."""
+    n = x.shape[0]
+    n_chunks = min(n, scratch.shape[0])
+    for k in prange(n_chunks):
+        eh_row = scratch[k, 0]
+        el_row = scratch[k, 1]
+        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
+            _row(i, x, y, ignore_index, w, sh, sl, want_grad, tab, pieces, inv, loss, grad, bad,
+                 eh_row, el_row)  # fmt: skip
+
+
+@njit(cache=True)
+def _row(
+    i: int,
+    x: np.ndarray,
+    y: np.ndarray,
+    ignore_index: int,
+    w: np.ndarray,
+    sh: np.ndarray,
+    sl: np.ndarray,
+    want_grad: bool,
+    tab: np.ndarray,
+    pieces: np.ndarray,
+    inv: float,
+    loss: np.ndarray,
+    grad: np.ndarray,
+    bad: np.ndarray,
+    eh_row: np.ndarray,
+    el_row: np.ndarray,
+) -> None:
+    """Row i of ``rows`` (``eh_row``, ``el_row``: scratch of C values)."""
+    c = x.shape[1]
+    yi = y[i]
+    m = -np.inf
+    finite = True
+    nan_row = False
+    for j in range(c):
+        v = np.float64(x[i, j])
+        if not (abs(v) < np.inf):
+            finite = False
+            if not (v < np.inf):
+                nan_row = True
+        if v > m:
+            m = v
+    if yi == ignore_index:
+        if want_grad and (nan_row or m == -np.inf):
             for j in range(c):
-                grad[i, j] = 0.0
-            continue
-        ch, cl = dd_mul(izh, izl, qh, ql)
-        g_rel = p_rel + 8 * EPS_OP
-        ok = True
+                grad[i, j] = np.nan
+        return
+    if not finite or not (abs(sh[i]) < np.inf):
+        bad[i] = True
+        return
+    zh = 0.0
+    zl = 0.0
+    n_tiny = 0
+    for j in range(c):
+        eh, el, tiny = _exp_term(np.float64(x[i, j]), m, tab, pieces, inv)
+        eh_row[j] = eh
+        el_row[j] = el
+        n_tiny += tiny
+        zh, zl = _sum_same_sign(zh, zl, eh, el)
+    # z >= 1: its relative error (sequential double-double sum: EPS_OP per term)
+    z_rel = EPS_EXP + (c + 2) * EPS_OP + n_tiny * E_TINY
+    # log z: y0 = log(z_hi), one Newton step (fast._log_dd)
+    y0 = math.log(zh)
+    wh, wl = exp_dd(-y0, 0.0, tab, pieces, inv)
+    ph, pl = dd_mul(zh, zl, wh, wl)
+    d = (ph - 1.0) + pl
+    lzh, lzl = two_sum(y0, d - 0.5 * d * d)
+    lzh, lzl = fast_two_sum(lzh, lzl)
+    if not abs(d) < 2.0**-30:
+        bad[i] = True
+        return
+    lz_err = EPS_EXP + 4 * EPS_OP * (1 + abs(lzh)) + abs(d) ** 3 + 2 * z_rel
+    # the loss: -w_y (x_y - m - log z)
+    wy = w[yi]
+    dyh, dyl = two_sum(np.float64(x[i, yi]), -m)
+    lyh, lyl = dd_add(dyh, dyl, -lzh, -lzl)
+    ly_err = lz_err + EPS_OP * abs(lyh)
+    nh, nl = dd_mul(lyh, lyl, -wy, 0.0)
+    n_err = abs(wy) * ly_err + 2 * EPS_OP * abs(nh)
+    if wy == 0:
+        nh, nl, n_err = 0.0, 0.0, 0.0
+    loss[i, 0] = nh
+    loss[i, 1] = nl
+    loss[i, 2] = n_err
+    if not (abs(nh) < _MAX_OK and abs(nl) < np.inf and n_err < np.inf):
+        bad[i] = True
+    if not want_grad:
+        return
+    # 1/z by one Newton step from 1/z_hi
+    q0 = 1.0 / zh
+    rh, rl = dd_mul(zh, zl, q0, 0.0)
+    r = (1.0 - rh) - rl
+    izh, izl = fast_two_sum(q0, q0 * r)
+    p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP
+    qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
+    q_err = 4 * EPS_OP * abs(qh)
+    if sh[i] == 0 or wy == 0:  # s w_y = 0: every entry is exactly 0 (not an underflow)
         for j in range(c):
-            eh = eh_row[j]
-            if j == yi:
-                if eh == 0:
-                    py_h, py_l, py_err = 0.0, 0.0, E_TINY
-                else:
-                    py_h, py_l = dd_mul(eh, el_row[j], izh, izl)
-                    py_err = py_h * p_rel
-                oh, ol = dd_add(1.0, 0.0, -py_h, -py_l)
-                o_err = py_err + 2 * EPS_OP * (1 + py_h)
-                gh, gl = dd_mul(oh, ol, -qh, -ql)
-                g_err = abs(qh) * o_err + abs(oh) * q_err + 4 * EPS_OP * abs(gh)
-            elif eh == 0:
-                gh, gl, g_err = 0.0, 0.0, E_TINY * abs(qh)
-            else:
-                gh, gl = dd_mul(eh, el_row[j], ch, cl)
-                g_err = abs(gh) * g_rel
-            grad[i, j] = gh
-            if ok and not certified(gh, gl, g_err):
-                ok = False
-        if not ok:
-            bad[i] = True
+            grad[i, j] = 0.0
+        return
+    ch, cl = dd_mul(izh, izl, qh, ql)
+    g_rel = p_rel + 8 * EPS_OP
+    # every entry as a non-target one, without branches (the loop runs in SIMD lanes), then
+    # the target's entry in place of its own
+    tiny_err = E_TINY * abs(qh)
+    n_bad = 0
+    for j in range(c):
+        gh, gl, g_err = _grad_entry(eh_row[j], el_row[j], ch, cl, g_rel, tiny_err)
+        grad[i, j] = gh
+        n_bad += not _certified_lanes(gh, gl, g_err)
+    gh, gl, g_err = _grad_entry(eh_row[yi], el_row[yi], ch, cl, g_rel, tiny_err)
+    n_bad -= not _certified_lanes(gh, gl, g_err)
+    eh = eh_row[yi]
+    if eh == 0:
+        py_h, py_l, py_err = 0.0, 0.0, E_TINY
+    else:
+        py_h, py_l = dd_mul(eh, el_row[yi], izh, izl)
+        py_err = py_h * p_rel
+    oh, ol = dd_add(1.0, 0.0, -py_h, -py_l)
+    o_err = py_err + 2 * EPS_OP * (1 + py_h)
+    gh, gl = dd_mul(oh, ol, -qh, -ql)
+    g_err = abs(qh) * o_err + abs(oh) * q_err + 4 * EPS_OP * abs(gh)
+    grad[i, yi] = gh
+    n_bad += not _certified_lanes(gh, gl, g_err)
+    if n_bad:
+        bad[i] = True
+
+
+@njit(cache=True)
+def _grad_entry(
+    eh: float, el: float, ch: float, cl: float, g_rel: float, tiny_err: float
+) -> tuple[float, float, float]:
+    """A non-target gradient entry (eh + el) (ch + cl), with its error bound."""
+    gh, gl = dd_mul(eh, el, ch, cl)
+    if eh == 0:
+        return 0.0, 0.0, tiny_err
+    return gh, gl, abs(gh) * g_rel
+
+
+@njit(cache=True)
+def _certified_lanes(h: float, low: float, err: float) -> bool:
+    """``certified`` without branches."""
+    a = abs(h)
+    bits = float_bits(a)
+    up = bits_float(bits & _EXPONENT_BITS) * 2.0**-52
+    down = up * 0.5 if (bits & _FRACTION_BITS) == 0 else up
+    above = down if h < 0 else up
+    below = up if h < 0 else down
+    err = err + _ABS_SLACK
+    return (
+        (a >= _MIN_OK)
+        & (a < _MAX_OK)
+        & (low + err < _HALF_MARGIN * above)
+        & (low - err > -_HALF_MARGIN * below)
+    )
 
 
 #: np.nan_to_num's value for -inf

@@ -47,6 +47,14 @@ def kernel() -> Callable:
     return _kernel.rows
 
 
+def scratch(c: int) -> np.ndarray:
+    """Scratch rows for the row kernel's exponentials: (K, 2, C), a few chunks per thread."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    import numba
+
+    return np.empty((4 * numba.get_num_threads(), 2, c))
+
+
 def bound_kernels() -> tuple[Callable, Callable, Callable]:
     """The compiled kernels of ``harness.oracle.error_model.RowBounds``: shifts, rows, grad."""
     # numba is optional and slow to import: only a large enough problem loads it

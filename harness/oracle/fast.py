@@ -561,6 +561,7 @@ class _Fast:
         self.grad_row0 = 0
         self.step = max(1, CHUNK_ELEMENTS // c)
         self.use_compiled = compiled.applies(p, self.x)
+        self.scratch: np.ndarray | None = None  # the compiled kernel's, made on first use
         return True
 
     def rows(self, lo: int, hi: int) -> None:
@@ -581,6 +582,8 @@ class _Fast:
         bad = np.zeros(hi - lo, bool)
         r0 = self.grad_row0
         grad = self.grad[lo - r0 : hi - r0] if self.grad is not None else np.zeros((1, 1))
+        if self.scratch is None:
+            self.scratch = compiled.scratch(self.c)
         compiled.kernel()(
             self.x[lo:hi],
             self.t[lo:hi],
@@ -595,6 +598,7 @@ class _Fast:
             loss,
             grad,
             bad,
+            self.scratch,
         )
         for k in range(3):
             self.loss[k][lo:hi] = loss[:, k]
