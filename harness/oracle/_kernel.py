@@ -346,15 +346,17 @@ _LOWEST = -1.7976931348623157e308
 # The error bounds of ``harness.oracle.error_model.RowBounds`` for the problems the row kernel
 # serves (class-index targets, no smoothing, no kernel fields): the same float64 operations in
 # the same order, so the same bits. The exponentials and their row sums stay NumPy's
-# (``np.exp`` has its own SIMD code; ``np.sum`` sums pairwise): see ``RowBounds._compiled``.
+# (``np.exp`` has its own SIMD code; ``np.sum`` sums pairwise): see ``RowBounds._compiled_rows``.
+# One thread: these loops are a few ns per logit, and threads that wait for one another
+# cost more than that on a machine whose cores are busy (measured: 3 to 4 times the CPU).
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.ndarray) -> None:
     """Per row: m the largest finite logit (0 when there is none), ``d = x - m`` with -inf for
     every non-finite logit, and whether the row holds neither NaN nor +inf."""
     n, c = x.shape
-    for i in prange(n):
+    for i in range(n):
         m = -np.inf
         ok = True
         for j in range(c):
@@ -373,7 +375,7 @@ def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.nda
             d[i, j] = (v if abs(v) < np.inf else -np.inf) - m
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bound_rows(
     x: np.ndarray,
     z: np.ndarray,
@@ -394,7 +396,7 @@ def bound_rows(
     u_c sqrt(C), the subnormal spacing."""
     u_d, u_c, sqrt_c, uc_sqrt_c, tiny = consts[0], consts[1], consts[2], consts[3], consts[4]
     n, c = x.shape
-    for i in prange(n):
+    for i in range(n):
         yi = y[i]
         ai = a[i] if yi >= 0 else 0.0
         li = lse[i]
@@ -446,12 +448,12 @@ def bound_rows(
             out[i, j] = (b_d + b_c) + floor
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def bound_grad(rows: np.ndarray, grad: np.ndarray, factor: float, out: np.ndarray) -> None:
     """``RowBounds.grad_bound``: ``rows`` plus ``factor`` |grad| (rows updated in place, as
     there), NaN as 0, -inf as the most negative float, 0 where ``grad`` is not finite."""
     n, c = rows.shape
-    for i in prange(n):
+    for i in range(n):
         for j in range(c):
             e = grad[i, j]
             fin = abs(e) < np.inf
