@@ -6,7 +6,9 @@ Two operations differ in how, not in what: the error of a product comes from one
 multiply-add (``fma(a, b, -a b)``, exact wherever Dekker's splitting product of ``fast`` is
 exact, and closer than it where the error underflows, which every bound's ``_ABS_SLACK``
 covers), and powers of two and ulps are read from and written into the bits of a float64
-(``fast`` uses ``frexp`` / ``nextafter``; the values are the same)."""
+(``fast`` uses ``frexp`` / ``nextafter``; the values are the same). Every function takes
+numba's ``error_model="numpy"``: IEEE results (x / 0 is inf or NaN, as in NumPy), no
+exception checks in the loops."""
 
 import math
 
@@ -65,33 +67,33 @@ def bits_float(typingctx, i):
     return sig, codegen
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def two_sum(a: float, b: float) -> tuple[float, float]:
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def fast_two_sum(a: float, b: float) -> tuple[float, float]:
     s = a + b
     return s, b - (s - a)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def two_prod(a: float, b: float) -> tuple[float, float]:
     p = a * b
     return p, fma(a, b, -p)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dd_mul(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
     p, e = two_prod(ah, bh)
     e = e + (ah * bl + al * bh)
     return fast_two_sum(p, e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
     s, e = two_sum(ah, bh)
     t, f = two_sum(al, bl)
@@ -101,7 +103,7 @@ def dd_add(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
     return fast_two_sum(s, e)
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def exp_dd(
     ah: float, al: float, tab: np.ndarray, pieces: np.ndarray, inv: float
 ) -> tuple[float, float]:
@@ -126,7 +128,7 @@ def exp_dd(
     return s * f, e * f
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _exp_term(v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: float):
     """exp(v - m) as a double-double, and 1 where v - m < TINY_D (then it counts as 0)."""
     dh, dl = two_sum(v, -m)
@@ -136,14 +138,14 @@ def _exp_term(v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: floa
     return eh, el, 0
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _sum_same_sign(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
     """(ah + al) + (bh + bl) for two double-doubles of one sign: relative error < EPS_OP."""
     s, e = two_sum(ah, bh)
     return fast_two_sum(s, e + (al + bl))
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def certified(h: float, low: float, err: float) -> bool:
     # fast._certified, one value
     a = abs(h)
@@ -160,7 +162,7 @@ def certified(h: float, low: float, err: float) -> bool:
     return low + err < _HALF_MARGIN * up and low - err > -_HALF_MARGIN * down
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, error_model="numpy")
 def rows(
     x: np.ndarray,
     y: np.ndarray,
@@ -192,7 +194,7 @@ def rows(
                  eh_row, el_row)  # fmt: skip
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _row(
     i: int,
     x: np.ndarray,
@@ -311,7 +313,7 @@ def _row(
         bad[i] = True
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _grad_entry(
     eh: float, el: float, ch: float, cl: float, g_rel: float, tiny_err: float
 ) -> tuple[float, float, float]:
@@ -322,7 +324,7 @@ def _grad_entry(
     return gh, gl, abs(gh) * g_rel
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def _certified_lanes(h: float, low: float, err: float) -> bool:
     """``certified`` without branches."""
     a = abs(h)
@@ -351,7 +353,7 @@ _LOWEST = -1.7976931348623157e308
 # cost more than that on a machine whose cores are busy (measured: 3 to 4 times the CPU).
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.ndarray) -> None:
     """Per row: m the largest finite logit (0 when there is none), ``d = x - m`` with -inf for
     every non-finite logit, and whether the row holds neither NaN nor +inf."""
@@ -375,7 +377,7 @@ def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.nda
             d[i, j] = (v if abs(v) < np.inf else -np.inf) - m
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bound_rows(
     x: np.ndarray,
     z: np.ndarray,
@@ -448,7 +450,7 @@ def bound_rows(
             out[i, j] = (b_d + b_c) + floor
 
 
-@njit(cache=True)
+@njit(cache=True, error_model="numpy")
 def bound_grad(rows: np.ndarray, grad: np.ndarray, factor: float, out: np.ndarray) -> None:
     """``RowBounds.grad_bound``: ``rows`` plus ``factor`` |grad| (rows updated in place, as
     there), NaN as 0, -inf as the most negative float, 0 where ``grad`` is not finite."""
