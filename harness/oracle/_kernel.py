@@ -11,9 +11,11 @@ numba's ``error_model="numpy"``: IEEE results (x / 0 is inf or NaN, as in NumPy)
 exception checks in the loops."""
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import ir  # type: ignore[import-untyped]
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -32,12 +34,17 @@ _EXPONENT_BITS = 0x7FF0000000000000
 _FRACTION_BITS = 0x000FFFFFFFFFFFFF
 
 
-@intrinsic
-def fma(typingctx, a, b, c):
+def _intrinsic(f: Callable[..., Any]) -> Callable[..., Any]:
+    """numba's ``intrinsic`` (code generated into the caller), seen by mypy as a callable."""
+    return intrinsic(f)
+
+
+@_intrinsic
+def fma(typingctx: Any, a: Any, b: Any, c: Any) -> Any:
     """a * b + c rounded once (LLVM's ``llvm.fma.f64``: the instruction, or libm's fma)."""
     sig = types.float64(types.float64, types.float64, types.float64)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         d = ir.DoubleType()
         f = builder.module.declare_intrinsic("llvm.fma", [d], ir.FunctionType(d, [d, d, d]))
         return builder.call(f, args)
@@ -45,23 +52,23 @@ def fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@intrinsic
-def float_bits(typingctx, a):
+@_intrinsic
+def float_bits(typingctx: Any, a: Any) -> Any:
     """The bits of a float64, as an int64."""
     sig = types.int64(types.float64)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.IntType(64))
 
     return sig, codegen
 
 
-@intrinsic
-def bits_float(typingctx, i):
+@_intrinsic
+def bits_float(typingctx: Any, i: Any) -> Any:
     """The float64 with the bits of an int64."""
     sig = types.float64(types.int64)
 
-    def codegen(context, builder, signature, args):
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.bitcast(args[0], ir.DoubleType())
 
     return sig, codegen
@@ -129,7 +136,9 @@ def exp_dd(
 
 
 @njit(cache=True, error_model="numpy")
-def _exp_term(v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: float):
+def _exp_term(
+    v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: float
+) -> tuple[float, float, int]:
     """exp(v - m) as a double-double, and 1 where v - m < TINY_D (then it counts as 0)."""
     dh, dl = two_sum(v, -m)
     if dh < TINY_D:
