@@ -25,7 +25,10 @@ RARE_MEAN = str(TARGETS / "wrong_rare_mean.py")
 OFFSET = str(TARGETS / "offset_loss.py")
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 CORRECT = ["numpy", *(["torch"] if HAS_TORCH else [])]
-SLICE_EXAMPLES = 100  # per property in the test suite; tools/fuzz_references.py runs 2,000
+#: per property in the test suite (tools/fuzz_references.py runs 2,000): at seed 20, 40 examples
+#: find tests/fuzz_targets' planted bugs (no_max_shift under oracle, shift_invariance and
+#: grad_rows_sum_zero; offset_loss under oracle and reduction_consistency)
+SLICE_EXAMPLES = 40
 
 
 def _conforms(cli, adapter: str, path: Path, *dtypes: str) -> bool:
@@ -86,8 +89,8 @@ def test_same_seed_same_case(cli, tmp_path):
 
 
 def test_numpy_reference_passes_every_property(cli):
-    """The command's report on a correct adapter (the properties themselves get 100 examples
-    each against the references below, without the reference gate)."""
+    """The command's report on a correct adapter (the properties themselves get SLICE_EXAMPLES
+    examples each against the references below, without the reference gate)."""
     r = cli("fuzz", "--adapter", "numpy", "--examples", "10", "--seed", "1")
     assert r.returncode == 0, r.output
     assert "no failure found" in r.stdout and "reference" not in r.stdout

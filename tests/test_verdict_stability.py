@@ -25,14 +25,18 @@ torch_samples have oracle values that cost 10 s and more on a cold cache), nor `
 Only the cold run and the ``LOSSCONF_CACHE_DIR=off`` run compute expected values; every
 other mode runs on the cache the cold run filled.
 
-Every subprocess runs the ``harness`` this test imported (cwd and PYTHONPATH are its
-checkout), so ``PYTHONPATH=/path/to/other/checkout pytest tests/test_verdict_stability.py``
-checks that checkout instead.
+The command runs in this process (``harness.cli.main.main``, the entry point of
+``python -m harness``) with the in-memory caches of expected values emptied before each run,
+as in a fresh process, so only the disk cache carries values from one run to the next; the
+command's process contract is tests/test_cli.py's. The pytest plugin runs in a subprocess
+whose PYTHONPATH starts with the checkout this test imported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -99,22 +103,28 @@ class Run:
 
 
 def lossconf(cache: Path | str, report: Path, *args: str) -> Run:
-    """``python -m harness --adapter numpy -q --report REPORT SLICE ARGS`` with this cache."""
-    command = [sys.executable, "-m", "harness", "--adapter", "numpy", "-q"]
-    proc = subprocess.run(
-        [*command, "--report", str(report), *SLICE, *args],
-        cwd=ROOT,
-        env=_env(cache),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    output = proc.stdout + proc.stderr
-    assert proc.returncode in (0, 1), f"{args}: exit {proc.returncode}\n{output}"
+    """``python -m harness --adapter numpy -q --report REPORT SLICE ARGS`` with this cache, in
+    this process (``main``), as a fresh process would run it: with
+    ``LOSSCONF_CACHE_DIR=cache`` and empty in-memory caches of expected values, so every value
+    comes from the disk cache or is computed, never from an earlier run of this process.
+    ``--jobs`` and ``--isolate`` start worker processes of their own, as from the command."""
+    from harness.cli.main import main
+    from harness.oracle import cache as expected_cache
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("LOSSCONF_CACHE_DIR", str(cache))
+        m.chdir(ROOT)
+        m.setattr(expected_cache, "_memory", {})
+        m.setattr(expected_cache, "_linear_memory", {})
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(["--adapter", "numpy", "-q", "--report", str(report), *SLICE, *args])
+    output = out.getvalue() + err.getvalue()
+    assert code in (0, 1), f"{args}: exit {code}\n{output}"
     doc = json.loads(report.read_text())
     assert doc["complete"], output
-    run = Run(proc.returncode, output, doc)
-    assert proc.returncode == (1 if run.nonconforming else 0), output
+    run = Run(code, output, doc)
+    assert code == (1 if run.nonconforming else 0), output
     return run
 
 
@@ -251,9 +261,19 @@ def test_warm_cache_gives_the_cold_verdicts_and_recomputes_nothing(reference, ca
     assert _cache_files(cache) == before
 
 
+#: the dtypes of the ``LOSSCONF_CACHE_DIR=off`` run: it computes every expected value again,
+#: as the cold run did (the cost of both is the oracle's), so it takes two of the four: a wide
+#: and a narrow one, every case of the slice in at least one of them
+OFF_DTYPES = ("float64", "float16")
+
+
 def test_cache_off_gives_the_cold_verdicts(reference, reports):
-    run = lossconf("off", reports / "off.json")
-    assert_same_verdicts(run, reference, mode="LOSSCONF_CACHE_DIR=off")
+    dtypes = [a for d in OFF_DTYPES for a in ("--dtype", d)]
+    run = lossconf("off", reports / "off.json", *dtypes)
+    assert_same_verdicts(run, reference, (), OFF_DTYPES, mode="LOSSCONF_CACHE_DIR=off")
+    assert set(run.doc["suite"]["cases"]) == set(reference.doc["suite"]["cases"]), (
+        "a case of the slice has neither dtype: the off run must see every case"
+    )
 
 
 #: name -> (-k terms, --dtype values, other options); all run on the cache the cold run filled.
