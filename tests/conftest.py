@@ -48,6 +48,21 @@ if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os
     sys.dont_write_bytecode = False
 
 
+# JAX compiles every program of a test (the adapters', the examples', the wrapped functions')
+# with XLA again in every process, each run of the suite: that was about half the CPU of the
+# JAX tests. JAX's persistent compilation cache keeps the compiled programs on disk, keyed by
+# the program, the options and the jax and jaxlib versions; a program is still traced (the
+# tests that count traces are unaffected) and a hit is the executable XLA would build. Its
+# default threshold caches only compilations over a second, none of the tests': 0 caches all.
+# Set before any test imports JAX (its configuration reads them then); subprocesses inherit
+# them; values already set are kept.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR",
+    str(Path(tempfile.gettempdir()) / f"lossconf-tests-jax-cache-{os.getuid()}"),
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+
+
 @dataclass
 class Completed:
     returncode: int

@@ -55,11 +55,12 @@ class NoCheck(Adapter):
 """
 
 
-def test_default_run_conforms_and_prints_table(cli_process):
+def test_default_run_conforms_and_prints_table(cli):
     """No option: the whole built-in suite through the numpy reference, every result conforms
     (divergence-tagged cases included). Its speed is benchmarks/bench_startup.py's and
-    bench_oracle.py's to measure, not a test's."""
-    r = cli_process()
+    bench_oracle.py's to measure, not a test's; ``python -m harness`` as a process is
+    test_console_script_and_module_agree's."""
+    r = cli()
     assert r.returncode == 0, r.output
     assert "numpy" in r.stdout and "pass" in r.stdout
     assert "all conform" in r.stdout

@@ -8,6 +8,7 @@ the whole suite, benchmarks, fuzzing) are checked for agreement with the live co
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -97,15 +98,21 @@ def test_every_figure_and_data_file_is_accounted_for():
 @pytest.mark.parametrize(
     "name", [n for n, s in refresh.SOURCES.items() if s.cost == "live"]
 )  # fmt: skip
-def test_live_figures_match_a_fresh_computation(name):
-    assert refresh.SOURCES[name].output() == refresh.load(name)["output"], (
+def test_live_figures_match_a_fresh_computation(name, fresh):
+    assert fresh(name) == refresh.load(name)["output"], (
         f"docs/figures/{name}.json is stale: python tools/refresh_docs.py {name}"
     )
 
 
 @pytest.fixture(scope="module")
-def suite_size():
-    return json.loads(refresh.SOURCES["suite-size"].output())
+def fresh():
+    """A live figure's output, computed once in this module (suite-size serves two tests)."""
+    return functools.cache(lambda name: refresh.SOURCES[name].output())
+
+
+@pytest.fixture(scope="module")
+def suite_size(fresh):
+    return json.loads(fresh("suite-size"))
 
 
 def _stored(name: str) -> str:

@@ -165,9 +165,11 @@ def test_a_python_branch_on_label_smoothing_makes_it_static():
 def test_padding_gives_the_exact_shapes_values_on_suite_cases():
     import harness
 
+    files = [REPO / "cases" / f"{name}.yaml" for name in ("seed", "numerics", "weights",
+                                                           "ignore_index")]  # fmt: skip
     cases = [
         c
-        for c in harness.load_cases(REPO / "cases")
+        for c in harness.load_cases(files)
         if c.expect_error is None
         and c.id in {
             "seed/weighted_mean", "numerics/neg_inf_non_target", "numerics/neg_inf_row",

@@ -55,12 +55,13 @@ def cache_dir(tmp_path, monkeypatch):
     return folder
 
 
-def _modules_after(code: str, env: dict) -> list[str]:
-    """Run ``code`` in a fresh interpreter; return the watched modules it left imported."""
+def _modules_after(code: str, env: dict, args: list[str] = ()) -> list[str]:
+    """Run ``code`` (sys.argv[1:]: ``args``) in a fresh interpreter; return the watched
+    modules it left imported."""
     watch = (*FRAMEWORKS, "jsonschema", "mpmath")
     script = f"{code}\nimport sys\nprint(sorted(m for m in {watch!r} if m in sys.modules))"
     out = subprocess.run(
-        [sys.executable, "-c", script],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -71,24 +72,32 @@ def _modules_after(code: str, env: dict) -> list[str]:
 
 
 LIST_CODE = """
-import contextlib, io
+import contextlib, io, sys
 from harness.cli.main import build_parser, main
 from harness.cases.loader import load_paths
+files = sys.argv[1:]
 build_parser()
-assert len(load_paths().cases) > 0
+assert len(load_paths(files or None).cases) > 0
 with contextlib.redirect_stdout(io.StringIO()):
-    assert main(['--list']) == 0
+    assert main(['--list', *(a for f in files for a in ('--cases', f))]) == 0
 """
 
 
 def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mpmath(tmp_path):
+    """Cold: an empty cache folder and the hand-written files of the built-in suite (parsing
+    and validating the generated ones too costs seconds and goes through the same code).
+    Warm: the whole built-in suite on the session's cache folder, after a first run that
+    fills it when it is not warm yet (that run imports no framework either)."""
     import os
 
-    env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    cold = _modules_after(LIST_CODE, env)
+    hand_written = [str(p) for p in sorted((REPO / "cases").glob("*.yaml"))]
+    cold_env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
+    cold = _modules_after(LIST_CODE, cold_env, hand_written)
     assert not set(cold) & set(FRAMEWORKS), cold
     assert "jsonschema" in cold  # the first load validates every file
-    warm = _modules_after(LIST_CODE, env)
+    first = _modules_after(LIST_CODE, dict(os.environ))
+    assert not set(first) & set(FRAMEWORKS), first
+    warm = _modules_after(LIST_CODE, dict(os.environ))
     assert warm == [], f"a warm --list imported {warm}"
 
 
