@@ -323,12 +323,19 @@ class IsolatedPool:
             worker = idle.pop() if idle else self._new(adapter.name)
         try:
             result = worker.run_one(case, dtype, timeout)
-            # a crash or a timeout, made here, belongs to the adapter's dialect too
-            result.semantics = adapter.semantics
-            return result
-        finally:
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM during the call: the worker may still be busy with it, so it is
+            # not idle, and close() kills it instead of waiting for it to finish
+            raise
+        except BaseException:
             with self._lock:
                 self._idle[adapter.name].append(worker)
+            raise
+        with self._lock:
+            self._idle[adapter.name].append(worker)
+        # a crash or a timeout, made here, belongs to the adapter's dialect too
+        result.semantics = adapter.semantics
+        return result
 
     def close(self) -> None:
         """Stop every worker; a busy one (interrupted run) is killed."""
