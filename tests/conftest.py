@@ -63,6 +63,25 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+#: the files that take longest (seconds of CPU each; ``--durations=0`` summed per file), in
+#: that order, before every other file (which keep their order). pytest-xdist's ``loadfile``
+#: hands a worker a file at a time, in collection order (pyproject: ``--no-loadscope-reorder``;
+#: its default order, most tests first, put these files last): longest first, no worker is
+#: left running one of them at the end while the other has nothing to do.
+LONGEST_FIRST = (
+    "test_verdict_stability.py", "test_oracle_compiled.py", "test_fuzz.py", "test_cli.py",
+    "test_benchmarks.py", "test_torch_samples.py", "test_vocab_parallel.py",
+    "test_performance_guards.py", "test_mutants.py", "test_oracle_fast.py", "test_packaging.py",
+    "test_dialects.py", "test_streaming.py", "test_faulty_adapters.py",
+    "test_examples_conform.py", "test_error_model.py", "test_pytest_plugin.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
 @dataclass
 class Completed:
     returncode: int
