@@ -12,7 +12,9 @@ quarter ignored. Modes: ``nll`` (no weights, no smoothing: the common case),
 ``smooth`` (class weights and label smoothing 0.1: the most work per row),
 ``loss`` (``smooth`` without the gradient). The baseline is one bare NumPy
 float64 log-sum-exp pass over the same array in row chunks (max, subtract, exp,
-sum, log). ``mpmath`` times the 200-bit reference and the oracle on one
+sum, log); each row gives wall seconds and the process's CPU seconds (every thread's:
+numba's compiled kernel runs on all cores; on a busy machine the wall time of a parallel
+loop grows more than its CPU time). ``mpmath`` times the 200-bit reference and the oracle on one
 64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
 on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
 installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
@@ -76,16 +78,18 @@ def measure(mode: str, rows: int, classes: int) -> dict:
 
     x, problem = make_inputs(rows, classes, mode)
     cross_entropy(problem.__class__(x[:1], problem.target[:1], False))  # tables, imports
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if mode == "baseline":
         logsumexp_pass(x)
     else:
         cross_entropy(problem, want_grad=mode != "loss")
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return {
         "mode": mode,
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "peak_bytes": peak,
         "logits_bytes": x.nbytes,
         "rows_mpmath": oracle_fast.stats["rows_mpmath"],
@@ -275,15 +279,17 @@ def main() -> None:
     if results:
         base = results.get("baseline", {}).get("seconds")
         print(
-            f"| {args.rows} x {args.classes} float32 | seconds | ns per logit | "
-            "throughput / baseline | peak RSS / logits bytes | positions recomputed in mpmath |"
+            f"| {args.rows} x {args.classes} float32 | seconds | ns per logit | CPU s (all "
+            "threads) | throughput / baseline | peak RSS / logits bytes | positions recomputed "
+            "in mpmath |"
         )
-        print("|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|")
         for mode, r in results.items():
             ratio = f"{base / r['seconds']:.3f}" if base else "-"
             ns = r["seconds"] / (args.rows * args.classes) * 1e9
             print(
-                f"| {MODES[mode]} | {r['seconds']:.2f} | {ns:.1f} | {ratio} | "
+                f"| {MODES[mode]} | {r['seconds']:.2f} | {ns:.1f} | {r['cpu_seconds']:.2f} | "
+                f"{ratio} | "
                 f"{r['peak_bytes'] / r['logits_bytes']:.2f} | {r['rows_mpmath']} |"
             )
     if "mpmath" in modes:
