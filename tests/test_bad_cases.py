@@ -339,3 +339,55 @@ def test_schema_errors_do_not_depend_on_the_compiled_validator(tmp_path, monkeyp
     ok.write_text("cases:\n  - name: fine\n    why: valid\n    logits: [[1.0, 2.0]]\n"
                   "    target: [1]\n    expected: oracle\n")  # fmt: skip
     assert [c.name for c in loader.check_file(ok)[0]] == ["fine"]
+
+
+NAN_CASES = """\
+cases:
+  - name: nan_loss
+    why: an expected NaN, which jsonschema-rs reads as null
+    logits: [[1.0, 2.0]]
+    target: [1]
+    expected: {loss: .nan, grad: [[.nan, .nan]]}
+  - name: nan_and_a_typo
+    why: an expected NaN and a real error in the same case
+    logits: [[1.0, 2.0]]
+    target: [1]
+    reduction: 3
+    expected: {loss: .nan}
+  - name: fine
+    why: valid
+    logits: [[1.0, 2.0]]
+    target: [1]
+    expected: oracle
+"""
+
+
+def test_every_file_gets_the_same_errors_with_and_without_the_compiled_validator(
+    tmp_path, monkeypatch
+):
+    # jsonschema-rs rejects NaN (as JSON's null) where jsonschema takes it as a number: the
+    # cases it flags are re-checked by jsonschema, so the verdict and messages are the same
+    from harness.cases import loader
+
+    if loader._compiled_validator() is None:
+        pytest.skip("jsonschema-rs is not installed")
+    nan = tmp_path / "nan.yaml"
+    nan.write_text(NAN_CASES)
+    files = [nan, *sorted(BAD.rglob("*.yaml")), *loader.discover([loader.builtin_suite()])]
+
+    def outcome(path):
+        cases, errors = loader.check_file(path, require_expected=False)
+        return [c.id for c in cases], [str(e) for e in errors]
+
+    compiled = {path: outcome(path) for path in files}
+    # the built-in files and this one have NaN in valid cases: only those cases go through
+    # jsonschema, never a whole file
+    whole_file = loader._validator
+    monkeypatch.setattr(loader, "_validator", lambda: pytest.fail("a whole file re-checked"))
+    for path in [nan, *loader.discover([loader.builtin_suite()])]:
+        assert outcome(path) == compiled[path]
+    monkeypatch.setattr(loader, "_validator", whole_file)
+    monkeypatch.setattr(loader, "_compiled_validator", lambda: None)
+    assert compiled == {path: outcome(path) for path in files}
+    assert compiled[nan] == ([], [str(e) for e in loader.check_file(nan)[1]])
+    assert len(compiled[nan][1]) == 1 and "nan_and_a_typo" in compiled[nan][1][0]
