@@ -16,16 +16,16 @@ expectation allows is xfail (XPASS when it conforms after all); anything
 else fails with the message and a repro snippet.
 
 A run of consecutive items takes a shorter protocol than pytest's (``_light_protocol``):
-an item has no fixtures and no setup or teardown of its own, so its setup and teardown
-reports are made directly instead of through pytest's per-phase hooks (capture, logging
-and report hooks around an empty phase, three times per item), which cost more than a
-small case's whole checked call. The call phase goes through pytest's
-``pytest_runtest_makereport`` hook as usual, within pytest's output capture, and every
-report goes to ``pytest_runtest_logreport``, so the terminal, ``--junitxml``, ``-x``,
-``--lf`` and pytest-xdist see what they would. Items that need more take pytest's own
-protocol: the first and last of a run (they set up and tear down the parent nodes),
-items with markers (an expectation's xfail, a user's skip), and every item under
-``--pdb``, ``--runxfail`` or ``--setup-show``/``--setup-only``/``--setup-plan``.
+an item has no fixtures and no setup or teardown of its own, so pytest's per-phase
+hooks (``pytest_runtest_setup``/``_call``/``_teardown``, with the capture, logging and
+warning handling each brings), which cost more than a small case's whole checked call,
+are left out. The item runs within pytest's output capture, each phase's report is made
+by pytest's ``pytest_runtest_makereport`` hook and goes to ``pytest_runtest_logreport``,
+so the terminal, ``--junitxml``, ``-x``, ``--lf`` and pytest-xdist see what they would.
+Items that need more take pytest's own protocol: the first and last of a run (they set
+up and tear down the parent nodes), items with markers (an expectation's xfail, a
+user's skip), and every item under ``--pdb``, ``--runxfail`` or
+``--setup-show``/``--setup-only``/``--setup-plan``.
 """
 
 from __future__ import annotations
@@ -264,8 +264,10 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 def _light_protocol(item: pytest.Item) -> None:
     """pytest's runtest protocol for an item without fixtures, markers or setup: logstart,
-    a report per phase through the makereport hook (the call's within output capture),
-    logfinish. Only the empty setup and teardown phases' runtest hooks are left out."""
+    a report per phase through the makereport hook, logfinish. The phases' own hooks
+    (``pytest_runtest_setup``, ``_call``, ``_teardown``) are left out: the call runs the
+    item directly, within pytest's output capture (the call hook's implementations need
+    what the setup hook's store)."""
     ihook = item.ihook
     ihook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
     reraise: tuple[type[BaseException], ...] = (pytest.exit.Exception, KeyboardInterrupt)
