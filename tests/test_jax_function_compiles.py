@@ -8,6 +8,9 @@ function branches on them in Python. Each trace of the wrapped function is count
 
 from __future__ import annotations
 
+import importlib.util
+from typing import Any
+
 import numpy as np
 import pytest
 from conftest import REPO
@@ -16,8 +19,22 @@ from harness import CallInputs, from_jax
 from harness.adapters.numpy_ref import cross_entropy as reference
 from harness.dtypes import cast
 
-jax = pytest.importorskip("jax")
-jnp = jax.numpy
+# jax is imported by the fixture below, when a test of this file runs: importing it here
+# cost every pytest-xdist worker its seconds at collection, and a worker that had imported
+# it started --jobs workers by spawning instead of forking (harness.execution.parallel)
+if importlib.util.find_spec("jax") is None:
+    pytest.skip("jax is not installed", allow_module_level=True)
+jax: Any = None
+jnp: Any = None
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _import_jax() -> None:
+    global jax, jnp
+    import jax as module
+
+    jax, jnp = module, module.numpy
+
 
 RNG = np.random.default_rng(14)
 

@@ -7,6 +7,7 @@ per world size runs the reference, torch (which does not opt in) and every mutan
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
@@ -34,7 +35,11 @@ from harness.execution.vocab_parallel import (
 )
 from tests.mutants.vocab_parallel import ALWAYS_WRONG, MUTANTS, HiddenGradNotReduced
 
-pytest.importorskip("torch")
+# torch itself is imported by the tests that use it: importing it here cost every pytest-xdist
+# worker two seconds at collection, and a worker that had imported it started --jobs workers
+# by spawning instead of forking (harness.execution.parallel)
+if importlib.util.find_spec("torch") is None:
+    pytest.skip("torch is not installed", allow_module_level=True)
 
 SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "split_cases.yaml"
 FUSED_SPLIT_CASES = REPO / "tests" / "vocab_parallel" / "fused_split_cases.yaml"
