@@ -162,6 +162,9 @@ class RowBounds:
             part = rows.rows(lo, hi)                     # (hi - lo, C), before the gradient's own term
             bound = rows.grad_bound(part, grad[lo:hi])   # with the gradient's rows (P, C layout)
         loss_bound, z_bound = rows.finish(loss, z_loss)
+
+    The arrays ``rows`` and ``grad_bound`` return may be reused by the next call: use
+    (or copy) each before asking for the next block.
     """
 
     def __init__(
@@ -240,6 +243,16 @@ class RowBounds:
         self.sqrt_c = float(length_factor(c))
         #: the problems of the compiled oracle take the compiled bounds (the same values)
         self.compiled = logit_error is None and compiled.applies(problem, self.x_all)
+        #: the compiled bounds' float64 blocks, reused from block to block (fresh memory
+        #: for each would cost a page fault per 4 KiB, as much as the loops themselves)
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def _buffer(self, name: str, r: int, c: int) -> np.ndarray:
+        """An (r, c) float64 block for ``name``, the same memory from call to call."""
+        buf = self._buffers.get(name)
+        if buf is None or buf.shape[0] < r or buf.shape[1] != c:
+            buf = self._buffers[name] = np.empty((r, c))
+        return buf[:r]
 
     def _compiled_rows(self, lo: int, hi: int) -> np.ndarray | None:
         """``rows`` for a problem of the compiled oracle (``compiled.applies``): its only
@@ -248,7 +261,7 @@ class RowBounds:
         shifts, bound_rows, _ = compiled.bound_kernels()
         x = self.x_all[lo:hi]
         r, c = x.shape
-        z = np.empty((r, c))
+        z = self._buffer("z", r, c)
         m = np.empty(r)
         finite_row = np.empty(r, dtype=bool)
         shifts(x, z, m, finite_row)
@@ -262,7 +275,7 @@ class RowBounds:
         a = self.abs_w[np.where(keep, t, 0)]
         consts = np.array([self.u_d, self.u_c, self.sqrt_c, self.u_c * self.sqrt_c, self.tiny])
         per_pos = np.empty((4, r))
-        out = np.empty((r, c) if self.want_grad else (1, 1))
+        out = self._buffer("rows", r, c) if self.want_grad else np.empty((1, 1))
         bound_rows(
             x, z, s, lse, y, a, self.g[lo:hi], finite_row, consts, self.want_grad, per_pos, out
         )  # fmt: skip
@@ -392,7 +405,7 @@ class RowBounds:
         # the result itself is rounded to the dtype; the mean's 1/D carries D's error
         factor = self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
         if self.compiled:
-            out = np.empty_like(rows)
+            out = self._buffer("grad", *rows.shape)
             compiled.bound_kernels()[2](rows, np.ascontiguousarray(grad), factor, out)
             return out
         with np.errstate(invalid="ignore", over="ignore"):

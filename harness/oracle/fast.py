@@ -380,7 +380,8 @@ class RowBlocks:
             loss, late = blocks.finish()   # late: {row: final gradient row} of pending rows
 
     ``grad`` (rows, C) float64 holds the gradient of those rows, except where ``pending`` (rows,)
-    is True: those rows are recomputed in mpmath by ``finish``. ``possible`` is False where
+    is True: those rows are recomputed in mpmath by ``finish``; its memory is reused by the
+    next ``block``. ``possible`` is False where
     ``cross_entropy_fast`` would call the mpmath oracle on the whole problem, or the problem is
     not 2-D (``cross_entropy_fast`` then gives the answer).
     """
@@ -390,6 +391,7 @@ class RowBlocks:
         x, t = _rows(p)
         self.possible = p.logits.ndim == 2 and not p.kernel and _globally_fast(p, x, t)
         self._fast: _Fast | None = None
+        self._grad: np.ndarray | None = None
         self.rows_per_block = 1
         if self.possible:
             stats["problems"] += 1
@@ -408,7 +410,13 @@ class RowBlocks:
         not wanted) and which of them are pending."""
         fast = self._fast
         assert fast is not None and self.possible
-        fast.grad = np.zeros((hi - lo, fast.c)) if fast.want_grad else None
+        fast.grad = None
+        if fast.want_grad:
+            # the same memory from block to block (fresh memory costs a page fault per 4 KiB)
+            if self._grad is None or self._grad.shape[0] < hi - lo:
+                self._grad = np.empty((hi - lo, fast.c))
+            fast.grad = self._grad[: hi - lo]
+            fast.grad.fill(0.0)
         fast.grad_row0 = lo
         with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
             fast.rows(lo, hi)
