@@ -99,7 +99,6 @@ def _graph() -> dict[str, set[str]]:
     return graph
 
 
-
 def _layer_of(module: str) -> tuple[int, str] | None:
     for depth, siblings in enumerate(LAYERS):
         for top in siblings:
