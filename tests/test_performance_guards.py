@@ -95,9 +95,12 @@ def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mp
     cold = _modules_after(LIST_CODE, cold_env, hand_written)
     assert not set(cold) & set(FRAMEWORKS), cold
     assert "jsonschema" in cold  # the first load validates every file
-    first = _modules_after(LIST_CODE, dict(os.environ))
+    session = dict(os.environ)
+    if session.get("LOSSCONF_CACHE_DIR", "x").strip().lower() in ("", "off"):
+        session["LOSSCONF_CACHE_DIR"] = str(tmp_path / "warm")  # the session runs without one
+    first = _modules_after(LIST_CODE, session)
     assert not set(first) & set(FRAMEWORKS), first
-    warm = _modules_after(LIST_CODE, dict(os.environ))
+    warm = _modules_after(LIST_CODE, session)
     assert warm == [], f"a warm --list imported {warm}"
 
 
