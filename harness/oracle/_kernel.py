@@ -135,16 +135,73 @@ def exp_dd(
     return s * f, e * f
 
 
+#: logits per tile of ``_exp_tile``
+_TILE = 512
+
+
 @njit(cache=True, error_model="numpy")
-def _exp_term(
-    v: float, m: float, tab: np.ndarray, pieces: np.ndarray, inv: float
-) -> tuple[float, float, int]:
-    """exp(v - m) as a double-double, and 1 where v - m < TINY_D (then it counts as 0)."""
-    dh, dl = two_sum(v, -m)
-    if dh < TINY_D:
-        return 0.0, 0.0, 1
-    eh, el = exp_dd(dh, dl, tab, pieces, inv)
-    return eh, el, 0
+def _exp_tile(
+    xi: np.ndarray,
+    j0: int,
+    j1: int,
+    m: float,
+    tab: np.ndarray,
+    pieces: np.ndarray,
+    inv: float,
+    eh_row: np.ndarray,
+    el_row: np.ndarray,
+    tile: np.ndarray,
+) -> int:
+    """``exp_dd(x_j - m)`` for j in [j0, j1) into ``eh_row``, ``el_row`` (0 below TINY_D),
+    and how many were below it. ``exp_dd``'s operations, in three loops: the two without
+    table look-ups run in SIMD lanes, which LLVM does not do for one loop with the look-ups
+    (gathers, which its cost model declines here). The loops index slices from 0, so that
+    LLVM sees contiguous loads and stores. ``tile`` (5, _TILE): scratch."""
+    p0, p1, p2, p3 = pieces[0], pieces[1], pieces[2], pieces[3]
+    kk = tile[0]
+    n = j1 - j0
+    xs = xi[j0:j1]
+    eo = eh_row[j0:j1]
+    lo = el_row[j0:j1]
+    for j in range(n):  # the argument's reduction, the polynomial
+        dh, dl = two_sum(np.float64(xs[j]), -m)
+        ah = dh if dh >= TINY_D else TINY_D
+        k = np.rint(ah * inv)
+        s, e1 = two_sum(ah, -k * p0)
+        s, e2 = two_sum(s, -k * p1)
+        s, e3 = two_sum(s, -k * p2)
+        s, e4 = two_sum(s, dl)
+        rh, rl = fast_two_sum(s, (((e1 + e2) + e3) + e4) - k * p3)
+        tail = rh * rh * (0.5 + rh * (1.0 / 6))
+        eh, el = fast_two_sum(rh, rl + tail)
+        kk[j] = k
+        eo[j] = eh
+        lo[j] = el
+    g1h, g1l, g2h, g2l = tile[1], tile[2], tile[3], tile[4]
+    for j in range(n):  # the table look-ups
+        ki = np.int64(kk[j])
+        a = (ki >> 12) & 4095
+        b = ki & 4095
+        g1h[j] = tab[0, a]
+        g1l[j] = tab[1, a]
+        g2h[j] = tab[2, b]
+        g2l[j] = tab[3, b]
+    n_tiny = 0
+    for j in range(n):  # the product with the tables' values, the power of two
+        tiny = np.float64(xs[j]) - m < TINY_D
+        ki = np.int64(kk[j])
+        eh = eo[j]
+        el = lo[j]
+        mh, ml = dd_mul(g1h[j], g1l[j], g2h[j], g2l[j])
+        p, pe = two_prod(mh, eh)
+        pe = pe + (mh * el + ml * eh)
+        s, e = two_sum(mh, p)
+        s, e = fast_two_sum(s, e + (ml + pe))
+        f = bits_float(((ki >> 24) + 1023) << 52)
+        eo[j] = 0.0 if tiny else s * f
+        lo[j] = 0.0 if tiny else e * f
+        n_tiny += tiny
+    return n_tiny
 
 
 @njit(cache=True, error_model="numpy")
@@ -198,9 +255,10 @@ def rows(
     for k in prange(n_chunks):
         eh_row = scratch[k, 0]
         el_row = scratch[k, 1]
+        tile = np.empty((5, _TILE))
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
             _row(i, x, y, ignore_index, w, sh, sl, want_grad, tab, pieces, inv, loss, grad, bad,
-                 eh_row, el_row)  # fmt: skip
+                 eh_row, el_row, tile)  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
@@ -221,8 +279,10 @@ def _row(
     bad: np.ndarray,
     eh_row: np.ndarray,
     el_row: np.ndarray,
+    tile: np.ndarray,
 ) -> None:
-    """Row i of ``rows`` (``eh_row``, ``el_row``: scratch of C values)."""
+    """Row i of ``rows`` (``eh_row``, ``el_row``: scratch of C values; ``tile``:
+    ``_exp_tile``'s)."""
     c = x.shape[1]
     yi = y[i]
     m = -np.inf
@@ -244,16 +304,27 @@ def _row(
     if not finite or not (abs(sh[i]) < np.inf):
         bad[i] = True
         return
+    n_tiny = 0
+    for j0 in range(0, c, _TILE):
+        n_tiny += _exp_tile(x[i], j0, min(c, j0 + _TILE), m, tab, pieces, inv, eh_row, el_row,
+                            tile)  # fmt: skip
+    # z = the sum of the exponentials: each group of four summed pairwise, then added to the
+    # total, so that the additions of one group need not wait for the total's. Every term
+    # is >= 0, so each of the C - 1 additions errs by at most EPS_OP of a partial sum <= z,
+    # as in one sequential sum
     zh = 0.0
     zl = 0.0
-    n_tiny = 0
-    for j in range(c):
-        eh, el, tiny = _exp_term(np.float64(x[i, j]), m, tab, pieces, inv)
-        eh_row[j] = eh
-        el_row[j] = el
-        n_tiny += tiny
-        zh, zl = _sum_same_sign(zh, zl, eh, el)
-    # z >= 1: its relative error (sequential double-double sum: EPS_OP per term)
+    j = 0
+    while j + 4 <= c:
+        ah, al = _sum_same_sign(eh_row[j], el_row[j], eh_row[j + 1], el_row[j + 1])
+        bh, bl = _sum_same_sign(eh_row[j + 2], el_row[j + 2], eh_row[j + 3], el_row[j + 3])
+        ah, al = _sum_same_sign(ah, al, bh, bl)
+        zh, zl = _sum_same_sign(zh, zl, ah, al)
+        j += 4
+    while j < c:
+        zh, zl = _sum_same_sign(zh, zl, eh_row[j], el_row[j])
+        j += 1
+    # z >= 1: its relative error (C - 1 additions: EPS_OP per term)
     z_rel = EPS_EXP + (c + 2) * EPS_OP + n_tiny * E_TINY
     # log z: y0 = log(z_hi), one Newton step (fast._log_dd)
     y0 = math.log(zh)
