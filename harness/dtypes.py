@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from harness.dtype_names import DTYPE_NAMES
+
 
 @dataclass(frozen=True)
 class FloatFormat:
@@ -34,7 +36,7 @@ FORMATS: dict[str, FloatFormat] = {
     "bfloat16": FloatFormat("bfloat16", np.dtype(np.float32), 7, -126, 3.3895313892515355e38),
 }
 
-DTYPE_NAMES: tuple[str, ...] = tuple(FORMATS)
+assert tuple(FORMATS) == DTYPE_NAMES, "a format for each name of harness.dtype_names, in order"
 
 
 def carrier(dtype: str) -> np.dtype:

@@ -165,10 +165,12 @@ def test_items_between_two_others_take_a_light_protocol_with_pytest_s_own_report
         assert "# lossconf repro: small/weighted_mean" in text
 
 
-def test_importing_the_plugin_imports_no_framework():
+def test_importing_the_plugin_imports_no_framework_and_not_numpy():
+    # every pytest session of an environment with lossconf imports the plugin, whether it
+    # runs cases or not: NumPy, YAML and the case model load when items are collected
     code = (
-        "import sys, harness.pytest_plugin; "
-        "print(sorted(m for m in ('torch', 'jax', 'matplotlib') if m in sys.modules))"
+        "import sys, harness.pytest_plugin; print(sorted(m for m in ('torch', 'jax', "
+        "'matplotlib', 'numpy', 'yaml', 'harness.cases.model') if m in sys.modules))"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.stdout.strip() == "[]", r.stderr

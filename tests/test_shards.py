@@ -22,8 +22,9 @@ from report_fixtures import CASES, WRONG_MEAN
 from harness import builtin_suite
 from harness.errors import UsageError
 from harness.execution.config import RunConfig
+from harness.execution.config import parse_shard as parse
 from harness.execution.parallel import call_cost
-from harness.execution.shard import owners, parse
+from harness.execution.shard import owners
 
 WRONG = WRONG_MEAN.replace('name = "numpy"', 'name = "wrong"')
 RIGHT = """

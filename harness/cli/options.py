@@ -6,10 +6,9 @@ import argparse
 import os
 from dataclasses import dataclass, field
 
-from harness.dtypes import DTYPE_NAMES
+from harness.dtype_names import DTYPE_NAMES
 from harness.errors import UsageError
-from harness.execution import shard
-from harness.execution.config import RunConfig
+from harness.execution.config import RunConfig, parse_shard
 
 
 @dataclass(frozen=True)
@@ -135,7 +134,7 @@ def _job_count(text: str) -> int:
 
 def _shard(text: str) -> tuple[int, int]:
     try:
-        return shard.parse(text)
+        return parse_shard(text)
     except UsageError:
         raise argparse.ArgumentTypeError(
             f"{text!r}: expected I/N with 1 <= I <= N, e.g. 2/4 (shards are numbered from 1)"

@@ -9,6 +9,7 @@ reads only this record, never ``argparse``.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,19 @@ class RunConfig:
 
     def replace(self, **changes: object) -> RunConfig:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_SHARD_FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (``--shard``) as (I, N); UsageError unless 1 <= I <= N."""
+    match = _SHARD_FORM.fullmatch(text)
+    if match is None:
+        raise UsageError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
+    index, count = int(match[1]), int(match[2])
+    check_shard(index, count)
+    return index, count
 
 
 def check_shard(index: int, count: int) -> None:

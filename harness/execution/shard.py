@@ -20,27 +20,12 @@ import dataclasses
 import hashlib
 import heapq
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.cases.model import Case
-from harness.errors import UsageError
-from harness.execution.config import check_shard
 from harness.execution.parallel import call_cost
 from harness.execution.results import Result
-
-_FORM = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
-
-
-def parse(text: str) -> tuple[int, int]:
-    """``"I/N"`` as (I, N); UsageError unless 1 <= I <= N."""
-    match = _FORM.fullmatch(text)
-    if match is None:
-        raise UsageError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
-    index, count = int(match[1]), int(match[2])
-    check_shard(index, count)
-    return index, count
 
 
 def owners(cases: Sequence[Case], count: int) -> list[list[int]]:
