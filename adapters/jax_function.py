@@ -128,28 +128,47 @@ def arrays(inputs: CallInputs, shape: tuple[int, ...] | None, *, ignores: bool) 
     if shape is None:
         return Arrays(x, t, inputs.weight, upstream, x.shape, loss_shape, loss_shape)
     class_axis = 0 if x.ndim == 1 else 1
-    widths = [(0, s - n) for s, n in zip(shape, x.shape, strict=True)]
-    positions = [(0, 0) if a == class_axis else w for a, w in enumerate(widths)]
-    classes = [w if a == class_axis else (0, 0) for a, w in enumerate(widths)]
-    padded = np.pad(x, positions, mode="edge")
-    padded = np.pad(padded, classes, constant_values=-np.inf)
-    target_widths = [w for a, w in enumerate(positions) if a != class_axis]
+    # positions padded, the class axis as it is (its padding is -inf logits, below)
+    positions = tuple(
+        n if a == class_axis else s for a, (s, n) in enumerate(zip(shape, x.shape, strict=True))
+    )
+    padded = _pad_constant(_pad_edge(x, positions), shape, -np.inf)
+    target_shape = tuple(s for a, s in enumerate(positions) if a != class_axis)
     if x.ndim == 1:  # unbatched: a 0-d target, only classes are padded
         target = t
     elif inputs.probability_target:
-        target = np.pad(t, positions, mode="edge")
+        target = _pad_edge(t, positions)
     elif _ignorable(inputs, ignores):
-        target = np.pad(t, target_widths, constant_values=inputs.ignore_index)
+        target = _pad_constant(t, target_shape, inputs.ignore_index)
     else:  # 'none' only (padded_shape): the padded positions' losses are dropped
-        target = np.pad(t, target_widths, mode="edge")
+        target = _pad_edge(t, target_shape)
     weight = inputs.weight
     if weight is not None:
-        weight = np.pad(weight, [classes[class_axis]], constant_values=0)
+        weight = _pad_constant(weight, (shape[class_axis],), 0)
     padded_loss = loss_shape
     if upstream is not None and x.ndim > 1:
-        upstream = np.pad(upstream, target_widths)
+        upstream = _pad_constant(upstream, target_shape, 0)
         padded_loss = upstream.shape
     return Arrays(padded, target, weight, upstream, x.shape, loss_shape, padded_loss)
+
+
+def _pad_edge(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` grown to ``shape`` at the end of each axis with copies of its last entry there
+    (``np.pad(mode='edge')``, without its cost per call: a gather per grown axis)."""
+    for axis, (s, n) in enumerate(zip(shape, a.shape, strict=True)):
+        if s != n:
+            a = np.take(a, np.minimum(np.arange(s), n - 1), axis=axis)
+    return a
+
+
+def _pad_constant(a: np.ndarray, shape: tuple[int, ...], value: float) -> np.ndarray:
+    """``a`` grown to ``shape`` at the end of each axis with ``value`` (``np.pad``'s
+    constant mode)."""
+    if a.shape == shape:
+        return a
+    out = np.full(shape, value, dtype=a.dtype)
+    out[tuple(slice(0, n) for n in a.shape)] = a
+    return out
 
 
 def cut(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
