@@ -189,3 +189,16 @@ def test_no_page_cites_a_file_outside_the_repository(page):
     assert "SEMANTICS.md" not in page.read_text(encoding="utf-8"), (
         f"{_rel(page)} cites SEMANTICS.md, which is not in the repository: cite docs/semantics.md"
     )
+
+
+def test_a_re_run_keeps_the_figure_s_hand_written_note(tmp_path, monkeypatch):
+    # what a figure's note says (its cost, what it was measured with) outlives a re-run; a
+    # note the tool wrote about a command that stopped early does not
+    monkeypatch.setattr(refresh, "FIGURES_DIR", tmp_path)
+    source = refresh.Source("fig", "echo 1", "run", produce=lambda: "| a |")
+    path = tmp_path / "fig.json"
+    path.write_text(json.dumps({"recorded": {"note": "Not re-run by default: 5 minutes."}}))
+    assert refresh.produce(source)["recorded"]["note"] == "Not re-run by default: 5 minutes."
+    assert json.loads(path.read_text())["recorded"]["note"] == "Not re-run by default: 5 minutes."
+    path.write_text(json.dumps({"recorded": {"note": f"{refresh.STOPPED} (exit 1: x) ..."}}))
+    assert "note" not in refresh.produce(source)["recorded"]

@@ -341,6 +341,22 @@ def _tree_state() -> str:
     return "modified" if status.strip() else "clean"
 
 
+#: how the note of a figure whose command stopped early begins (not kept by a re-run)
+STOPPED = "The command stopped"
+
+
+def _kept_note(name: str) -> str | None:
+    """The note written by hand into a figure's data file (what it costs to re-run, what it
+    was measured with): a re-run keeps it; a note this tool wrote about a command that
+    stopped early is not kept."""
+    try:
+        old = json.loads(data_path(name).read_text(encoding="utf-8"))
+        note = old["recorded"].get("note")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    return note if isinstance(note, str) and not note.startswith(STOPPED) else None
+
+
 def produce(source: Source) -> dict:
     """Run one source and write its data file."""
     load_before = os.getloadavg()[0]
@@ -351,7 +367,7 @@ def produce(source: Source) -> dict:
     except SourceFailed as e:
         if not (source.partial_ok and e.stdout):
             raise
-        output, note = e.stdout, f"The command stopped ({e}) after printing these lines."
+        output, note = e.stdout, f"{STOPPED} ({e}) after printing these lines."
     data: dict = {
         "command": source.command,
         "output": output,
@@ -364,8 +380,9 @@ def produce(source: Source) -> dict:
             "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         },
     }
-    if note:
-        data["recorded"]["note"] = note
+    notes = [n for n in (_kept_note(source.name), note) if n]
+    if notes:
+        data["recorded"]["note"] = " ".join(notes)
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     data_path(source.name).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     return data
