@@ -171,6 +171,24 @@ FLOAT64_AT_FLOAT32 = 2.0**10
 CLEARLY = values_off(64, at_least=1e-3)
 
 
+def half_precision_arithmetic(
+    explanation: str,
+    title: str = "float16 and bfloat16 are computed in their own precision",
+    own: bool | None = None,
+) -> Divergence:
+    """A framework that computes a float16 or bfloat16 call in that dtype, where PyTorch's
+    CPU kernels compute log_softmax in float32: the values are off by more than 8 unit
+    roundoffs of the dtype."""
+    return Divergence(
+        "half-precision-arithmetic",
+        title,
+        explanation,
+        lambda i, c: i.dtype in ("float16", "bfloat16"),
+        values_off(8),
+        own=own,
+    )
+
+
 # ----------------------------------------------------------------------------- mlx
 
 
@@ -249,15 +267,11 @@ MLX = [
         lambda i, c: i.dtype == "float64",
         values_off(FLOAT64_AT_FLOAT32),
     ),
-    Divergence(
-        "half-precision-arithmetic",
-        "float16 and bfloat16 are computed in their own precision",
+    half_precision_arithmetic(
         "On the CPU mlx computes and reduces in the logits' dtype (its docstring says so: "
         "'upcast them to get the same accuracy'): `lse(x) - x[y]` cancels to 0 for a confident "
         "position, and a float16 sum over many positions overflows to inf. PyTorch's CPU "
         "kernels compute log_softmax in float32 for half inputs.",
-        lambda i, c: i.dtype in ("float16", "bfloat16"),
-        values_off(8),
     ),
 ]
 
@@ -498,14 +512,10 @@ TINYGRAD = [
         lambda i, c: i.dtype in ("float16", "bfloat16") and _neg_inf_logit(i),
         CLEARLY,
     ),
-    Divergence(
-        "half-precision-arithmetic",
-        "float16 and bfloat16 are computed in their own precision",
+    half_precision_arithmetic(
         "tinygrad computes the log-softmax and the reductions in the tensor's dtype: a "
         "confident position's loss rounds to 0 (or to the nearest half-precision value), where "
         "PyTorch's CPU kernels compute log_softmax in float32 for half inputs.",
-        lambda i, c: i.dtype in ("float16", "bfloat16"),
-        values_off(8),
     ),
 ]
 
@@ -632,17 +642,13 @@ KERAS = [
         CLEARLY,
         own=True,
     ),
-    Divergence(
-        "half-precision-arithmetic",
-        "float16 and bfloat16 are computed in their own precision",
+    half_precision_arithmetic(
         "The loss is computed in its dtype (the adapter passes `dtype=` the case's, as a user "
         "asking for a half-precision loss does): `log_softmax` and the reductions run in "
         "float16 or bfloat16, so a confident position's loss rounds to -0 and a float16 sum "
         "over 70,000 positions overflows. PyTorch's CPU kernels compute log_softmax in "
         "float32 for half inputs. Under both dialects; with Keras's default `dtype=None` "
         "(`floatx()`, float32) a half-precision input is computed in float32.",
-        lambda i, c: i.dtype in ("float16", "bfloat16"),
-        values_off(8),
         own=True,
     ),
     Divergence(
@@ -730,14 +736,11 @@ TENSORFLOW = [
         lambda i, c: _unnormalised(i),
         CLEARLY,
     ),
-    Divergence(
-        "half-precision-arithmetic",
-        "bfloat16 is computed in bfloat16",
+    half_precision_arithmetic(
         "The CPU kernel computes a bfloat16 call in bfloat16: the log-softmax rounds a "
         "confident position's loss to 0 (its float16 results conform). PyTorch's CPU kernels "
         "compute log_softmax in float32 for half inputs.",
-        lambda i, c: i.dtype in ("float16", "bfloat16"),
-        values_off(8),
+        title="bfloat16 is computed in bfloat16",
     ),
 ]
 
