@@ -235,15 +235,25 @@ def _light(item: pytest.Item, nextitem: pytest.Item | None) -> bool:
     """Whether ``item`` may take the light protocol: a plain lossconf item between two
     lossconf items (pytest's protocol of the one before left the parent nodes set up,
     and the one after keeps them)."""
-    if not (
+    return (
         isinstance(item, LossconfItem)
         and isinstance(nextitem, LossconfItem)
         and item.stash.get(_PARENTS_READY, False)
         and not item.own_markers
-    ):
-        return False
-    config = item.config
-    return not any(config.getoption(name, False) for name in _FULL_PROTOCOL_OPTIONS)
+        and not _full_protocol(item.config)
+    )
+
+
+_FULL_PROTOCOL = pytest.StashKey[bool]()
+
+
+def _full_protocol(config: pytest.Config) -> bool:
+    """Whether one of ``_FULL_PROTOCOL_OPTIONS`` is set (read once per session)."""
+    if _FULL_PROTOCOL not in config.stash:
+        config.stash[_FULL_PROTOCOL] = any(
+            config.getoption(name, False) for name in _FULL_PROTOCOL_OPTIONS
+        )
+    return config.stash[_FULL_PROTOCOL]
 
 
 #: set on an item once pytest's protocol has run the item before it in the same run of

@@ -125,14 +125,14 @@ def _schema_errors(doc: object) -> list:
         return list(_validator().iter_errors(doc))
     try:
         flagged = {tuple(e.instance_path[:2]) for e in compiled.iter_errors(doc)}
-    except Exception:
-        flagged = {()}
+    except Exception:  # a value it cannot take: jsonschema checks the whole file
+        return list(_validator().iter_errors(doc))
     if not flagged:
         return []
-    cases = doc.get("cases") if isinstance(doc, dict) else None
     if not all(len(p) == 2 and p[0] == "cases" and isinstance(p[1], int) for p in flagged):
         return list(_validator().iter_errors(doc))
-    assert isinstance(cases, list)
+    assert isinstance(doc, dict) and isinstance(doc["cases"], list)
+    cases = doc["cases"]
     errors = []
     for _, index in sorted(flagged):
         for err in _case_validator().iter_errors(cases[index]):
