@@ -22,14 +22,15 @@ arithmetic, if importable. ``suite`` runs ``python -m harness -q`` with an empty
 ``LOSSCONF_CACHE_DIR`` (a cold first run: every expected value computed), then
 again warm, and measures the oracle's share of a cold run in-process
 (``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up
-to 200,000 logits and the float64 streaming pass above). Prints markdown table rows.
+to 200,000 logits and the float64 streaming pass above). Its interpreters read Python's
+bytecode cache (``child_env.py``), as a first run after installing does. Prints markdown
+table rows.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -38,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from child_env import add_option, child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -155,8 +157,11 @@ def libraries() -> str:
     return out + f" python-flint arb 120-bit {(time.perf_counter() - t0) * us:.2f} |"
 
 
-def cold_suite(repeat: int, with_mpmath: bool, cases: list[str]) -> list[str]:
-    env = dict(os.environ)
+def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, str]) -> list[str]:
+    """A first run of the suite: ``repeat`` times an empty cache folder, a cold run and a warm
+    one; then the oracle's share of a cold run, in process. ``env``: the children's
+    environment (``child_env``: a first run after installing reads compiled bytecode)."""
+    env = dict(env)
     selection = [a for path in cases for a in ("--cases", path)]
     lines = []
     best_cold = best_warm = None
@@ -264,6 +269,7 @@ def main() -> None:
         default=[],
         help="suite modes: run these case files or folders instead of the built-in suite",
     )
+    add_option(ap)
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -297,7 +303,8 @@ def main() -> None:
     if "libraries" in modes:
         print(libraries())
     if "suite" in modes:
-        print("\n".join(cold_suite(args.repeat, "suite-mpmath" in modes, args.cases)))
+        env = child_env(args.keep_bytecode_env)
+        print("\n".join(cold_suite(args.repeat, "suite-mpmath" in modes, args.cases, env)))
 
 
 if __name__ == "__main__":
