@@ -184,3 +184,111 @@ def test_exact_powers_of_two_and_underflowing_products():
                 Problem(xs, t, False, reduction="none", grad_output=np.full(6, scale)),
             )
             three_ways(Problem(xs, t, False, weight=np.full(64, scale), reduction="sum"))
+
+
+def _adversarial_pairs(rng: np.random.Generator, trial: int) -> tuple:
+    """(got, expected, bound) blocks of (5, 300): within or just beyond their bound, exact
+    matches, zeros, subnormals, ties to the allowed difference, NaN and infinities."""
+    n, c = 5, 300
+    e = rng.normal(size=(n, c)) * 10.0 ** rng.integers(-300, 3)
+    b = np.abs(e) * 2.0**-24 + rng.choice([0.0, 1e-320, 1e-30])
+    g = e + rng.normal(size=(n, c)) * b * rng.choice([0.0, 0.5, 3.0, 4.0])
+    kind = trial % 8
+    if kind == 1:  # exact matches where nothing is allowed, and at expected 0 (0/0)
+        e[0, :50] = 0.0
+        g[0, :50] = 0.0
+        b[0, :100] = 0.0
+        g[0, 50:100] = e[0, 50:100]
+    elif kind == 2:  # subnormal values, differences and bounds
+        e[1] = rng.normal(size=c) * 1e-310
+        g[1] = e[1] + 5e-324 * rng.integers(-3, 4, c)
+        b[1] = 5e-324 * rng.integers(0, 3, c)
+    elif kind == 3:  # differences exactly at the allowed one (4 x bound), and one beyond
+        b[2] = np.abs(rng.normal(size=c)) * 2.0**-30
+        g[2] = e[2] + 4.0 * b[2]
+        exact = (g[2] - e[2]) == 4.0 * b[2]
+        g[2] = np.where(exact, g[2], e[2])
+        if trial % 16 == 3:
+            g[2, 7] = np.nextafter(e[2, 7] + 4.0 * b[2, 7], np.inf)
+    elif kind == 4:
+        e[3, 5] = np.nan
+    elif kind == 5:
+        g[4, 9] = np.inf
+        e[4, 9] = np.inf  # the same infinity: not the common case (compare decides)
+    elif kind == 6:
+        g[1, 1] = -g[1, 1] * 1e300  # a difference that overflows
+    return g, e, b
+
+
+@pytest.mark.parametrize("got_dtype", [np.float64, np.float32])
+def test_compiled_comparison_is_compares_common_case(got_dtype):
+    """``within`` (and the comparison in ``bound_compare``) says "every pair finite and
+    within" exactly when ``compare`` takes its common case, with the same maxima bit for bit
+    (NaN 0/0 ratios, ties to the bound, subnormals, widened tolerances)."""
+    from harness.execution import compare as cmp
+    from harness.oracle import _kernel
+
+    rng = np.random.default_rng(3)
+    seen = set()
+    for trial in range(96):
+        g, e, b = _adversarial_pairs(rng, trial)
+        with np.errstate(over="ignore"):
+            g = g.astype(got_dtype)
+        rtol, atol = [(0.0, 0.0), (1e-3, 0.0), (0.0, 1e-9), (1e-6, 1e-300)][trial % 4]
+        want = cmp._all_finite_and_within(g.reshape(-1), e.reshape(-1), b.reshape(-1),
+                                          "float32", rtol, atol)  # fmt: skip
+        stats = np.zeros((e.shape[0], 5))
+        _kernel.within(g, e, b, np.array([cmp.THRESHOLD, rtol, atol]), stats)
+        ok = bool(stats[:, 0].all())
+        seen.add(ok)
+        assert ok == (want is not None), trial
+        if want is None:
+            continue
+        maxima = stats[:, 1:].max(axis=0)
+        got = (maxima[0], maxima[1], maxima[0] / cmp.scalar_ulp(maxima[3], "float32"), maxima[2])
+        assert (
+            np.array([*got]).tobytes()
+            == np.array([want.max_abs, want.max_rel, want.max_ulp, want.max_ratio]).tobytes()
+        ), trial
+    assert seen == {True, False}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "bfloat16"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_fused_bound_and_comparison_is_the_two_passes(dtype, reduction):
+    """``RowBounds.compare_rows`` (one compiled pass, the bound never stored) gives what the
+    bound rows, ``grad_bound`` and ``within`` give, bit for bit, and keeps the same loss
+    terms; adversarial rows (NaN, +-inf, only -inf, ignored) and adapters a little off."""
+    from harness.oracle import _kernel
+
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(12, 700)) * 20.0
+    x[1, 5] = np.nan
+    x[2, 7] = np.inf
+    x[3, :] = -np.inf
+    x[4, ::3] = -np.inf
+    t = rng.integers(0, 700, 12)
+    t[[0, 6]] = -100
+    kw: dict = {"reduction": reduction}
+    if reduction == "none":
+        kw["grad_output"] = rng.normal(size=12)
+    for x_dtype in (np.float32, np.float64):
+        for weight in (None, rng.uniform(0, 2, 700)):
+            p = Problem(x.astype(x_dtype), t, False, weight=weight, **kw)
+            with compiled_from(1):
+                e = oracle_fast.cross_entropy_fast(p).grad
+                for off in (0.0, 1e-7, 1e-3):
+                    got = (e * (1 + off)).astype(np.float32 if dtype != "float64" else e.dtype)
+                    skip = np.zeros(12, bool)
+                    skip[[5, 9]] = True
+                    two, one = RowBounds(p, dtype), RowBounds(p, dtype)
+                    bound = two.grad_bound(two.rows(0, 12).copy(), e)
+                    want = np.zeros((12, 5))
+                    tol = np.array([4.0, 1e-6 if off else 0.0, 0.0])
+                    _kernel.within(got, e, bound, tol, want)
+                    stats = one.compare_rows(0, 12, e, got, skip, tol[1], tol[2])
+                    assert stats is not None
+                    want[skip] = 0.0
+                    assert stats.tobytes() == want.tobytes()
+                    for name in ("per_pos_d", "per_pos_c", "per_pos_abs", "per_pos_a"):
+                        assert getattr(one, name).tobytes() == getattr(two, name).tobytes()

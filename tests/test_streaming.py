@@ -19,6 +19,7 @@ from harness.execution import streaming
 from harness.execution.compare import compare
 from harness.execution.runner import run_one
 from harness.oracle import cache, compiled, fast
+from harness.oracle.error_model import RowBounds
 
 CASES = """
 defaults: {dtype: [float32, float64, bfloat16]}
@@ -153,10 +154,20 @@ def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
         monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
     plain = _run_all(cases)
     calls_bounds: list = []
+    fused: list = []  # blocks checked in one compiled pass: whether every pair was within
     if kernel == "compiled-streaming":
         monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
         kernels = compiled.bound_kernels
         monkeypatch.setattr(compiled, "bound_kernels", lambda: calls_bounds.append(1) or kernels())
+        real_rows = RowBounds.compare_rows
+
+        def counted(self, *args):
+            stats = real_rows(self, *args)
+            if stats is not None:
+                fused.append(bool(stats[:, 0].all()))
+            return stats
+
+        monkeypatch.setattr(RowBounds, "compare_rows", counted)
     assert not any(streaming.applies(c) for c in cases)
     monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
     monkeypatch.setattr(streaming, "BLOCK_ELEMENTS", 3_000)
@@ -171,6 +182,8 @@ def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
     assert len(calls) > 20  # every result with a gradient went through the blocks
     assert streamed == plain
     assert (len(calls_bounds) > 20) == (kernel == "compiled-streaming")
+    # the fused pass decides the conforming blocks; the others go through ``compare``
+    assert (set(fused) == {True, False}) == (kernel == "compiled-streaming")
     statuses = {(r["adapter"], r["status"]) for r in plain}
     # the faults are caught, and the conforming adapters conform
     for name, status in [

@@ -246,10 +246,11 @@ def rows(
     scratch: np.ndarray,
 ) -> None:
     """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
-    set where anything is not certified or not finite (the row goes to mpmath). An
-    ignored row keeps loss 0 and gradient 0, NaN in a row holding NaN or +inf or only
-    -inf (``0 * nan``). ``scratch`` (K, 2, C): the rows go in min(N, K) chunks, each
-    keeping its exponentials in one of them (no allocation per row)."""
+    set where anything is not certified or not finite (the row goes to mpmath; its
+    gradient row is left as it was). An ignored row keeps loss 0 and gets gradient 0, NaN
+    in a row holding NaN or +inf or only -inf (``0 * nan``). ``scratch`` (K, 2, C): the
+    rows go in min(N, K) chunks, each keeping its exponentials in one of them (no
+    allocation per row)."""
     n = x.shape[0]
     n_chunks = min(n, scratch.shape[0])
     for k in prange(n_chunks):
@@ -297,9 +298,10 @@ def _row(
         if v > m:
             m = v
     if yi == ignore_index:
-        if want_grad and (nan_row or m == -np.inf):
+        if want_grad:  # every entry written, so that the caller need not clear the rows
+            v = np.nan if nan_row or m == -np.inf else 0.0
             for j in range(c):
-                grad[i, j] = np.nan
+                grad[i, j] = v
         return
     if not finite or not (abs(sh[i]) < np.inf):
         bad[i] = True
@@ -546,3 +548,146 @@ def bound_grad(rows: np.ndarray, grad: np.ndarray, factor: float, out: np.ndarra
             elif r == -np.inf:
                 r = _LOWEST
             out[i, j] = r if fin else 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _pair(
+    got: float, e: float, bound: float, threshold: float, rtol: float, atol: float, widened: bool
+) -> tuple[bool, float, float, float, float]:
+    """One pair of ``harness.execution.compare._all_finite_and_within``: (finite and within
+    tolerance, |got - e|, |got - e| / |e|, the test ratio, |e|); allowed = threshold bound
+    (+ atol + rtol |e| when either is not 0). 0/0 is NaN, which the maxima pass over."""
+    abs_e = abs(e)
+    d = abs(got - e)
+    allowed = threshold * bound
+    if widened:
+        allowed = allowed + (atol + rtol * abs_e)
+    return (d < np.inf) & (d <= allowed), d, d / abs_e, d / allowed, abs_e
+
+
+@njit(cache=True, error_model="numpy")
+def _larger(m: int, v: float) -> int:
+    """The bits of max(m, v) for v >= 0 or NaN, NaN counting as 0 (``np.fmax`` from 0), with
+    ``m`` the bits of the maximum so far: non-negative float64s order as their bits do, and
+    LLVM runs an integer maximum in SIMD lanes where it does not a floating-point one
+    (whose NaN rules it must keep without fast-math)."""
+    b = float_bits(v if v == v else 0.0)
+    return b if b > m else m
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def within(got: np.ndarray, expected: np.ndarray, bound: np.ndarray, tol: np.ndarray,
+           stats: np.ndarray) -> None:  # fmt: skip
+    """``harness.execution.compare._all_finite_and_within`` of (r, C) arrays, per row (rows
+    spread over the cores): ``stats[i]`` = (1 when every pair is finite and within tolerance,
+    else 0; the largest |got - expected|, relative error and test ratio; the largest
+    |expected|). The maxima are those of ``compare`` when every pair is within. ``tol`` =
+    (threshold, rtol, atol)."""
+    threshold, rtol, atol = tol[0], tol[1], tol[2]
+    widened = rtol != 0.0 or atol != 0.0
+    n, c = expected.shape
+    for i in prange(n):
+        n_bad = 0
+        max_abs = max_rel = max_ratio = scale = 0  # the bits of float64 maxima
+        for j in range(c):
+            good, d, rel, ratio, abs_e = _pair(
+                np.float64(got[i, j]), expected[i, j], bound[i, j], threshold, rtol, atol, widened
+            )  # fmt: skip
+            n_bad += not good
+            max_abs = _larger(max_abs, d)
+            max_rel = _larger(max_rel, rel)
+            max_ratio = _larger(max_ratio, ratio)
+            scale = _larger(scale, abs_e)
+        stats[i, 0] = 1.0 if n_bad == 0 else 0.0
+        stats[i, 1] = bits_float(max_abs)
+        stats[i, 2] = bits_float(max_rel)
+        stats[i, 3] = bits_float(max_ratio)
+        stats[i, 4] = bits_float(scale)
+
+
+@njit(parallel=True, cache=True, error_model="numpy")
+def bound_compare(
+    x: np.ndarray,
+    z: np.ndarray,
+    s: np.ndarray,
+    lse: np.ndarray,
+    y: np.ndarray,
+    a: np.ndarray,
+    g: np.ndarray,
+    finite: np.ndarray,
+    consts: np.ndarray,
+    factor: float,
+    expected: np.ndarray,
+    got: np.ndarray,
+    skip: np.ndarray,
+    tol: np.ndarray,
+    stats: np.ndarray,
+) -> None:
+    """``bound_rows``' gradient rows, then ``bound_grad``, then ``within``, tile by tile of
+    each row (rows spread over the cores), without storing the bound beyond a tile:
+    ``stats`` as ``within``'s, for the rows not in ``skip``. Each element's bound is that of
+    ``bound_rows`` and ``bound_grad``, operation for operation (the same bits). Two loops per
+    tile, each in SIMD lanes (LLVM does not vectorize them as one)."""
+    u_d, u_c, uc_sqrt_c, tiny = consts[0], consts[1], consts[3], consts[4]
+    threshold, rtol, atol = tol[0], tol[1], tol[2]
+    widened = rtol != 0.0 or atol != 0.0
+    n, c = x.shape
+    for i in prange(n):
+        if skip[i]:
+            continue
+        tile = np.zeros(_TILE)
+        yi = y[i]
+        ai = a[i] if yi >= 0 else 0.0
+        li = lse[i]
+        abs_lse = abs(li) if abs(li) < np.inf else 0.0
+        fin_row = finite[i]
+        gg = g[i]
+        mass = gg * ai
+        floor = tiny * (1.0 + mass)
+        si = s[i]
+        n_bad = 0
+        max_abs = max_rel = max_ratio = scale = 0  # the bits of float64 maxima
+        for j0 in range(0, c, _TILE):
+            m = min(c, j0 + _TILE) - j0
+            if fin_row:  # bound_rows, into the tile
+                xs_ = x[i, j0 : j0 + m]
+                zs = z[i, j0 : j0 + m]
+                for j in range(m):
+                    p = zs[j] / si
+                    xv = np.float64(xs_[j])
+                    if abs(xv) < np.inf:
+                        xs = xv
+                        abs_x = abs(xv)
+                    else:
+                        xs = -np.inf
+                        abs_x = 0.0
+                    abs_logp = abs(xs - li) if p > 0 else 0.0
+                    term_p = mass * p
+                    term_a = gg * (ai if j0 + j == yi else 0.0)
+                    b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
+                    b_c = term_p * ((u_c * abs_x + u_c * abs_lse) + uc_sqrt_c) + u_c * term_a
+                    tile[j] = (b_d + b_c) + floor
+            es = expected[i, j0 : j0 + m]
+            gs = got[i, j0 : j0 + m]
+            for j in range(m):  # bound_grad, then the comparison
+                e = es[j]
+                fin = abs(e) < np.inf
+                r = (tile[j] if fin_row else 0.0) + factor * (abs(e) if fin else 0.0)
+                if r != r:
+                    r = 0.0
+                elif r == -np.inf:
+                    r = _LOWEST
+                bound = r if fin else 0.0
+                good, d, rel, ratio, abs_e = _pair(
+                    np.float64(gs[j]), e, bound, threshold, rtol, atol, widened
+                )  # fmt: skip
+                n_bad += not good
+                max_abs = _larger(max_abs, d)
+                max_rel = _larger(max_rel, rel)
+                max_ratio = _larger(max_ratio, ratio)
+                scale = _larger(scale, abs_e)
+        stats[i, 0] = 1.0 if n_bad == 0 else 0.0
+        stats[i, 1] = bits_float(max_abs)
+        stats[i, 2] = bits_float(max_rel)
+        stats[i, 3] = bits_float(max_ratio)
+        stats[i, 4] = bits_float(scale)

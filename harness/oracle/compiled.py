@@ -63,6 +63,15 @@ def bound_kernels() -> tuple[Callable, Callable, Callable]:
     return _kernel.bound_shifts, _kernel.bound_rows, _kernel.bound_grad
 
 
+def fused_kernels() -> tuple[Callable, Callable]:
+    """The compiled comparisons: ``bound_compare`` (the gradient's bound and the comparison in
+    one pass, ``RowBounds.compare_rows``) and ``within`` (a comparison's common case)."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    from harness.oracle import _kernel
+
+    return _kernel.bound_compare, _kernel.within
+
+
 def applies(problem: Problem, x: np.ndarray) -> bool:
     """Whether the compiled kernel serves ``problem`` (x: its (P, C) logits)."""
     return (

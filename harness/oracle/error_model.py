@@ -254,11 +254,12 @@ class RowBounds:
             buf = self._buffers[name] = np.empty((r, c))
         return buf[:r]
 
-    def _compiled_rows(self, lo: int, hi: int) -> np.ndarray | None:
-        """``rows`` for a problem of the compiled oracle (``compiled.applies``): its only
-        coefficient is |w_y| at the target, which the kernels use instead of (r, C) arrays of
-        coefficients. The exponentials and their row sums are NumPy's, as in ``rows``."""
-        shifts, bound_rows, _ = compiled.bound_kernels()
+    def _compiled_state(self, lo: int, hi: int) -> tuple:
+        """The arguments of the compiled bound kernels for rows [lo, hi): the logits, their
+        exponentials after the row's largest logit (NumPy's ``exp``) and the rows' sums
+        (NumPy's pairwise ``sum``), lse, the target (-1: ignored), |w_y|, the upstream factor,
+        whether the row is finite, the constants."""
+        shifts = compiled.bound_kernels()[0]
         x = self.x_all[lo:hi]
         r, c = x.shape
         z = self._buffer("z", r, c)
@@ -274,23 +275,70 @@ class RowBounds:
         y = np.where(keep, t, -1)
         a = self.abs_w[np.where(keep, t, 0)]
         consts = np.array([self.u_d, self.u_c, self.sqrt_c, self.u_c * self.sqrt_c, self.tiny])
+        return x, z, s, lse, y, a, self.g[lo:hi], finite_row, consts
+
+    def _compiled_rows(self, lo: int, hi: int, want_grad: bool) -> np.ndarray | None:
+        """``rows`` for a problem of the compiled oracle (``compiled.applies``): its only
+        coefficient is |w_y| at the target, which the kernels use instead of (r, C) arrays of
+        coefficients. The exponentials and their row sums are NumPy's, as in ``rows``."""
+        bound_rows = compiled.bound_kernels()[1]
+        state = self._compiled_state(lo, hi)
+        r, c = state[0].shape
         per_pos = np.empty((4, r))
-        out = self._buffer("rows", r, c) if self.want_grad else np.empty((1, 1))
-        bound_rows(
-            x, z, s, lse, y, a, self.g[lo:hi], finite_row, consts, self.want_grad, per_pos, out
-        )  # fmt: skip
+        out = self._buffer("rows", r, c) if want_grad else np.empty((1, 1))
+        bound_rows(*state, want_grad, per_pos, out)
         self.per_pos_d[lo:hi] = per_pos[0]
         self.per_pos_c[lo:hi] = per_pos[1]
         self.per_pos_abs[lo:hi] = per_pos[2]
         self.per_pos_a[lo:hi] = per_pos[3]
-        return out if self.want_grad else None
+        return out if want_grad else None
+
+    def _grad_factor(self) -> float:
+        """The relative bound of the gradient's own rounding (see ``grad_bound``)."""
+        # the result itself is rounded to the dtype; the mean's 1/D carries D's error
+        return self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
+
+    def compare_rows(
+        self,
+        lo: int,
+        hi: int,
+        expected: np.ndarray,
+        got: np.ndarray,
+        skip: np.ndarray,
+        rtol: float,
+        atol: float,
+    ) -> np.ndarray | None:
+        """``rows(lo, hi)`` (each position's loss terms, kept for ``finish``), and ``got``
+        compared with the ``expected`` gradient rows within ``grad_bound``'s bound, in one
+        compiled pass that never stores the bound: per row not in ``skip``, (1 when every
+        pair is finite and within tolerance, else 0; the largest |got - expected|, relative
+        error, test ratio and |expected|), the maxima of
+        ``harness.execution.compare``'s common case. None when the compiled kernels do not
+        serve this problem or ``got``'s dtype (the caller uses ``rows`` and ``grad_bound``);
+        after a row that is not within, the caller asks ``rows`` for the bound itself."""
+        if not (self.compiled and self.want_grad and got.dtype in (np.float32, np.float64)):
+            return None
+        state = self._compiled_state(lo, hi)
+        r = state[0].shape[0]
+        per_pos = np.empty((4, r))
+        compiled.bound_kernels()[1](*state, False, per_pos, np.empty((1, 1)))
+        self.per_pos_d[lo:hi] = per_pos[0]
+        self.per_pos_c[lo:hi] = per_pos[1]
+        self.per_pos_abs[lo:hi] = per_pos[2]
+        self.per_pos_a[lo:hi] = per_pos[3]
+        stats = np.zeros((r, 5))
+        tol = np.array([THRESHOLD, rtol, atol])
+        compiled.fused_kernels()[0](
+            *state, self._grad_factor(), expected, got, skip, tol, stats
+        )  # fmt: skip
+        return stats
 
     def rows(self, lo: int, hi: int) -> np.ndarray | None:
         """Rows [lo, hi): each position's loss terms (kept for ``finish``) and, when the
         gradient is wanted, its bound rows without the gradient's own rounding (see
         ``grad_bound``)."""
         if self.compiled:
-            return self._compiled_rows(lo, hi)
+            return self._compiled_rows(lo, hi, self.want_grad)
         problem, c, eps, probability = self.problem, self.c, self.eps, self.probability
         u_d, u_c, tiny, sqrt_c = self.u_d, self.u_c, self.tiny, self.sqrt_c
         c_z, tau_unit, w, abs_w = self.c_z, self.tau_unit, self.w, self.abs_w
@@ -402,8 +450,7 @@ class RowBounds:
     def grad_bound(self, rows: np.ndarray, grad: np.ndarray) -> np.ndarray:
         """The gradient's bound on rows of ``rows(lo, hi)`` (updated in place): plus the
         rounding of the result itself, 0 where the expected ``grad`` rows are not finite."""
-        # the result itself is rounded to the dtype; the mean's 1/D carries D's error
-        factor = self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
+        factor = self._grad_factor()
         if self.compiled:
             out = self._buffer("grad", *rows.shape)
             compiled.bound_kernels()[2](rows, np.ascontiguousarray(grad), factor, out)
