@@ -12,9 +12,11 @@ seconds and the process's peak resident memory during it. The phases are timed b
 functions that do them; "other" is the rest of ``run_one``.
 
 ``table`` runs each side in a fresh interpreter under ``/usr/bin/time`` (wall, user + system
-CPU, peak RSS), best of ``--repeat``: bare is a script that makes the same logits (block by
-block in float32, so that no float64 copy counts against it) and calls the adapter's function
-(``F.cross_entropy`` + ``backward()``, or ``numpy_ref.cross_entropy_with_z_loss``); harness is
+CPU, peak RSS), best of ``--repeat``: bare is a script that makes the same logits as a user's
+script would (float64 blocks of rows from the recipe's generator cast into the float32 logits,
+so that no float64 copy counts against it; nothing of the harness imported) and calls the
+adapter's function (``F.cross_entropy`` + ``backward()``, or
+``numpy_ref.cross_entropy_with_z_loss``); harness is
 ``python -m harness --adapter A --cases big.yaml`` with ``LOSSCONF_CACHE_DIR=off``.
 """
 
@@ -47,12 +49,13 @@ rows, classes, adapter = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 if adapter == "torch":
     import torch
     import torch.nn.functional as F
-from harness.cases.generate import blocks
+# the recipe's values (generate: normal, seed 1), made as a script would: float64 blocks of
+# rows from one generator, each cast into the float32 logits
 x = np.empty((rows, classes), np.float32)
-at = 0
-for b in blocks({"generate": "normal", "shape": [rows, classes], "seed": 1}):
-    x[at : at + b.shape[0]] = b
-    at += b.shape[0]
+rng = np.random.default_rng(1)
+step = max(1, (1 << 20) // classes)
+for at in range(0, rows, step):
+    x[at : at + step] = rng.normal(0.0, 1.0, (min(step, rows - at), classes))
 t = np.random.default_rng(2).integers(0, classes, rows)
 if adapter == "torch":
     xt = torch.from_numpy(x).requires_grad_(True)

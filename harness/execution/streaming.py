@@ -4,7 +4,8 @@ A case takes this path when ``applies``: ``expected: oracle``, 2-D logits (N, C)
 ``harness.oracle.cache.LARGE_ELEMENTS`` elements, class-index targets, no kernel field. Then:
 
 - the logits are made directly in the case dtype, block by block
-  (``Case.blockwise_inputs``), and a CRC-32 of their bytes is taken as they are made;
+  (``Case.blockwise_inputs``), and a CRC-32 of their bytes is taken as they are made, on a
+  thread beside the generation;
 - the in-place write check compares that checksum with one taken after the call instead of
   keeping a copy; only when they differ are the logits made again, to say which elements
   changed (the message of a small case) and to give the oracle the unmodified values;
@@ -21,8 +22,11 @@ The results are those of the plain path: same statuses, errors, ratios and messa
 
 from __future__ import annotations
 
+import contextlib
+import queue
+import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +69,33 @@ class LogitsDigest:
     def add(self, block: np.ndarray) -> None:
         self.crc = zlib.crc32(_bytes(block), self.crc)
 
+    @contextlib.contextmanager
+    def beside(self) -> Iterator[Callable[[np.ndarray], None]]:
+        """``add`` on a thread of its own, beside the code that makes the blocks (zlib
+        releases the GIL over a buffer; the generator holds it): yields the function to give
+        each block to, in order; on leaving, every block given has been added. A block must
+        not change until then."""
+        blocks: queue.SimpleQueue[np.ndarray | None] = queue.SimpleQueue()
+        failed: list[BaseException] = []
+
+        def follow() -> None:
+            while (block := blocks.get()) is not None:
+                if not failed:
+                    try:
+                        self.add(block)
+                    except BaseException as e:  # re-raised by the caller's thread
+                        failed.append(e)
+
+        thread = threading.Thread(target=follow, name="lossconf-digest", daemon=True)
+        thread.start()
+        try:
+            yield blocks.put
+        finally:
+            blocks.put(None)
+            thread.join()
+        if failed:
+            raise failed[0]
+
     def matches(self, logits: object) -> bool:
         """Whether ``logits`` still has the bytes the digest was taken of (CRC-32 over about
         1 GB/s; a copy and a comparison would cost the logits' bytes again)."""
@@ -81,7 +112,8 @@ def _bytes(a: np.ndarray) -> memoryview:
 def fresh_inputs(case: Case, dtype: str, want_grad: bool) -> tuple[CallInputs, LogitsDigest]:
     """The call's inputs, logits made directly in ``dtype``, with their checksum."""
     digest = LogitsDigest()
-    inputs = case.blockwise_inputs(dtype, want_grad=want_grad, on_block=digest.add)
+    with digest.beside() as add:  # the checksum beside the generation, on the other core
+        inputs = case.blockwise_inputs(dtype, want_grad=want_grad, on_block=add)
     return inputs, digest
 
 
