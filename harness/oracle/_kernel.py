@@ -431,16 +431,19 @@ _LOWEST = -1.7976931348623157e308
 # serves (class-index targets, no smoothing, no kernel fields): the same float64 operations in
 # the same order, so the same bits. The exponentials and their row sums stay NumPy's
 # (``np.exp`` has its own SIMD code; ``np.sum`` sums pairwise): see ``RowBounds._compiled_rows``.
-# One thread: these loops are a few ns per logit, and threads that wait for one another
-# cost more than that on a machine whose cores are busy (measured: 3 to 4 times the CPU).
+# ``bound_rows`` and ``bound_grad`` run on one thread: they are a few ns per logit, and threads
+# that wait for one another cost more than that on a machine whose cores are busy (measured:
+# 3 to 4 times the CPU). The streaming path's kernels (``bound_shifts``, ``bound_compare``)
+# spread the rows of a block over the cores: blocks of a million logits, each a pass the row
+# kernel's threads would otherwise wait through.
 
 
-@njit(cache=True, error_model="numpy")
+@njit(parallel=True, cache=True, error_model="numpy")
 def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.ndarray) -> None:
     """Per row: m the largest finite logit (0 when there is none), ``d = x - m`` with -inf for
     every non-finite logit, and whether the row holds neither NaN nor +inf."""
     n, c = x.shape
-    for i in range(n):
+    for i in prange(n):
         m = -np.inf
         ok = True
         for j in range(c):
