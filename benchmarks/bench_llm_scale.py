@@ -209,6 +209,7 @@ def _profile_one(case_path: Path, adapter_name: str, streamed: bool) -> tuple[Ph
         w(streaming.LogitsDigest, "matches", "in-place check (checksum after)")
         w(fast.RowBlocks, "block", "oracle")
         w(fast.RowBlocks, "finish", "oracle")
+        w(error_model.RowBounds, "compare_rows", "error bounds and comparison, one compiled pass")
         w(error_model.RowBounds, "rows", "error bounds")
         w(error_model.RowBounds, "grad_bound", "error bounds")
         w(error_model.RowBounds, "finish", "error bounds")
