@@ -282,3 +282,60 @@ def test_the_numpy_reference_in_blocks_of_rows_gives_the_same_bits(cases, monkey
             for a, b in ((small.loss, whole.loss), (small.grad, whole.grad)):
                 assert a.dtype == b.dtype and a.shape == b.shape
                 assert a.tobytes() == b.tobytes()
+
+
+def test_preload_loads_the_kernels_the_streaming_path_calls(cases, monkeypatch):
+    """``compiled.preload`` (run beside the generation) loads the argument types the compiled
+    oracle and bounds are then called with, so that their first call loads nothing."""
+    if not compiled.available():
+        pytest.skip("numba is not installed (extra 'fast')")
+    import numba
+
+    from harness.oracle import _kernel
+
+    names = ("rows", "bound_shifts", "bound_rows", "bound_compare")
+    preloaded: set = set()
+    called: set = set()
+    loading: list = []  # non-empty while compiled.preload runs (a first call compiles too)
+    for name in names:
+        dispatcher = getattr(_kernel, name)
+        real_compile = dispatcher.compile
+
+        def record(sig, name=name, real_compile=real_compile):
+            if loading:
+                preloaded.add((name, tuple(sig)))
+            return real_compile(sig)
+
+        monkeypatch.setattr(dispatcher, "compile", record, raising=False)
+    real_preload = compiled.preload
+
+    def preload(*args):
+        loading.append(1)
+        try:
+            real_preload(*args)
+        finally:
+            loading.clear()
+
+    monkeypatch.setattr(compiled, "preload", preload)
+
+    def watched(kernel, name):
+        def call(*args):
+            called.add((name, tuple(numba.typeof(a) for a in args)))
+            return kernel(*args)
+
+        return call
+
+    monkeypatch.setattr(compiled, "kernel", lambda: watched(_kernel.rows, "rows"))
+    monkeypatch.setattr(compiled, "bound_kernels", lambda: (
+        watched(_kernel.bound_shifts, "bound_shifts"), watched(_kernel.bound_rows, "bound_rows"),
+        watched(_kernel.bound_grad, "bound_grad"),
+    ))  # fmt: skip
+    monkeypatch.setattr(compiled, "fused_kernels", lambda: (
+        watched(_kernel.bound_compare, "bound_compare"), _kernel.within
+    ))  # fmt: skip
+    monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
+    monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
+    for dtype in ("float32", "float64", "bfloat16"):
+        assert run_one(cases[0], NumpyAdapter(), dtype).status.value == "pass"
+    assert {name for name, _ in called} == set(names)
+    assert called <= preloaded

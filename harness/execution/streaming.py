@@ -33,9 +33,9 @@ import numpy as np
 
 from harness.adapters import CallInputs
 from harness.cases.model import Case
-from harness.dtypes import scalar_ulp
+from harness.dtypes import carrier, scalar_ulp
 from harness.execution.compare import Comparison, Errors, compare, mismatch_message
-from harness.oracle import cache
+from harness.oracle import cache, compiled
 from harness.oracle.error_model import RowBounds
 from harness.oracle.fast import RowBlocks
 from harness.oracle.problem import Expected, Problem
@@ -112,9 +112,38 @@ def _bytes(a: np.ndarray) -> memoryview:
 def fresh_inputs(case: Case, dtype: str, want_grad: bool) -> tuple[CallInputs, LogitsDigest]:
     """The call's inputs, logits made directly in ``dtype``, with their checksum."""
     digest = LogitsDigest()
-    with digest.beside() as add:  # the checksum beside the generation, on the other core
-        inputs = case.blockwise_inputs(dtype, want_grad=want_grad, on_block=add)
+    loading = _preload(case, dtype)
+    try:
+        with digest.beside() as add:  # the checksum beside the generation, on the other core
+            inputs = case.blockwise_inputs(dtype, want_grad=want_grad, on_block=add)
+    finally:
+        if loading is not None:  # done before the adapter's call, which it must not slow
+            loading.join()
     return inputs, digest
+
+
+def _preload(case: Case, dtype: str) -> threading.Thread | None:
+    """A thread loading the compiled kernels the oracle and the bounds will run on ``case``
+    (``compiled.preload``), started while its logits are made (the generator holds the GIL
+    while it draws a block, the loading between blocks); None where they will not run."""
+    logits = carrier(dtype)
+    if not (
+        case.logits_size >= compiled.MIN_LOGITS
+        and logits in (np.float32, np.float64)
+        and case.label_smoothing == 0
+        and not case.probability_target
+        and compiled.available()
+    ):
+        return None
+
+    def load() -> None:
+        # a kernel that cannot be loaded here fails again at its first call, which reports it
+        with contextlib.suppress(Exception):
+            compiled.preload(logits, logits)
+
+    thread = threading.Thread(target=load, name="lossconf-preload", daemon=True)
+    thread.start()
+    return thread
 
 
 def pristine_inputs(case: Case, dtype: str, want_grad: bool) -> CallInputs:

@@ -72,6 +72,33 @@ def fused_kernels() -> tuple[Callable, Callable]:
     return _kernel.bound_compare, _kernel.within
 
 
+def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
+    """Load the kernels a streamed problem of the compiled kind runs (``rows``,
+    ``bound_shifts``, ``bound_rows``, ``bound_compare``) for logits of ``logits_dtype`` and an
+    adapter's gradient of ``grad_dtype``, from numba's disk cache (or compile them), without
+    running them: what their first call would do (about 0.9 s: importing numba, loading
+    machine code). ``harness.execution.streaming`` does it on a thread while the logits are
+    made, which holds the GIL only between the blocks it draws."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    import numba
+
+    from harness.oracle import _kernel
+
+    def sig(*args: object) -> tuple:
+        return tuple(numba.typeof(a) for a in args)
+
+    x = np.zeros((1, 1), logits_dtype)
+    f1, f2, f3 = np.zeros(1), np.zeros((1, 1)), np.zeros((1, 1, 1))
+    i1, b1 = np.zeros(1, np.int64), np.zeros(1, bool)
+    # the argument types of the calls in fast._Fast._compiled and error_model.RowBounds
+    _kernel.rows.compile(sig(x, i1, 0, f1, f1, f1, True, f2, f1, 0.0, f2, f2, b1, f3))
+    _kernel.bound_shifts.compile(sig(x, f2, f1, b1))
+    state = (x, f2, f1, f1, i1, f1, f1, b1, f1)
+    _kernel.bound_rows.compile(sig(*state, True, f2, f2))
+    got = np.zeros((1, 1), grad_dtype)
+    _kernel.bound_compare.compile(sig(*state, 0.0, f2, got, b1, f1, f2))
+
+
 def applies(problem: Problem, x: np.ndarray) -> bool:
     """Whether the compiled kernel serves ``problem`` (x: its (P, C) logits)."""
     return (
