@@ -37,7 +37,7 @@ from harness.dtypes import carrier, scalar_ulp
 from harness.execution.compare import Comparison, Errors, compare, mismatch_message
 from harness.oracle import cache, compiled
 from harness.oracle.error_model import RowBounds
-from harness.oracle.fast import RowBlocks
+from harness.oracle.fast import RowBlocks, preload_tables
 from harness.oracle.problem import Expected, Problem
 
 #: logits per block of rows: float64 blocks of 8 MiB (the size of the error model's blocks)
@@ -140,6 +140,7 @@ def _preload(case: Case, dtype: str) -> threading.Thread | None:
         # a kernel that cannot be loaded here fails again at its first call, which reports it
         with contextlib.suppress(Exception):
             compiled.preload(logits, logits)
+            preload_tables()
 
     thread = threading.Thread(target=load, name="lossconf-preload", daemon=True)
     thread.start()

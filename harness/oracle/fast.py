@@ -148,6 +148,12 @@ def _to_dd(v) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------- exp and log
+def preload_tables() -> None:
+    """Compute the exponential's tables now (in mpmath, about 0.1 s), e.g. on a thread
+    beside other work (``harness.execution.streaming``), instead of at the first large case."""
+    _tables()
+
+
 @functools.lru_cache(maxsize=1)
 def _tables():
     mp = mpmath
