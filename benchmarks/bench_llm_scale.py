@@ -295,7 +295,7 @@ def main() -> None:
     ap.add_argument("mode", choices=("profile", "table"))
     ap.add_argument("--size", default="2048x65536", help="ROWSxCLASSES (default 2048x65536)")
     ap.add_argument("--adapter", action="append", help="torch, numpy (table: both by default)")
-    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rows, classes = (int(v) for v in args.size.lower().split("x"))
     if args.mode == "profile":
