@@ -431,19 +431,19 @@ _LOWEST = -1.7976931348623157e308
 # serves (class-index targets, no smoothing, no kernel fields): the same float64 operations in
 # the same order, so the same bits. The exponentials and their row sums stay NumPy's
 # (``np.exp`` has its own SIMD code; ``np.sum`` sums pairwise): see ``RowBounds._compiled_rows``.
-# ``bound_rows`` and ``bound_grad`` run on one thread: they are a few ns per logit, and threads
-# that wait for one another cost more than that on a machine whose cores are busy (measured:
-# 3 to 4 times the CPU). The streaming path's kernels (``bound_shifts``, ``bound_compare``)
-# spread the rows of a block over the cores: blocks of a million logits, each a pass the row
-# kernel's threads would otherwise wait through.
+# One thread: these loops are a few ns per logit, and threads that wait for one another
+# cost more than that on a machine whose cores are busy (measured: 3 to 4 times the CPU; and
+# on the streaming path, two passes over 512 x 65536 logits with another process busy on
+# the other core: 2.1 s with ``bound_shifts`` and ``bound_compare`` over both cores, 1.7 s
+# with them on one).
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.ndarray) -> None:
     """Per row: m the largest finite logit (0 when there is none), ``d = x - m`` with -inf for
     every non-finite logit, and whether the row holds neither NaN nor +inf."""
     n, c = x.shape
-    for i in prange(n):
+    for i in range(n):
         m = -np.inf
         ok = True
         for j in range(c):
@@ -578,18 +578,18 @@ def _larger(m: int, v: float) -> int:
     return b if b > m else m
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def within(got: np.ndarray, expected: np.ndarray, bound: np.ndarray, tol: np.ndarray,
            stats: np.ndarray) -> None:  # fmt: skip
-    """``harness.execution.compare._all_finite_and_within`` of (r, C) arrays, per row (rows
-    spread over the cores): ``stats[i]`` = (1 when every pair is finite and within tolerance,
+    """``harness.execution.compare._all_finite_and_within`` of (r, C) arrays, per row:
+    ``stats[i]`` = (1 when every pair is finite and within tolerance,
     else 0; the largest |got - expected|, relative error and test ratio; the largest
     |expected|). The maxima are those of ``compare`` when every pair is within. ``tol`` =
     (threshold, rtol, atol)."""
     threshold, rtol, atol = tol[0], tol[1], tol[2]
     widened = rtol != 0.0 or atol != 0.0
     n, c = expected.shape
-    for i in prange(n):
+    for i in range(n):
         n_bad = 0
         max_abs = max_rel = max_ratio = scale = 0  # the bits of float64 maxima
         for j in range(c):
@@ -608,7 +608,7 @@ def within(got: np.ndarray, expected: np.ndarray, bound: np.ndarray, tol: np.nda
         stats[i, 4] = bits_float(scale)
 
 
-@njit(parallel=True, cache=True, error_model="numpy")
+@njit(cache=True, error_model="numpy")
 def bound_compare(
     x: np.ndarray,
     z: np.ndarray,
@@ -627,7 +627,7 @@ def bound_compare(
     stats: np.ndarray,
 ) -> None:
     """``bound_rows``' gradient rows, then ``bound_grad``, then ``within``, tile by tile of
-    each row (rows spread over the cores), without storing the bound beyond a tile:
+    each row, without storing the bound beyond a tile:
     ``stats`` as ``within``'s, for the rows not in ``skip``. Each element's bound is that of
     ``bound_rows`` and ``bound_grad``, operation for operation (the same bits). Two loops per
     tile, each in SIMD lanes (LLVM does not vectorize them as one)."""
@@ -635,7 +635,7 @@ def bound_compare(
     threshold, rtol, atol = tol[0], tol[1], tol[2]
     widened = rtol != 0.0 or atol != 0.0
     n, c = x.shape
-    for i in prange(n):
+    for i in range(n):
         if skip[i]:
             continue
         tile = np.zeros(_TILE)
