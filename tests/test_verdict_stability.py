@@ -216,6 +216,13 @@ def assert_same_verdicts(got: Run, reference: Run, keywords=(), dtypes=(), mode:
     assert got.doc["suite"]["cases"] == {i: ref_cases[i] for i in ids}, mode
 
 
+def expected_suffix() -> str:
+    """The name ending of a file of expected values in the cache folder."""
+    from harness.oracle.cache import SUFFIX
+
+    return SUFFIX
+
+
 def _cache_files(cache: Path) -> dict[str, int]:
     return {
         str(p.relative_to(cache)): p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file()
@@ -243,7 +250,7 @@ def reference(cache, reports) -> Run:
     assert not any(cache.iterdir())
     run = lossconf(cache, reports / "cold.json")
     files = _cache_files(cache)
-    assert any(f.endswith(".npz") for f in files), "no expected value was cached"
+    assert any(f.endswith(expected_suffix()) for f in files), "no expected value was cached"
     assert any(f.startswith("cases") and f.endswith(".pickle") for f in files), (
         "no case file cached"
     )
@@ -374,7 +381,9 @@ def test_dtype_float64_twice_on_a_warm_cache_conforms(reference, cache, tmp_path
         assert_same_verdicts(run, reference, (), ("float64",), mode=f"{attempt} --dtype float64")
         if attempt == "first":
             stored = _cache_files(fresh)
-            assert any(f.endswith(".npz") for f in stored), "no expected value was stored"
+            assert any(f.endswith(expected_suffix()) for f in stored), (
+                "no expected value was stored"
+            )
     assert _cache_files(fresh) == stored, "the second run was not warm"
 
 
@@ -459,7 +468,9 @@ def test_expected_values_under_the_old_key_scheme_are_never_read(
             if r.grad is not None:
                 poison["grad"] = np.full_like(r.grad, -3.0)
             for h in (c.content_hash, EMPTY_MAPPING_HASH):
-                np.savez(stale / f"{h}-{dtype}-{old}.npz", **poison)
+                expected_cache.write_arrays(
+                    stale / f"{h}-{dtype}-{old}{expected_cache.SUFFIX}", poison
+                )
     planted = set(os.listdir(stale))
 
     monkeypatch.setattr(expected_cache, "_memory", {})
