@@ -62,6 +62,16 @@ os.environ.setdefault(
 )
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
+# lossconf's own caches (validated case files, expected values) go to a folder of the test
+# suite's, not to the developer's ~/.cache/lossconf: a test run neither fills the user's
+# folder nor reads what a user's runs left there. The folder is kept between runs like JAX's
+# above: its entries are keyed by the case's content, the dtype and the oracle's and the
+# loader's source (docs/performance.md), so a value is never read for another revision, and
+# tests that need a cold cache set a folder of their own. A value already set is kept.
+os.environ.setdefault(
+    "LOSSCONF_CACHE_DIR", str(Path(tempfile.gettempdir()) / f"lossconf-tests-cache-{os.getuid()}")
+)
+
 
 #: the files that take longest (seconds of CPU each; ``--durations=0`` summed per file), in
 #: that order, before every other file (which keep their order). pytest-xdist's ``loadfile``
