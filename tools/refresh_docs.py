@@ -283,7 +283,7 @@ SOURCES: dict[str, Source] = {
         Source("bench-llm-scale-4gib", "python benchmarks/bench_llm_scale.py table --size "
                "8192x131072 --repeat 1", "slow"),
         Source("bench-jax-function", "python benchmarks/bench_jax_compiles.py --adapter jax "
-               "--adapter examples/jax_fn.py:cross_entropy", "slow"),
+               "--adapter examples/jax_fn.py:cross_entropy --floor", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
         Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
                ok_codes=(0,)),
