@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("harness.oracle",),
     ("harness.adapters",),
     ("harness.dtypes", "harness.atomic", "harness.errors"),
-    ("harness.exit_codes", "harness.version", "harness.dtype_names"),
+    ("harness.exit_codes", "harness.version", "harness.dtype_names", "harness.source_revision"),
 ]
 #: modules outside the layers: the public facade on top and the entry point
 ABOVE_ALL = ("harness", "harness.__main__")

@@ -4,8 +4,8 @@ Parsing YAML, checking the JSON Schema and building Cases cost about 2 ms per
 case; unpickling the finished Cases costs a few microseconds. An entry is keyed
 by everything that decides the outcome of loading a file: the file's bytes and
 path, ``require_expected``, the limits in force (``harness.cases.limits``), the NumPy
-and Python versions, and a hash of the source of every module that shapes a
-Case (loader, validation, schema, ...). Only files that load without error are
+and Python versions, and ``harness.source_revision`` (the source of every module
+that shapes a Case, and of the oracle whose error bounds literal expected values carry). Only files that load without error are
 stored, so error messages are always produced by the real loader. Entries are
 written under a temporary name and renamed into place (safe for concurrent
 writers). The folder is ``<cache dir>/cases`` (see ``harness.oracle.cache``);
@@ -16,9 +16,7 @@ writers). The folder is ``<cache dir>/cases`` (see ``harness.oracle.cache``);
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import importlib.util
 import os
 import pickle
 import sys
@@ -29,36 +27,10 @@ import numpy as np
 
 from harness.cases import limits
 from harness.oracle.cache import cache_dir
+from harness.source_revision import source_revision
 
-#: modules whose code decides what a case file loads into, and the case schema
-_SOURCES = (
-    "harness.cases.loader",
-    "harness.cases.build",
-    "harness.cases.model",
-    "harness.cases.generate",
-    "harness.cases.limits",
-    "harness.cases.tolerance",
-    "harness.cases.load_cache",
-    "harness.dtypes",
-    "harness.errors",
-    "harness.adapters",
-    "harness.oracle.problem",
-    "harness.oracle.exact",
-    "harness.oracle.error_model",
-)
-_SCHEMA = Path(__file__).with_name("schema.json")
 #: cached properties of Case that are recomputed on use rather than stored (large arrays)
 _DROP = ("logits", "target", "hidden", "classifier", "bias")
-
-
-@functools.lru_cache(maxsize=1)
-def source_revision() -> str:
-    h = hashlib.sha256(_SCHEMA.read_bytes())
-    for name in _SOURCES:
-        spec = importlib.util.find_spec(name)  # locates the file; imports only parent packages
-        origin = None if spec is None else spec.origin
-        h.update(Path(origin).read_bytes() if origin and Path(origin).is_file() else b"-")
-    return h.hexdigest()
 
 
 def _key(path: Path, data: bytes, require_expected: bool) -> str:

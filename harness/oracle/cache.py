@@ -3,9 +3,10 @@
 Two levels: a dict for the run, and files on disk so a second run does not
 recompute them (the oracle takes about 0.1 to 0.2 us per logit on large cases, plus
 a few milliseconds per call). A file is keyed by the case's content
-hash (inputs, recipes with their fingerprints, options), the dtype and a hash
-of the oracle's source, so editing a case or the oracle never reuses a stale
-value. Files are written to a temporary name and renamed into place, so
+hash (inputs, recipes with their fingerprints, options), the dtype and
+``harness.source_revision`` (the source of the oracle, its bounds and kernels, and
+of the case code that makes its inputs), so editing a case or that code never
+reuses a stale value. Files are written to a temporary name and renamed into place, so
 concurrent writers (``--jobs``, pytest-xdist, two CI jobs) never expose a
 partial file; both write the same bytes and the last rename wins.
 
@@ -37,6 +38,7 @@ from harness.oracle.error_model import error_bounds
 from harness.oracle.linear import LinearExpected, LinearProblem, fused_linear_cross_entropy
 from harness.oracle.linear_bounds import linear_bounds
 from harness.oracle.problem import Expected, Problem
+from harness.source_revision import source_revision
 
 _memory: dict[tuple[str, str], Expected] = {}
 #: counts for this process, read by tests and benchmarks
@@ -54,21 +56,14 @@ def cache_dir() -> Path | None:
 
 #: bumped when the meaning of a key changes: entries written under an older scheme
 #: (before 2 the case hash of a selected or cache-loaded case could collide) are never read
-KEY_SCHEME = 2
+KEY_SCHEME = 3
 
 
 @functools.lru_cache(maxsize=1)
 def oracle_revision() -> str:
-    """Hash of the oracle's source and the key scheme: a changed oracle never reads old values."""
-    here = Path(__file__).parent
-    h = hashlib.sha256(f"scheme {KEY_SCHEME}".encode())
-    sources = (
-        "__init__.py", "problem.py", "dialect.py", "exact.py", "fast.py", "error_model.py",
-        "exact_matmul.py", "linear.py", "linear_bounds.py",
-    )  # fmt: skip
-    for name in sources:
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:12]
+    """The key scheme and ``harness.source_revision`` (the oracle's source, its bounds' and
+    kernels', and the case code that makes its inputs): changed code never reads old values."""
+    return hashlib.sha256(f"scheme {KEY_SCHEME} {source_revision()}".encode()).hexdigest()[:12]
 
 
 #: logits from which a case is large: only its loss is cached (16M: 64 MiB of float32, a
