@@ -111,6 +111,47 @@ def test_blocks_of_the_fast_path_give_the_whole_array_figures(monkeypatch):
     )
 
 
+#: values where the two paths could part: zeros of both signs, subnormals, values whose
+#: difference overflows, NaN and the infinities
+_edges = st.sampled_from(
+    [0.0, -0.0, 5e-324, -5e-324, 2.2250738585072014e-308, 1.0, -1.0, 1e308, -1e308,
+     float("nan"), float("inf"), float("-inf")]
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.data())
+def test_small_arrays_in_python_floats_give_the_numpy_path_s_figures_bit_for_bit(data):
+    """Arrays of up to ``SMALL`` elements are checked in Python floats: the same result as
+    the NumPy path (None, or Errors equal bit for bit) on any values, exact matches, zeros
+    of the expected value, zero bounds and tolerance overrides included."""
+    n = data.draw(st.integers(0, compare_module.SMALL))
+    values = st.one_of(st.floats(-1e6, 1e6), _edges)
+    expected = data.draw(_arrays(n, values))
+    # got: equal, near (within a few bounds) or anything
+    bound = data.draw(_arrays(n, st.one_of(st.floats(0, 1e-3), st.just(0.0), _edges)))
+    steps = data.draw(_arrays(n, st.sampled_from([0.0, 0.5, -0.999, 1.0, 1.001, -3.0])))
+    with np.errstate(all="ignore"):
+        got = expected + steps * THRESHOLD * np.abs(bound)
+    got = np.where(data.draw(_arrays(n, st.booleans())), data.draw(_arrays(n, values)), got)
+    rtol = data.draw(st.sampled_from([0.0, 1e-6]))
+    atol = data.draw(st.sampled_from([0.0, 1e-9]))
+    dtype = data.draw(st.sampled_from(["float64", "float32", "float16", "bfloat16"]))
+    numpy_path = compare_module._all_finite_and_within(got, expected, bound, dtype, rtol, atol)
+    python_path = compare_module._small_all_finite_and_within(
+        got, expected, bound, dtype, rtol, atol
+    )
+    if numpy_path is None:
+        assert python_path is None
+    else:
+        assert python_path is not None
+        for name in ("max_abs", "max_rel", "max_ulp", "max_ratio"):
+            want, have = getattr(numpy_path, name), getattr(python_path, name)
+            assert (
+                type(have) is float and np.float64(have).tobytes() == np.float64(want).tobytes()
+            ), (name, want, have)
+
+
 def test_zero_allowance_takes_only_an_exact_match():
     zero = np.zeros(3)
     exact = compare(np.array([1.0, 0.0, -2.0]), np.array([1.0, 0.0, -2.0]), zero, "float64", "g")
