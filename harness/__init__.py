@@ -21,9 +21,44 @@ imports no framework: torch and jax are imported inside their adapters.
 from __future__ import annotations
 
 import importlib
+import importlib.machinery
+import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 from harness.version import VERSION as __version__  # noqa: F401  (the package version)
+
+
+class _CheckoutAdapters:
+    """Finds ``harness.adapters`` in a source checkout: the repository's top-level
+    ``adapters/`` folder, which an installation puts at ``harness/adapters`` (pyproject's
+    package-dir), and an editable installation maps there with a finder of its own."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> Any:
+        if name != "harness.adapters":
+            return None
+        # the folder "adapters" under the checkout's root, as the package harness.adapters;
+        # its own modules are then found through its __path__ as usual
+        return importlib.machinery.PathFinder.find_spec(name, [self.root])
+
+
+def _find_adapters_in_a_checkout() -> None:
+    """When this package is the checkout's ``harness/`` folder rather than an installed
+    copy (``python -m harness`` in the repository's root puts the checkout first on
+    sys.path, ahead of a regular installation of it), the built-in adapters are found in
+    the checkout's ``adapters/`` folder. An installed copy has its own ``adapters/``."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    if os.path.isdir(os.path.join(here, "adapters")):
+        return  # an installation
+    if os.path.isfile(os.path.join(root, "adapters", "__init__.py")):
+        sys.meta_path.append(_CheckoutAdapters(root))
+
+
+_find_adapters_in_a_checkout()
 
 #: public name -> the module that defines it
 _EXPORTS: dict[str, str] = {

@@ -64,6 +64,32 @@ def test_list_works_in_a_folder_with_the_users_own_adapters_and_cases(site, tmp_
     assert "2 results, 0 not conforming" in r.stdout
 
 
+def test_the_readme_command_works_in_the_checkout_over_a_regular_install(site):
+    """README: ``pip install . && python -m harness`` in the clone's root. ``-m`` puts the
+    root first on sys.path, so the checkout's ``harness/`` is imported, not the installed
+    copy, and the checkout has its adapters in the top-level ``adapters/``. Simulated
+    without site processing (``-S``), so the editable install this suite runs under does not
+    map ``harness.adapters`` for it: the installed copy and the environment's packages come
+    from PYTHONPATH, whose .pth files are not run."""
+    import sysconfig
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), sysconfig.get_paths()["purelib"]]),
+    }
+    r = subprocess.run(
+        [sys.executable, "-S", "-m", "harness", "-k", "seed/article_1x5", "-q"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "0 not conforming" in r.stdout
+    where = subprocess.run(
+        [sys.executable, "-S", "-c", "import harness.adapters as a; print(a.__file__)"],
+        cwd=REPO, env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    assert where.stdout.strip() == str(REPO / "adapters" / "__init__.py"), where.stderr
+
+
 def test_the_public_api_works_from_the_install(site, tmp_path):
     code = (
         "import harness\n"
