@@ -230,6 +230,29 @@ def test_ci_job_against_the_committed_baseline(cli, write, tmp_path):
     assert summary.startswith("## lossconf: FAIL") and "Newly failing" in summary
 
 
+def test_the_committed_baseline_covers_the_whole_current_corpus():
+    """docs/regression-tracking.md: the committed baseline compares every result of the
+    corpus. Each case x dtype is in it, with the case's current content hash, and nothing
+    else: a case added, edited or removed since it was recorded fails here, before a CI job
+    silently leaves it out of the regression check (as "added", "changed" or "removed")."""
+    from conftest import REPO
+
+    from harness import load_suite
+    from harness.gate.baseline import read_report
+
+    path = REPO / "reports/baselines/torch.json"
+    recorded = {(r["case_id"], r["dtype"]): r["case_hash"] for r in read_report(path)["results"]}
+    current = {(c.id, dtype): c.content_hash for c in load_suite() for dtype in c.dtypes}
+    added = sorted(current.keys() - recorded.keys())
+    removed = sorted(recorded.keys() - current.keys())
+    changed = sorted(k for k in current.keys() & recorded.keys() if current[k] != recorded[k])
+    assert not (added or removed or changed), (
+        f"{path.name} is stale: {len(added)} added (e.g. {added[:2]}), {len(removed)} removed "
+        f"(e.g. {removed[:2]}), {len(changed)} changed (e.g. {changed[:2]}); re-record it "
+        "with the command in docs/regression-tracking.md"
+    )
+
+
 def test_committed_cuda_expectations_cover_only_cuda_and_name_real_cases():
     """The CUDA divergence file loads, applies only off the CPU, and every id matches a case."""
     from conftest import REPO
