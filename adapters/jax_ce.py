@@ -40,6 +40,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -48,8 +49,33 @@ import numpy as np
 
 from harness.adapters import Adapter, CallInputs, Output
 from harness.adapters.numpy_ref import validate
+from harness.cache_folder import cache_dir
 
 HALF = ("float16", "bfloat16")
+
+
+def keep_compiled_programs() -> None:
+    """Keep XLA's compiled programs between runs, in the ``jax/`` folder of lossconf's cache
+    (JAX's persistent compilation cache), unless one is configured already.
+
+    Compiling is most of a JAX adapter's first run (one program per shape class, dtype and
+    option the function sees); a later run reads the programs back. JAX keys an entry by
+    the program, the compile options, the jax and jaxlib versions and the device, so what
+    is read is the executable XLA would build again: it changes no value. Left as it is
+    when ``JAX_COMPILATION_CACHE_DIR`` (or jax's option) names a folder, and off with
+    ``LOSSCONF_CACHE_DIR=off``. Called by the JAX adapters' ``load``, before they compile.
+    """
+    import jax
+
+    folder = cache_dir()
+    if folder is None or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    if getattr(jax.config, "jax_compilation_cache_dir", None):  # set in Python by the user
+        return
+    jax.config.update("jax_compilation_cache_dir", str(folder / "jax"))
+    if "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS" not in os.environ:
+        # JAX keeps only programs that took a second to compile; a case's take a fraction
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
 @contextlib.contextmanager
@@ -436,8 +462,9 @@ class JaxAdapter(Adapter):
     requires = ("jax", "optax")
 
     def load(self) -> None:
-        import jax  # noqa: F401
         import optax  # noqa: F401
+
+        keep_compiled_programs()
 
     def version(self) -> str:
         import optax

@@ -17,7 +17,7 @@ import inspect
 from typing import Any
 
 from harness.adapters import Adapter, CallInputs, Output
-from harness.adapters.jax_ce import jax_version, run_with_vjp
+from harness.adapters.jax_ce import jax_version, keep_compiled_programs, run_with_vjp
 
 
 def per_position(x: Any, target: Any, weight: Any) -> Any:
@@ -51,6 +51,8 @@ class OptaxAdapter(Adapter):
 
     def load(self) -> None:
         import optax
+
+        keep_compiled_programs()
 
         if "axis" not in inspect.signature(optax.softmax_cross_entropy).parameters:
             # optax < 0.2.4: no axis argument, so no K-dimensional or unbatched input

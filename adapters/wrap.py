@@ -69,6 +69,7 @@ from typing import Any
 import numpy as np
 
 from harness.adapters import FEATURES, Adapter, CallInputs, Output, Unsupported
+from harness.adapters.jax_ce import keep_compiled_programs
 from harness.adapters.jax_function import JaxCaller
 from harness.adapters.torch_ce import TorchAdapter, loss_and_grad, to_torch
 from harness.dtypes import DTYPE_NAMES, cast
@@ -280,6 +281,9 @@ class JaxFunction(FunctionAdapter):
             "ignore_index" not in self.unsupported
         )
         self._caller = JaxCaller(self._call, ignores=ignores, pad=self.pad, jit=self.jit)
+
+    def load(self) -> None:
+        keep_compiled_programs()
 
     def run(self, inputs: CallInputs) -> Output:
         if self.accepts is not None and "weight" not in self.accepts and inputs.weight is not None:

@@ -11,6 +11,12 @@ total duration. Loading the cases, computing expected values and a first JAX
 call happen before the clock starts. Prints a markdown table, a row per
 adapter; with several, the last column is the wall time over the first one's.
 
+Every compile is a first one: JAX's persistent compilation cache, which the JAX adapters
+keep in lossconf's cache folder, is pointed at a new empty folder (``--jax-cache DIR``
+uses DIR instead: a second run on the same DIR reads the programs the first one kept).
+``--warm`` runs the benchmark twice in child processes on one new folder and prints the
+second run's table: what a later run of the same adapters costs.
+
 ``--floor`` (with the built-in adapter first, then a wrapped function) adds a second
 table: a floor under any wrapper that calls the function as each case specifies it.
 Whatever it pads, such a wrapper must compile at least one program for each distinct
@@ -28,7 +34,11 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any
 
@@ -42,7 +52,22 @@ def main() -> None:
     parser.add_argument(
         "--floor", action="store_true", help="also print the floor under any wrapper (above)"
     )
+    parser.add_argument("--jax-cache", help="JAX's persistent cache folder (default: a new one)")
+    parser.add_argument(
+        "--warm", action="store_true", help="the second of two runs on one cache folder"
+    )
     args = parser.parse_args()
+    if args.warm:
+        with tempfile.TemporaryDirectory() as folder:
+            again = [a for a in sys.argv[1:] if a != "--warm"] + ["--jax-cache", folder]
+            command = [sys.executable, __file__, *again]
+            subprocess.run(command, check=True, capture_output=True)  # keeps the programs
+            print(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        return
+    # before JAX is imported: its options are read from the environment then
+    fresh = None if args.jax_cache else tempfile.TemporaryDirectory()
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = args.jax_cache or fresh.name  # type: ignore[union-attr]
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
     import jax
 
@@ -77,6 +102,12 @@ def main() -> None:
         log.propagate = False  # read here, not printed
 
     jax.monitoring.register_event_duration_secs_listener(listen)
+
+    def hit(name: str, **_: object) -> None:
+        if name == "/jax/compilation_cache/cache_hits":
+            compiles["read back"] += 1
+
+    jax.monitoring.register_event_listener(hit)
     cases = [c for c in load_paths().cases if args.k in c.id]
     for case in cases:
         for dtype in case.dtypes:
@@ -86,8 +117,8 @@ def main() -> None:
     specs = args.adapter or ["jax"]
     several = len(specs) > 1
     print(
-        "| adapter | results | not conforming | XLA compiles | compile s | CPU s | wall s |"
-        + (" wall / first |" if several else "")
+        "| adapter | results | not conforming | XLA compiles (read from JAX's cache) "
+        "| compile s | CPU s | wall s |" + (" wall / first |" if several else "")
     )
     print("|---|---|---|---|---|---|---|" + ("---|" if several else ""))
     first = None
@@ -116,7 +147,7 @@ def main() -> None:
         floors.append((spec, wall, list(programs)))
         bad = sum(r.status not in CONFORMING for r in results)
         print(
-            f"| {spec} | {len(results)} | {bad} | {compiles['n']} "
+            f"| {spec} | {len(results)} | {bad} | {compiles['n']} ({compiles['read back']}) "
             f"| {compiles['seconds']:.1f} | {cpu:.1f} | {wall:.1f} |"
             + (f" {wall / first:.2f} |" if several else ""),
             flush=True,

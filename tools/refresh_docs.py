@@ -284,6 +284,8 @@ SOURCES: dict[str, Source] = {
                "8192x131072 --repeat 1", "slow"),
         Source("bench-jax-function", "python benchmarks/bench_jax_compiles.py --adapter jax "
                "--adapter examples/jax_fn.py:cross_entropy --floor", "slow"),
+        Source("bench-jax-function-warm", "python benchmarks/bench_jax_compiles.py --adapter jax "
+               "--adapter examples/jax_fn.py:cross_entropy --warm", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
         Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
                ok_codes=(0,)),

@@ -8,7 +8,7 @@ and Python versions, and ``harness.source_revision`` (the source of every module
 that shapes a Case, and of the oracle whose error bounds literal expected values carry). Only files that load without error are
 stored, so error messages are always produced by the real loader. Entries are
 written under a temporary name and renamed into place (safe for concurrent
-writers). The folder is ``<cache dir>/cases`` (see ``harness.oracle.cache``);
+writers). The folder is ``<cache dir>/cases`` (``harness.cache_folder``);
 ``LOSSCONF_CACHE_DIR=off`` disables it. A Case from the cache carries the
 ``content_hash`` the loader computed, like every other copy of a Case.
 """
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.cache_folder import cache_dir
 from harness.cases import limits
-from harness.oracle.cache import cache_dir
 from harness.source_revision import source_revision
 
 #: cached properties of Case that are recomputed on use rather than stored (large arrays)

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.cache_folder import cache_dir
 from harness.oracle import cross_entropy
 from harness.oracle.error_model import error_bounds
 from harness.oracle.linear import LinearExpected, LinearProblem, fused_linear_cross_entropy
@@ -43,15 +44,6 @@ from harness.source_revision import source_revision
 _memory: dict[tuple[str, str], Expected] = {}
 #: counts for this process, read by tests and benchmarks
 stats = {"memory_hits": 0, "disk_hits": 0, "computed": 0}
-
-
-def cache_dir() -> Path | None:
-    """The disk cache folder, or None when disabled."""
-    configured = os.environ.get("LOSSCONF_CACHE_DIR")
-    if configured is not None:
-        return None if configured.strip().lower() in ("", "off") else Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lossconf"
 
 
 #: bumped when the meaning of a key changes: entries written under an older scheme

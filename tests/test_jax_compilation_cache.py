@@ -1,0 +1,87 @@
+"""The JAX adapters keep XLA's compiled programs in lossconf's cache folder (JAX's persistent
+compilation cache, ``adapters/jax_ce.py`` ``keep_compiled_programs``): a later run reads them
+back instead of compiling, with the same results; a folder the user configured is left as
+it is, and ``LOSSCONF_CACHE_DIR=off`` keeps nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.conftest import REPO
+
+pytest.importorskip("jax")
+
+#: run a few cases through an adapter, forget every compiled program held in memory, run them
+#: again; print the persistent cache's hits and misses of each run and the results
+PROGRAM = textwrap.dedent(
+    """
+    import json, sys
+    import jax
+    from harness import load_adapter, load_cases, run
+
+    events = []
+    jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
+    cases = load_cases("cases/seed.yaml")[:2]
+    adapter = load_adapter(sys.argv[1])
+    out = []
+    for attempt in range(2):
+        events.clear()
+        results = run(cases, adapter)
+        out.append({
+            "hits": events.count("/jax/compilation_cache/cache_hits"),
+            "misses": events.count("/jax/compilation_cache/cache_misses"),
+            "results": [(r.case_id, r.dtype, r.status.value, str(r.loss_errors),
+                         str(r.grad_errors)) for r in results],
+        })
+        jax.clear_caches()  # the next run compiles again: from the disk, if it can
+    print(json.dumps(out))
+    """
+)
+
+
+def _runs(adapter: str, env: dict) -> list[dict]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROGRAM, adapter], capture_output=True, text=True, cwd=REPO,
+        env={**full, **env}, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+@pytest.mark.parametrize("adapter", ["jax", "examples/jax_fn.py:cross_entropy"])
+def test_a_second_run_reads_the_programs_back_with_the_same_results(adapter, tmp_path):
+    first, second = _runs(adapter, {"LOSSCONF_CACHE_DIR": str(tmp_path)})
+    assert first["misses"] > 0 and first["hits"] == 0, first
+    assert any((tmp_path / "jax").iterdir()), "no compiled program was kept"
+    assert second["hits"] >= first["misses"] and second["misses"] == 0, second
+    assert second["results"] == first["results"]
+    assert all(status == "pass" for _, _, status, *_ in first["results"]), first["results"]
+
+
+def test_a_folder_the_user_configured_is_left_as_it_is(tmp_path):
+    theirs = tmp_path / "theirs"
+    first, second = _runs(
+        "jax", {"LOSSCONF_CACHE_DIR": str(tmp_path / "ours"), "JAX_COMPILATION_CACHE_DIR": str(theirs),
+                "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"},
+    )  # fmt: skip
+    assert any(theirs.iterdir()) and not (tmp_path / "ours" / "jax").exists()
+    assert second["results"] == first["results"]
+
+
+def test_cache_off_keeps_no_program(monkeypatch):
+    import jax
+
+    from harness.adapters.jax_ce import keep_compiled_programs
+
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", "off")
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    before = getattr(jax.config, "jax_compilation_cache_dir", None)
+    keep_compiled_programs()
+    assert getattr(jax.config, "jax_compilation_cache_dir", None) == before
