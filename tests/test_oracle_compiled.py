@@ -292,3 +292,19 @@ def test_fused_bound_and_comparison_is_the_two_passes(dtype, reduction):
                     assert stats.tobytes() == want.tobytes()
                     for name in ("per_pos_d", "per_pos_c", "per_pos_abs", "per_pos_a"):
                         assert getattr(one, name).tobytes() == getattr(two, name).tobytes()
+
+
+def test_the_row_kernel_takes_the_faster_thread_count():
+    """``ThreadChoice``: all threads first, each count timed once (the first block, which may
+    load the kernel, not counted), then the faster one, the other retried now and then."""
+    choice = compiled.ThreadChoice()
+    picks = []
+    for block in range(40):
+        k = choice._pick(2)
+        picks.append(k)
+        if block > 0:
+            choice.seconds[k] = {1: 1.0, 2: 3.0}[k]  # one thread the faster, as on a busy core
+        choice.blocks += 1
+    assert picks[:3] == [2, 2, 1]
+    assert picks[3:16] == [1] * 13 and picks[16] == 2 and picks[17:32] == [1] * 15
+    assert compiled.ThreadChoice()._pick(1) == 1

@@ -21,9 +21,11 @@ compilation (a few seconds); small problems never reach this module.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -97,6 +99,50 @@ def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     _kernel.bound_rows.compile(sig(*state, True, f2, f2))
     got = np.zeros((1, 1), grad_dtype)
     _kernel.bound_compare.compile(sig(*state, 0.0, f2, got, b1, f1, f2))
+
+
+class ThreadChoice:
+    """How many threads the row kernel runs on, block by block, chosen by timing the blocks:
+    all of them, or one. On a quiet machine the rows spread over the cores run in about
+    half the time; while another process keeps a core busy, numba's OpenMP threads spin
+    waiting for the one that shares that core, and one thread is the faster. Each count is
+    timed (after a first block that may load the kernel), the faster one used, and the
+    other timed again every ``RETRY`` blocks. The values do not depend on it: each row is
+    computed on its own."""
+
+    RETRY = 16
+
+    def __init__(self) -> None:
+        self.seconds: dict[int, float] = {}  # threads -> the last block's seconds per row
+        self.blocks = 0
+
+    def _pick(self, most: int) -> int:
+        if most == 1 or self.blocks < 2:
+            return most
+        for k in (most, 1):  # each count timed once
+            if k not in self.seconds:
+                return k
+        best = min(self.seconds, key=self.seconds.__getitem__)
+        other = 1 if best == most else most
+        return other if self.blocks % self.RETRY == 0 else best
+
+    @contextlib.contextmanager
+    def timed(self, rows: int) -> Iterator[None]:
+        """Run the kernel's call inside: on the threads chosen, timed."""
+        # numba is optional and slow to import: only a large enough problem loads it
+        import numba
+
+        most = numba.get_num_threads()
+        k = self._pick(most)
+        numba.set_num_threads(k)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            numba.set_num_threads(most)
+            if self.blocks > 0 and rows > 0:  # the first block may load the kernel
+                self.seconds[k] = (time.perf_counter() - start) / rows
+            self.blocks += 1
 
 
 def applies(problem: Problem, x: np.ndarray) -> bool:

@@ -399,6 +399,7 @@ class RowBlocks:
         self._fast: _Fast | None = None
         self._grad: np.ndarray | None = None
         self.rows_per_block = 1
+        self._threads = compiled.ThreadChoice()
         if self.possible:
             stats["problems"] += 1
             stats["rows"] += x.shape[0]
@@ -426,7 +427,11 @@ class RowBlocks:
                 fast.grad.fill(0.0)
         fast.grad_row0 = lo
         with mpmath.workprec(ref.PRECISION_BITS), np.errstate(all="ignore"):
-            fast.rows(lo, hi)
+            if fast.use_compiled:
+                with self._threads.timed(hi - lo):
+                    fast.rows(lo, hi)
+            else:
+                fast.rows(lo, hi)
         grad, fast.grad = fast.grad, None
         return grad, fast.fallback[lo:hi].copy()
 
