@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from child_env import add_option, child_env
+
 LARGE = """\
 cases:
   - name: large_oracle
@@ -102,11 +104,13 @@ def main() -> None:
     ap.add_argument(
         "--no-torch", action="store_true", help="leave out the torch adapter's --jobs row"
     )
+    add_option(ap)
     args = ap.parse_args()
     selection = [a for path in args.cases for a in ("--cases", path)]
     suite = "selected cases" if args.cases else "built-in suite"
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "LOSSCONF_CACHE_DIR": str(Path(tmp) / "cache")}
+        # the children read Python's bytecode cache, as on a usual install (child_env.py)
+        env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=str(Path(tmp) / "cache"))
         large = Path(tmp) / "large.yaml"
         large.write_text(LARGE.format(rows=args.rows, classes=args.classes))
         print("| run | first run s (empty cache) | second run s (cache filled) | speed-up |")
