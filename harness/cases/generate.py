@@ -6,7 +6,9 @@ A case field may hold a mapping instead of a nested list::
     target: {generate: labels, shape: [64], seed: 2, classes: 32000,
              ignore_fraction: 0.25, ignore_index: -100}
 
-Recipes use NumPy's PCG64 generator (``numpy.random.default_rng(seed)``).
+Recipes use NumPy's PCG64 generator (``numpy.random.default_rng(seed)``), and only
+arithmetic that gives the same bits on every machine (``portable_exp``, not ``np.exp``;
+``math.fsum``, not ``np.sum``).
 ``sha256`` (first 16 hex digits of the sha256 of the float64 / int64 bytes) is
 checked every time the array is made, so a change in NumPy's random streams can
 never silently change a case; ``python -m harness regen`` fills in ``sha256: FILL``.
@@ -50,6 +52,31 @@ class FingerprintMismatch(ValueError):
     pass
 
 
+#: ln 2 in two parts (fdlibm's): the high part's low bits are zero, so k * _LN2_HI is exact
+#: for the |k| < 2**11 of a float64 exponent
+_LN2_HI, _LN2_LO, _INV_LN2 = 6.93147180369123816490e-01, 1.90821492927058770002e-10, 1 / math.log(2)
+#: 1/n! for n = 13 down to 0: exp(r) by Horner's rule on |r| <= ln(2)/2 (r**14/14! < 2**-64)
+_TAYLOR = [1 / math.factorial(n) for n in range(13, -1, -1)]
+
+
+def portable_exp(x: np.ndarray) -> np.ndarray:
+    """exp(x) for finite float64 x, within a few ulp, and the same bits on every machine.
+
+    ``np.exp`` is not: NumPy's SIMD exponentials differ in the last bit between versions and
+    instruction sets (NumPy 1.26 and 2.4 differ on this machine), and a recipe's values are
+    fingerprinted. This one is made of additions, multiplications, ``rint`` and ``ldexp``,
+    which IEEE 754 rounds exactly, each done by its own ufunc (nothing fused), in a fixed
+    order: x = k ln 2 + r (Cody and Waite), a Taylor polynomial in r, times 2**k."""
+    x = np.asarray(x, dtype=np.float64)
+    k = np.rint(x * _INV_LN2)
+    r = (x - k * _LN2_HI) - k * _LN2_LO
+    p = np.full_like(r, _TAYLOR[0])
+    for c in _TAYLOR[1:]:
+        p = p * r + c
+    # k below the float64 range: ldexp's result is 0 (or a subnormal), exactly rounded
+    return np.ldexp(p, np.clip(k, -2000, 2000).astype(np.int64))
+
+
 def fingerprint(a: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
 
@@ -74,8 +101,13 @@ def build(spec: dict) -> np.ndarray:
         z = rng.normal(0.0, float(spec.get("std", 1.0)), shape)
         if z.size == 0:
             return z
-        z = np.exp(z - z.max(axis=axis, keepdims=True))
-        return z / z.sum(axis=axis, keepdims=True)
+        z = portable_exp(z - z.max(axis=axis, keepdims=True))
+        # each row's sum exactly rounded (fsum): NumPy's sums change order between versions
+        # (1.26 and 2.4 round a sum of 10,000 differently)
+        rows = np.moveaxis(z, axis, -1)
+        sums = [math.fsum(row) for row in rows.reshape(-1, rows.shape[-1]).tolist()]
+        total = np.array(sums).reshape(*rows.shape[:-1], 1)
+        return z / np.moveaxis(total, -1, axis)
     if kind == "full":
         value = spec.get("value", 0.0)
         return np.full(shape, value, dtype=np.int64 if isinstance(value, int) else np.float64)
