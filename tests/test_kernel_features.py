@@ -301,7 +301,10 @@ class _WrongZLoss(NumpyAdapter):
 
     def run(self, inputs: CallInputs) -> Output:
         out = super().run(inputs)
-        return Output(out.loss, out.grad, np.asarray(out.z_loss) * 1.001)
+        z_loss = np.asarray(out.z_loss)
+        # in the case's dtype under NumPy 1's value-based casting too (a 0-d float32 times a
+        # Python float is float64 there, an error instead of the wrong value meant here)
+        return Output(out.loss, out.grad, (z_loss * 1.001).astype(z_loss.dtype))
 
 
 def test_the_returned_z_loss_is_checked_against_its_own_bound(kernel_cases):
