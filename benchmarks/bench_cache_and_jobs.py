@@ -5,8 +5,10 @@
 Cache: the whole built-in suite through the numpy adapter (``python -m harness -q``)
 with an empty ``LOSSCONF_CACHE_DIR`` (every file parsed and validated, every
 ``expected: oracle`` value computed), then again with the folder the first run
-filled. A large generated case (``--rows`` x ``--classes`` float32 logits,
-``expected: oracle``, streaming oracle) is timed the same way.
+filled. A generated case (``--rows`` x ``--classes`` float32 logits, ``expected: oracle``;
+by default as large as a case whose gradient the cache keeps: from
+``harness.oracle.cache.LARGE_ELEMENTS`` logits on, only the loss is kept and every run
+recomputes the gradient block by block) is timed the same way.
 Jobs: the whole suite with a warm cache, serially and with ``--jobs 2``, best of
 ``--repeat`` (wall time: the point of workers). Prints markdown table rows.
 """
@@ -92,7 +94,7 @@ def _last_line(proc: subprocess.CompletedProcess, what: str) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--rows", type=int, default=1024)
+    ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--classes", type=int, default=32768)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument(
