@@ -27,7 +27,7 @@ PROGRAM = textwrap.dedent(
 
     events = []
     jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
-    cases = load_cases("cases/seed.yaml")[:2]
+    cases = load_cases("cases/seed.yaml")[:1]
     adapter = load_adapter(sys.argv[1])
     out = []
     for attempt in range(2):
