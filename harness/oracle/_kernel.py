@@ -462,6 +462,50 @@ def bound_shifts(x: np.ndarray, d: np.ndarray, m_out: np.ndarray, finite: np.nda
             d[i, j] = (v if abs(v) < np.inf else -np.inf) - m
 
 
+@njit(inline="always", cache=True, error_model="numpy")
+def _logit_bound(
+    p: float,
+    xv: float,
+    li: float,
+    abs_lse: float,
+    mass: float,
+    term_a: float,
+    floor: float,
+    u_d: float,
+    u_c: float,
+    uc_sqrt_c: float,
+) -> float:
+    """One entry of a gradient bound row (``bound_rows``, ``bound_compare``): the logit
+    ``xv`` with probability ``p`` in a row of log-sum-exp ``li``; ``term_a`` is the row's
+    coefficient at this class (0 off the target)."""
+    if abs(xv) < np.inf:
+        xs = xv
+        abs_x = abs(xv)
+    else:
+        xs = -np.inf
+        abs_x = 0.0
+    abs_logp = abs(xs - li) if p > 0 else 0.0
+    term_p = mass * p
+    b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
+    b_c = term_p * ((u_c * abs_x + u_c * abs_lse) + uc_sqrt_c) + u_c * term_a
+    return (b_d + b_c) + floor
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _grad_bound(r: float, e: float, factor: float) -> tuple[float, float]:
+    """``RowBounds.grad_bound`` of one entry (``bound_grad``, ``bound_compare``): the row's
+    ``r`` plus ``factor`` |e|, and the bound that gives: NaN as 0, -inf as the most negative
+    float, 0 where the expected ``e`` is not finite."""
+    fin = abs(e) < np.inf
+    r = r + factor * (abs(e) if fin else 0.0)
+    bound = r
+    if bound != bound:
+        bound = 0.0
+    elif bound == -np.inf:
+        bound = _LOWEST
+    return r, bound if fin else 0.0
+
+
 @njit(cache=True, error_model="numpy")
 def bound_rows(
     x: np.ndarray,
@@ -519,20 +563,11 @@ def bound_rows(
         floor = tiny * (1.0 + mass)
         si = s[i]
         for j in range(c):
-            p = z[i, j] / si
-            xv = np.float64(x[i, j])
-            if abs(xv) < np.inf:
-                xs = xv
-                abs_x = abs(xv)
-            else:
-                xs = -np.inf
-                abs_x = 0.0
-            abs_logp = abs(xs - li) if p > 0 else 0.0
-            term_p = mass * p
             term_a = gg * (ai if j == yi else 0.0)
-            b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
-            b_c = term_p * ((u_c * abs_x + u_c * abs_lse) + uc_sqrt_c) + u_c * term_a
-            out[i, j] = (b_d + b_c) + floor
+            out[i, j] = _logit_bound(
+                z[i, j] / si, np.float64(x[i, j]), li, abs_lse, mass, term_a, floor, u_d, u_c,
+                uc_sqrt_c,
+            )  # fmt: skip
 
 
 @njit(cache=True, error_model="numpy")
@@ -542,15 +577,7 @@ def bound_grad(rows: np.ndarray, grad: np.ndarray, factor: float, out: np.ndarra
     n, c = rows.shape
     for i in range(n):
         for j in range(c):
-            e = grad[i, j]
-            fin = abs(e) < np.inf
-            r = rows[i, j] + factor * (abs(e) if fin else 0.0)
-            rows[i, j] = r
-            if r != r:
-                r = 0.0
-            elif r == -np.inf:
-                r = _LOWEST
-            out[i, j] = r if fin else 0.0
+            rows[i, j], out[i, j] = _grad_bound(rows[i, j], grad[i, j], factor)
 
 
 @njit(cache=True, error_model="numpy")
@@ -578,6 +605,42 @@ def _larger(m: int, v: float) -> int:
     return b if b > m else m
 
 
+#: a row's tally before its first pair: no pair off, and the bits of four maxima of 0
+_NO_PAIRS = (0, 0, 0, 0, 0)
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _count(
+    tally: tuple,
+    got: float,
+    e: float,
+    bound: float,
+    threshold: float,
+    rtol: float,
+    atol: float,
+    widened: bool,
+) -> tuple:
+    """``tally`` (pairs off; the bits of the largest |got - e|, relative error, test ratio and
+    |e|) with one more pair (``_pair``) counted in (``within``, ``bound_compare``)."""
+    n_bad, max_abs, max_rel, max_ratio, scale = tally
+    good, d, rel, ratio, abs_e = _pair(got, e, bound, threshold, rtol, atol, widened)
+    return (
+        n_bad + (0 if good else 1), _larger(max_abs, d), _larger(max_rel, rel),
+        _larger(max_ratio, ratio), _larger(scale, abs_e),
+    )  # fmt: skip
+
+
+@njit(inline="always", cache=True, error_model="numpy")
+def _store(stats: np.ndarray, i: int, tally: tuple) -> None:
+    """Row ``i`` of ``within``'s ``stats`` from a row's ``tally`` (``_count``)."""
+    n_bad, max_abs, max_rel, max_ratio, scale = tally
+    stats[i, 0] = 1.0 if n_bad == 0 else 0.0
+    stats[i, 1] = bits_float(max_abs)
+    stats[i, 2] = bits_float(max_rel)
+    stats[i, 3] = bits_float(max_ratio)
+    stats[i, 4] = bits_float(scale)
+
+
 @njit(cache=True, error_model="numpy")
 def within(got: np.ndarray, expected: np.ndarray, bound: np.ndarray, tol: np.ndarray,
            stats: np.ndarray) -> None:  # fmt: skip
@@ -590,22 +653,13 @@ def within(got: np.ndarray, expected: np.ndarray, bound: np.ndarray, tol: np.nda
     widened = rtol != 0.0 or atol != 0.0
     n, c = expected.shape
     for i in range(n):
-        n_bad = 0
-        max_abs = max_rel = max_ratio = scale = 0  # the bits of float64 maxima
+        tally = _NO_PAIRS
         for j in range(c):
-            good, d, rel, ratio, abs_e = _pair(
-                np.float64(got[i, j]), expected[i, j], bound[i, j], threshold, rtol, atol, widened
+            tally = _count(
+                tally, np.float64(got[i, j]), expected[i, j], bound[i, j], threshold, rtol, atol,
+                widened,
             )  # fmt: skip
-            n_bad += not good
-            max_abs = _larger(max_abs, d)
-            max_rel = _larger(max_rel, rel)
-            max_ratio = _larger(max_ratio, ratio)
-            scale = _larger(scale, abs_e)
-        stats[i, 0] = 1.0 if n_bad == 0 else 0.0
-        stats[i, 1] = bits_float(max_abs)
-        stats[i, 2] = bits_float(max_rel)
-        stats[i, 3] = bits_float(max_ratio)
-        stats[i, 4] = bits_float(scale)
+        _store(stats, i, tally)
 
 
 @njit(cache=True, error_model="numpy")
@@ -648,49 +702,24 @@ def bound_compare(
         mass = gg * ai
         floor = tiny * (1.0 + mass)
         si = s[i]
-        n_bad = 0
-        max_abs = max_rel = max_ratio = scale = 0  # the bits of float64 maxima
+        tally = _NO_PAIRS
         for j0 in range(0, c, _TILE):
             m = min(c, j0 + _TILE) - j0
             if fin_row:  # bound_rows, into the tile
                 xs_ = x[i, j0 : j0 + m]
                 zs = z[i, j0 : j0 + m]
                 for j in range(m):
-                    p = zs[j] / si
-                    xv = np.float64(xs_[j])
-                    if abs(xv) < np.inf:
-                        xs = xv
-                        abs_x = abs(xv)
-                    else:
-                        xs = -np.inf
-                        abs_x = 0.0
-                    abs_logp = abs(xs - li) if p > 0 else 0.0
-                    term_p = mass * p
                     term_a = gg * (ai if j0 + j == yi else 0.0)
-                    b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
-                    b_c = term_p * ((u_c * abs_x + u_c * abs_lse) + uc_sqrt_c) + u_c * term_a
-                    tile[j] = (b_d + b_c) + floor
+                    tile[j] = _logit_bound(
+                        zs[j] / si, np.float64(xs_[j]), li, abs_lse, mass, term_a, floor, u_d,
+                        u_c, uc_sqrt_c,
+                    )  # fmt: skip
             es = expected[i, j0 : j0 + m]
             gs = got[i, j0 : j0 + m]
             for j in range(m):  # bound_grad, then the comparison
                 e = es[j]
-                fin = abs(e) < np.inf
-                r = (tile[j] if fin_row else 0.0) + factor * (abs(e) if fin else 0.0)
-                if r != r:
-                    r = 0.0
-                elif r == -np.inf:
-                    r = _LOWEST
-                bound = r if fin else 0.0
-                good, d, rel, ratio, abs_e = _pair(
-                    np.float64(gs[j]), e, bound, threshold, rtol, atol, widened
+                _, bound = _grad_bound(tile[j] if fin_row else 0.0, e, factor)
+                tally = _count(
+                    tally, np.float64(gs[j]), e, bound, threshold, rtol, atol, widened
                 )  # fmt: skip
-                n_bad += not good
-                max_abs = _larger(max_abs, d)
-                max_rel = _larger(max_rel, rel)
-                max_ratio = _larger(max_ratio, ratio)
-                scale = _larger(scale, abs_e)
-        stats[i, 0] = 1.0 if n_bad == 0 else 0.0
-        stats[i, 1] = bits_float(max_abs)
-        stats[i, 2] = bits_float(max_rel)
-        stats[i, 3] = bits_float(max_ratio)
-        stats[i, 4] = bits_float(scale)
+        _store(stats, i, tally)
