@@ -136,20 +136,28 @@ def test_compiled_bounds_are_bit_identical_to_numpy(p, dtype, want_grad):
     bounds_two_ways(p, dtype, want_grad)
 
 
+def _adversarial_rows(rng: np.random.Generator, classes: int, scale: float):
+    """12 rows of ``classes`` Gaussian logits times ``scale``, with a NaN (row 1), a +inf
+    (row 2), a row of only -inf (3) and one -inf at every third class (4); targets drawn
+    next, rows 0 and 6 ignored."""
+    x = rng.normal(size=(12, classes)) * scale
+    x[1, 5] = np.nan
+    x[2, 7] = np.inf
+    x[3, :] = -np.inf
+    x[4, ::3] = -np.inf
+    t = rng.integers(0, classes, 12)
+    t[[0, 6]] = -100
+    return x, t
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_compiled_bounds_on_wide_adversarial_rows(dtype, reduction):
     """Rows longer than NumPy's pairwise-summation blocks, with NaN, +-inf, rows of only
     -inf, ignored rows and zero, huge, NaN and infinite weights."""
     rng = np.random.default_rng(11)
-    x = rng.normal(size=(12, 1000)) * 30.0
-    x[1, 5] = np.nan
-    x[2, 7] = np.inf
-    x[3, :] = -np.inf
-    x[4, ::3] = -np.inf
+    x, t = _adversarial_rows(rng, 1000, 30.0)
     x[5, :] = 3.5e38
-    t = rng.integers(0, 1000, 12)
-    t[[0, 6]] = -100
     kw = {"reduction": reduction}
     if reduction == "none":
         kw["grad_output"] = rng.normal(size=12)
@@ -262,13 +270,7 @@ def test_fused_bound_and_comparison_is_the_two_passes(dtype, reduction):
     from harness.oracle import _kernel
 
     rng = np.random.default_rng(12)
-    x = rng.normal(size=(12, 700)) * 20.0
-    x[1, 5] = np.nan
-    x[2, 7] = np.inf
-    x[3, :] = -np.inf
-    x[4, ::3] = -np.inf
-    t = rng.integers(0, 700, 12)
-    t[[0, 6]] = -100
+    x, t = _adversarial_rows(rng, 700, 20.0)
     kw: dict = {"reduction": reduction}
     if reduction == "none":
         kw["grad_output"] = rng.normal(size=12)
