@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import os
 import pickle
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import write_atomic
 from harness.cache_folder import cache_dir
 from harness.cases import limits
 from harness.source_revision import source_revision
@@ -88,15 +87,8 @@ def put(key: str, cases: list) -> None:
         slim.append(c)
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=folder)
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(slim, f, protocol=pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, folder / f"{key}.pickle")
-    except Exception:
-        Path(tmp).unlink(missing_ok=True)
+        write_atomic(folder / f"{key}.pickle", pickle.dumps(slim, pickle.HIGHEST_PROTOCOL))
+    except Exception:  # an unwritable folder, or a case that will not pickle: only speed lost
         return
     tag = key.split("-")[0]
     for old in folder.glob(f"{tag}-*.pickle"):  # earlier versions of the same file

@@ -26,13 +26,13 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from harness.atomic import write_atomic
 from harness.cache_folder import cache_dir
 from harness.oracle import cross_entropy
 from harness.oracle.error_model import error_bounds
@@ -129,7 +129,7 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     NumPy's ``.npz`` (a zip with a parsed header per array) cost about 1 ms a file: most of
     a warm run of the built-in suite. Written to a temporary name and renamed into place;
     an unwritable folder is skipped."""
-    table, chunks, offset = [], [], 0
+    table, chunks, offset, crc = [], [], 0, 0
     for name, value in arrays.items():
         a = np.asarray(value)  # tobytes() below is in C order, whatever the layout
         if a.dtype.hasobject:
@@ -137,23 +137,16 @@ def write_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
         table.append([name, a.dtype.str, list(a.shape), offset, a.nbytes])
         pad = -a.nbytes % 8  # every array starts 8-byte aligned
         chunks += [a.tobytes(), b"\0" * pad]
+        crc = zlib.crc32(chunks[-1], zlib.crc32(chunks[-2], crc))
         offset += a.nbytes + pad
-    payload = b"".join(chunks)
-    header = json.dumps({"arrays": table, "size": len(payload), "crc32": zlib.crc32(payload)})
+    header = json.dumps({"arrays": table, "size": offset, "crc32": crc})
     head = MAGIC + header.encode()
     head += b" " * (-(len(head) + 1) % ALIGN) + b"\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        write_atomic(path, b"".join([head, *chunks]))
     except OSError:
         return
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(head)
-            f.write(payload)
-        os.replace(tmp, path)
-    except OSError:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def read_arrays(path: Path) -> dict[str, np.ndarray] | None:
