@@ -63,7 +63,9 @@ class KerasRules(Adapter):
             y = np.asarray(inputs.target).reshape(-1)
             kept = y != inputs.ignore_index
             safe = np.where(kept, y, 0)
-            q = (1 - eps) * np.eye(c)[safe] + eps / c
+            one_hot = np.zeros((safe.size, c))
+            one_hot[np.arange(safe.size), safe] = 1.0
+            q = (1 - eps) * one_hot + eps / c
             w = np.ones(c) if inputs.weight is None else np.asarray(inputs.weight, np.float64)
             sw = np.where(kept, w[safe], 0.0)
         logp = _log_softmax(np.where(kept[:, None], rows, 0.0))  # ignored rows: logits zeroed
