@@ -127,7 +127,7 @@ EXPECTED = {
         9,
         "broken",
         "logits.sha256",
-        "generated array has fingerprint 782f7177",
+        "generated array has fingerprint 1d0eea83",
     ),
     "recipe_sha256_not_text": (
         9,
