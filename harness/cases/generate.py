@@ -21,7 +21,7 @@ on about 7% of the inputs it gets there). So the same seed gives the same values
 machine except for the last bits of a few tail values, which rounding to float32 removes
 (unless a value lies within a float64 ulp of a float32 rounding boundary: about one value in
 2**28). A float64 digest failed to load the built-in suite under a C library that rounds
-``log1p`` correctly (``tests/test_portable_recipes.py``). The stream itself is still
+``log1p`` otherwise (``tests/test_generate.py``). The stream itself is still
 checked: any other change of the draws changes the digest. The float64 digests of case files
 written before are accepted too (``fingerprint_matches``).
 """
