@@ -2,17 +2,23 @@
 
 The regeneration runs in a fresh interpreter: importing torch.testing._internal
 changes torch's global state (``torch.backends.disable_global_flags()``), which
-must not leak into other tests. It takes about 5 s, most of it that import.
+must not leak into other tests. It takes about 9 s of CPU, most of it that import, the
+largest cost of any one test; so what it writes is kept in the suite's cache folder, keyed
+by everything it depends on (``_regeneration_key``), and a later session compares the
+committed file with that (a changed script, harness, torch, package or Python regenerates).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -71,6 +77,75 @@ def _env_for_the_script() -> dict:
     return {**env, "LOSSCONF_CACHE_DIR": "off"}
 
 
+#: what the regeneration writes: the file, and the arrays and options torch's samples passed
+WRITTEN = ("torch_samples.yaml", "sampled.npz", "sampled.json")
+
+
+def _regeneration_key() -> str:
+    """Everything the script's output depends on: its source and this file's driver, the
+    source of the harness modules that shape and write a case (``harness.source_revision``:
+    all of ``harness.cases``), the installed torch file by file (its RECORD of hashes), the
+    version of every installed distribution, Python's, and what sets torch's thread count
+    (the CPUs, the threading variables), which can change a sampled value's last bit."""
+    from harness.source_revision import source_revision
+
+    threads = sorted((k, v) for k, v in _env_for_the_script().items() if k.endswith("_NUM_THREADS"))
+    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    parts = [
+        SCRIPT.read_bytes(), REGENERATE.encode(), source_revision().encode(),
+        (importlib.metadata.distribution("torch").read_text("RECORD") or "").encode(),
+        "\n".join(dists).encode(), sys.version.encode(),
+        repr((os.cpu_count(), sorted(os.sched_getaffinity(0)), threads)).encode(),
+    ]  # fmt: skip
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:32]
+
+
+def _regenerate(folder: Path) -> None:
+    """Run the script in a fresh interpreter; its files land in ``folder``."""
+    code = textwrap.dedent(REGENERATE).format(
+        tools=str(SCRIPT.parent), out=str(folder / WRITTEN[0]), sampled=str(folder / WRITTEN[1])
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=_env_for_the_script(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "written:" in proc.stdout
+
+
+def regenerated(tmp_path: Path) -> Path:
+    """The folder holding what the script writes now: read from the cache folder when a
+    session has run it on exactly these inputs, else run (and kept there, whole or not at
+    all: written beside, then renamed into place)."""
+    from harness.cache_folder import cache_dir
+
+    base = cache_dir()
+    if base is None:  # LOSSCONF_CACHE_DIR=off
+        _regenerate(tmp_path)
+        return tmp_path
+    kept = base / "tests" / "torch_samples" / _regeneration_key()
+    if all((kept / name).is_file() for name in WRITTEN):
+        return kept
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=kept.parent))
+    try:
+        _regenerate(fresh)
+        for old in kept.parent.iterdir():  # earlier inputs' (not another session's new one)
+            if not old.name.startswith("."):
+                shutil.rmtree(old, ignore_errors=True)
+        fresh.rename(kept)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    return kept
+
+
 @pytest.mark.skipif(
     importlib.util.find_spec("expecttest") is None,
     reason="torch.testing._internal needs expecttest (pip install expecttest)",
@@ -83,20 +158,8 @@ def test_regenerated_file_is_the_committed_one_and_reads_back_exactly(tmp_path):
 
     from harness.cases.loader import load_file
 
-    out, sampled = tmp_path / "torch_samples.yaml", tmp_path / "sampled.npz"
-    code = textwrap.dedent(REGENERATE).format(
-        tools=str(SCRIPT.parent), out=str(out), sampled=str(sampled)
-    )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=_env_for_the_script(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "written:" in proc.stdout
+    folder = regenerated(tmp_path)
+    out, sampled = folder / WRITTEN[0], folder / WRITTEN[1]
     new, old = out.read_bytes(), COMMITTED.read_bytes()
     if new != old:
         new_lines, old_lines = new.decode().splitlines(), old.decode().splitlines()
