@@ -66,6 +66,12 @@ def test_the_install_has_one_top_level_package(site):
     shipped = sorted(p.relative_to(suite) for p in suite.rglob("*.yaml"))
     in_repo = sorted(p.relative_to(REPO / "cases") for p in (REPO / "cases").rglob("*.yaml"))
     assert shipped == in_repo
+    # the frozen data of the built-in files (harness/cases/frozen.py)
+    frozen = sorted(p.relative_to(suite) for p in suite.rglob("*.arrays"))
+    assert frozen == sorted(
+        p.relative_to(REPO / "cases") for p in (REPO / "cases").rglob("*.arrays")
+    )
+    assert frozen
 
 
 def test_list_works_in_a_folder_with_the_users_own_adapters_and_cases(site, tmp_path):

@@ -17,6 +17,14 @@ same for every pair of a kernel field (softcap, logit_scale, z_loss, shift;
 docs/kernel-features.md) with any parameter; and ``fused_linear_pairwise.yaml``, the same
 for fused linear cross-entropy with and without a bias (docs/fused-linear.md).
 
+``--frozen`` writes the frozen data of every built-in case file (``cases/frozen/``,
+``harness.cases.frozen``): its loaded cases and the expected values of its small problems,
+which a first run reads instead of loading YAML and running the oracle. Run it after any
+change to a case file or to what the loader or the oracle compute
+(``tests/test_frozen_suite.py`` fails until then)::
+
+    python tools/make_corpus.py --frozen
+
 ``--fingerprints FILE...`` replaces ``sha256: FILL`` in the recipes of hand-written
 case files with the fingerprint of the array the recipe makes (see
 harness/cases/generate.py); existing fingerprints are never touched.
@@ -28,6 +36,7 @@ import argparse
 import functools
 import hashlib
 import itertools
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -38,9 +47,11 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from harness.cases import coverage
+from harness.cases import coverage, frozen, limits
 from harness.cases.generate import build, fingerprint
+from harness.cases.loader import check_file, discover
 from harness.cases.writer import fill_fingerprints
+from harness.oracle.cache import SUFFIX, write_arrays
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "cases" / "generated"
@@ -936,6 +947,31 @@ def write_linear_pairwise(out: Path = OUT) -> Path:
     return path
 
 
+def write_frozen() -> None:
+    """Write ``cases/frozen/<file>.arrays`` for every built-in case file, and remove frozen
+    data whose case file is gone. Loads with no cache and the default limits."""
+    # the loader and oracle as a first run uses them: no cache, no limits from the environment
+    os.environ["LOSSCONF_CACHE_DIR"] = "off"
+    for name in limits.ENVIRONMENT.values():
+        os.environ.pop(name, None)
+    frozen.enabled = False
+    suite = REPO / "cases"
+    written = set()
+    for path in discover([suite]):
+        cases, errors = check_file(path)
+        if errors:
+            raise SystemExit(f"{errors[0]}: fix the case file before freezing it")
+        where = frozen.frozen_path(path, suite)
+        assert where is not None
+        write_arrays(where, frozen.freeze(path, cases))
+        written.add(where)
+        print(f"{where.relative_to(REPO)}: {len(cases)} cases, {where.stat().st_size:,} bytes")
+    for stale in (suite / frozen.FOLDER).rglob(f"*{SUFFIX}"):
+        if stale not in written:
+            stale.unlink()
+            print(f"{stale.relative_to(REPO)}: removed (no case file)")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -944,7 +980,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="FILE",
         help="fill 'sha256: FILL' in these case files instead of writing the grid",
     )
+    p.add_argument(
+        "--frozen",
+        action="store_true",
+        help="write cases/frozen/ (the built-in files' loaded cases and small expected values)",
+    )
     args = p.parse_args(argv)
+    if args.frozen:
+        write_frozen()
+        return 0
     if args.fingerprints:
         for name in args.fingerprints:
             n = fill_fingerprints(Path(name))  # also done by 'python -m harness regen'

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from harness.cases import limits, load_cache
+from harness.cases import frozen, limits, load_cache
 from harness.cases.build import build_case
 from harness.cases.model import Case
 from harness.cases.yaml_numbers import text_number_message
@@ -362,6 +362,9 @@ class LoadResult:
 
 
 def load_file(path: Path, *, require_expected: bool = True) -> list[Case]:
+    cases = frozen.read(path, builtin_suite(), require_expected=require_expected)
+    if cases is not None:
+        return cases
     key, cases = load_cache.get(path, require_expected)
     if cases is None:
         cases = _load_file(path, require_expected=require_expected)
@@ -483,6 +486,9 @@ def load_file_checked(
     path: Path, *, require_expected: bool = True
 ) -> tuple[list[Case], list[CaseFileError]]:
     """``check_file`` through the load cache: a valid file's cases, or every error in it."""
+    cases = frozen.read(path, builtin_suite(), require_expected=require_expected)
+    if cases is not None:
+        return cases, []
     key, cases = load_cache.get(path, require_expected)
     if cases is not None:
         return cases, []

@@ -208,6 +208,12 @@ def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Exp
     return found
 
 
+def remember(key: str, dtype: str, expected: Expected) -> None:
+    """Hold ``expected`` (values and bounds computed elsewhere by this code: the built-in
+    suite's frozen data, ``harness.cases.frozen``) as the run's value of ``key`` in ``dtype``."""
+    _memory[(key, dtype)] = expected
+
+
 #: fused linear expected values with more elements than this (the classifier's gradient and
 #: its bound are each V x H float64) are recomputed for each dtype and never kept: a run
 #: holds one at a time (docs/fused-linear.md, "Memory")
@@ -247,6 +253,13 @@ def oracle_linear_expected(
 
 
 _linear_memory: dict[tuple[str, str], LinearExpected] = {}
+
+
+def remember_linear(key: str, dtype: str, expected: LinearExpected) -> None:
+    """``remember`` for a fused linear case's values."""
+    _linear_memory[(key, dtype)] = expected
+
+
 _LINEAR_ARRAYS = (
     "loss", "grad_hidden", "grad_classifier", "grad_bias", "loss_bound", "grad_hidden_bound",
     "grad_classifier_bound", "grad_bias_bound", "z_loss", "z_loss_bound",

@@ -1,0 +1,269 @@
+"""The built-in suite's loaded cases and expected values, frozen at development time.
+
+Data flows one way, as in ONNX's backend tests: ``python tools/make_corpus.py --frozen``
+loads each built-in case file with the loader, computes the expected values and error
+bounds of its small problems with the oracle, and writes them beside the case files
+(``cases/frozen/<file>.arrays``, shipped as package data). A first run on a machine then
+reads them instead of parsing YAML, checking the schema and running the oracle.
+
+They are used only when they are exactly what the code would compute now:
+
+- only for a file of the installed built-in suite (``builtin_suite()``), never for a user's
+  file, even one with the same bytes elsewhere, and only when the file's bytes, the
+  ``require_expected`` flag and the limits in force (``harness.cases.limits``) are those
+  they were made from: an edited built-in file is loaded by the loader;
+- the error bounds (and the expected values, which travel with them) only when the
+  machine's floating-point functions give the bits they gave where the data was made
+  (``arithmetic()``: NumPy's version and a probe of the functions the bounds call, whose
+  SIMD implementations differ in the last bit between NumPy versions and CPUs); else they
+  are computed as without frozen data;
+- ``tests/test_frozen_suite.py`` compares every frozen case and value with what the loader
+  and the oracle compute now, bit for bit, so the data cannot go stale silently (a change
+  to the loader or the oracle that changes a result fails it until the tool is run again).
+
+The format is that of the expected-value cache (``harness.oracle.cache.write_arrays``):
+a JSON document (stored as the bytes of the array ``doc``) describes the cases, with each
+array a reference to a stored array; no pickle, so any NumPy and Python can read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import math
+import platform
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.cases import limits
+from harness.cases.model import Case
+from harness.oracle import cache as expected_cache
+from harness.oracle.linear import LinearExpected
+from harness.oracle.problem import Expected
+
+FORMAT = 1
+FOLDER = "frozen"
+#: expected values of a problem are frozen when their arrays (values and bounds) hold at most
+#: this many bytes: the small problems, whose oracle calls and bounds cost a few milliseconds
+#: each; a large one's values are computed (the repository stays small)
+MAX_EXPECTED_BYTES = 1 << 16
+#: what a run reads (tests and benchmarks)
+stats = {"files": 0, "expected": 0}
+#: off: never read (tests of what a run computes without it)
+enabled = True
+
+
+@functools.lru_cache(maxsize=1)
+def arithmetic() -> str:
+    """A fingerprint of this machine's floating-point library as the error bounds use it:
+    NumPy's version, the machine, and the bits of a probe of each kind of call the bounds
+    make whose result may differ between machines: NumPy's exp, log, tanh, cosh, sqrt (SIMD
+    and scalar paths: several lengths), its sums (pairwise, SIMD-dispatched), a matrix
+    product (BLAS kernels) and Python's ``math`` functions. About a millisecond."""
+    h = hashlib.sha256(f"{np.__version__} {platform.machine()}".encode())
+    x = np.linspace(-30.0, 30.0, 1031) * np.pi
+    positive = np.abs(x) + 1e-300
+    probes: list[tuple[Callable[[np.ndarray], np.ndarray], np.ndarray]] = [
+        *((f, x) for f in (np.exp, np.tanh, np.cosh, np.expm1)),
+        *((f, positive) for f in (np.log, np.sqrt, np.log1p)),
+    ]
+    for f, arg in probes:
+        for n in (1, 3, 8, 17, 100, 1031):
+            h.update(f(arg[:n]).tobytes())
+    grid = np.sin(np.arange(64 * 96, dtype=np.float64)).reshape(64, 96) * 1e3
+    for n in (1, 7, 16, 33, 96):
+        h.update(grid[:, :n].sum(axis=1).tobytes() + grid[:n].sum(axis=0).tobytes())
+        h.update(np.sum(grid[:, :n]).tobytes() + np.sum(x[: n * 10]).tobytes())
+    h.update((grid[:16] @ grid[16:].T).tobytes() + (grid[:, :40].T @ grid[:, 40:]).tobytes())
+    for v in x[::97].tolist():
+        h.update(repr((math.exp(v), math.tanh(v), math.log(abs(v) + 1e-300))).encode())
+    return h.hexdigest()[:16]
+
+
+def frozen_path(path: Path, suite: Path) -> Path | None:
+    """Where the frozen data of the built-in case file ``path`` lives, or None when ``path``
+    is not a file of ``suite`` (the built-in suite's folder)."""
+    try:
+        relative = path.resolve().relative_to(suite.resolve())
+    except ValueError:
+        return None
+    return suite / FOLDER / relative.with_suffix(expected_cache.SUFFIX)
+
+
+def _context(data: bytes, require_expected: bool) -> dict:
+    return {
+        "format": FORMAT,
+        "yaml_sha256": hashlib.sha256(data).hexdigest(),
+        "require_expected": require_expected,
+        "limits": repr(limits.current()),
+    }
+
+
+# -- encoding: JSON with tagged objects, arrays stored beside it ------------------------------
+
+
+class _Encoder:
+    """Case fields as JSON, arrays as references into one flat array per dtype (``blob-<dtype>``:
+    a few stored arrays instead of thousands); equal arrays are stored once."""
+
+    def __init__(self, file: Path) -> None:
+        self.file = file
+        self.blobs: dict[str, list[bytes]] = {}
+        self.sizes: dict[str, int] = {}
+        self.seen: dict[tuple, list] = {}
+
+    def __call__(self, x: object) -> object:
+        if x is None or type(x) in (bool, int, float, str):
+            return x
+        if type(x) is list:
+            return [self(v) for v in x]
+        if type(x) is tuple:
+            return {"tuple": [self(v) for v in x]}
+        if type(x) is dict:
+            assert all(type(k) is str for k in x), x
+            return {"dict": [[k, self(v)] for k, v in x.items()]}
+        if type(x) is np.ndarray:
+            return {"array": self.array(x)}
+        if isinstance(x, Path):
+            assert x == self.file, (x, self.file)
+            return {"file": None}
+        if type(x) in (Expected, LinearExpected):
+            return {type(x).__name__: self.fields(x)}
+        raise TypeError(f"{type(x).__name__} cannot be frozen: {x!r}")
+
+    def array(self, a: np.ndarray) -> list:
+        data = np.ascontiguousarray(a).tobytes()
+        key = (a.dtype.str, a.shape, data)
+        if key not in self.seen:
+            kind = a.dtype.str
+            self.blobs.setdefault(kind, []).append(data)
+            start = self.sizes.get(kind, 0)
+            self.sizes[kind] = start + a.size
+            self.seen[key] = [kind, start, list(a.shape)]
+        return self.seen[key]
+
+    def fields(self, record: object) -> dict:
+        """A dataclass's fields, less those at their default (the decoder gets them back)."""
+        out = {}
+        for f in dataclasses.fields(record):  # type: ignore[arg-type]
+            value = getattr(record, f.name)
+            default = (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            )
+            if type(value) is type(default) and repr(value) == repr(default):
+                continue
+            out[f.name] = self(value)
+        return out
+
+    def stored(self) -> dict[str, np.ndarray]:
+        return {
+            f"blob{kind}": np.frombuffer(b"".join(chunks), np.dtype(kind))
+            for kind, chunks in self.blobs.items()
+        }
+
+
+def _decoder(file: Path, arrays: dict[str, np.ndarray]) -> Callable[[object], Any]:
+    records = {"Expected": Expected, "LinearExpected": LinearExpected}
+    for a in arrays.values():
+        a.flags.writeable = False  # one array may stand for several equal fields
+
+    def decode(x: object) -> Any:
+        if type(x) is list:
+            return [decode(v) for v in x]
+        if type(x) is not dict:
+            return x
+        ((tag, value),) = x.items()
+        if tag == "tuple":
+            return tuple(decode(v) for v in value)
+        if tag == "dict":
+            return {k: decode(v) for k, v in value}
+        if tag == "array":
+            kind, start, shape = value
+            return arrays[f"blob{kind}"][start : start + math.prod(shape)].reshape(shape)
+        if tag == "file":
+            return file
+        return records[tag](**{k: decode(v) for k, v in value.items()})
+
+    return decode
+
+
+def _expected_bytes(record: object) -> int:
+    return sum(v.nbytes for v in vars(record).values() if isinstance(v, np.ndarray))
+
+
+def _too_large(case: Case) -> bool:
+    """Whether the oracle's values of ``case`` surely exceed ``MAX_EXPECTED_BYTES`` (a gradient
+    and its bound, float64, per input element): not worth computing to find out."""
+    if case.expected is not None:
+        return False  # literal values: bounding them is cheap; their size decides
+    # a fused linear case: at least its classifier's gradient (V x H)
+    elements = case.linear_size if case.fused else case.logits_size
+    return 16 * elements > MAX_EXPECTED_BYTES
+
+
+def freeze(path: Path, cases: list[Case], *, require_expected: bool = True) -> dict:
+    """The frozen data of one valid case file (``cases``: what the loader made of ``path``):
+    named arrays for ``write_arrays``. Computes the expected values of its small problems
+    with the oracle, in every dtype the case runs in."""
+    encode = _Encoder(path)
+    encoded_cases = [encode.fields(case) for case in cases]
+    expected = []
+    for index, case in enumerate(cases):
+        if case.expect_error is not None or _too_large(case):
+            continue
+        for dtype in case.dtypes:
+            record: Expected | LinearExpected
+            if case.fused:
+                kind, record = "linear", case.linear_expected_for(dtype)
+            else:
+                kind = "oracle" if case.expected is None else "literal"
+                record = case.expected_for(dtype)
+            if _expected_bytes(record) <= MAX_EXPECTED_BYTES:
+                expected.append([index, dtype, kind, encode(record)])
+    doc = {
+        **_context(path.read_bytes(), require_expected),
+        "arithmetic": arithmetic(),
+        "cases": encoded_cases,
+        "expected": expected,
+    }
+    text = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
+    return {"doc": np.frombuffer(text, np.uint8), **encode.stored()}
+
+
+def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case] | None:
+    """The cases of the built-in file ``path`` from its frozen data, or None when there is
+    none or it does not match (see the module's docstring). Expected values that match this
+    machine's arithmetic are handed to the expected-value cache (and literal values' bounds
+    to their case), so the oracle does not compute them."""
+    where = frozen_path(path, suite) if enabled else None
+    if where is None or not where.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    arrays = expected_cache.read_arrays(where)
+    if arrays is None or "doc" not in arrays:
+        return None
+    doc = json.loads(arrays["doc"].tobytes())
+    if any(doc.get(k) != v for k, v in _context(data, require_expected).items()):
+        return None
+    decode = _decoder(path, arrays)
+    cases = [Case(**{k: decode(v) for k, v in fields.items()}) for fields in doc["cases"]]
+    if doc["arithmetic"] == arithmetic():
+        for index, dtype, kind, record in doc["expected"]:
+            case, value = cases[index], decode(record)
+            if kind == "literal":
+                case.__dict__.setdefault("_bounded", {})[dtype] = value
+            elif kind == "linear":
+                expected_cache.remember_linear(case.content_hash, dtype, value)
+            else:
+                expected_cache.remember(case.content_hash, dtype, value)
+            stats["expected"] += 1
+    stats["files"] += 1
+    return cases
