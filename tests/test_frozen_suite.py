@@ -72,18 +72,21 @@ def test_frozen_data_is_what_the_code_computes_now(path, fresh):
     stored = read_arrays(where)
     assert stored is not None
     doc = json.loads(stored["doc"].tobytes())
+    context = json.loads(stored["context"].tobytes())
     stale = f"{where} is stale: run python tools/make_corpus.py --frozen"
 
     cases, errors = check_file(path)
     assert not errors
     made = frozen.freeze(path, cases)  # computes the expected values of the small problems
     made_doc = json.loads(made["doc"].tobytes())
+    made_context = json.loads(made["context"].tobytes())
     computed = dict(expected_cache._memory), dict(expected_cache._linear_memory)
     expected_cache._memory.clear()
     expected_cache._linear_memory.clear()
-    same_arithmetic = doc["arithmetic"] == frozen.arithmetic()
+    same_arithmetic = context["arithmetic"] == frozen.arithmetic()
     if same_arithmetic:  # the whole file, bounds included
         assert list(made) == list(stored), stale
+        assert made_context == context, stale
         assert made_doc == doc, stale
         for name in made:
             assert made[name].tobytes() == stored[name].tobytes(), f"{stale} ({name})"

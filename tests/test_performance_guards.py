@@ -84,17 +84,26 @@ with contextlib.redirect_stdout(io.StringIO()):
 
 
 def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mpmath(tmp_path):
-    """Cold: an empty cache folder and the hand-written files of the built-in suite (parsing
-    and validating the generated ones too costs seconds and goes through the same code).
-    Warm: the whole built-in suite on the session's cache folder, after a first run that
-    fills it when it is not warm yet (that run imports no framework either)."""
+    """Cold: an empty cache folder and the hand-written files of the built-in suite, which
+    their frozen data serves (harness/cases/frozen.py), and copies of them elsewhere, which
+    are parsed and validated (the generated ones too cost seconds and go through the same
+    code). Warm: the whole built-in suite on the session's cache folder, after a first run
+    that fills it when it is not warm yet (that run imports no framework either)."""
     import os
+    import shutil
 
-    hand_written = [str(p) for p in sorted((REPO / "cases").glob("*.yaml"))]
+    hand_written = sorted((REPO / "cases").glob("*.yaml"))
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for path in hand_written:
+        shutil.copy(path, copies / path.name)
     cold_env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    cold = _modules_after(LIST_CODE, cold_env, hand_written)
+    frozen = _modules_after(LIST_CODE, cold_env, [str(p) for p in hand_written])
+    assert frozen == [], f"a first --list of built-in files imported {frozen}"
+    cold_env["LOSSCONF_CACHE_DIR"] = str(tmp_path / "cache-copies")
+    cold = _modules_after(LIST_CODE, cold_env, [str(copies / p.name) for p in hand_written])
     assert not set(cold) & set(FRAMEWORKS), cold
-    assert "jsonschema" in cold  # the first load validates every file
+    assert "jsonschema" in cold  # the first load of a user's files validates every file
     session = dict(os.environ)
     if session.get("LOSSCONF_CACHE_DIR", "x").strip().lower() in ("", "off"):
         session["LOSSCONF_CACHE_DIR"] = str(tmp_path / "warm")  # the session runs without one

@@ -123,17 +123,17 @@ class _Encoder:
         if type(x) is list:
             return [self(v) for v in x]
         if type(x) is tuple:
-            return {"tuple": [self(v) for v in x]}
+            return {"$tuple": [self(v) for v in x]}
         if type(x) is dict:
             assert all(type(k) is str for k in x), x
-            return {"dict": [[k, self(v)] for k, v in x.items()]}
+            return {"$dict": [[k, self(v)] for k, v in x.items()]}
         if type(x) is np.ndarray:
-            return {"array": self.array(x)}
+            return {"$array": self.array(x)}
         if isinstance(x, Path):
             assert x == self.file, (x, self.file)
-            return {"file": None}
+            return {"$file": None}
         if type(x) in (Expected, LinearExpected):
-            return {type(x).__name__: self.fields(x)}
+            return {f"${type(x).__name__}": self.fields(x)}
         raise TypeError(f"{type(x).__name__} cannot be frozen: {x!r}")
 
     def array(self, a: np.ndarray) -> list:
@@ -167,27 +167,31 @@ class _Encoder:
         }
 
 
-def _decoder(file: Path, arrays: dict[str, np.ndarray]) -> Callable[[object], Any]:
-    records = {"Expected": Expected, "LinearExpected": LinearExpected}
-    for a in arrays.values():
+def _decoder(file: Path, arrays: dict[str, np.ndarray]) -> Callable[[dict], Any]:
+    """The ``object_hook`` that turns the JSON objects of a frozen document back into what
+    ``_Encoder`` encoded: tagged objects (one key, starting with ``$``) become their value;
+    others (a record's fields) stay mappings. Called innermost first, by the JSON parser."""
+    blobs = {name[4:]: a for name, a in arrays.items() if name.startswith("blob")}
+    for a in blobs.values():
         a.flags.writeable = False  # one array may stand for several equal fields
+    records = {"$Expected": Expected, "$LinearExpected": LinearExpected}
 
-    def decode(x: object) -> Any:
-        if type(x) is list:
-            return [decode(v) for v in x]
-        if type(x) is not dict:
+    def decode(x: dict) -> Any:
+        if len(x) != 1:
             return x
         ((tag, value),) = x.items()
-        if tag == "tuple":
-            return tuple(decode(v) for v in value)
-        if tag == "dict":
-            return {k: decode(v) for k, v in value}
-        if tag == "array":
+        if tag == "$array":
             kind, start, shape = value
-            return arrays[f"blob{kind}"][start : start + math.prod(shape)].reshape(shape)
-        if tag == "file":
+            return blobs[kind][start : start + math.prod(shape)].reshape(shape)
+        if tag == "$tuple":
+            return tuple(value)
+        if tag == "$dict":
+            return dict(value)
+        if tag == "$file":
             return file
-        return records[tag](**{k: decode(v) for k, v in value.items()})
+        if tag in records:
+            return records[tag](**value)
+        return x
 
     return decode
 
@@ -225,14 +229,13 @@ def freeze(path: Path, cases: list[Case], *, require_expected: bool = True) -> d
                 record = case.expected_for(dtype)
             if _expected_bytes(record) <= MAX_EXPECTED_BYTES:
                 expected.append([index, dtype, kind, encode(record)])
-    doc = {
-        **_context(path.read_bytes(), require_expected),
-        "arithmetic": arithmetic(),
-        "cases": encoded_cases,
-        "expected": expected,
+    context = {**_context(path.read_bytes(), require_expected), "arithmetic": arithmetic()}
+    doc = {"cases": encoded_cases, "expected": expected}
+    return {
+        "context": np.frombuffer(json.dumps(context).encode(), np.uint8),
+        "doc": np.frombuffer(json.dumps(doc, separators=(",", ":")).encode(), np.uint8),
+        **encode.stored(),
     }
-    text = json.dumps(doc, separators=(",", ":"), allow_nan=True).encode()
-    return {"doc": np.frombuffer(text, np.uint8), **encode.stored()}
 
 
 def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case] | None:
@@ -248,16 +251,16 @@ def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case
     except OSError:
         return None
     arrays = expected_cache.read_arrays(where)
-    if arrays is None or "doc" not in arrays:
+    if arrays is None or not {"context", "doc"} <= arrays.keys():
         return None
-    doc = json.loads(arrays["doc"].tobytes())
-    if any(doc.get(k) != v for k, v in _context(data, require_expected).items()):
+    context = json.loads(arrays["context"].tobytes())
+    if any(context.get(k) != v for k, v in _context(data, require_expected).items()):
         return None
-    decode = _decoder(path, arrays)
-    cases = [Case(**{k: decode(v) for k, v in fields.items()}) for fields in doc["cases"]]
-    if doc["arithmetic"] == arithmetic():
-        for index, dtype, kind, record in doc["expected"]:
-            case, value = cases[index], decode(record)
+    doc = json.loads(arrays["doc"].tobytes(), object_hook=_decoder(path, arrays))
+    cases = [Case(**fields) for fields in doc["cases"]]
+    if context["arithmetic"] == arithmetic():
+        for index, dtype, kind, value in doc["expected"]:
+            case = cases[index]
             if kind == "literal":
                 case.__dict__.setdefault("_bounded", {})[dtype] = value
             elif kind == "linear":
