@@ -19,9 +19,11 @@ loop grows more than its CPU time). ``mpmath`` times the 200-bit reference and t
 on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
 installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
 arithmetic, if importable. ``suite`` runs ``python -m harness -q`` with an empty
-``LOSSCONF_CACHE_DIR`` (a cold first run: every expected value computed), then
-again warm, and measures the oracle's share of a cold run in-process
-(``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up
+``LOSSCONF_CACHE_DIR`` (a first run: the built-in files' frozen data, ``harness/cases/
+frozen.py``, and every other expected value computed), then again warm; the same on a copy
+of the files elsewhere (a user's files: no frozen data, every file parsed and every expected
+value computed); and measures the oracle's share of a cold run without frozen data
+in-process (``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up
 to 200,000 logits and the float64 streaming pass above). Its interpreters read Python's
 bytecode cache (``child_env.py``), as a first run after installing does. Prints markdown
 table rows.
@@ -31,7 +33,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -157,22 +161,19 @@ def libraries() -> str:
     return out + f" python-flint arb 120-bit {(time.perf_counter() - t0) * us:.2f} |"
 
 
-def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, str]) -> list[str]:
-    """A first run of the suite: ``repeat`` times an empty cache folder, a cold run and a warm
-    one; then the oracle's share of a cold run, in process. ``env``: the children's
-    environment (``child_env``: a first run after installing reads compiled bytecode)."""
-    env = dict(env)
-    selection = [a for path in cases for a in ("--cases", path)]
-    lines = []
-    best_cold = best_warm = None
+def _first_and_second_run(repeat: int, args: list[str], env: dict[str, str]) -> tuple:
+    """Best wall seconds of a first run (an empty cache folder) and of a second one, over
+    ``repeat`` fresh folders, and the last run's summary line."""
+    best_cold = best_warm = math.inf
+    summary = ""
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as cache:
-            env["LOSSCONF_CACHE_DIR"] = cache
+            env = {**env, "LOSSCONF_CACHE_DIR": cache}
             times = []
             for _run in range(2):
                 start = time.perf_counter()
                 out = subprocess.run(
-                    [sys.executable, "-m", "harness", "-q", *selection],
+                    [sys.executable, "-m", "harness", "-q", *args],
                     cwd=ROOT,
                     env=env,
                     capture_output=True,
@@ -182,14 +183,35 @@ def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, 
                     raise SystemExit(f"python -m harness -q failed: {out.stderr.strip()}")
                 times.append(time.perf_counter() - start)
             summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
-        best_cold = min(times[0], best_cold or times[0])
-        best_warm = min(times[1], best_warm or times[1])
-    lines += ["| first run of the suite | time | detail |", "|---|---|---|"]
+        best_cold, best_warm = min(times[0], best_cold), min(times[1], best_warm)
+    return best_cold, best_warm, summary
+
+
+def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, str]) -> list[str]:
+    """A first run of the suite: ``repeat`` times an empty cache folder, a cold run and a warm
+    one; the same for a copy of the built-in files elsewhere (a user's files: no frozen data,
+    ``harness/cases/frozen.py``); then the oracle's share of a cold run, in process. ``env``:
+    the children's environment (``child_env``: a first run after installing reads compiled
+    bytecode)."""
+    env = dict(env)
+    selection = [a for path in cases for a in ("--cases", path)]
+    lines = ["| first run of the suite | time | detail |", "|---|---|---|"]
+    cold, warm, summary = _first_and_second_run(repeat, selection, env)
     lines.append(
         f"| `python -m harness -q{''.join(' ' + a for a in selection)}`, "
         f"empty LOSSCONF_CACHE_DIR (best of {repeat}, wall) | "
-        f"cold {best_cold:.2f} s, warm {best_warm:.2f} s | {summary} |"
+        f"cold {cold:.2f} s, warm {warm:.2f} s | {summary} |"
     )
+    if not cases:  # the built-in suite: also as a user's files, without its frozen data
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / "cases"
+            shutil.copytree(ROOT / "cases", copy, ignore=shutil.ignore_patterns("frozen"))
+            cold, warm, summary = _first_and_second_run(repeat, ["--cases", str(copy)], env)
+        lines.append(
+            f"| the same files copied elsewhere (a user's files: no frozen data), "
+            f"`--cases COPY` (best of {repeat}, wall) | "
+            f"cold {cold:.2f} s, warm {warm:.2f} s | {summary} |"
+        )
     for which in ([], ["mpmath"]) if with_mpmath else ([],):  # the oracle's share of a cold run
         with tempfile.TemporaryDirectory() as cache:
             env["LOSSCONF_CACHE_DIR"] = cache
@@ -205,11 +227,13 @@ def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, 
 
 SUITE_ORACLE_SHARE = """
 import json, sys, time
+from harness.cases import frozen
 from harness.cli.main import main as cli
 from harness.oracle import cache as expected_cache
 from harness.oracle import exact
 from harness.oracle import fast as oracle_fast
 reference = json.loads(sys.argv[1]) == ["mpmath"]
+frozen.enabled = False  # every expected value computed, as for a user's files
 def previous(problem, want_grad=True):  # before issue 13: mpmath up to 200,000 logits
     if problem.logits.size > 200_000:
         from harness.oracle.stream import cross_entropy_streaming
@@ -239,10 +263,10 @@ kernel = (f"of which {spent['kernel']:.2f} s in {spent['kernel_calls']} problems
           f"fields (softcap, logit_scale, z_loss)")
 if reference:
     print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
-          f"one cold run (in-process, CPU) | "
+          f"one cold run without frozen data (in-process, CPU) | "
           f"{spent['all']:.2f} s of {total:.2f} s | {spent['calls']} calls |")
 else:
-    print(f"| the oracle within one cold run (in-process, CPU) | "
+    print(f"| the oracle within one cold run without frozen data (in-process, CPU) | "
           f"{spent['all']:.2f} s of {total:.2f} s | "
           f"{spent['calls']} calls, {s['rows']} positions, {s['rows_mpmath']} recomputed in "
           f"mpmath, {s['whole_mpmath']} problems wholly in mpmath; {kernel} |")

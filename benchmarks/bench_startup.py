@@ -4,11 +4,14 @@
 
 Start-up: wall and CPU time of ``python -m harness --list`` and ``--help`` in fresh
 interpreters, best of ``--repeat``, with a warm cache folder (a second run on
-the machine) and a cold one (an empty ``LOSSCONF_CACHE_DIR``: every file is
-parsed and validated). Loading: ``harness.cases.loader.load_paths()`` of the built-in
-suite in a fresh interpreter, cold and warm, and cases per second. Also checks
-that no framework (torch, jax) was imported. Prints markdown table rows. The children run
-with Python's bytecode cache on (``child_env.py``); an untimed first run writes it.
+the machine) and a cold one (an empty ``LOSSCONF_CACHE_DIR``: the built-in files are read
+from their frozen data, ``harness/cases/frozen.py``). Loading:
+``harness.cases.loader.load_paths()`` in a fresh interpreter, best of ``--repeat``: the
+built-in suite with an empty cache folder (from its frozen data), and a copy of its files
+elsewhere (a user's files, which never read frozen data) with a cold cache (every file
+parsed and validated) and a warm one (the pickled load cache); and cases per second. Also
+checks that no framework (torch, jax) was imported. Prints markdown table rows. The children
+run with Python's bytecode cache on (``child_env.py``); an untimed first run writes it.
 """
 
 from __future__ import annotations
@@ -16,19 +19,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from child_env import add_option, child_env
+
+ROOT = Path(__file__).resolve().parent.parent
 
 LOAD = """
 import json, sys, time
 t0 = time.perf_counter(); c0 = time.process_time()
 from harness.cases.loader import load_paths
 t1 = time.perf_counter()
-cases = load_paths().cases
+cases = load_paths([sys.argv[1]] if sys.argv[1:] else None).cases
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cases": len(cases),
                   "frameworks": [m for m in ("torch", "jax") if m in sys.modules]}))
@@ -85,12 +92,25 @@ def main() -> None:
         print()
         print("| load built-in suite | cases | import s | load s | cases/s | frameworks imported |")
         print("|---|---|---|---|---|---|")
-        for label in ("cold", "warm"):
-            folder = os.path.join(tmp, "load")
-            env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=folder)
+        copy = os.path.join(tmp, "copy")  # the suite's files elsewhere: no frozen data
+        shutil.copytree(ROOT / "cases", copy, ignore=shutil.ignore_patterns("frozen"))
+        for label, where in (
+            ("built-in, empty cache (frozen data)", []),
+            ("a copy of its files, cold cache", [copy]),
+            ("a copy of its files, warm cache", [copy]),
+        ):
             runs = []
-            for _ in range(1 if label == "cold" else args.repeat):
-                out = subprocess.run([py, "-c", LOAD], env=env, check=True, capture_output=True)
+            for _ in range(args.repeat):
+                # cold: a fresh, empty cache folder for every sample
+                warm = label.endswith("warm cache")
+                folder = os.path.join(tmp, "w") if warm else tempfile.mkdtemp(dir=tmp)
+                env = child_env(args.keep_bytecode_env, LOSSCONF_CACHE_DIR=folder)
+                if warm and not runs:
+                    subprocess.run(
+                        [py, "-c", LOAD, *where], env=env, check=True, capture_output=True
+                    )
+                cmd = [py, "-c", LOAD, *where]
+                out = subprocess.run(cmd, env=env, check=True, capture_output=True)
                 runs.append(json.loads(out.stdout))
             best = min(runs, key=lambda r: r["load_s"])
             print(
