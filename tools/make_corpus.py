@@ -957,13 +957,18 @@ def write_frozen() -> None:
     frozen.enabled = False
     suite = REPO / "cases"
     written = set()
-    for path in discover([suite]):
+
+    def load(path: Path) -> list:
         cases, errors = check_file(path)
         if errors:
             raise SystemExit(f"{errors[0]}: fix the case file before freezing it")
+        return cases
+
+    for path in discover([suite]):
         where = frozen.frozen_path(path, suite)
         assert where is not None
-        write_arrays(where, frozen.freeze(path, cases))
+        arrays, cases = frozen.freeze(path, load)
+        write_arrays(where, arrays)
         written.add(where)
         print(f"{where.relative_to(REPO)}: {len(cases)} cases, {where.stat().st_size:,} bytes")
     for stale in (suite / frozen.FOLDER).rglob(f"*{SUFFIX}"):

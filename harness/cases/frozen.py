@@ -28,19 +28,22 @@ array a reference to a stored array; no pickle, so any NumPy and Python can read
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import json
 import math
 import platform
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
-from harness.cases import limits
+from harness.cases import build, limits
+from harness.cases.generate import materialize
 from harness.cases.model import Case
 from harness.oracle import cache as expected_cache
 from harness.oracle.linear import LinearExpected
@@ -210,15 +213,63 @@ def _too_large(case: Case) -> bool:
     return 16 * elements > MAX_EXPECTED_BYTES
 
 
-def freeze(path: Path, cases: list[Case], *, require_expected: bool = True) -> dict:
-    """The frozen data of one valid case file (``cases``: what the loader made of ``path``):
-    named arrays for ``write_arrays``. Computes the expected values of its small problems
-    with the oracle, in every dtype the case runs in."""
+def _has_recipe(case: Case) -> bool:
+    """Whether an input of ``case`` is made by a recipe when used (its values come from
+    NumPy's generator, whose tail draws go through the C library's log1p)."""
+    sources = (case.logits_source, case.target_source, case.hidden_source)
+    return any(isinstance(s, dict) for s in (*sources, case.classifier_source, case.bias_source))
+
+
+def _digest(a: np.ndarray) -> str:
+    return hashlib.sha256(f"{a.dtype.str} {a.shape}".encode() + a.tobytes()).hexdigest()[:32]
+
+
+@contextlib.contextmanager
+def _recording_recipes(made: list) -> Iterator[None]:
+    """Record every array a recipe makes while loading (``harness.cases.build``: the weights
+    and upstream gradients it holds as arrays, and the fingerprint checks of small recipes):
+    ``[recipe, dtype, digest of the array]``."""
+    original = build.materialize
+
+    def recorded(spec: dict, dtype: DTypeLike | None) -> np.ndarray:
+        a = original(spec, dtype)
+        made.append([spec, None if dtype is None else np.dtype(dtype).str, _digest(a)])
+        return a
+
+    build.materialize = recorded  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        build.materialize = original
+
+
+def _recipes_match(made: list) -> bool:
+    """Whether this machine's generator makes the arrays it made where the data was frozen."""
+    for spec, dtype, digest in made:
+        try:
+            if _digest(materialize(spec, None if dtype is None else np.dtype(dtype))) != digest:
+                return False
+        except ValueError:  # a fingerprint that no longer matches: the loader reports it
+            return False
+    return True
+
+
+def freeze(
+    path: Path, load: Callable[[Path], list[Case]], *, require_expected: bool = True
+) -> tuple[dict[str, np.ndarray], list[Case]]:
+    """The frozen data of one valid case file (named arrays for ``write_arrays``) and its
+    cases, as ``load(path)`` (the loader) makes them. Computes the expected values of its
+    small problems with the oracle, in every dtype the case runs in, except those of cases
+    whose inputs a recipe makes (their values depend on the C library: computed by each
+    run)."""
+    made: list = []
+    with _recording_recipes(made):
+        cases = load(path)
     encode = _Encoder(path)
     encoded_cases = [encode.fields(case) for case in cases]
     expected = []
     for index, case in enumerate(cases):
-        if case.expect_error is not None or _too_large(case):
+        if case.expect_error is not None or _too_large(case) or _has_recipe(case):
             continue
         for dtype in case.dtypes:
             record: Expected | LinearExpected
@@ -229,13 +280,18 @@ def freeze(path: Path, cases: list[Case], *, require_expected: bool = True) -> d
                 record = case.expected_for(dtype)
             if _expected_bytes(record) <= MAX_EXPECTED_BYTES:
                 expected.append([index, dtype, kind, encode(record)])
-    context = {**_context(path.read_bytes(), require_expected), "arithmetic": arithmetic()}
+    context = {
+        **_context(path.read_bytes(), require_expected),
+        "arithmetic": arithmetic(),
+        "recipes": made,
+    }
     doc = {"cases": encoded_cases, "expected": expected}
-    return {
+    arrays = {
         "context": np.frombuffer(json.dumps(context).encode(), np.uint8),
         "doc": np.frombuffer(json.dumps(doc, separators=(",", ":")).encode(), np.uint8),
         **encode.stored(),
     }
+    return arrays, cases
 
 
 def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case] | None:
@@ -255,6 +311,8 @@ def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case
         return None
     context = json.loads(arrays["context"].tobytes())
     if any(context.get(k) != v for k, v in _context(data, require_expected).items()):
+        return None
+    if not _recipes_match(context["recipes"]):  # the arrays the loader makes differ here
         return None
     doc = json.loads(arrays["doc"].tobytes(), object_hook=_decoder(path, arrays))
     cases = [Case(**fields) for fields in doc["cases"]]
