@@ -155,6 +155,11 @@ class Case:
         return self._features
 
     @functools.cached_property
+    def sorted_features(self) -> tuple[str, ...]:
+        """``features()`` in sorted order (every result records them)."""
+        return tuple(sorted(self.features()))
+
+    @functools.cached_property
     def _features(self) -> frozenset[str]:
         # computed once per case: it scans the target, and every dtype and adapter asks
         if self.fused:

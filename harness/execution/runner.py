@@ -7,6 +7,7 @@ type, shape or dtype all become a Result with status ``error``.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -43,15 +44,16 @@ def _summary(a: np.ndarray) -> object:
     """A short JSON-friendly form of a value for reports: a float, or a shape description."""
     if a.ndim == 0:
         v = float(a)
-        return v if np.isfinite(v) else repr(v)
+        return v if math.isfinite(v) else repr(v)
     return f"array{list(a.shape)}"
 
 
 def to_array(
     value: object, what: str, dtype: str, shape: tuple[int, ...], *, float64: bool = True
 ) -> np.ndarray:
-    """Check an adapter's output and return it as float64 of ``shape`` (``float64=False``: as
-    it is, in the dtype's carrier: a large gradient is converted block by block later)."""
+    """Check an adapter's output and return it as float64 of ``shape`` (the output itself when
+    it is float64: read only; ``float64=False``: as it is, in the dtype's carrier: a large
+    gradient is converted block by block later)."""
     if type(value) is np.ndarray and value.dtype == carrier(dtype) and value.shape == shape:
         # the common case, in a few attribute reads: a floating array of the right kind
         arr = value
@@ -59,13 +61,18 @@ def to_array(
         arr = _checked_array(value, what, dtype, shape)
     if dtype == "bfloat16" and not _holds_bfloat16(arr):
         raise BadOutput(f"{what} holds float32 values that are not bfloat16 numbers")
-    return arr.astype(np.float64) if float64 else arr
+    if not float64 or arr.dtype == np.float64:
+        return arr  # compared, never written to: a float64 output needs no copy
+    return arr.astype(np.float64)
 
 
 def _holds_bfloat16(arr: np.ndarray) -> bool:
     """Whether float32 ``arr`` holds only bfloat16 numbers: the low 16 bits of each are 0
     (bfloat16 is float32's upper half); NaN counts as one (``harness.dtypes.is_exact``)."""
-    low_bits = np.bitwise_and(arr.view(np.uint32), 0xFFFF)
+    bits = arr.view(np.uint32)
+    if not np.count_nonzero(bits << 16):  # every low half 0: two calls, the common case
+        return True
+    low_bits = np.bitwise_and(bits, 0xFFFF)
     return bool(np.all((low_bits == 0) | np.isnan(arr)))
 
 
@@ -240,7 +247,7 @@ def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prep
     result = prepared.result
     try:
         features = case.features()
-        result.features = tuple(sorted(features))
+        result.features = case.sorted_features
         lacking = unsupported_by_declaration(case, adapter, dtype, features)
         undefined = sorted((features & dialect.undefined) - set(lacking))
         # grad_output only shapes the gradient: without it the loss is still checked
