@@ -18,6 +18,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import textwrap
 from pathlib import Path
@@ -90,7 +91,11 @@ def _regeneration_key() -> str:
     from harness.source_revision import source_revision
 
     threads = sorted((k, v) for k, v in _env_for_the_script().items() if k.endswith("_NUM_THREADS"))
-    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    # the environment's own folders: distributions() alone searches sys.path, which the tests
+    # that run before this one in the same process may have left longer
+    where = sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    found = importlib.metadata.distributions(path=where)
+    dists = sorted(f"{d.metadata['Name']}=={d.version}" for d in found)
     parts = [
         SCRIPT.read_bytes(), REGENERATE.encode(), source_revision().encode(),
         (importlib.metadata.distribution("torch").read_text("RECORD") or "").encode(),
