@@ -30,6 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 # oversubscribes the cores (torch's small calls ran three times slower on two shared cores).
 # Set before any test imports torch; the subprocesses of tests inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The compiled oracle's row kernel runs on numba's OpenMP threads (harness/oracle/compiled.py);
+# after each parallel region GNU OpenMP's threads spin for a while before they sleep, on the
+# cores the worker's torch calls (and the other worker) need: test_mutants' torch run took
+# 9-20 s of CPU instead of 3 after test_oracle_compiled in the same worker. Passive threads
+# sleep at once (five files: 32.6 s of CPU -> 22.0 s). Read when OpenMP is loaded, so set here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Every pytest-xdist worker and every subprocess of a test starts a fresh interpreter. With
 # PYTHONDONTWRITEBYTECODE set, each one compiled the harness again, and pytest rewrote the
