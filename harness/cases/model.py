@@ -97,8 +97,10 @@ class Case:
         if not self.content_hash:
             raise ValueError(f"case {self.name!r}: content_hash is required (see content_hash_of)")
 
-    @property
+    @functools.cached_property
     def id(self) -> str:
+        # once per case (every result names it; Path.stem costs microseconds); name and file
+        # never change once a case is made (copies with other fields are new Cases)
         return f"{self.file.stem}/{self.name}"
 
     @property
