@@ -221,3 +221,18 @@ def test_a_file_whose_recipes_make_other_arrays_here_is_loaded_by_the_loader(fre
     monkeypatch.setattr(frozen, "materialize", other_bits)
     assert frozen.read(path, SUITE) is None
     assert frozen.read(SUITE / "seed.yaml", SUITE) is not None  # no recipe in it
+
+
+def test_recipes_checked_once_per_machine_are_not_made_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    monkeypatch.setattr(expected_cache, "_linear_memory", {})
+    path = SUITE / "shapes.yaml"
+    assert frozen.read(path, SUITE) is not None  # made and compared, then recorded
+    assert list((tmp_path / frozen.FOLDER).iterdir())
+
+    def refuse(spec, dtype):
+        raise AssertionError("a recipe was made again")
+
+    monkeypatch.setattr(frozen, "materialize", refuse)
+    assert frozen.read(path, SUITE) is not None
