@@ -22,9 +22,11 @@ arithmetic, if importable. ``suite`` runs ``python -m harness -q`` with an empty
 ``LOSSCONF_CACHE_DIR`` (a first run: the built-in files' frozen data, ``harness/cases/
 frozen.py``, and every other expected value computed), then again warm; the same on a copy
 of the files elsewhere (a user's files: no frozen data, every file parsed and every expected
-value computed); and measures the oracle's share of a cold run without frozen data
-in-process (``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up
-to 200,000 logits and the float64 streaming pass above). Its interpreters read Python's
+value computed), best wall and CPU times; and measures in process the CPU time of the
+expected values a first run computes (the oracle, its error bounds, the fused linear
+oracle, the cache files written) and the oracle's share of a cold run without frozen data
+(``suite-mpmath``: also with the previous oracle in its place, 200-bit mpmath up to 200,000
+logits and the float64 streaming pass above). Its interpreters read Python's
 bytecode cache (``child_env.py``), as a first run after installing does. Prints markdown
 table rows.
 """
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -162,16 +165,15 @@ def libraries() -> str:
 
 
 def _first_and_second_run(repeat: int, args: list[str], env: dict[str, str]) -> tuple:
-    """Best wall seconds of a first run (an empty cache folder) and of a second one, over
-    ``repeat`` fresh folders, and the last run's summary line."""
-    best_cold = best_warm = math.inf
+    """Best wall and CPU seconds (the child's user + system time) of a first run (an empty cache
+    folder) and of a second one, over ``repeat`` fresh folders, and the last run's summary."""
+    best = {"cold": (math.inf, math.inf), "warm": (math.inf, math.inf)}
     summary = ""
     for _ in range(repeat):
         with tempfile.TemporaryDirectory() as cache:
             env = {**env, "LOSSCONF_CACHE_DIR": cache}
-            times = []
-            for _run in range(2):
-                start = time.perf_counter()
+            for run in ("cold", "warm"):
+                before, start = os.times(), time.perf_counter()
                 out = subprocess.run(
                     [sys.executable, "-m", "harness", "-q", *args],
                     cwd=ROOT,
@@ -179,12 +181,19 @@ def _first_and_second_run(repeat: int, args: list[str], env: dict[str, str]) -> 
                     capture_output=True,
                     text=True,
                 )
+                wall, after = time.perf_counter() - start, os.times()
                 if out.returncode not in (0, 1):
                     raise SystemExit(f"python -m harness -q failed: {out.stderr.strip()}")
-                times.append(time.perf_counter() - start)
+                cpu = (after.children_user - before.children_user) + (
+                    after.children_system - before.children_system
+                )
+                best[run] = (min(best[run][0], wall), min(best[run][1], cpu))
             summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
-        best_cold, best_warm = min(times[0], best_cold), min(times[1], best_warm)
-    return best_cold, best_warm, summary
+    return (
+        f"cold {best['cold'][0]:.2f} s (CPU {best['cold'][1]:.2f} s), "
+        f"warm {best['warm'][0]:.2f} s (CPU {best['warm'][1]:.2f} s)",
+        summary,
+    )
 
 
 def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, str]) -> list[str]:
@@ -196,23 +205,23 @@ def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, 
     env = dict(env)
     selection = [a for path in cases for a in ("--cases", path)]
     lines = ["| first run of the suite | time | detail |", "|---|---|---|"]
-    cold, warm, summary = _first_and_second_run(repeat, selection, env)
+    times, summary = _first_and_second_run(repeat, selection, env)
     lines.append(
         f"| `python -m harness -q{''.join(' ' + a for a in selection)}`, "
-        f"empty LOSSCONF_CACHE_DIR (best of {repeat}, wall) | "
-        f"cold {cold:.2f} s, warm {warm:.2f} s | {summary} |"
+        f"empty LOSSCONF_CACHE_DIR (best of {repeat}) | {times} | {summary} |"
     )
     if not cases:  # the built-in suite: also as a user's files, without its frozen data
         with tempfile.TemporaryDirectory() as folder:
             copy = Path(folder) / "cases"
             shutil.copytree(ROOT / "cases", copy, ignore=shutil.ignore_patterns("frozen"))
-            cold, warm, summary = _first_and_second_run(repeat, ["--cases", str(copy)], env)
+            times, summary = _first_and_second_run(repeat, ["--cases", str(copy)], env)
         lines.append(
             f"| the same files copied elsewhere (a user's files: no frozen data), "
-            f"`--cases COPY` (best of {repeat}, wall) | "
-            f"cold {cold:.2f} s, warm {warm:.2f} s | {summary} |"
+            f"`--cases COPY` (best of {repeat}) | {times} | {summary} |"
         )
-    for which in ([], ["mpmath"]) if with_mpmath else ([],):  # the oracle's share of a cold run
+    # the oracle's share of a cold run: as a first run is (frozen data), without it, and with
+    # the previous oracle
+    for which in (["frozen"], [], ["mpmath"]) if with_mpmath else (["frozen"], []):
         with tempfile.TemporaryDirectory() as cache:
             env["LOSSCONF_CACHE_DIR"] = cache
             out = subprocess.run(
@@ -232,8 +241,10 @@ from harness.cli.main import main as cli
 from harness.oracle import cache as expected_cache
 from harness.oracle import exact
 from harness.oracle import fast as oracle_fast
-reference = json.loads(sys.argv[1]) == ["mpmath"]
-frozen.enabled = False  # every expected value computed, as for a user's files
+flags = json.loads(sys.argv[1])
+reference = "mpmath" in flags
+# "frozen": a first run as it is; else every expected value computed, as for a user's files
+frozen.enabled = "frozen" in flags
 def previous(problem, want_grad=True):  # before issue 13: mpmath up to 200,000 logits
     if problem.logits.size > 200_000:
         from harness.oracle.stream import cross_entropy_streaming
@@ -254,6 +265,22 @@ def timed(problem, want_grad=True):
             spent["kernel"] += took
             spent["kernel_calls"] += 1
 expected_cache.cross_entropy = timed
+parts = {"bounds": 0.0, "linear": 0.0, "linear_calls": 0, "written": 0.0}
+def timing(name, f, calls=None):
+    def g(*a, **k):
+        start = time.process_time()
+        try:
+            return f(*a, **k)
+        finally:
+            parts[name] += time.process_time() - start
+            if calls:
+                parts[calls] += 1
+    return g
+expected_cache.error_bounds = timing("bounds", expected_cache.error_bounds)
+expected_cache.linear_bounds = timing("linear", expected_cache.linear_bounds)
+expected_cache.fused_linear_cross_entropy = timing(
+    "linear", expected_cache.fused_linear_cross_entropy, "linear_calls")
+expected_cache.write_arrays = timing("written", expected_cache.write_arrays)
 start = time.process_time()
 code = cli(["-q", *sys.argv[2:]])
 total = time.process_time() - start
@@ -261,7 +288,14 @@ assert code in (0, 1), code
 s = oracle_fast.stats
 kernel = (f"of which {spent['kernel']:.2f} s in {spent['kernel_calls']} problems with kernel "
           f"fields (softcap, logit_scale, z_loss)")
-if reference:
+if frozen.enabled:
+    computed = spent["all"] + parts["bounds"] + parts["linear"] + parts["written"]
+    print(f"| the expected values a first run computes (frozen data for the rest; "
+          f"in-process, CPU) | {computed:.2f} s of {total:.2f} s | {spent['calls']} oracle "
+          f"calls {spent['all']:.2f} s, their error bounds {parts['bounds']:.2f} s, "
+          f"{parts['linear_calls']} fused linear problems {parts['linear']:.2f} s, cache files "
+          f"written {parts['written']:.2f} s |")
+elif reference:
     print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
           f"one cold run without frozen data (in-process, CPU) | "
           f"{spent['all']:.2f} s of {total:.2f} s | {spent['calls']} calls |")
