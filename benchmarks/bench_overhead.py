@@ -12,6 +12,10 @@ with ``np.abs(got - want) <= atol + rtol * np.abs(want)`` (a call that raises is
 caught). Calls the adapter declares unsupported are skipped by both. Both are
 timed ``--repeat`` times, interleaved, in process CPU time (the machine is
 shared, so wall time is noisy); the best of each is reported. Prints one markdown table row.
+
+``--breakdown``: then what each step of the harness's own costs per call, measured as the
+CPU time the harness saves when that one step is skipped (a measurement only: the run is
+then not checked), best of ``--repeat``; prints a second table.
 """
 
 from __future__ import annotations
@@ -83,6 +87,9 @@ def main() -> None:
     ap.add_argument("--adapter", default="numpy")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("-k", dest="keywords", action="append")
+    ap.add_argument(
+        "--breakdown", action="store_true", help="also what each step of the harness costs"
+    )
     args = ap.parse_args()
 
     from harness.cases.loader import load_paths
@@ -117,6 +124,82 @@ def main() -> None:
         f"| {(h - b) / len(calls) * 1e6:.0f} us | {hw:.3f} | {bw:.3f} | {hw / bw:.2f} |"
     )
     assert len(results) >= len(calls)
+    if args.breakdown:
+        print()
+        print(breakdown(cases, adapter, args.repeat, h, len(calls)))
+
+
+def breakdown(cases, adapter, repeat: int, full: float, n_calls: int) -> str:
+    """The harness's CPU time with each step skipped in turn, and what that saves per call."""
+    import contextlib
+
+    from harness.cases.model import Case
+    from harness.execution import peak_memory, runner
+    from harness.execution.compare import Comparison, Errors
+
+    kept: dict = {}
+    make_inputs = Case.inputs
+
+    def same_inputs(case, dtype, *, want_grad=True):  # the arrays of the first call, reused
+        key = (id(case), dtype, want_grad)
+        if key not in kept:
+            kept[key] = make_inputs(case, dtype, want_grad=want_grad)
+        return kept[key]
+
+    passed = Comparison(True, Errors(0.0, 0.0, 0.0, 0.0), None)
+    steps = {
+        "fresh inputs (a copy of the cast arrays per call)": [(Case, "inputs", same_inputs)],
+        "the in-place write check": [(runner, "mutations", lambda *a: "")],
+        "the peak-memory reading (two system calls)": [
+            (peak_memory, "reset", lambda: None),
+            (peak_memory, "peak_bytes", lambda: 0),
+        ],
+        "the output checks (type, shape, dtype, bfloat16) and float64 conversion": [
+            (runner, "to_array", lambda value, *a, **k: value)
+        ],
+        "the comparisons (NaN/inf rules, test ratios, ulp statistics)": [
+            (runner, "compare", lambda *a, **k: passed)
+        ],
+    }
+    lines = [
+        "| step of the harness | harness CPU s without it | saves per call |",
+        "|---|---|---|",
+    ]
+    for name, patches in steps.items():
+        with contextlib.ExitStack() as stack:
+            for owner, attr, value in patches:
+                stack.enter_context(_patched(owner, attr, value))
+            list(run_all(cases, adapter))  # the kept inputs made before timing
+            best = min(_timed(lambda: list(run_all(cases, adapter))) for _ in range(repeat))
+        lines.append(f"| {name} | {best:.3f} | {(full - best) / n_calls * 1e6:.0f} us |")
+    return "\n".join(lines)
+
+
+def run_all(cases, adapter):
+    from harness.execution.runner import run
+
+    return run(cases, [adapter])
+
+
+def _timed(f) -> float:
+    t = time.process_time()
+    f()
+    return time.process_time() - t
+
+
+def _patched(owner, attr: str, value):
+    import contextlib
+
+    @contextlib.contextmanager
+    def patch():
+        old = getattr(owner, attr)
+        setattr(owner, attr, value)
+        try:
+            yield
+        finally:
+            setattr(owner, attr, old)
+
+    return patch()
 
 
 if __name__ == "__main__":

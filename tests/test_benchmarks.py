@@ -155,14 +155,17 @@ def test_cache_and_jobs_measures_both_runs(tmp_path):
 def test_overhead_compares_harness_and_bare_loop(tmp_path):
     out = bench(
         [str(BENCHMARKS / "bench_overhead.py"), "--adapter", "numpy", "--repeat", "1",
-         "-k", "seed or fused_linear/mean_with_bias"],  # a fused linear case too
+         "-k", "seed or fused_linear/mean_with_bias", "--breakdown"],  # a fused case too
         tmp_path,
     )  # fmt: skip
-    (header, row) = rows(out)
+    (header, row, steps_header, *steps) = rows(out)
     assert header[0] == "adapter" and row[0] == "numpy"
     cells = dict(zip(header, row, strict=True))
     assert int(cells["calls"]) > 20  # the seed file's 20 calls and the fused case's
     assert float(cells["harness CPU s"]) >= 0 and float(cells["bare loop CPU s"]) >= 0
+    # what each step costs: the harness run again without it, each a float and a per-call cost
+    assert steps_header[0] == "step of the harness" and len(steps) == 5
+    assert all(float(s[1]) >= 0 and s[2].endswith(" us") for s in steps)
 
 
 def test_plugin_and_cli_run_the_same_selection(tmp_path):
