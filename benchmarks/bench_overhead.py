@@ -13,7 +13,7 @@ caught). Calls the adapter declares unsupported are skipped by both. Both are
 timed ``--repeat`` times, interleaved, in process CPU time (the machine is
 shared, so wall time is noisy); the best of each is reported. Prints one markdown table row.
 
-``--breakdown``: then what each step of the harness's own costs per call, measured as the
+``--breakdown`` (the default; ``--no-breakdown`` skips it): then what each step of the harness's own costs per call, measured as the
 CPU time the harness saves when that one step is skipped (a measurement only: the run is
 then not checked), best of ``--repeat``; prints a second table.
 """
@@ -88,7 +88,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("-k", dest="keywords", action="append")
     ap.add_argument(
-        "--breakdown", action="store_true", help="also what each step of the harness costs"
+        "--breakdown",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also what each step of the harness costs (default: on)",
     )
     args = ap.parse_args()
 
