@@ -165,7 +165,7 @@ def test_overhead_compares_harness_and_bare_loop(tmp_path):
     assert float(cells["harness CPU s"]) >= 0 and float(cells["bare loop CPU s"]) >= 0
     # what each step costs: the harness run again without it, each a float and a per-call cost
     assert steps_header[0] == "step of the harness" and len(steps) == 5
-    assert all(float(s[1]) >= 0 and s[2].endswith(" us") for s in steps)
+    assert all(float(s[1]) >= 0 and float(s[2]) >= 0 and s[3].endswith(" us") for s in steps)
 
 
 def test_plugin_and_cli_run_the_same_selection(tmp_path):
