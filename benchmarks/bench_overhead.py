@@ -13,10 +13,9 @@ caught). Calls the adapter declares unsupported are skipped by both. Both are
 timed ``--repeat`` times, interleaved, in process CPU time (the machine is
 shared, so wall time is noisy); the best of each is reported. Prints one markdown table row.
 
-``--breakdown`` (the default; ``--no-breakdown`` skips it): then what each step of the harness's own costs per call, measured as the
-CPU time the harness saves when that one step is skipped (a measurement only: the run is
-then not checked), best of ``--repeat`` runs interleaved with whole ones; prints a second
-table.
+``--counts`` (the default; ``--no-counts`` skips it): then the calls each makes per adapter
+call, NumPy's and Python's, counted by cProfile over one more run of each (counts, not
+times: they do not depend on the machine's load); prints a second table.
 """
 
 from __future__ import annotations
@@ -89,10 +88,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("-k", dest="keywords", action="append")
     ap.add_argument(
-        "--breakdown",
+        "--counts",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also what each step of the harness costs (default: on)",
+        help="also the calls the harness and the bare loop make per call (default: on)",
     )
     args = ap.parse_args()
 
@@ -128,88 +127,48 @@ def main() -> None:
         f"| {(h - b) / len(calls) * 1e6:.0f} us | {hw:.3f} | {bw:.3f} | {hw / bw:.2f} |"
     )
     assert len(results) >= len(calls)
-    if args.breakdown:
+    if args.counts:
         print()
-        print(breakdown(cases, adapter, args.repeat, len(calls)))
+        print(call_counts(cases, adapter, calls))
 
 
-def breakdown(cases, adapter, repeat: int, n_calls: int) -> str:
-    """The harness's CPU time with each step skipped in turn, against whole runs interleaved
-    with those, and what that saves per call."""
-    import contextlib
+def call_counts(cases, adapter, calls) -> str:
+    """What the harness and the bare loop call, per call of the adapter: NumPy functions and
+    methods, Python functions, and all function calls (the adapter's own are in both), as
+    counted by cProfile over one run of each: counts, not times, so they do not depend on
+    the machine's load."""
+    import cProfile
+    import pstats
 
-    from harness.cases.model import Case
-    from harness.execution import peak_memory, runner
-    from harness.execution.compare import Comparison, Errors
-
-    kept: dict = {}
-    make_inputs = Case.inputs
-
-    def same_inputs(case, dtype, *, want_grad=True):  # the arrays of the first call, reused
-        key = (id(case), dtype, want_grad)
-        if key not in kept:
-            kept[key] = make_inputs(case, dtype, want_grad=want_grad)
-        return kept[key]
-
-    passed = Comparison(True, Errors(0.0, 0.0, 0.0, 0.0), None)
-    steps = {
-        "fresh inputs (a copy of the cast arrays per call)": [(Case, "inputs", same_inputs)],
-        "the in-place write check": [(runner, "mutations", lambda *a: "")],
-        "the peak-memory reading (two system calls)": [
-            (peak_memory, "reset", lambda: None),
-            (peak_memory, "peak_bytes", lambda: 0),
-        ],
-        "the output checks (type, shape, dtype, bfloat16) and float64 conversion": [
-            (runner, "to_array", lambda value, *a, **k: value)
-        ],
-        "the comparisons (NaN/inf rules, test ratios, ulp statistics)": [
-            (runner, "compare", lambda *a, **k: passed)
-        ],
-    }
-    lines = [
-        "| step of the harness | harness CPU s | without the step | saves per call |",
-        "|---|---|---|---|",
-    ]
-    for name, patches in steps.items():
-        with_it, without = [], []
-        for _ in range(repeat):  # interleaved with whole runs: the machine's speed drifts
-            with_it.append(_timed(lambda: list(run_all(cases, adapter))))
-            with contextlib.ExitStack() as stack:
-                for owner, attr, value in patches:
-                    stack.enter_context(_patched(owner, attr, value))
-                if not without:  # the first time: the reused inputs are made untimed
-                    list(run_all(cases, adapter))
-                without.append(_timed(lambda: list(run_all(cases, adapter))))
-        saved = (min(with_it) - min(without)) / n_calls * 1e6
-        lines.append(f"| {name} | {min(with_it):.3f} | {min(without):.3f} | {saved:.0f} us |")
-    return "\n".join(lines)
-
-
-def run_all(cases, adapter):
     from harness.execution.runner import run
 
-    return run(cases, [adapter])
+    def counts(f) -> dict[str, int]:
+        profile = cProfile.Profile()
+        profile.runcall(f)
+        out = {"numpy": 0, "python": 0, "all": 0}
+        for (file, _, name), (_, ncalls, *_rest) in pstats.Stats(profile).stats.items():
+            out["all"] += ncalls
+            if "numpy" in file or "numpy" in name:
+                out["numpy"] += ncalls
+            elif file != "~":
+                out["python"] += ncalls
+        return out
 
-
-def _timed(f) -> float:
-    t = time.process_time()
-    f()
-    return time.process_time() - t
-
-
-def _patched(owner, attr: str, value):
-    import contextlib
-
-    @contextlib.contextmanager
-    def patch():
-        old = getattr(owner, attr)
-        setattr(owner, attr, value)
-        try:
-            yield
-        finally:
-            setattr(owner, attr, old)
-
-    return patch()
+    harness = counts(lambda: list(run(cases, [adapter])))
+    bare = counts(lambda: bare_loop(adapter, calls))
+    n = len(calls)
+    lines = [
+        "| per adapter call | harness | bare loop | the harness's own |",
+        "|---|---|---|---|",
+    ]
+    for key, label in (
+        ("numpy", "NumPy calls (functions, ufuncs, array methods)"),
+        ("python", "Python function calls"),
+        ("all", "all function calls"),
+    ):
+        h, b = harness[key] / n, bare[key] / n
+        lines.append(f"| {label} | {h:.1f} | {b:.1f} | {h - b:.1f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
