@@ -3,9 +3,9 @@
     python benchmarks/bench_cache_and_jobs.py
 
 Cache: the whole built-in suite through the numpy adapter (``python -m harness -q``)
-with an empty ``LOSSCONF_CACHE_DIR`` (every file parsed and validated, every
-``expected: oracle`` value computed), then again with the folder the first run
-filled. A generated case (``--rows`` x ``--classes`` float32 logits, ``expected: oracle``;
+with an empty ``LOSSCONF_CACHE_DIR`` (the built-in files' frozen data read,
+``harness/cases/frozen.py``, and every other ``expected: oracle`` value computed), then
+again with the folder the first run filled. A generated case (``--rows`` x ``--classes`` float32 logits, ``expected: oracle``;
 by default as large as a case whose gradient the cache keeps: from
 ``harness.oracle.cache.LARGE_ELEMENTS`` logits on, only the loss is kept and every run
 recomputes the gradient block by block) is timed the same way.

@@ -290,11 +290,14 @@ kernel = (f"of which {spent['kernel']:.2f} s in {spent['kernel_calls']} problems
           f"fields (softcap, logit_scale, z_loss)")
 if frozen.enabled:
     computed = spent["all"] + parts["bounds"] + parts["linear"] + parts["written"]
+    import os, pathlib
+    folder = pathlib.Path(os.environ["LOSSCONF_CACHE_DIR"])
+    written = sum(p.stat().st_size for p in folder.glob("*.arrays"))
     print(f"| the expected values a first run computes (frozen data for the rest; "
           f"in-process, CPU) | {computed:.2f} s of {total:.2f} s | {spent['calls']} oracle "
           f"calls {spent['all']:.2f} s, their error bounds {parts['bounds']:.2f} s, "
           f"{parts['linear_calls']} fused linear problems {parts['linear']:.2f} s, cache files "
-          f"written {parts['written']:.2f} s |")
+          f"written {parts['written']:.2f} s ({written / 2**20:.1f} MiB) |")
 elif reference:
     print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
           f"one cold run without frozen data (in-process, CPU) | "

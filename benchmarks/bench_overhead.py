@@ -85,7 +85,7 @@ def bare_loop(adapter, calls) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--adapter", default="numpy")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=9)
     ap.add_argument("-k", dest="keywords", action="append")
     ap.add_argument(
         "--counts",

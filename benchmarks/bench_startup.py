@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 from child_env import add_option, child_env
@@ -117,6 +118,23 @@ def main() -> None:
                 f"| {label} | {best['cases']} | {best['import_s']:.3f} | {best['load_s']:.3f} "
                 f"| {best['cases'] / best['load_s']:.0f} | {best['frameworks'] or 'none'} |"
             )
+    print()
+    print(frozen_size())
+
+
+def frozen_size() -> str:
+    """The built-in suite's frozen data (``cases/frozen/``): files and bytes, as stored and
+    compressed (zlib level 6: about what git's objects and a wheel's zip hold)."""
+    files = sorted((ROOT / "cases" / "frozen").rglob("*.arrays"))
+    data = [f.read_bytes() for f in files]
+    yaml_bytes = sum(p.stat().st_size for p in (ROOT / "cases").rglob("*.yaml"))
+    raw, packed = sum(map(len, data)), sum(len(zlib.compress(d, 6)) for d in data)
+    return (
+        "| frozen data (cases/frozen/) | files | bytes | compressed | the case files' bytes |\n"
+        "|---|---|---|---|---|\n"
+        f"| built-in suite | {len(files)} | {raw / 2**20:.1f} MiB | {packed / 2**20:.1f} MiB "
+        f"| {yaml_bytes / 2**20:.1f} MiB |"
+    )
 
 
 if __name__ == "__main__":
