@@ -217,11 +217,17 @@ def _too_large(case: Case) -> bool:
     return 16 * elements > MAX_EXPECTED_BYTES
 
 
-def _has_recipe(case: Case) -> bool:
-    """Whether an input of ``case`` is made by a recipe when used (its values come from
-    NumPy's generator, whose tail draws go through the C library's log1p)."""
-    sources = (case.logits_source, case.target_source, case.hidden_source)
-    return any(isinstance(s, dict) for s in (*sources, case.classifier_source, case.bias_source))
+def _recipe_inputs(case: Case) -> list[tuple[dict, np.dtype | None]]:
+    """The inputs of ``case`` that a recipe makes when used, with the dtype it is made in
+    (their values come from NumPy's generator, whose tail draws go through the C library's
+    log1p)."""
+    floats = (case.logits_source, case.hidden_source, case.classifier_source, case.bias_source)
+    made: list[tuple[dict, np.dtype | None]] = [
+        (s, np.dtype(np.float64)) for s in floats if isinstance(s, dict)
+    ]
+    if isinstance(case.target_source, dict):
+        made.append((case.target_source, None))
+    return made
 
 
 def _digest(a: np.ndarray) -> str:
@@ -285,9 +291,8 @@ def freeze(
 ) -> tuple[dict[str, np.ndarray], list[Case]]:
     """The frozen data of one valid case file (named arrays for ``write_arrays``) and its
     cases, as ``load(path)`` (the loader) makes them. Computes the expected values of its
-    small problems with the oracle, in every dtype the case runs in, except those of cases
-    whose inputs a recipe makes (their values depend on the C library: computed by each
-    run)."""
+    small problems with the oracle, in every dtype the case runs in; the inputs of those a
+    recipe makes are recorded with the arrays the loader made (``_recipes_match``)."""
     made: list = []
     with _recording_recipes(made):
         cases = load(path)
@@ -295,8 +300,13 @@ def freeze(
     encoded_cases = [encode.fields(case) for case in cases]
     expected = []
     for index, case in enumerate(cases):
-        if case.expect_error is not None or _too_large(case) or _has_recipe(case):
+        if case.expect_error is not None or _too_large(case):
             continue
+        # inputs a recipe makes: recorded like the loader's, so a machine whose generator
+        # makes other bits reads none of this file
+        for spec, made_in in _recipe_inputs(case):
+            array = materialize(spec, made_in)
+            made.append([spec, None if made_in is None else made_in.str, _digest(array)])
         for dtype in case.dtypes:
             record: Expected | LinearExpected
             if case.fused:
