@@ -21,6 +21,7 @@ import sys
 import sysconfig
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -125,10 +126,15 @@ def _regenerate(folder: Path) -> None:
     assert "written:" in proc.stdout
 
 
+#: an entry no session has used for this long is removed (each change of the inputs adds one)
+UNUSED_SECONDS = 24 * 3600
+
+
 def regenerated(tmp_path: Path) -> Path:
     """The folder holding what the script writes now: read from the cache folder when a
     session has run it on exactly these inputs, else run (and kept there, whole or not at
-    all: written beside, then renamed into place)."""
+    all: written beside, then renamed into place). Other checkouts and sessions may share the
+    folder: an entry is removed only when none has used it for a day."""
     from harness.cache_folder import cache_dir
 
     base = cache_dir()
@@ -136,16 +142,29 @@ def regenerated(tmp_path: Path) -> Path:
         _regenerate(tmp_path)
         return tmp_path
     kept = base / "tests" / "torch_samples" / _regeneration_key()
-    if all((kept / name).is_file() for name in WRITTEN):
+
+    def complete() -> bool:
+        return all((kept / name).is_file() for name in WRITTEN)
+
+    if complete():
+        os.utime(kept)  # in use
         return kept
     kept.parent.mkdir(parents=True, exist_ok=True)
     fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=kept.parent))
     try:
         _regenerate(fresh)
-        for old in kept.parent.iterdir():  # earlier inputs' (not another session's new one)
-            if not old.name.startswith("."):
+        for old in kept.parent.iterdir():
+            try:
+                unused = time.time() - old.stat().st_mtime > UNUSED_SECONDS
+            except FileNotFoundError:  # removed by another session just now
+                continue
+            if unused:
                 shutil.rmtree(old, ignore_errors=True)
-        fresh.rename(kept)
+        try:
+            fresh.rename(kept)
+        except OSError:  # another session kept the same meanwhile
+            if not complete():
+                raise
     finally:
         shutil.rmtree(fresh, ignore_errors=True)
     return kept
