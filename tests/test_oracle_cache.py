@@ -11,7 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from harness.cases.loader import load_paths
 from harness.oracle import cache
+from harness.oracle.linear import fused_linear_cross_entropy
 
 ARRAYS = {
     "loss": np.array(2.5),  # 0-d, as a reduced loss is
@@ -111,3 +113,24 @@ def test_a_damaged_file_costs_a_recomputation_not_a_verdict(tmp_path, monkeypatc
     assert cache.stats["computed"] == computed + 1, "the damaged file was read"
     for name in ("loss", "grad", "loss_bound", "grad_bound"):
         assert _same(getattr(again, name), getattr(first, name)), name
+
+
+def test_fused_linear_values_on_one_blas_thread_are_those_on_several():
+    """The fused linear oracle's products are exact: the values do not depend on the BLAS's
+    threads (only the bounds' plain products may, which one_blas_thread makes the same
+    everywhere); the limit holds inside and is lifted after."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    case = next(c for c in load_paths().cases if c.id == "fused_linear/long_dot_products")
+    problem = case.linear_problem("float32")
+    before = [p["num_threads"] for p in threadpoolctl.threadpool_info()]
+    several = fused_linear_cross_entropy(problem).expected
+    with cache.one_blas_thread(True):
+        blas = [p for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        assert blas and all(p["num_threads"] == 1 for p in blas)
+        one = fused_linear_cross_entropy(problem).expected
+    for name in ("loss", "grad_hidden", "grad_classifier", "grad_bias"):
+        a, b = getattr(one, name), getattr(several, name)
+        assert (a is None and b is None) or a.tobytes() == b.tobytes(), name
+    assert [p["num_threads"] for p in threadpoolctl.threadpool_info()] == before
+    with cache.one_blas_thread(False):  # a large problem: BLAS as it is
+        assert [p["num_threads"] for p in threadpoolctl.threadpool_info()] == before

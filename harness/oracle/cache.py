@@ -22,12 +22,13 @@ unwritable folder is skipped silently (values are then computed every run).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -238,7 +239,8 @@ def oracle_linear_expected(
     else:
         stats["computed"] += 1
         built = problem()
-        found = linear_bounds(built, dtype, fused_linear_cross_entropy(built))
+        with one_blas_thread(keep):
+            found = linear_bounds(built, dtype, fused_linear_cross_entropy(built))
         if path is not None:
             arrays = {
                 name: getattr(found, name)
@@ -253,6 +255,35 @@ def oracle_linear_expected(
 
 
 _linear_memory: dict[tuple[str, str], LinearExpected] = {}
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_pools() -> object | None:
+    """threadpoolctl's view of the BLAS libraries loaded (the ``fast`` extra), or None."""
+    try:
+        # imported here: it scans the loaded libraries, and only fused linear cases need it
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    return ThreadpoolController()
+
+
+@contextlib.contextmanager
+def one_blas_thread(small: bool) -> Iterator[None]:
+    """For a ``small`` fused linear problem, the BLAS on one thread: its products are many
+    small ones (a slice pair each, ``harness.oracle.exact_matmul``), on which OpenBLAS's
+    threads spin between calls for more CPU time than they save (three times the CPU and four
+    times the wall time of one thread on the suite's fused linear cases, on two busy cores).
+    The values are the same on any number of threads (every slice product is exact); the
+    error bounds' plain float64 products may differ in their last bits with the number of
+    threads, and on one they are the same on every machine whatever its cores. Without
+    threadpoolctl (the ``fast`` extra), BLAS as it is."""
+    pools = _blas_pools() if small else None
+    if pools is None:
+        yield
+        return
+    with pools.limit(limits=1, user_api="blas"):  # type: ignore[attr-defined]
+        yield
 
 
 def remember_linear(key: str, dtype: str, expected: LinearExpected) -> None:
