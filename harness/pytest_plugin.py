@@ -38,6 +38,7 @@ import pytest
 from harness.cli.options import RUN_OPTIONS
 from harness.errors import LossconfError
 from harness.execution.config import RunConfig
+from harness.openmp import idle_threads_sleep
 
 if TYPE_CHECKING:
     # pytest's own names for what repr_failure takes and gives (not exported by pytest)
@@ -67,6 +68,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         if opt.short:
             flags.append(f"--{PREFIX}{opt.short.lstrip('-')}")
         group.addoption(*flags, dest=f"lossconf_{opt.dest}", help=opt.help, **opt.kwargs)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("lossconf_adapters"):  # this session runs cases (harness.openmp)
+        idle_threads_sleep()
 
 
 def run_config(config: pytest.Config) -> RunConfig:

@@ -31,7 +31,13 @@ LAYERS: list[tuple[str, ...]] = [
     ("harness.cases",),
     ("harness.oracle",),
     ("harness.adapters",),
-    ("harness.dtypes", "harness.atomic", "harness.errors", "harness.cache_folder"),
+    (
+        "harness.dtypes",
+        "harness.atomic",
+        "harness.errors",
+        "harness.cache_folder",
+        "harness.openmp",
+    ),
     ("harness.exit_codes", "harness.version", "harness.dtype_names", "harness.source_revision"),
 ]
 #: modules outside the layers: the public facade on top and the entry point

@@ -17,6 +17,7 @@ from harness.cli.pipes import closed_pipes_dropped
 from harness.cli.run import run_command
 from harness.errors import LossconfError
 from harness.exit_codes import ExitCode
+from harness.openmp import idle_threads_sleep
 
 #: sub-command -> (module with a main(argv) -> int, one-line help); imported when used
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -87,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """The command line ``argv`` (default: ``sys.argv[1:]``); returns the exit code. Output
-    into a closed pipe (``| head``) is dropped and the command goes on (harness.cli.pipes)."""
+    into a closed pipe (``| head``) is dropped and the command goes on (harness.cli.pipes).
+    OpenMP's idle threads sleep instead of spinning (harness.openmp), unless the
+    environment says otherwise."""
+    idle_threads_sleep()
     with closed_pipes_dropped():
         return _dispatch(list(sys.argv[1:] if argv is None else argv))
 
