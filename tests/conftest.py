@@ -85,11 +85,12 @@ os.environ.setdefault(
 #: its default order, most tests first, put these files last): longest first, no worker is
 #: left running one of them at the end while the other has nothing to do.
 LONGEST_FIRST = (
-    "test_verdict_stability.py", "test_oracle_compiled.py", "test_fuzz.py", "test_cli.py",
-    "test_benchmarks.py", "test_torch_samples.py", "test_vocab_parallel.py",
-    "test_performance_guards.py", "test_mutants.py", "test_oracle_fast.py", "test_packaging.py",
-    "test_dialects.py", "test_streaming.py", "test_faulty_adapters.py",
-    "test_examples_conform.py", "test_error_model.py", "test_pytest_plugin.py",
+    "test_verdict_stability.py", "test_fuzz.py", "test_cli.py", "test_benchmarks.py",
+    "test_frozen_suite.py", "test_vocab_parallel.py", "test_torch_samples.py",
+    "test_jax_compilation_cache.py", "test_performance_guards.py", "test_oracle_compiled.py",
+    "test_dialects.py", "test_streaming.py", "test_oracle_fast.py", "test_mutants.py",
+    "test_docs.py", "test_packaging.py", "test_compare.py", "test_faulty_adapters.py",
+    "test_error_model.py", "test_pytest_plugin.py", "test_examples_conform.py",
 )  # fmt: skip
 
 
