@@ -11,7 +11,8 @@ Baseline: the same calls on arrays prepared beforehand, each output compared
 with ``np.abs(got - want) <= atol + rtol * np.abs(want)`` (a call that raises is
 caught). Calls the adapter declares unsupported are skipped by both. Both are
 timed ``--repeat`` times, interleaved, in process CPU time (the machine is
-shared, so wall time is noisy); the best of each is reported. Prints one markdown table row.
+shared, so wall time is noisy); the best of each is reported, and the median and range of
+the ratios of each harness run to the bare loop run after it. Prints one markdown table row.
 
 ``--counts`` (the default; ``--no-counts`` skips it): then the calls each makes per adapter
 call, NumPy's and Python's, counted by cProfile over one more run of each (counts, not
@@ -21,6 +22,7 @@ times: they do not depend on the machine's load); prints a second table.
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import numpy as np
@@ -117,14 +119,20 @@ def main() -> None:
         bare_w.append(time.perf_counter() - w)
     h, b = min(harness_s), min(bare_s)
     hw, bw = min(harness_w), min(bare_w)
+    # each harness run against the bare loop run just after it: how far the ratio of the
+    # best runs may be off on a shared machine
+    pairs = sorted(x / y for x, y in zip(harness_s, bare_s, strict=True))
+    spread = f"{statistics.median(pairs):.2f} ({pairs[0]:.2f} to {pairs[-1]:.2f})"
     print(
         "| adapter | calls | harness CPU s | bare loop CPU s | ratio (CPU) "
-        "| overhead per call | harness wall s | bare wall s | ratio (wall) |"
+        "| overhead per call | harness wall s | bare wall s | ratio (wall) "
+        "| ratio (CPU) of each pair of runs: median (range) |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print(
         f"| {adapter.name} | {len(calls)} | {h:.3f} | {b:.3f} | {h / b:.2f} "
-        f"| {(h - b) / len(calls) * 1e6:.0f} us | {hw:.3f} | {bw:.3f} | {hw / bw:.2f} |"
+        f"| {(h - b) / len(calls) * 1e6:.0f} us | {hw:.3f} | {bw:.3f} | {hw / bw:.2f} "
+        f"| {spread} |"
     )
     assert len(results) >= len(calls)
     if args.counts:
