@@ -70,6 +70,7 @@ ARGUMENTS_ONLY = {
     "bench_torch_large.py": "--rows",
     "bench_fused_linear_memory.py": "--case",  # gigabytes: the V = 131072 case
     "bench_rank_start.py": "--world-size",  # 2 x 2 groups of ranks, each importing torch
+    "bench_tests.py": "--repeat",  # runs this test suite, twice
 }
 
 

@@ -286,6 +286,7 @@ SOURCES: dict[str, Source] = {
                "--adapter examples/jax_fn.py:cross_entropy --floor", "slow"),
         Source("bench-jax-function-warm", "python benchmarks/bench_jax_compiles.py --adapter jax "
                "--adapter examples/jax_fn.py:cross_entropy --warm", "slow"),
+        Source("bench-tests", "python benchmarks/bench_tests.py --repeat 2", "slow"),
         Source("fuzz-references", "python tools/fuzz_references.py", "slow", ok_codes=(0,)),
         Source("loader-fuzz", "python tools/fuzz_loader.py --examples 60000 --seed 0", "slow",
                ok_codes=(0,)),

@@ -1,0 +1,92 @@
+"""Issue 12's last target: the test suite, as ``.ci/run`` runs it, within 60 s on 2 cores.
+
+    python benchmarks/bench_tests.py              # a cold run, then a warm one
+    python benchmarks/bench_tests.py --repeat 2   # the warm run twice (the best is kept)
+    python benchmarks/bench_tests.py tests/test_generate.py   # pytest's arguments: a part
+
+Runs ``python -m pytest -q`` (the README's test command: pytest-xdist, one worker per core,
+``pyproject.toml``) in the repository root:
+
+- cold: every cache the test suite keeps between runs empty, as on a fresh machine or a
+  fresh clone: lossconf's (``LOSSCONF_CACHE_DIR``), JAX's compiled programs
+  (``JAX_COMPILATION_CACHE_DIR``), the bytecode (``PYTHONPYCACHEPREFIX``) and numba's
+  compiled kernels (``NUMBA_CACHE_DIR``; in a fresh clone numba finds none either: its
+  entries are keyed by the source files' modification times), each a new temporary folder;
+- warm: the same folders again, as a second ``.ci/run`` on the same machine finds them.
+
+Prints pytest's summary line, the wall time and the CPU time (user + system of pytest and
+every process it started) of each run, and the machine's load average before and after:
+the target is for a quiet machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+#: the caches tests/conftest.py keeps between runs, and numba's
+CACHES = (
+    "LOSSCONF_CACHE_DIR",
+    "JAX_COMPILATION_CACHE_DIR",
+    "PYTHONPYCACHEPREFIX",
+    "NUMBA_CACHE_DIR",
+)
+
+
+def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str]:
+    """Wall and CPU seconds of one test run, and pytest's summary line."""
+    before = os.times()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", *pytest_args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    after = os.times()
+    lines = proc.stdout.strip().splitlines()
+    summary = next((line for line in reversed(lines) if re.search(r" in [\d.]+s", line)), "")
+    if proc.returncode != 0:
+        raise SystemExit(f"pytest exit {proc.returncode}:\n" + "\n".join(lines[-30:]))
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu, summary.strip("= ")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=1, help="warm runs (best kept)")
+    parser.add_argument("pytest_args", nargs="*", help="passed to pytest (default: none)")
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="lossconf-bench-tests-") as tmp:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS",)}
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # conftest would set a prefix of its own
+        for name in CACHES:
+            env[name] = str(Path(tmp) / name.lower())
+        rows = [("cold: empty caches", *run(env, args.pytest_args))]
+        warm = min((run(env, args.pytest_args) for _ in range(args.repeat)), key=lambda r: r[0])
+        rows.append(("warm: the caches of the cold run", *warm))
+    load_after = os.getloadavg()[0]
+    command = " ".join(["python -m pytest -q", *args.pytest_args])
+    print(f"| `{command}` | wall s | CPU s | pytest's summary |")
+    print("|---|---|---|---|")
+    for name, wall, cpu, summary in rows:
+        print(f"| {name} | {wall:.1f} | {cpu:.1f} | {summary} |")
+    print()
+    print(f"load average {load_before:.1f} before, {load_after:.1f} after; {os.cpu_count()} CPUs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
