@@ -8,8 +8,6 @@ the case); comments and the rest of the file stay as they are.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
 import re
 from pathlib import Path
@@ -23,7 +21,6 @@ from harness.cases.loader import SafeYamlLoader, load_file
 from harness.cases.model import Case
 from harness.errors import CaseFileError
 from harness.oracle import cross_entropy
-from harness.oracle.problem import Problem
 
 
 def format_number(v: SupportsFloat) -> str:
@@ -63,25 +60,12 @@ def compute(case: Case) -> dict[str, Values]:
     done: dict[bytes, Values] = {}
     for dtype in case.dtypes:
         problem = case.problem(dtype)
-        key = _identity(problem)
+        key = problem.digest()
         if key not in done:
             r = cross_entropy(problem)
             done[key] = (r.loss, r.grad, r.z_loss)
         out[dtype] = done[key]
     return out
-
-
-def _identity(problem: Problem) -> bytes:
-    """A digest of everything a problem holds: equal digests, the same oracle values."""
-    h = hashlib.sha256()
-    for f in dataclasses.fields(problem):
-        value = getattr(problem, f.name)
-        if isinstance(value, np.ndarray):
-            h.update(f"{f.name}:{value.dtype.str}{value.shape}".encode())
-            h.update(np.ascontiguousarray(value).data)
-        else:
-            h.update(f"{f.name}={value!r};".encode())
-    return h.digest()
 
 
 def _same(a: np.ndarray | None, b: np.ndarray | None) -> bool:

@@ -12,6 +12,8 @@ Problem (``shift_target``), so the oracle only ever sees the shifted target.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +93,19 @@ class Problem:
     return_z_loss: bool = False
     #: the weighting and reduction rules (harness.oracle.dialect); PyTorch's by default
     dialect: Dialect = TORCH
+
+    def digest(self) -> bytes:
+        """A sha256 of every field (arrays by dtype, shape and bytes): problems with equal
+        digests have the same oracle values."""
+        h = hashlib.sha256()
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                h.update(f"{f.name}:{value.dtype.str}{value.shape}".encode())
+                h.update(np.ascontiguousarray(value).data)
+            else:
+                h.update(f"{f.name}={value!r};".encode())
+        return h.digest()
 
     @property
     def target_weighted(self) -> bool:
