@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import resource
 import shutil
 import subprocess
@@ -46,7 +45,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from child_env import add_option, child_env
+from child_env import add_option, child_env, run_timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,20 +172,11 @@ def _first_and_second_run(repeat: int, args: list[str], env: dict[str, str]) -> 
         with tempfile.TemporaryDirectory() as cache:
             env = {**env, "LOSSCONF_CACHE_DIR": cache}
             for run in ("cold", "warm"):
-                before, start = os.times(), time.perf_counter()
-                out = subprocess.run(
-                    [sys.executable, "-m", "harness", "-q", *args],
-                    cwd=ROOT,
-                    env=env,
-                    capture_output=True,
-                    text=True,
+                wall, cpu, out = run_timed(
+                    [sys.executable, "-m", "harness", "-q", *args], env, ROOT
                 )
-                wall, after = time.perf_counter() - start, os.times()
                 if out.returncode not in (0, 1):
                     raise SystemExit(f"python -m harness -q failed: {out.stderr.strip()}")
-                cpu = (after.children_user - before.children_user) + (
-                    after.children_system - before.children_system
-                )
                 best[run] = (min(best[run][0], wall), min(best[run][1], cpu))
             summary = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr
     return (

@@ -26,30 +26,20 @@ runs write the ``.pyc`` files.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from child_env import add_option, child_env
+from child_env import add_option, child_env, run_timed
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def timed(cmd: list[str], env: dict, cwd: Path) -> tuple[float, float, str]:
     """Wall and CPU seconds of one command, and its last output line; exits on failure."""
-    before = os.times()
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    after = os.times()
+    wall, cpu, proc = run_timed(cmd, env, cwd)
     if proc.returncode not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}\n{proc.stdout}{proc.stderr}")
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
     last = (proc.stdout.strip().splitlines() or [""])[-1]
     return wall, cpu, last
 

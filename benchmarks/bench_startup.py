@@ -23,11 +23,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zlib
 from pathlib import Path
 
-from child_env import add_option, child_env
+from child_env import add_option, child_env, run_timed
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,14 +44,8 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "cases": len(cases),
 
 def timed(cmd: list[str], env: dict) -> tuple[float, float]:
     """Wall and CPU (user + sys of the child) seconds of one command."""
-    before = os.times()
-    t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, capture_output=True)
-    wall = time.perf_counter() - t
-    after = os.times()
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
+    wall, cpu, proc = run_timed(cmd, env)
+    proc.check_returncode()
     return wall, cpu
 
 

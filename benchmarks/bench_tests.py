@@ -24,11 +24,11 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from child_env import child_env, run_timed
 
 REPO = Path(__file__).resolve().parent.parent
 #: the caches tests/conftest.py keeps between runs, and numba's
@@ -42,24 +42,11 @@ CACHES = (
 
 def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str]:
     """Wall and CPU seconds of one test run, and pytest's summary line."""
-    before = os.times()
-    start = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", *pytest_args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    wall = time.perf_counter() - start
-    after = os.times()
+    wall, cpu, proc = run_timed([sys.executable, "-m", "pytest", "-q", *pytest_args], env, REPO)
     lines = proc.stdout.strip().splitlines()
     summary = next((line for line in reversed(lines) if re.search(r" in [\d.]+s", line)), "")
     if proc.returncode != 0:
         raise SystemExit(f"pytest exit {proc.returncode}:\n" + "\n".join(lines[-30:]))
-    cpu = (after.children_user - before.children_user) + (
-        after.children_system - before.children_system
-    )
     return wall, cpu, summary.strip("= ")
 
 
@@ -70,10 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lossconf-bench-tests-") as tmp:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS",)}
-        env.pop("PYTHONDONTWRITEBYTECODE", None)  # conftest would set a prefix of its own
-        for name in CACHES:
-            env[name] = str(Path(tmp) / name.lower())
+        # without PYTHONDONTWRITEBYTECODE (child_env), which conftest would answer with a
+        # bytecode folder of its own instead of this run's
+        env = child_env(**{name: str(Path(tmp) / name.lower()) for name in CACHES})
+        env.pop("PYTEST_ADDOPTS", None)
         rows = [("cold: empty caches", *run(env, args.pytest_args))]
         warm = min((run(env, args.pytest_args) for _ in range(args.repeat)), key=lambda r: r[0])
         rows.append(("warm: the caches of the cold run", *warm))

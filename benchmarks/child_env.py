@@ -1,4 +1,5 @@
-"""The environment of the benchmarks' child interpreters.
+"""The environment of the benchmarks' child interpreters, and the timing of one
+(``run_timed``: wall time, and the CPU time of the child and its own children).
 
 A child runs with Python's bytecode cache on, as on a usual install (pip compiles an
 installed package's modules; an editable install's are compiled by their first import):
@@ -13,6 +14,9 @@ user of an installed lossconf pays. The first, untimed run of each benchmark wri
 from __future__ import annotations
 
 import os
+import subprocess
+import time
+from pathlib import Path
 
 
 def child_env(keep_bytecode_env: bool = False, **extra: str) -> dict[str, str]:
@@ -30,3 +34,17 @@ def add_option(parser) -> None:
         action="store_true",
         help="keep PYTHONDONTWRITEBYTECODE for the child interpreters (default: left out)",
     )
+
+
+def run_timed(
+    cmd: list[str], env: dict[str, str], cwd: Path | str | None = None
+) -> tuple[float, float, subprocess.CompletedProcess[str]]:
+    """Run ``cmd`` (output captured as text): its wall seconds, the user + system CPU seconds
+    of it and the processes it waited for, and the finished process (exit status unchecked)."""
+    before, start = os.times(), time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True)
+    wall, after = time.perf_counter() - start, os.times()
+    cpu = (after.children_user - before.children_user) + (
+        after.children_system - before.children_system
+    )
+    return wall, cpu, proc
