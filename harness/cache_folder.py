@@ -4,6 +4,7 @@
 ``LOSSCONF_CACHE_DIR=off`` (or empty) disables every cache. It holds the loaded case
 files (``cases/``, ``harness.cases.load_cache``), the expected values
 (``harness.oracle.cache``) and JAX's compiled programs (``jax/``, the JAX adapters).
+``harness.cache_prune`` keeps lossconf's own entries within a size and an age.
 """
 
 from __future__ import annotations

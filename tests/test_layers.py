@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, ...]] = [
         "harness.atomic",
         "harness.errors",
         "harness.cache_folder",
+        "harness.cache_prune",
         "harness.openmp",
     ),
     ("harness.exit_codes", "harness.version", "harness.dtype_names", "harness.source_revision"),

@@ -18,9 +18,9 @@ from harness.oracle import cache as expected_cache
 from tests.conftest import REPO
 
 #: imported by a load and an oracle run, and deciding no value: the public facade, whose
-#: names are imported lazily from the modules that do the work, where the caches are and
-#: how their files are written
-NOT_VALUE_CODE = {"harness", "harness.cache_folder", "harness.atomic"}
+#: names are imported lazily from the modules that do the work, where the caches are, how
+#: their files are written and when old ones are removed
+NOT_VALUE_CODE = {"harness", "harness.cache_folder", "harness.atomic", "harness.cache_prune"}
 
 #: in a fresh interpreter with the caches off: load plain, kernel and fused linear case files
 #: and compute the expected values of a slice, with the compiled kernel on every plain

@@ -45,6 +45,7 @@ from numpy.typing import DTypeLike
 
 from harness.atomic import write_atomic
 from harness.cache_folder import cache_dir
+from harness.cache_prune import after_write, used
 from harness.cases import build, limits
 from harness.cases.generate import materialize
 from harness.cases.model import Case
@@ -277,12 +278,16 @@ def _recipes_checked(context: bytes, *, mark: bool = False) -> bool:
     key.update(f"{np.__version__} {sys.version} {source_revision()}".encode())
     marker = folder / FOLDER / key.hexdigest()[:32]
     if not mark:
-        return marker.is_file()
+        if not marker.is_file():
+            return False
+        used(marker)
+        return True
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(marker, b"")
     except OSError:  # an unwritable folder: checked again next time
-        pass
+        return True
+    after_write(folder)
     return True
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from harness.atomic import write_atomic
 from harness.cache_folder import cache_dir
+from harness.cache_prune import after_write, used
 from harness.cases import limits
 from harness.source_revision import source_revision
 
@@ -61,8 +62,11 @@ def get(path: Path, require_expected: bool) -> tuple[str, list] | tuple[str | No
     except Exception:  # unreadable file, bad limit variables: the loader reports it
         return None, None
     try:
-        with open(folder / f"{key}.pickle", "rb") as f:
-            return key, pickle.load(f)
+        entry = folder / f"{key}.pickle"
+        with open(entry, "rb") as f:
+            cases = pickle.load(f)
+        used(entry)
+        return key, cases
     except Exception:  # absent, damaged, or pickled by another version: load and overwrite
         return key, None
 
@@ -94,3 +98,4 @@ def put(key: str, cases: list) -> None:
     for old in folder.glob(f"{tag}-*.pickle"):  # earlier versions of the same file
         if old.name != f"{key}.pickle":
             old.unlink(missing_ok=True)
+    after_write(folder.parent)

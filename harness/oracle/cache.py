@@ -35,6 +35,7 @@ import numpy as np
 
 from harness.atomic import write_atomic
 from harness.cache_folder import cache_dir
+from harness.cache_prune import after_write, used
 from harness.oracle import cross_entropy
 from harness.oracle.error_model import error_bounds
 from harness.oracle.linear import LinearExpected, LinearProblem, fused_linear_cross_entropy
@@ -95,6 +96,7 @@ def _read(path: Path) -> Expected | None:
     found = read_arrays(path)
     if found is None or not {"loss", "loss_bound"} <= found.keys():
         return None
+    used(path)
     return Expected(
         found["loss"], found.get("grad"), found["loss_bound"], found.get("grad_bound"),
         found.get("z_loss"), found.get("z_loss_bound"),
@@ -114,6 +116,7 @@ def _write(path: Path, expected: Expected) -> None:
         arrays["z_loss"] = expected.z_loss
         arrays["z_loss_bound"] = expected.z_loss_bound
     write_arrays(path, arrays)
+    after_write(path.parent)
 
 
 #: the cache files' name ending and first line (``write_arrays``)
@@ -249,6 +252,7 @@ def oracle_linear_expected(
             }
             arrays["oracle_error"] = np.array(found.oracle_error)
             write_arrays(path, arrays)
+            after_write(path.parent)
     if keep:
         _linear_memory[memory_key] = found
     return found
@@ -301,6 +305,7 @@ def _read_linear(path: Path) -> LinearExpected | None:
     found = read_arrays(path)
     if found is None or not {"loss", "oracle_error"} <= found.keys():
         return None
+    used(path)
     return LinearExpected(
         found["loss"], found.get("grad_hidden"), found.get("grad_classifier"),
         found.get("grad_bias"), found.get("loss_bound"), found.get("grad_hidden_bound"),
