@@ -23,7 +23,6 @@ program, keyed by the jax version.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import stat
@@ -36,6 +35,8 @@ from pathlib import Path
 MAX_BYTES = 1 << 30
 #: an entry not read or written for this long is removed
 UNUSED_SECONDS = 30 * 86400
+#: an entry read within this long of its last mark is not marked again (``used``)
+USED_RESOLUTION = 86400
 #: a folder is pruned at most this often (a scan stats every entry)
 INTERVAL_SECONDS = 86400
 #: a temporary file older than this was left by a writer that was killed
@@ -77,9 +78,15 @@ class Pruned:
 
 
 def used(path: Path) -> None:
-    """Mark the entry ``path`` as used now (best effort: a read-only cache stays as it is)."""
-    with contextlib.suppress(OSError):
-        os.utime(path)
+    """Mark the entry ``path`` as used now, unless it was marked within ``USED_RESOLUTION``
+    (best effort: a read-only cache stays as it is). Marking at most once a day keeps a
+    warm run from rewriting the metadata of every entry it reads, a cache shared by CI jobs
+    from churning, and a file's time the time it was written, all the day it was."""
+    try:
+        if time.time() - os.stat(path).st_mtime > USED_RESOLUTION:
+            os.utime(path)
+    except OSError:
+        pass
 
 
 def after_write(folder: Path) -> Pruned | None:

@@ -106,7 +106,7 @@ def test_an_unwritable_folder_is_left_alone(tmp_path, monkeypatch):
 
 def test_runs_mark_what_they_read_and_prune_what_nobody_used(tmp_path, monkeypatch):
     """Through the oracle's cache: the first run that writes removes an entry of another
-    version unused for a month; a later run that reads an entry marks it used."""
+    version unused for a month; a later run that reads an entry marks it used, once a day."""
     monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cache, "_memory", {})
     monkeypatch.setattr(cache_prune, "_checked", set())
@@ -117,6 +117,10 @@ def test_runs_mark_what_they_read_and_prune_what_nobody_used(tmp_path, monkeypat
     assert not other_version.exists(), "the writing run should have pruned the stale entry"
     (written,) = tmp_path.glob(f"00000000000000aa-*{cache.SUFFIX}")
 
+    written_at = written.stat().st_mtime_ns
+    cache._memory.clear()
+    cache.oracle_expected("00000000000000aa", "float32", lambda: problem)
+    assert written.stat().st_mtime_ns == written_at, "marked again within a day of its write"
     long_ago = time.time() - 20 * DAY
     os.utime(written, (long_ago, long_ago))
     cache._memory.clear()
