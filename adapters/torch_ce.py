@@ -97,10 +97,18 @@ def to_torch(inputs: CallInputs, device: str = "cpu") -> tuple[Any, Any, Any, An
 
 
 def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
-    """A torch tensor as a NumPy array in the carrier of ``dtype`` (bfloat16 -> exact float32)."""
+    """A torch tensor as a NumPy array in the carrier of ``dtype`` (bfloat16 -> exact float32).
+
+    A floating tensor of another dtype is rounded to ``dtype`` first (torch's ``.to``: to
+    nearest, ties to even), as ``from_jax`` and ``from_numpy`` round what they return: fused
+    kernels keep the loss in float32 for half-precision logits (cut-cross-entropy,
+    Liger-Kernel's fused linear loss), which is then checked for its value, not refused for
+    its dtype. A float32 loss of a float64 case carries float32's errors and fails as such."""
     import torch
 
     tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.dtype != torch_dtype(dtype):
+        tensor = tensor.to(torch_dtype(dtype))
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()  # exact: every bfloat16 is a float32
     return tensor.cpu().numpy()

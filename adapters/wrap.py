@@ -20,7 +20,9 @@ as the function)::
 
     adapter = from_numpy(my_ce, grad=my_ce_grad)   # grad=None: loss only
 
-- ``from_torch``: gradient by autograd; option ``device`` ('cpu', 'cuda', 'mps').
+- ``from_torch``: gradient by autograd; option ``device`` ('cpu', 'cuda', 'mps'). A loss in
+  another dtype (a fused kernel's float32 loss of half-precision logits) is rounded to the
+  case's dtype (``harness.adapters.torch_ce.to_numpy``).
 - ``from_jax``: gradient by ``jax.vjp``; jitted, or eager when the function cannot
   be traced (``jit=False`` forces eager). Called on padded shapes, with
   ignore_index and label_smoothing as traced values, where the semantics allow,
