@@ -79,24 +79,61 @@ os.environ.setdefault(
 )
 
 
-#: the files that take longest (seconds of CPU each; ``--durations=0`` summed per file), in
-#: that order, before every other file (which keep their order). pytest-xdist's ``loadfile``
-#: hands a worker a file at a time, in collection order (pyproject: ``--no-loadscope-reorder``;
-#: its default order, most tests first, put these files last): longest first, no worker is
-#: left running one of them at the end while the other has nothing to do.
+#: the units of work that take longest (a file, or the files of ``SAME_WORKER_AS`` together,
+#: next to each other here; seconds of CPU and of waiting, summed per file), in that order,
+#: before every other file (which keep their order). pytest-xdist's ``loadfile`` hands a
+#: worker a unit at a time, in collection order (pyproject: ``--no-loadscope-reorder``; its
+#: default order, most tests first, put these files last): longest first, no worker is left
+#: running one of them at the end while the other has nothing to do.
 LONGEST_FIRST = (
-    "test_verdict_stability.py", "test_fuzz.py", "test_cli.py", "test_benchmarks.py",
-    "test_frozen_suite.py", "test_vocab_parallel.py", "test_torch_samples.py",
-    "test_jax_compilation_cache.py", "test_performance_guards.py", "test_oracle_compiled.py",
-    "test_dialects.py", "test_streaming.py", "test_oracle_fast.py", "test_mutants.py",
-    "test_docs.py", "test_packaging.py", "test_compare.py", "test_faulty_adapters.py",
-    "test_error_model.py", "test_pytest_plugin.py", "test_examples_conform.py",
+    "test_verdict_stability.py", "test_oracle_compiled.py", "test_streaming.py",
+    "test_jax_compilation_cache.py", "test_jax_function_compiles.py",
+    "test_jax_function_padding.py", "test_examples_conform.py", "test_user_adapters.py",
+    "test_keras_adapter.py", "test_wrappers_say_what_they_wrap.py", "test_adapters.py",
+    "test_fuzz.py", "test_benchmarks.py", "test_cli.py", "test_vocab_parallel.py",
+    "test_performance_guards.py", "test_frozen_suite.py", "test_oracle_fast.py",
+    "test_torch_samples.py", "test_mutants.py", "test_faulty_adapters.py", "test_dialects.py",
+    "test_packaging.py", "test_compare.py", "test_pytest_plugin.py", "test_error_model.py",
+    "test_docs.py",
 )  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole
+
+
+#: files that run in the worker of the file named, as one unit of work: they need the same
+#: costly state, which a process builds once. numba's kernels: compiling them took 14 s of CPU
+#: in each worker that ran one of these files on a fresh clone (numba's cache is keyed by the
+#: sources' modification times), 21 s for both files in one process instead of 37 s
+#: apart. JAX: its import, 1.4 s, and the programs it traces and compiles.
+SAME_WORKER_AS = {
+    "test_streaming.py": "test_oracle_compiled.py",
+    **dict.fromkeys(
+        ("test_jax_function_compiles.py", "test_jax_function_padding.py",
+         "test_examples_conform.py", "test_user_adapters.py", "test_keras_adapter.py",
+         "test_wrappers_say_what_they_wrap.py", "test_adapters.py"),
+        "test_jax_compilation_cache.py",
+    ),
+}  # fmt: skip
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's ``loadfile`` with the files of ``SAME_WORKER_AS`` in one unit each."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedStateScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            name = scope.rpartition("/")[2]
+            with_file = SAME_WORKER_AS.get(name)
+            return scope[: -len(name)] + with_file if with_file else scope
+
+    return SharedStateScheduling(config, log)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 
 import numpy as np
 import pytest
@@ -24,7 +25,10 @@ from harness.oracle.exact import cross_entropy_mpmath
 from harness.oracle.problem import Problem
 from tests.test_oracle_fast import SETTINGS, assert_bit_identical, problems
 
-pytest.importorskip("numba")
+# numba (and the SciPy it imports) is imported by the first test that compiles a kernel:
+# importing it at collection cost every pytest-xdist worker half a second of CPU
+if importlib.util.find_spec("numba") is None:
+    pytest.skip("numba is not installed", allow_module_level=True)
 
 DTYPES = ("float64", "float32", "float16", "bfloat16")
 
