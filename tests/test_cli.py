@@ -214,6 +214,46 @@ def test_regen_writes_values_that_then_pass(cli, write):
     assert cli("regen", "--check", str(path)).returncode == 0
 
 
+def test_regen_check_names_stale_and_missing_values_and_writes_nothing(cli, write):
+    """``--check`` reads a file whose cases all have values (or ``expected: oracle``, or an
+    error) from the load alone, and one with a case without values from its YAML: both
+    name exactly the cases that regen would write, and leave the files as they were."""
+    stale = """
+        cases:
+          - name: stale
+            why: a stored loss the oracle does not give
+            logits: [[0.5, 1.5, -1.0]]
+            target: [1]
+            dtype: [float64]
+            expected: {loss: 0.25, grad: [[0.25, -0.5, 0.25]]}
+          - name: from_the_oracle
+            why: values computed at run time
+            logits: [[0.5, 1.5, -1.0]]
+            target: [1]
+            expected: oracle
+          - name: refused
+            why: an error case
+            logits: [[0.5, 1.5, -1.0]]
+            target: [3]
+            expect_error: index_out_of_range
+        """
+    path = write("stale.yaml", stale)
+    fresh = """
+          - name: fresh
+            why: no values yet
+            logits: [[1.0, 2.0]]
+            target: [0]
+        """
+    missing = write("missing.yaml", stale.rstrip(" ") + fresh.lstrip("\n"))
+    texts = {p: p.read_text() for p in (path, missing)}
+    r = cli("regen", "--check", str(path), str(missing))
+    assert r.returncode == 1, r.output
+    assert f"{path}: 1 cases differ: stale/stale\n" in r.stdout
+    assert f"{missing}: 2 cases differ: missing/stale, missing/fresh\n" in r.stdout
+    assert "3 cases have stale expected values" in r.stderr
+    assert {p: p.read_text() for p in texts} == texts
+
+
 def test_console_script_and_module_agree():
     """The project is installed (pip install -e .) wherever its tests run: the script exists."""
     exe = Path(sys.executable).parent / "lossconf"
