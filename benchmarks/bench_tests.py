@@ -16,7 +16,12 @@ Runs ``python -m pytest -q`` (the README's test command: pytest-xdist, one worke
 
 Prints pytest's summary line, the wall time and the CPU time (user + system of pytest and
 every process it started) of each run, and the machine's load average before and after:
-the target is for a quiet machine.
+the target is for a quiet machine. Then where the kept warm run's CPU went: the costliest
+files (the CPU of their tests in the worker, set-up and tear-down of fixtures included, and
+of the subprocesses they waited for; ``pytest_plugins/cpu_per_test.py``, loaded in every
+worker, records it), the rest of the files, and what no test accounts for (the workers'
+start-up and collection, pytest-xdist's controller, the forked or detached processes no test
+waited for).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import os
 import re
 import sys
 import tempfile
+from collections import defaultdict
 from pathlib import Path
 
 from child_env import child_env, run_timed
@@ -38,16 +44,53 @@ CACHES = (
     "PYTHONPYCACHEPREFIX",
     "NUMBA_CACHE_DIR",
 )
+#: the per-test recorder, a pytest plugin (-p cpu_per_test)
+PLUGINS = Path(__file__).resolve().parent / "pytest_plugins"
+#: the files listed one by one under the runs (the rest are summed)
+TOP_FILES = 10
+
+#: {test file: [tests, CPU s in the worker, CPU s of its subprocesses, wall s]}
+PerFile = dict[str, list[float]]
 
 
-def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str]:
-    """Wall and CPU seconds of one test run, and pytest's summary line."""
-    wall, cpu, proc = run_timed([sys.executable, "-m", "pytest", "-q", *pytest_args], env, REPO)
+def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str, PerFile]:
+    """Wall and CPU seconds of one test run, pytest's summary line, and the run per file."""
+    with tempfile.TemporaryDirectory(prefix="lossconf-bench-tests-log-") as log:
+        path = os.pathsep.join([str(PLUGINS), *filter(None, [env.get("PYTHONPATH")])])
+        env = {**env, "PYTHONPATH": path, "LOSSCONF_BENCH_TEST_LOG": log}
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "cpu_per_test", *pytest_args]
+        wall, cpu, proc = run_timed(cmd, env, REPO)
+        per_file: PerFile = defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+        for record in Path(log).glob("*.tsv"):
+            for line in record.read_text().splitlines():
+                nodeid, *seconds = line.split("\t")
+                row = per_file[nodeid.split("::")[0]]
+                row[0] += 1
+                for i, value in enumerate(seconds, 1):
+                    row[i] += float(value)
     lines = proc.stdout.strip().splitlines()
     summary = next((line for line in reversed(lines) if re.search(r" in [\d.]+s", line)), "")
     if proc.returncode != 0:
         raise SystemExit(f"pytest exit {proc.returncode}:\n" + "\n".join(lines[-30:]))
-    return wall, cpu, summary.strip("= ")
+    return wall, cpu, summary.strip("= "), dict(per_file)
+
+
+def breakdown(cpu: float, per_file: PerFile) -> list[str]:
+    """Markdown rows: the costliest files by CPU, the others, what no test accounts for."""
+    order = sorted(per_file.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
+    rows = ["| test file | tests | CPU s in the worker | CPU s of subprocesses | wall s |",
+            "|---|---|---|---|---|"]  # fmt: skip
+    for name, (n, own, children, wall) in order[:TOP_FILES]:
+        rows.append(f"| `{name}` | {n:.0f} | {own:.1f} | {children:.1f} | {wall:.1f} |")
+    if len(order) > TOP_FILES:
+        rest = [sum(v[i] for _, v in order[TOP_FILES:]) for i in range(4)]
+        rows.append(
+            f"| the other {len(order) - TOP_FILES} files | {rest[0]:.0f} | {rest[1]:.1f} | "
+            f"{rest[2]:.1f} | {rest[3]:.1f} |"
+        )
+    tests = sum(v[1] + v[2] for v in per_file.values())
+    rows.append(f"| no test: start-up, collection, the controller | | {cpu - tests:.1f} | | |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,10 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["python -m pytest -q", *args.pytest_args])
     print(f"| `{command}` | wall s | CPU s | pytest's summary |")
     print("|---|---|---|---|")
-    for name, wall, cpu, summary in rows:
+    for name, wall, cpu, summary, _ in rows:
         print(f"| {name} | {wall:.1f} | {cpu:.1f} | {summary} |")
     print()
     print(f"load average {load_before:.1f} before, {load_after:.1f} after; {os.cpu_count()} CPUs")
+    print()
+    print("The warm run's CPU by test file (a test's CPU includes its fixtures'):")
+    print()
+    print("\n".join(breakdown(warm[1], warm[3])))
     return 0
 
 
