@@ -66,7 +66,7 @@ import sys
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -113,11 +113,56 @@ def installed_version(library: str) -> str:
 
 
 def _location(fn: Callable) -> str:
-    """'file.py:line' of a function's definition, or its qualified name."""
+    """'file.py:line' of a function's (or a loss module class's) definition, or its name."""
     code = getattr(fn, "__code__", None)
-    if code is None:
-        return getattr(fn, "__qualname__", repr(fn))
+    if code is None or getattr(fn, "__wrapped__", None) is not None:
+        source = getattr(fn, "__wrapped__", fn)
+        if not (inspect.isclass(source) or inspect.isroutine(source)):
+            source = type(source)  # a callable object: where its class is defined
+        try:
+            lines = inspect.getsourcelines(source)
+            return f"{Path(inspect.getsourcefile(source) or '?').name}:{lines[1]}"
+        except (TypeError, OSError):
+            return getattr(fn, "__qualname__", None) or repr(fn)[:60]
     return f"{Path(code.co_filename).name}:{code.co_firstlineno}"
+
+
+def is_torch_module_class(obj: object) -> TypeGuard[type]:
+    """Whether ``obj`` is a subclass of ``torch.nn.Module`` (torch is not imported to tell)."""
+    return inspect.isclass(obj) and any(
+        c.__name__ == "Module" and c.__module__ == "torch.nn.modules.module" for c in obj.__mro__
+    )
+
+
+def module_loss(cls: type) -> Callable:
+    """A function with F.cross_entropy's parameters for a loss module class, as kernel
+    libraries ship their losses (options in the constructor, ``forward(input, target)``):
+    each call constructs ``cls`` with the call's options that its constructor takes, and
+    calls it. Its signature is ``(input, target, <those options>)``, so what the constructor
+    lacks is inferred ``unsupported`` as for a function."""
+    try:
+        init = list(inspect.signature(cls).parameters.values())
+    except (TypeError, ValueError):
+        init = [inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)]
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in init):
+        options = [inspect.Parameter("options", inspect.Parameter.VAR_KEYWORD)]
+    else:
+        options = [
+            inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.default)
+            for p in init
+            if p.name in PARAMETERS and p.kind in keyword
+        ]
+
+    def loss(input: Any, target: Any, **given: Any) -> Any:
+        return cls(**given)(input, target)
+
+    functools.update_wrapper(loss, cls, updated=())
+    tensors = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    loss.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [inspect.Parameter("input", tensors), inspect.Parameter("target", tensors), *options]
+    )
+    return loss
 
 
 def _accepted(fn: Callable) -> set[str] | None:
@@ -170,7 +215,7 @@ class FunctionAdapter(Adapter):
         if declared:
             sources.append(f"{', '.join(sorted(declared))} declared by {by}")
         if inferred - declared:
-            signature = f"{fn.__name__}{inspect.signature(fn)}"
+            signature = f"{getattr(fn, '__name__', self.name)}{inspect.signature(fn)}"
             sources.append(
                 f"{', '.join(sorted(inferred - declared))} inferred from the signature "
                 f"{signature} at {self.location}"
@@ -220,7 +265,7 @@ class FunctionAdapter(Adapter):
         is defined, on the framework: 'my_ce (my_ce.py:3) on jax 0.10.2'."""
         on = f"{self.framework} {installed_version(self.framework)}"
         if self.library is None and self.library_version is None:
-            return f"{self.fn.__qualname__} ({self.location}) on {on}"
+            return f"{getattr(self.fn, '__qualname__', self.name)} ({self.location}) on {on}"
         library = self.library or self.name
         version = self.library_version or installed_version(library)
         if library == self.framework:
@@ -237,6 +282,8 @@ class TorchFunction(FunctionAdapter):
     framework = "torch"
 
     def __init__(self, fn: Callable, *, device: str = "cpu", **kwargs: Any) -> None:
+        if is_torch_module_class(fn):  # a loss module: constructed with each call's options
+            fn = module_loss(fn)
         super().__init__(fn, **kwargs)
         self._device = str(device)
 
@@ -409,6 +456,24 @@ CLASSES: dict[str, type[FunctionAdapter]] = {
 }
 
 
+def _globals_of(fn: Callable) -> dict[str, Any]:
+    """The globals of a function, of a partial's function, or of a callable object's
+    ``__call__``: where the modules it uses are named."""
+    for _ in range(8):  # a partial of a partial ...
+        found = getattr(fn, "__globals__", None)
+        if found is not None:
+            return found
+        inner = getattr(fn, "func", None)  # functools.partial
+        if inner is None and not inspect.isclass(fn):  # a callable object: its class's method
+            inner = next(
+                (vars(k)["__call__"] for k in type(fn).__mro__ if "__call__" in vars(k)), None
+            )
+        if inner is None or inner is fn:
+            break
+        fn = inner
+    return {}
+
+
 def detect_framework(fn: Callable) -> str:
     """'torch', 'jax' or 'numpy', from the modules ``fn``'s globals refer to.
 
@@ -417,7 +482,7 @@ def detect_framework(fn: Callable) -> str:
     uses both torch and jax must be told which (``@framework=...``).
     """
     roots = set()
-    for value in getattr(fn, "__globals__", {}).values():
+    for value in _globals_of(fn).values():
         if isinstance(value, types.ModuleType):
             module = value.__name__
         else:
@@ -428,7 +493,7 @@ def detect_framework(fn: Callable) -> str:
     found = sorted(set(found))
     if len(found) > 1:
         raise ValueError(
-            f"{_location(fn)}: {fn.__name__} refers to both torch and jax; "
+            f"{_location(fn)}: {getattr(fn, '__name__', fn)!r} refers to both torch and jax; "
             "say which with --adapter SPEC@framework=torch (or jax)"
         )
     return found[0] if found else "numpy"
@@ -443,7 +508,9 @@ def adapt(obj: Callable | Adapter, *, name: str | None = None, **options: str) -
     """
     if isinstance(obj, Adapter):
         return obj
-    framework = options.pop("framework", None) or detect_framework(obj)
+    framework = options.pop("framework", None) or (
+        "torch" if is_torch_module_class(obj) else detect_framework(obj)
+    )
     if framework not in CLASSES:
         raise ValueError(f"framework={framework!r}: expected one of {', '.join(FRAMEWORKS)}")
     raw = options.pop("unsupported", "")

@@ -38,9 +38,7 @@ CASES = textwrap.dedent(
 def in_float32(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """What a fused kernel does: every dtype computed in float32, the loss left in float32."""
     w = None if weight is None else weight.float()
-    return F.cross_entropy(
-        input.float(), target, w, ignore_index=ignore_index, reduction=reduction
-    )
+    return F.cross_entropy(input.float(), target, w, ignore_index=ignore_index, reduction=reduction)
 
 
 def half_in_float32(input, target, weight=None, ignore_index=-100, reduction="mean"):

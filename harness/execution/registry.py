@@ -35,7 +35,7 @@ from pathlib import Path
 from types import ModuleType
 
 from harness.adapters import Adapter
-from harness.adapters.wrap import adapt
+from harness.adapters.wrap import adapt, is_torch_module_class
 from harness.errors import AdapterLoadError
 from harness.oracle.dialect import dialect_named
 
@@ -109,10 +109,17 @@ def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
             return obj(**spec.options)
         except (TypeError, ValueError) as e:
             raise AdapterLoadError(f"{origin}: bad options {spec.options}: {e}") from None
-    if inspect.isclass(obj) or not callable(obj):
+    if is_torch_module_class(type(obj)):
+        raise AdapterLoadError(
+            f"{origin}: is an instance of the torch module {type(obj).__qualname__}, with its "
+            "options fixed; name its class instead, which is constructed with each case's "
+            "options (weight, ignore_index, reduction, label_smoothing, those it takes)"
+        )
+    if (inspect.isclass(obj) and not is_torch_module_class(obj)) or not callable(obj):
         raise AdapterLoadError(
             f"{origin}: is a {type(obj).__name__} {obj!r:.60}, expected an adapters.Adapter "
-            "subclass or instance, or a function with F.cross_entropy's signature"
+            "subclass or instance, a function with F.cross_entropy's signature, or a torch "
+            "loss module class"
         )
     try:
         return adapt(obj, name=spec.target, **spec.options)
