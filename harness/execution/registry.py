@@ -15,8 +15,9 @@ Options follow ``@`` (or a last ``:`` when they contain ``=``):
 the harness's own, for every adapter: ``semantics=keras`` sets the dialect the adapter is
 judged under (``harness.oracle.dialect``), in place of its ``semantics`` attribute.
 Without ``:attr`` a module must define ``adapter`` (an Adapter instance or
-class), exactly one Adapter subclass, or a function named ``cross_entropy``. The object may also be a plain function
-with F.cross_entropy's signature: ``harness.adapters.wrap.adapt`` wraps it (options
+class), exactly one Adapter subclass, or a function named ``cross_entropy``. The object may
+also be a plain function with F.cross_entropy's signature (or a callable object, a partial)
+or a torch loss module class: ``harness.adapters.wrap.adapt`` wraps it (options
 ``framework``, ``unsupported``, ``device``, ``jit``). Every loading error says
 what was tried and lists the known adapters.
 """
