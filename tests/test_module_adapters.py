@@ -9,6 +9,7 @@ other: their framework is found and the report names them."""
 
 from __future__ import annotations
 
+import sys
 import textwrap
 
 import pytest
@@ -133,3 +134,33 @@ def test_an_instance_is_refused_with_its_class_named(folder):
     with pytest.raises(AdapterLoadError, match="instance of the torch module FullLoss") as e:
         harness.load_adapter(f"{folder / 'losses.py'}:instance")
     assert "name its class instead" in str(e.value)
+
+
+def test_an_adapter_file_imports_its_siblings_from_any_folder(tmp_path, monkeypatch, cases):
+    """As Python runs a script: the file's folder is on sys.path while it is imported and
+    after (a function may import its kernel when called), whatever the working directory,
+    and also for the ``lossconf`` script, whose sys.path holds no working directory."""
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    kernel = tmp_path / "kernels"
+    kernel.mkdir()
+    (kernel / "my_fused_ce.py").write_text(
+        "import torch.nn.functional as F\n\n"
+        "def forward(x, t, weight, ignore_index, reduction, label_smoothing):\n"
+        "    return F.cross_entropy(x, t, weight, ignore_index=ignore_index,\n"
+        "                           reduction=reduction, label_smoothing=label_smoothing)\n"
+    )
+    (kernel / "adapter.py").write_text(
+        "import torch\n\n"
+        "def cross_entropy(input, target, weight=None, ignore_index=-100, reduction='mean',\n"
+        "                  label_smoothing=0.0):\n"
+        "    import my_fused_ce  # when called, as kernels often are\n"
+        "    return my_fused_ce.forward(input, target, weight, ignore_index, reduction,\n"
+        "                               label_smoothing)\n"
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delitem(sys.modules, "my_fused_ce", raising=False)
+    adapter = harness.load_adapter("../kernels/adapter.py")
+    results = harness.run(cases, adapter)
+    assert {r.status.value for r in results} == {"pass"}, [r.message for r in results]

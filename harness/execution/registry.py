@@ -155,6 +155,12 @@ def _pick(module: ModuleType, attr: str | None, origin: str) -> object:
 
 
 def _import_file(path: Path, origin: str) -> ModuleType:
+    """Import the file ``path`` with its folder first on sys.path, as Python runs a script:
+    an adapter file imports its siblings (the kernel it wraps, helpers) from any working
+    directory, and functions that import them when called find them too."""
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     name = f"lossconf_user_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
