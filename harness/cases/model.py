@@ -219,9 +219,23 @@ class Case:
         """Fresh arrays cast to ``dtype`` (carrier dtypes, see harness.dtypes).
 
         Every call returns new arrays, so an adapter that writes to its inputs
-        harms only its own call; small cases keep their cast arrays and copy them.
+        harms only its own call; cases that keep their cast arrays copy them.
         """
-        arrays = tuple(None if a is None else a.copy() for a in self._cast(dtype))
+        logits, target, weight, grad_output = cast = self._cast(dtype)
+        if self.__dict__["_cast_cache"].get(dtype) is cast:  # kept: copies of each
+            arrays = (
+                logits.copy(),
+                target.copy(),
+                None if weight is None else weight.copy(),
+                None if grad_output is None else grad_output.copy(),
+            )
+        else:  # cast for this call alone; only a class-index target is the case's own array
+            arrays = (
+                logits,
+                target.copy() if target is self.target else target,
+                weight,
+                grad_output,
+            )
         return self._call(dtype, arrays, want_grad=want_grad and self.expect_error is None)
 
     def blockwise_inputs(
@@ -256,25 +270,43 @@ class Case:
 
     def _call(self, dtype: str, arrays: tuple, *, want_grad: bool) -> CallInputs:
         logits, target, weight, grad_output = arrays
-        return CallInputs(
+        # the fields of CallInputs(...) in one dict update: its frozen dataclass __init__ sets
+        # each of its 15 fields through object.__setattr__, several microseconds a call
+        # (the same instance: tests/test_case_inputs.py)
+        call = object.__new__(CallInputs)
+        call.__dict__.update(
+            self._call_fields,
             logits=logits,
             target=target,
             weight=weight,
-            reduction=self.reduction,
-            ignore_index=self.ignore_index,
-            label_smoothing=self.label_smoothing,
             dtype=dtype,
             grad_output=grad_output,
             want_grad=want_grad,
-            softcap=self.softcap,
-            logit_scale=self.logit_scale,
-            z_loss=self.z_loss,
-            return_z_loss=self.return_z_loss,
-            shift=self.shift,
         )
+        return call
 
-    #: cases with at most this many logits keep their cast inputs between calls
-    CAST_CACHE_ELEMENTS = 1 << 16
+    @functools.cached_property
+    def _call_fields(self) -> dict[str, object]:
+        """The fields of this case's CallInputs that are the same in every call."""
+        return {
+            "reduction": self.reduction,
+            "ignore_index": self.ignore_index,
+            "label_smoothing": self.label_smoothing,
+            "softcap": self.softcap,
+            "logit_scale": self.logit_scale,
+            "z_loss": self.z_loss,
+            "return_z_loss": self.return_z_loss,
+            "shift": self.shift,
+            "vocab_shard": None,
+        }
+
+    #: cases with at most this many logits (a fused linear case: classifier elements) keep
+    #: their cast inputs between calls: then a call copies each input once, and the kept
+    #: arrays are what the check of in-place writes compares with (a case cast for each call
+    #: casts, and copies for that check). A run holds such a case's expected values and their
+    #: bounds, 16 bytes a logit in each dtype (``harness.oracle.cache``); its kept inputs are
+    #: at most 8 more. 1 << 20: 8 MiB of float64 logits.
+    CAST_CACHE_ELEMENTS = 1 << 20
 
     def _cast(self, dtype: str) -> tuple:
         """(logits, target, weight, grad_output) in ``dtype``'s carrier; never hand these out."""
@@ -288,8 +320,12 @@ class Case:
 
     def kept_inputs(self, dtype: str) -> dict[str, np.ndarray] | None:
         """The arrays that ``inputs(dtype)`` copies, by CallInputs field, when this case keeps
-        them (small cases, after a first ``inputs``), else None: what a call's inputs held
-        before the call, for the check of in-place writes without another copy. Read only."""
+        them (after a first ``inputs``; see ``CAST_CACHE_ELEMENTS``), else None: what a call's
+        inputs held before the call, for the check of in-place writes without another copy.
+        Read only."""
+        found = self.__dict__.setdefault("_kept_inputs", {})
+        if dtype in found:
+            return found[dtype]
         if self.fused:
             kept = self.__dict__.get("_linear_cast_cache", {}).get(dtype)
             names: tuple[str, ...] = LinearCallInputs.ARRAYS
@@ -298,7 +334,8 @@ class Case:
             names = ("logits", "target", "weight", "grad_output")
         if kept is None:
             return None
-        return {k: v for k, v in zip(names, kept, strict=True) if isinstance(v, np.ndarray)}
+        found[dtype] = {k: v for k, v in zip(names, kept, strict=True) if isinstance(v, np.ndarray)}
+        return found[dtype]
 
     def problem(self, dtype: str, dialect: Dialect = TORCH) -> Problem:
         """The oracle's view of this case in ``dtype``: cast values, held in float64, weighted

@@ -172,9 +172,13 @@ def compare(
     rtol: float = 0.0,
     atol: float = 0.0,
 ) -> Comparison:
-    """Compare float64 arrays of equal shape; ``bound`` is the expected values' error bound
-    (``harness.oracle.error_model``), ``what`` names them in the message ('loss', 'grad')."""
-    g = np.asarray(got, dtype=np.float64).reshape(-1)
+    """Compare arrays of equal shape; ``bound`` is the expected values' error bound
+    (``harness.oracle.error_model``), ``what`` names them in the message ('loss', 'grad').
+    ``got`` may be in any floating dtype: its values are read as float64, exactly (the
+    arithmetic below is float64's, whether it converts the array first or not)."""
+    g = np.asarray(got).reshape(-1)
+    if g.dtype.kind != "f":
+        g = g.astype(np.float64)
     e = np.asarray(expected, dtype=np.float64).reshape(-1)
     b = np.asarray(bound, dtype=np.float64).reshape(-1)
     if e.size == 1:  # a reduced loss: Python floats cost less than a dozen NumPy calls
@@ -191,6 +195,7 @@ def compare(
         errors = _all_finite_and_within(g, e, b, dtype, rtol, atol)
     if errors is not None:
         return Comparison(True, errors, None)
+    g = g.astype(np.float64, copy=False)
     e_nan, g_nan = np.isnan(e), np.isnan(g)
     e_fin, g_fin = np.isfinite(e), np.isfinite(g)
     special_ok = np.where(e_nan, g_nan, np.where(e_fin, g_fin, g == e))

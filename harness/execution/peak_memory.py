@@ -47,9 +47,19 @@ def _open() -> None:
         _state["clear"] = -1
 
 
+def _forget() -> None:
+    """In a forked child: its files are the parent's /proc/self, opened again on first use."""
+    _state.update(pid=None, clear=-1, status=None)
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    # so that a call need not compare os.getpid() with the opener's: a child starts afresh
+    os.register_at_fork(after_in_child=_forget)
+
+
 def reset() -> None:
     """Start a new measurement (the high-water mark becomes the current resident size)."""
-    if _state["pid"] != os.getpid():
+    if _state["pid"] is None:
         _open()
     if _state["clear"] >= 0:
         try:
@@ -60,7 +70,7 @@ def reset() -> None:
 
 def peak_bytes() -> int:
     """Peak resident bytes since the last ``reset`` (or since the process started)."""
-    if _state["status"] is not None and _state["pid"] == os.getpid():
+    if _state["status"] is not None:
         try:
             hwm = _status_peak(_state["status"])
             if hwm is not None:

@@ -32,7 +32,7 @@ from harness.execution import peak_memory, streaming
 from harness.execution.compare import Errors, compare
 from harness.execution.results import Result, Status
 from harness.execution.watchdog import CallTimedOut, Watchdog
-from harness.oracle.dialect import Dialect, dialect_named
+from harness.oracle.dialect import DIALECTS, Dialect, dialect_named
 from harness.oracle.problem import Expected
 
 
@@ -52,8 +52,9 @@ def to_array(
     value: object, what: str, dtype: str, shape: tuple[int, ...], *, float64: bool = True
 ) -> np.ndarray:
     """Check an adapter's output and return it as float64 of ``shape`` (the output itself when
-    it is float64: read only; ``float64=False``: as it is, in the dtype's carrier: a large
-    gradient is converted block by block later)."""
+    it is float64: read only; ``float64=False``: as it is, in the dtype's carrier, for
+    ``compare``, which converts what it needs, or a large gradient, converted block by
+    block later)."""
     if type(value) is np.ndarray and value.dtype == carrier(dtype) and value.shape == shape:
         # the common case, in a few attribute reads: a floating array of the right kind
         arr = value
@@ -105,7 +106,16 @@ def unsupported_by_declaration(
 ) -> list[str]:
     """What the case needs that the adapter lacks: features and dtypes it declares
     ``unsupported``, and opt-in ``KERNEL_FEATURES`` it does not list in ``supports``."""
-    needed = ((case.features() if features is None else features) - {"grad"}) | {dtype}
+    if features is None:
+        features = case.features()
+    unsupported = adapter.unsupported
+    if (
+        dtype not in unsupported
+        and features.isdisjoint(unsupported)
+        and (features.isdisjoint(KERNEL_FEATURES) or features & KERNEL_FEATURES <= adapter.supports)
+    ):
+        return []  # the common case, without building the sets below
+    needed = (features - {"grad"}) | {dtype}
     not_opted_in = (needed & KERNEL_FEATURES) - adapter.supports
     return sorted((needed & adapter.unsupported) | not_opted_in)
 
@@ -192,6 +202,9 @@ def _holds(array: np.ndarray, gradient: object) -> bool:
 
 def adapter_dialect(adapter: Adapter) -> Dialect:
     """The dialect ``adapter`` declares (its ``semantics``); UsageError for an unknown name."""
+    found = DIALECTS.get(adapter.semantics)  # a look-up: every call asks
+    if found is not None:
+        return found
     try:
         return dialect_named(adapter.semantics, f"adapter {adapter.name!r}: semantics")
     except ValueError as e:
@@ -224,7 +237,7 @@ def new_result(case: Case, adapter: Adapter, dtype: str, dialect: Dialect) -> Re
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Prepared:
     """One call before it runs: its result record, and its inputs unless the result is
     already settled."""
@@ -249,7 +262,10 @@ def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prep
         features = case.features()
         result.features = case.sorted_features
         lacking = unsupported_by_declaration(case, adapter, dtype, features)
-        undefined = sorted((features & dialect.undefined) - set(lacking))
+        undefined = (
+            [] if features.isdisjoint(dialect.undefined)
+            else sorted((features & dialect.undefined) - set(lacking))
+        )  # fmt: skip
         # grad_output only shapes the gradient: without it the loss is still checked
         no_grad_output = "grad_output" in lacking
         if no_grad_output:
@@ -261,7 +277,7 @@ def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prep
             stream
             and not case.fused
             and streaming.applies(case)
-            and not dialect.differs_on & features
+            and features.isdisjoint(dialect.differs_on)
         )
         inputs: CallInputs | LinearCallInputs
         if case.fused:
@@ -374,7 +390,12 @@ def _call_and_check(
     peak_memory.reset()
     start = time.perf_counter()
     try:
-        output = _call(adapter, inputs, watchdog)
+        if watchdog is not None:
+            output = _call(adapter, inputs, watchdog)
+        elif isinstance(inputs, LinearCallInputs):
+            output = adapter.run_linear(inputs)
+        else:
+            output = adapter.run(inputs)
     except CallTimedOut as e:
         assert watchdog is not None
         result.seconds = time.perf_counter() - start
@@ -466,20 +487,21 @@ def _check_values(
         result.message = f"returned a {type(output).__name__}: expected adapters.Output(loss, grad)"
         return
     tol = case.tolerance(dtype)
+    # in the dtype's carrier: compare reads them as float64 (a copy only where it needs one)
     try:
-        loss = to_array(output.loss, "loss", dtype, expected.loss.shape)
+        loss = to_array(output.loss, "loss", dtype, expected.loss.shape, float64=False)
         grad = None
         if inputs.want_grad and expected.grad is not None:
             if output.grad is None:
                 raise BadOutput(
                     "grad is None (declare 'grad' in unsupported to be checked for loss only)"
                 )
-            grad = to_array(output.grad, "grad", dtype, expected.grad.shape)
+            grad = to_array(output.grad, "grad", dtype, expected.grad.shape, float64=False)
         z_loss = None
         if expected.z_loss is not None:  # the case sets return_z_loss
             if output.z_loss is None:
                 raise BadOutput("z_loss is None: the case sets return_z_loss (Output.z_loss)")
-            z_loss = to_array(output.z_loss, "z_loss", dtype, expected.z_loss.shape)
+            z_loss = to_array(output.z_loss, "z_loss", dtype, expected.z_loss.shape, float64=False)
     except BadOutput as e:
         result.status = Status.ERROR
         result.message = str(e)
@@ -490,7 +512,7 @@ def _check_values(
     if messages:
         result.status = Status.FAIL
         result.message = "; ".join(messages)
-    if dialect.differs_on & case.features():  # PyTorch's values differ: its verdict beside
+    if not case.features().isdisjoint(dialect.differs_on):  # PyTorch's differ: its verdict beside
         torch_expected = case.expected_for(dtype)
         torch_messages, _, _ = _verdict(got, torch_expected, dtype, tol)
         result.torch_status = Status.FAIL if torch_messages else Status.PASS
