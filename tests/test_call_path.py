@@ -140,3 +140,6 @@ def test_compare_reads_a_carrier_array_as_its_float64_values(size, dtype):
         for values in (got, np.where(np.arange(size) == size // 2, np.nan, got).astype(got.dtype)):
             plain = compare(values.astype(np.float64), expected, bound, dtype, "grad")
             assert compare(values, expected, bound, dtype, "grad") == plain
+            # lists: the general path, which converts everything first
+            as_lists = compare(values.tolist(), expected.tolist(), bound.tolist(), dtype, "grad")
+            assert as_lists == plain

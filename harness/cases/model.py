@@ -352,7 +352,7 @@ class Case:
         its name ('keras')."""
         if isinstance(dialect, str):
             dialect = dialect_named(dialect)
-        if dialect.differs_on & self.features():
+        if not self.features().isdisjoint(dialect.differs_on):
             key = f"{self.content_hash}@{dialect.name}"
             return oracle_expected(key, dtype, lambda: self.problem(dtype, dialect))
         if self.expected is None:

@@ -137,17 +137,17 @@ def _small_all_finite_and_within(
     operations in the same order: x / 0 is inf and 0 / 0 is passed over as fmax passes NaN."""
     max_abs = max_rel = max_ratio = scale = 0.0
     widened = bool(atol or rtol)
-    isfinite = math.isfinite
+    inf = math.inf
     # the maxima by comparisons, not max() calls: the same values (every term is a number)
     for gv, ev, bv in zip(g.tolist(), e.tolist(), b.tolist(), strict=True):
         d = abs(gv - ev)
-        if not isfinite(d):  # a non-finite value (or an overflowing difference)
-            return None
         abs_e = abs(ev)
         allowed = THRESHOLD * bv
         if widened:
             allowed += atol + rtol * abs_e
-        if not d <= allowed:
+        # d < inf: a non-finite value (or an overflowing difference) is not within; NaN
+        # fails both comparisons
+        if not (d <= allowed and d < inf):
             return None
         if d > 0:
             if d > max_abs:
@@ -160,6 +160,23 @@ def _small_all_finite_and_within(
         if abs_e > scale:
             scale = abs_e
     return Errors(max_abs, max_rel, max_abs / scalar_ulp(scale, dtype), max_ratio)
+
+
+#: the float64 dtype object: arrays of float64 in native byte order carry this one
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _scalar_within(
+    gv: float, ev: float, bv: float, dtype: str, rtol: float, atol: float
+) -> Comparison | None:
+    """The comparison of one value when it is finite and within tolerance, else None."""
+    d = abs(gv - ev)
+    allowed = THRESHOLD * bv + atol + rtol * abs(ev)
+    if math.isfinite(d) and d <= allowed:
+        rel_v = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
+        ratio_v = d / allowed if d > 0 else 0.0
+        return Comparison(True, Errors(d, rel_v, d / scalar_ulp(ev, dtype), ratio_v), None)
+    return None
 
 
 def compare(
@@ -176,19 +193,28 @@ def compare(
     (``harness.oracle.error_model``), ``what`` names them in the message ('loss', 'grad').
     ``got`` may be in any floating dtype: its values are read as float64, exactly (the
     arithmetic below is float64's, whether it converts the array first or not)."""
+    if (
+        type(expected) is np.ndarray
+        and expected.size == 1
+        and expected.dtype is _FLOAT64
+        and type(bound) is np.ndarray
+        and bound.dtype is _FLOAT64
+        and type(got) is np.ndarray
+        and got.size == 1
+        and got.dtype.kind == "f"
+    ):  # a reduced loss, in Python floats (item(): the value, exactly, in a float)
+        within = _scalar_within(got.item(), expected.item(), bound.item(), dtype, rtol, atol)
+        if within is not None:
+            return within
     g = np.asarray(got).reshape(-1)
     if g.dtype.kind != "f":
         g = g.astype(np.float64)
     e = np.asarray(expected, dtype=np.float64).reshape(-1)
     b = np.asarray(bound, dtype=np.float64).reshape(-1)
     if e.size == 1:  # a reduced loss: Python floats cost less than a dozen NumPy calls
-        gv, ev, bv = float(g[0]), float(e[0]), float(b[0])
-        d = abs(gv - ev)
-        allowed = THRESHOLD * bv + atol + rtol * abs(ev)
-        if math.isfinite(d) and d <= allowed:
-            rel_v = (d / abs(ev) if ev != 0 else math.inf) if d > 0 else 0.0
-            ratio_v = d / allowed if d > 0 else 0.0
-            return Comparison(True, Errors(d, rel_v, d / scalar_ulp(ev, dtype), ratio_v), None)
+        within = _scalar_within(float(g[0]), float(e[0]), float(b[0]), dtype, rtol, atol)
+        if within is not None:
+            return within
     if e.size <= SMALL:
         errors = _small_all_finite_and_within(g, e, b, dtype, rtol, atol)
     else:
