@@ -132,10 +132,11 @@ class Case:
     def target(self) -> np.ndarray:
         return materialize(self.target_source, None)
 
-    @property
+    @functools.cached_property
     def logits_shape(self) -> tuple[int, ...]:
         """The logits' shape, without making a generated array; for a fused linear case, the
         (P, V) logits its hidden states and classifier make."""
+        # once per case (every call asks, through streaming.applies); the sources never change
         source = self.logits_source
         if source is None:
             hidden = _source_shape(self.hidden_source)
@@ -144,7 +145,7 @@ class Case:
             return tuple(int(s) for s in source["shape"])
         return source.shape
 
-    @property
+    @functools.cached_property
     def logits_size(self) -> int:
         return math.prod(self.logits_shape)
 

@@ -25,7 +25,7 @@ from harness.adapters import (
 from harness.cases.generate import FingerprintMismatch
 from harness.cases.model import ERROR_KINDS, Case
 from harness.cases.tolerance import Tolerance
-from harness.dtypes import carrier
+from harness.dtypes import FORMATS, carrier
 from harness.errors import InternalError, UsageError
 from harness.execution import peak_memory, streaming
 from harness.execution.compare import Errors, compare
@@ -47,6 +47,10 @@ def _summary(a: np.ndarray) -> object:
     return f"array{list(a.shape)}"
 
 
+#: each dtype's carrier (``harness.dtypes.carrier``), looked up once per output array
+_CARRIERS = {name: carrier(name) for name in FORMATS}
+
+
 def to_array(
     value: object, what: str, dtype: str, shape: tuple[int, ...], *, float64: bool = True
 ) -> np.ndarray:
@@ -54,7 +58,7 @@ def to_array(
     it is float64: read only; ``float64=False``: as it is, in the dtype's carrier, for
     ``compare``, which converts what it needs, or a large gradient, converted block by
     block later)."""
-    if type(value) is np.ndarray and value.dtype == carrier(dtype) and value.shape == shape:
+    if type(value) is np.ndarray and value.dtype == _CARRIERS[dtype] and value.shape == shape:
         # the common case, in a few attribute reads: a floating array of the right kind
         arr = value
     else:
@@ -70,7 +74,8 @@ def _holds_bfloat16(arr: np.ndarray) -> bool:
     """Whether float32 ``arr`` holds only bfloat16 numbers: the low 16 bits of each are 0
     (bfloat16 is float32's upper half); NaN counts as one (``harness.dtypes.is_exact``)."""
     bits = arr.view(np.uint32)
-    if not np.count_nonzero(bits << 16):  # every low half 0: two calls, the common case
+    # every low half 0: two calls, the common case (a ufunc's reduce: no Python wrapper)
+    if not np.logical_or.reduce(bits << 16, axis=None):
         return True
     low_bits = np.bitwise_and(bits, 0xFFFF)
     return bool(np.all((low_bits == 0) | np.isnan(arr)))
@@ -285,14 +290,15 @@ def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prep
         want_grad = "grad" not in adapter.unsupported and not no_grad_output
         # fused cases never stream; nor a case whose values a dialect changes (its expected
         # values are computed whole, under the dialect)
+        fused = case.fused
         prepared.large = (
             stream
-            and not case.fused
+            and not fused
             and streaming.applies(case)
             and features.isdisjoint(dialect.differs_on)
         )
         inputs: CallInputs | LinearCallInputs
-        if case.fused:
+        if fused:
             inputs = case.linear_inputs(dtype, want_grad=want_grad)
         elif prepared.large:  # made in the dtype block by block, checksummed as they are made
             inputs, prepared.digest = streaming.fresh_inputs(case, dtype, want_grad)

@@ -49,8 +49,8 @@ def applies(case: Case) -> bool:
     return (
         case.expected is None
         and case.expect_error is None
+        and case.logits_size >= cache.LARGE_ELEMENTS  # first: what most cases are not
         and len(case.logits_shape) == 2
-        and case.logits_size >= cache.LARGE_ELEMENTS
         and not case.probability_target
         and case.softcap is None
         and case.logit_scale == 1.0
