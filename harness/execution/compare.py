@@ -134,12 +134,12 @@ def _small_all_finite_and_within(
     operations in the same order: x / 0 is inf and 0 / 0 is passed over as fmax passes NaN."""
     max_abs = max_rel = max_ratio = scale = 0.0
     widened = bool(atol or rtol)
-    inf = math.inf
+    inf, threshold = math.inf, THRESHOLD  # locals: read once per element
     # the maxima by comparisons, not max() calls: the same values (every term is a number)
     for gv, ev, bv in zip(g.tolist(), e.tolist(), b.tolist(), strict=True):
         d = abs(gv - ev)
         abs_e = abs(ev)
-        allowed = THRESHOLD * bv
+        allowed = threshold * bv
         if widened:
             allowed += atol + rtol * abs_e
         # d < inf: a non-finite value (or an overflowing difference) is not within; NaN
@@ -149,7 +149,7 @@ def _small_all_finite_and_within(
         if d > 0:
             if d > max_abs:
                 max_abs = d
-            rel = d / abs_e if abs_e > 0 else math.inf
+            rel = d / abs_e if abs_e > 0 else inf
             if rel > max_rel:
                 max_rel = rel
             if d / allowed > max_ratio:  # allowed >= d > 0
