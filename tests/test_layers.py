@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, ...]] = [
         "harness.errors",
         "harness.cache_folder",
         "harness.cache_prune",
+        "harness.adapter_names",
         "harness.openmp",
     ),
     ("harness.exit_codes", "harness.version", "harness.dtype_names", "harness.source_revision"),

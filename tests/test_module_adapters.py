@@ -9,6 +9,7 @@ other: their framework is found and the report names them."""
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 
@@ -164,3 +165,51 @@ def test_an_adapter_file_imports_its_siblings_from_any_folder(tmp_path, monkeypa
     adapter = harness.load_adapter("../kernels/adapter.py")
     results = harness.run(cases, adapter)
     assert {r.status.value for r in results} == {"pass"}, [r.message for r in results]
+
+
+def test_a_file_adapter_has_one_name_from_every_folder(folder, monkeypatch):
+    """Expectations, baselines and history match results by adapter name: a file named as
+    ``losses.py:FullLoss``, ``./losses.py:FullLoss`` or by its path from elsewhere is one
+    adapter, ``losses.py:FullLoss``; ``name=`` names it otherwise."""
+    monkeypatch.chdir(folder)
+    spellings = ["losses.py:FullLoss", "./losses.py:FullLoss", f"{folder}/losses.py:FullLoss"]
+    names = {harness.load_adapter(s).name for s in spellings}
+    monkeypatch.chdir(folder.parent)
+    names.add(harness.load_adapter(f"{folder.name}/losses.py:FullLoss").name)
+    assert names == {"losses.py:FullLoss"}
+    renamed = harness.load_adapter(f"{folder.name}/losses.py:FullLoss@name=full")
+    assert renamed.name == "full"
+
+
+def test_expectations_recorded_in_one_folder_hold_in_another(folder, tmp_path, monkeypatch):
+    from harness.cli.main import main
+
+    cases = folder / "odd.yaml"
+    cases.write_text(
+        "cases:\n  - name: wrong\n    why: a loss the module gets wrong\n"
+        "    logits: [[1.0, 2.0]]\n    target: [1]\n    reduction: mean\n    dtype: [float64]\n"
+        "    expected: {loss: 1.0, grad: [[0.25, -0.25]]}\n"
+    )
+    expectations = tmp_path / "exp.yaml"
+    monkeypatch.chdir(folder)
+    assert main(["expectations", "update", str(expectations), "--cases", "odd.yaml",
+                 "--adapter", "./losses.py:FullLoss", "-q"]) == 0  # fmt: skip
+    text = expectations.read_text()
+    assert "adapter: losses.py:FullLoss" in text, text
+    # an entry written with the path as it was spelled before names were the file's
+    expectations.write_text(text.replace("adapter: losses.py", "adapter: ./losses.py"))
+    monkeypatch.chdir(tmp_path)
+    spec = f"{os.path.relpath(folder, tmp_path)}/losses.py:FullLoss"
+    argv = ["--cases", str(cases), "--adapter", spec, "--expectations", str(expectations), "-q"]
+    assert main(argv) == 0, "the recorded non-conformity should be expected from here too"
+
+
+def test_two_files_of_one_name_ask_for_name(folder, tmp_path):
+    other = tmp_path / "losses.py"
+    other.write_text((folder / "losses.py").read_text())
+    from harness.execution.session import load_adapters
+
+    with pytest.raises(harness.UsageError, match=r"name= \(--adapter SPEC@name=NAME\)"):
+        load_adapters([f"{folder}/losses.py:FullLoss", f"{other}:FullLoss"])
+    named = load_adapters([f"{folder}/losses.py:FullLoss", f"{other}:FullLoss@name=other"])
+    assert [a.name for a in named] == ["losses.py:FullLoss", "other"]

@@ -156,7 +156,7 @@ def test_examples_conform_on_the_seed_cases(cli):
             "-v", cwd=REPO)  # fmt: skip
     assert r.returncode == 0, r.output
     rows = {ln.split()[0]: ln.split() for ln in r.stdout.splitlines()[2:5]}
-    assert set(rows) == {"seed-article", "examples/torch_autograd.py:cross_entropy", "jax-example"}
+    assert set(rows) == {"seed-article", "torch_autograd.py:cross_entropy", "jax-example"}
     # the article's computation is checked for the loss only, and passes where it applies
     assert rows["seed-article"][-2] == "-"  # no gradient was checked (worst grad ratio)
     assert "raised by the adapter: NotImplementedError: label_smoothing" in r.stdout

@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
+from harness.adapter_names import file_adapter_name, looks_windows
 from harness.adapters import Adapter
 from harness.adapters.wrap import adapt, is_torch_module_class
 from harness.errors import AdapterLoadError
@@ -70,6 +71,7 @@ class Spec:
     target: str
     options: dict[str, str]  # for the adapter's constructor
     semantics: str | None = None  # the harness's own option: the dialect, when given
+    name: str | None = None  # the harness's own option: the adapter's name, when given
 
 
 def parse_spec(text: str) -> Spec:
@@ -84,12 +86,15 @@ def parse_spec(text: str) -> Spec:
             raise AdapterLoadError(f"adapter option {item!r} in {text!r}: expected key=value")
         options[key.strip()] = value.strip()
     semantics = options.pop("semantics", None)
+    name = options.pop("name", None)
+    if name is not None and not name:
+        raise AdapterLoadError(f"adapter option name in {text!r}: expected a name")
     if semantics is not None:
         try:
             dialect_named(semantics, f"adapter option semantics in {text!r}")
         except ValueError as e:
             raise AdapterLoadError(str(e)) from None
-    return Spec(text, target, options, semantics)
+    return Spec(text, target, options, semantics, name)
 
 
 def known_names() -> list[str]:
@@ -100,7 +105,7 @@ def known_names() -> list[str]:
     return names
 
 
-def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
+def _instantiate(obj: object, spec: Spec, origin: str, name: str | None = None) -> Adapter:
     if isinstance(obj, Adapter):
         if spec.options:
             raise AdapterLoadError(f"{origin}: is an adapter instance, it takes no options")
@@ -123,7 +128,7 @@ def _instantiate(obj: object, spec: Spec, origin: str) -> Adapter:
             "loss module class"
         )
     try:
-        return adapt(obj, name=spec.target, **spec.options)
+        return adapt(obj, name=name or spec.target, **spec.options)
     except (ValueError, TypeError) as e:
         raise AdapterLoadError(f"{origin}: {e}") from e
 
@@ -180,9 +185,13 @@ def resolve(text: str) -> Adapter:
         adapter = _resolve(text)
     except AdapterLoadError as e:
         raise _with_known(e) from e.__cause__
-    semantics = parse_spec(text).semantics
-    if semantics is not None:
-        adapter.semantics = semantics  # this adapter's (an instance attribute), not its class's
+    spec = parse_spec(text)
+    if spec.semantics is not None:
+        adapter.semantics = (
+            spec.semantics
+        )  # this adapter's (an instance attribute), not its class's
+    if spec.name is not None:
+        adapter.name = spec.name
     try:
         dialect_named(adapter.semantics, f"adapter {adapter.name!r}: semantics")
     except ValueError as e:
@@ -221,12 +230,13 @@ def _resolve(text: str) -> Adapter:
                 ) from e
             return _instantiate(obj, spec, f"entry point {target!r}")
     tried.append(f"entry points in {ENTRY_POINT_GROUP!r}")
-    path_part, _, attr = target.partition(":") if not _looks_windows(target) else (target, "", "")
+    path_part, _, attr = target.partition(":") if not looks_windows(target) else (target, "", "")
     if path_part.endswith(".py") or "/" in path_part:
         path = Path(path_part)
         if not path.is_file():
             raise AdapterLoadError(_not_found(text, [*tried, f"file {path}"]))
-        return _instantiate(_pick(_import_file(path, text), attr, text), spec, text)
+        module = _import_file(path, text)
+        return _instantiate(_pick(module, attr, text), spec, text, file_adapter_name(target))
     local = Path.cwd() / f"{path_part}.py"
     if local.is_file() and "." not in path_part:
         return _instantiate(_pick(_import_file(local, text), attr, text), spec, text)
@@ -244,10 +254,6 @@ def _resolve(text: str) -> Adapter:
             f"{text}: importing {path_part!r} raised {type(e).__name__}: {e}"
         ) from e
     return _instantiate(_pick(module, attr, text), spec, text)
-
-
-def _looks_windows(target: str) -> bool:
-    return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
 
 
 def _not_found(text: str, tried: list[str]) -> str:

@@ -82,7 +82,10 @@ def load_adapters(specs: tuple[str, ...] | list[str]) -> list[Adapter]:
     adapters = [registry.load(s) for s in specs]
     names = [a.name for a in adapters]
     if len(set(names)) != len(names):
-        raise UsageError(f"two adapters share a name: {names}; give each a distinct name")
+        raise UsageError(
+            f"two adapters share a name: {names}; give each a distinct name with the "
+            "option name= (--adapter SPEC@name=NAME)"
+        )
     return adapters
 
 

@@ -27,6 +27,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.adapter_names import file_adapter_name
 from harness.errors import UsageError
 from harness.execution.results import is_conforming
 from harness.reports import json as report_json
@@ -71,7 +72,8 @@ def is_bad(r: dict) -> bool:
 
 
 def key_of(r: dict) -> Key:
-    return (r["case_id"], r["adapter"], r["dtype"])
+    # a report of a file adapter named from another folder (./mine.py:fn) keys as mine.py:fn
+    return (r["case_id"], file_adapter_name(r["adapter"]), r["dtype"])
 
 
 @dataclass

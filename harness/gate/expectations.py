@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 
+from harness.adapter_names import file_adapter_name
 from harness.dtypes import DTYPE_NAMES
 from harness.errors import UsageError
 from harness.execution.results import CONFORMING_NAMES, STATUS_NAMES, Result, Status
@@ -274,7 +275,8 @@ def _entry(path: Path, index: int, raw: object) -> Entry:
         reason=text,
         line=line,
         exact=key == "case",
-        adapter=raw.get("adapter"),
+        # an entry recorded with a file adapter named from another folder (./mine.py:fn)
+        adapter=None if raw.get("adapter") is None else file_adapter_name(str(raw["adapter"])),
         version=version,
         device=raw.get("device"),
         dtypes=None if dtypes is None else frozenset(dtypes),
