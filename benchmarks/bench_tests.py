@@ -49,8 +49,10 @@ PLUGINS = Path(__file__).resolve().parent / "pytest_plugins"
 #: the files listed one by one under the runs (the rest are summed)
 TOP_FILES = 10
 
-#: {test file: [tests, CPU s in the worker, CPU s of its subprocesses, wall s]}
+#: {test file: [tests, CPU s in the worker, CPU s of its subprocesses, wall s]}; the key
+#: PROCESSES: [pytest processes, their own CPU s (start-up and collection included), 0, 0]
 PerFile = dict[str, list[float]]
+PROCESSES = "#process"
 
 
 def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str, PerFile]:
@@ -64,7 +66,7 @@ def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str,
         for record in Path(log).glob("*.tsv"):
             for line in record.read_text().splitlines():
                 nodeid, *seconds = line.split("\t")
-                row = per_file[nodeid.split("::")[0]]
+                row = per_file[nodeid.split("::")[0]]  # or PROCESSES
                 row[0] += 1
                 for i, value in enumerate(seconds, 1):
                     row[i] += float(value)
@@ -77,6 +79,8 @@ def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str,
 
 def breakdown(cpu: float, per_file: PerFile) -> list[str]:
     """Markdown rows: the costliest files by CPU, the others, what no test accounts for."""
+    per_file = dict(per_file)
+    processes, processes_cpu = per_file.pop(PROCESSES, [0, 0.0])[:2]
     order = sorted(per_file.items(), key=lambda kv: -(kv[1][1] + kv[1][2]))
     rows = ["| test file | tests | CPU s in the worker | CPU s of subprocesses | wall s |",
             "|---|---|---|---|---|"]  # fmt: skip
@@ -88,8 +92,16 @@ def breakdown(cpu: float, per_file: PerFile) -> list[str]:
             f"| the other {len(order) - TOP_FILES} files | {rest[0]:.0f} | {rest[1]:.1f} | "
             f"{rest[2]:.1f} | {rest[3]:.1f} |"
         )
-    tests = sum(v[1] + v[2] for v in per_file.values())
-    rows.append(f"| no test: start-up, collection, the controller | | {cpu - tests:.1f} | | |")
+    in_tests = sum(v[1] for v in per_file.values())
+    waited = sum(v[2] for v in per_file.values())
+    rows.append(
+        f"| no test: the {processes:.0f} pytest processes' start-up and collection, and "
+        f"pytest-xdist's controller | | {processes_cpu - in_tests:.1f} | | |"
+    )
+    rows.append(
+        "| no test: processes no test waited for (reaped when a worker exits, such as "
+        f"kept pools of worker processes) | | | {cpu - processes_cpu - waited:.1f} | |"
+    )
     return rows
 
 

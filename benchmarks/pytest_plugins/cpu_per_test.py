@@ -3,7 +3,8 @@
 Loaded with ``-p cpu_per_test`` (this folder on PYTHONPATH); pytest-xdist's workers load it
 too. Each process appends one line per test to ``$LOSSCONF_BENCH_TEST_LOG/<pid>.tsv``: the
 test's id, its CPU seconds in this process (user + system, its fixtures' set-up and
-tear-down included), those of the subprocesses it waited for, and its wall seconds.
+tear-down included), those of the subprocesses it waited for, and its wall seconds; and when
+the process ends, a line with its own CPU seconds.
 """
 
 from __future__ import annotations
@@ -31,3 +32,11 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     log = Path(os.environ["LOSSCONF_BENCH_TEST_LOG"]) / f"{os.getpid()}.tsv"
     with log.open("a") as f:
         f.write(f"{item.nodeid}\t{own:.3f}\t{children:.3f}\t{time.time() - start:.3f}\n")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """A last line: this process's own CPU seconds so far (start-up and collection included;
+    written by pytest-xdist's controller too, which runs no test)."""
+    log = Path(os.environ["LOSSCONF_BENCH_TEST_LOG"]) / f"{os.getpid()}.tsv"
+    with log.open("a") as f:
+        f.write(f"#process\t{_cpu(resource.RUSAGE_SELF):.3f}\n")
