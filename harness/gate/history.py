@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.adapter_names import file_adapter_name
 from harness.execution.results import Status, is_conforming
 from harness.gate.baseline import DEFAULT_GROWTH, grew, read_report
 from harness.gate.expectations import version_key
@@ -80,7 +81,7 @@ def load_runs(paths: list[Path]) -> list[Run]:
             version = a.get("version") or wraps.partition(" ")[2]
             run = Run(
                 f,
-                a["name"],
+                file_adapter_name(a["name"]),  # one series however a file's path was spelled
                 library,
                 version,
                 env.get("python", ""),
