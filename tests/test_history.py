@@ -103,3 +103,13 @@ def test_bad_input_is_a_usage_error(cli, tmp_path):
     (tmp_path / "x.json").write_text('{"results": []}')
     r = cli("history", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "not a lossconf JSON report" in r.stderr
+
+
+def test_a_file_adapter_is_one_series_however_its_path_was_spelled(tmp_path):
+    """Reports of one adapter file, run from two folders, are one series: the later one's
+    regression is marked against the earlier one, not shown as a second adapter."""
+    a = _report(tmp_path / "a.json", "2.13.0", {"x/plain": "pass"}, adapter="./k/ce.py:fn")
+    b = _report(tmp_path / "b.json", "2.14.1", {"x/plain": "fail"}, adapter="ce.py:fn")
+    runs = history.load_runs([a, b])
+    assert {r.adapter for r in runs} == {"ce.py:fn"}
+    assert history_cli.main([str(a), str(b)]) == 1, "the fail after a pass is a regression"
