@@ -13,16 +13,25 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 
-def looks_windows(target: str) -> bool:
-    """Whether ``target`` starts with a drive (``C:\\``), whose colon is not an attribute's."""
-    return len(target) > 2 and target[1] == ":" and target[2] in "\\/"
+def split_target(target: str) -> tuple[str, str, str]:
+    """A SPEC's target (its options left out) as ``(path or module, ':' or '', attribute)``;
+    a Windows drive's colon (``C:\\``) is not an attribute's."""
+    if len(target) > 2 and target[1] == ":" and target[2] in "\\/":
+        return target, "", ""
+    return target.partition(":")
+
+
+def names_file(path_part: str) -> bool:
+    """Whether the first part of a SPEC's target names a file: ends in ``.py`` or holds a
+    folder (``harness.execution.registry`` imports it as a file)."""
+    return path_part.endswith(".py") or "/" in path_part
 
 
 def file_adapter_name(target: str) -> str:
     """``../kernels/ce.py:fn`` -> ``ce.py:fn``: the file's name and the attribute of a SPEC's
-    target (its options left out) that names a file (ends in ``.py`` or holds a folder);
-    any other target (``torch``, ``pkg.module:attr``, a bare ``mine``) as it is."""
-    path_part, colon, attr = (target, "", "") if looks_windows(target) else target.partition(":")
-    if not (path_part.endswith(".py") or "/" in path_part or "\\" in path_part):
+    target that names a file; any other target (``torch``, ``pkg.module:attr``, a bare
+    ``mine``) as it is."""
+    path_part, colon, attr = split_target(target)
+    if not names_file(path_part):
         return target
     return f"{PurePosixPath(path_part.replace(chr(92), '/')).name}{colon}{attr}"

@@ -35,7 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from harness.adapter_names import file_adapter_name, looks_windows
+from harness.adapter_names import file_adapter_name, names_file, split_target
 from harness.adapters import Adapter
 from harness.adapters.wrap import adapt, is_torch_module_class
 from harness.errors import AdapterLoadError
@@ -187,9 +187,8 @@ def resolve(text: str) -> Adapter:
         raise _with_known(e) from e.__cause__
     spec = parse_spec(text)
     if spec.semantics is not None:
-        adapter.semantics = (
-            spec.semantics
-        )  # this adapter's (an instance attribute), not its class's
+        # this adapter's (an instance attribute), not its class's
+        adapter.semantics = spec.semantics
     if spec.name is not None:
         adapter.name = spec.name
     try:
@@ -230,8 +229,8 @@ def _resolve(text: str) -> Adapter:
                 ) from e
             return _instantiate(obj, spec, f"entry point {target!r}")
     tried.append(f"entry points in {ENTRY_POINT_GROUP!r}")
-    path_part, _, attr = target.partition(":") if not looks_windows(target) else (target, "", "")
-    if path_part.endswith(".py") or "/" in path_part:
+    path_part, _, attr = split_target(target)
+    if names_file(path_part):
         path = Path(path_part)
         if not path.is_file():
             raise AdapterLoadError(_not_found(text, [*tried, f"file {path}"]))
