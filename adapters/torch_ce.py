@@ -107,8 +107,9 @@ def to_numpy(tensor: Any, dtype: str) -> np.ndarray:
     import torch
 
     tensor = tensor.detach()
-    if tensor.is_floating_point() and tensor.dtype != torch_dtype(dtype):
-        tensor = tensor.to(torch_dtype(dtype))
+    wanted = torch_dtype(dtype)
+    if tensor.is_floating_point() and tensor.dtype != wanted:
+        tensor = tensor.to(wanted)
     if tensor.dtype == torch.bfloat16:
         tensor = tensor.float()  # exact: every bfloat16 is a float32
     return tensor.cpu().numpy()

@@ -190,7 +190,7 @@ def compare(
     (``harness.oracle.error_model``), ``what`` names them in the message ('loss', 'grad').
     ``got`` may be in any floating dtype: its values are read as float64, exactly (the
     arithmetic below is float64's, whether it converts the array first or not)."""
-    if (
+    scalar_asked = (
         type(expected) is np.ndarray
         and expected.size == 1
         and expected.dtype is _FLOAT64
@@ -199,7 +199,8 @@ def compare(
         and type(got) is np.ndarray
         and got.size == 1
         and got.dtype.kind == "f"
-    ):  # a reduced loss, in Python floats (item(): the value, exactly, in a float)
+    )
+    if scalar_asked:  # a reduced loss, in Python floats (item(): the value, exactly, in a float)
         within = _scalar_within(got.item(), expected.item(), bound.item(), dtype, rtol, atol)
         if within is not None:
             return within
@@ -208,7 +209,7 @@ def compare(
         g = g.astype(np.float64)
     e = np.asarray(expected, dtype=np.float64).reshape(-1)
     b = np.asarray(bound, dtype=np.float64).reshape(-1)
-    if e.size == 1:  # a reduced loss: Python floats cost less than a dozen NumPy calls
+    if e.size == 1 and not scalar_asked:  # a reduced loss not asked above (lists, other dtypes)
         within = _scalar_within(float(g[0]), float(e[0]), float(b[0]), dtype, rtol, atol)
         if within is not None:
             return within

@@ -77,5 +77,4 @@ def peak_bytes() -> int:
                 return hwm
         except OSError:
             pass
-    # _rusage_peak(), written out: once per adapter call
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * _SCALE
+    return _rusage_peak()
