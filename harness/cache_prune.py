@@ -125,12 +125,13 @@ def prune(
 ) -> Pruned:
     """Remove from ``folder`` the entries unused for ``unused_seconds``, then the least
     recently used until the rest fit in ``max_bytes``, and temporary files older than
-    ``TEMP_SECONDS``; at most ``max_removals`` (default ``MAX_REMOVALS``) files, the least recently used first
-    (``Pruned.finished`` says whether that was all)."""
+    ``TEMP_SECONDS``; at most ``max_removals`` (default ``MAX_REMOVALS``) files, the least
+    recently used first (``Pruned.finished`` says whether that was all)."""
     now = time.time() if now is None else now
     max_removals = MAX_REMOVALS if max_removals is None else max_removals
-    recent: list[tuple[float, int, str]] = []  # entries used lately: (last used, bytes, path)
-    doomed: list[tuple[float, int, str]] = []  # unused entries and stale temporary files
+    # (last used, bytes, path, whether an entry rather than a temporary file)
+    recent: list[tuple[float, int, str, bool]] = []  # entries used lately
+    doomed: list[tuple[float, int, str, bool]] = []  # unused entries and stale temporary files
     kept_files = kept_bytes = 0  # the entries (not temporary files) on disk after pruning
     for sub, pattern in ENTRIES.items():
         try:
@@ -148,7 +149,7 @@ def prune(
                     continue
                 if not stat.S_ISREG(info.st_mode):
                     continue
-                item = (info.st_mtime, info.st_size, entry.path)
+                item = (info.st_mtime, info.st_size, entry.path, not temporary)
                 if not temporary:
                     kept_files += 1
                     kept_bytes += info.st_size
@@ -157,7 +158,7 @@ def prune(
                 elif not temporary:  # a fresh temporary file is a write in progress
                     recent.append(item)
     recent.sort()  # the least recently used first
-    total = sum(size for _, size, _ in recent)
+    total = sum(item[1] for item in recent)
     evicted = 0
     while total > max_bytes and evicted < len(recent):
         total -= recent[evicted][1]
@@ -165,12 +166,12 @@ def prune(
     doomed += recent[:evicted]
     doomed.sort()
     removed_files = removed_bytes = 0
-    for _, size, path in doomed[:max_removals]:
+    for _, size, path, is_entry in doomed[:max_removals]:
         outcome = _remove(path)
         if outcome == _REMOVED:
             removed_files += 1
             removed_bytes += size
-        if outcome != _KEPT and not _TEMPORARY.fullmatch(os.path.basename(path)):
+        if outcome != _KEPT and is_entry:
             kept_files -= 1
             kept_bytes -= size
     finished = len(doomed) <= max_removals
