@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.openmp import idle_threads_sleep
+
 #: the ``pytester`` fixture, for the tests that run pytest sessions (the plugin's)
 pytest_plugins = ("pytester",)
 
@@ -34,8 +36,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # after each parallel region GNU OpenMP's threads spin for a while before they sleep, on the
 # cores the worker's torch calls (and the other worker) need: test_mutants' torch run took
 # 9-20 s of CPU instead of 3 after test_oracle_compiled in the same worker. Passive threads
-# sleep at once (five files: 32.6 s of CPU -> 22.0 s). Read when OpenMP is loaded, so set here.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# sleep at once (five files: 32.6 s of CPU -> 22.0 s). Read when OpenMP is loaded, so set here,
+# as the command line and the plugin set it (harness/openmp.py; a light import, no framework).
+idle_threads_sleep()
 
 # Every pytest-xdist worker and every subprocess of a test starts a fresh interpreter. With
 # PYTHONDONTWRITEBYTECODE set, each one compiled the harness again, and pytest rewrote the
