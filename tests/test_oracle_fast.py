@@ -355,3 +355,34 @@ def test_rounding_test_accepts_only_values_whose_interval_rounds_to_one_float():
     # zero, subnormal, huge and non-finite values are never decided here
     for h in (0.0, 5e-324, 2.0**-1000, 1.7e308, np.inf, np.nan):
         assert not cert(np.array([h]), np.array([0.0]), np.array([0.0]))[0]
+
+
+@pytest.mark.parametrize(
+    "weights",
+    [
+        [0.5, 3.0, 1.0e-3],  # a few bits apart: the per-class sum of the denominator
+        [1.0e-300, 1.0, 3.7e5],  # spread beyond 200 bits: the sequence of additions
+        [0.1, -2.5, 0.0],  # negative and zero weights
+    ],
+)
+def test_weighted_mean_denominator_over_many_positions(weights: list[float]) -> None:
+    """The ``mean``'s divisor over thousands of targets, summed per class where every
+    partial sum is exact, is the mpmath oracle's sequential sum, bit for bit."""
+    rng = np.random.default_rng(7)
+    n = 3000
+    target = rng.integers(0, 3, n)
+    target[::7] = -100
+    p = Problem(
+        rng.normal(size=(n, 3)), target, False, weight=np.array(weights), reduction="mean"
+    )
+    check(p)
+    used = np.array([w for w in weights if w != 0])
+    assert oracle_fast._sums_exactly(used, n) is (weights[0] != 1.0e-300)
+
+
+def test_sums_exactly_counts_the_bits() -> None:
+    """The test's arithmetic at its edge: log2(terms) + the exponents' spread + 54 bits."""
+    assert oracle_fast._sums_exactly(np.array([1.0, 2.0**-140]), 4)  # 2 + 141 + 54 = 197
+    assert not oracle_fast._sums_exactly(np.array([1.0, 2.0**-146]), 4)  # 2 + 147 + 54 = 203
+    assert not oracle_fast._sums_exactly(np.array([1.0, np.inf]), 4)
+    assert oracle_fast._sums_exactly(np.array([]), 4)

@@ -142,6 +142,22 @@ def _dd_add(ah, al, bh, bl):
     return _fast_two_sum(s, e)
 
 
+def _sums_exactly(values: np.ndarray, terms: int) -> bool:
+    """Whether every sum of up to ``terms`` of ``values`` (float64, finite), in any order, is
+    exact in ``ref.PRECISION_BITS`` bits: each is a multiple of the smallest value's ulp and
+    at most ``terms`` times the largest, so it needs log2(terms) + the exponents' spread + 53
+    bits. Then the mpmath oracle's sequential sum of the weights equals the sum of count x
+    weight per class, bit for bit."""
+    v = np.abs(values[values != 0])
+    if v.size == 0:
+        return True
+    if not np.all(np.isfinite(v)):
+        return False
+    top = math.frexp(float(v.max()))[1]
+    bottom = math.frexp(float(v.min()))[1]
+    return math.ceil(math.log2(max(terms, 2))) + (top - bottom) + 54 <= ref.PRECISION_BITS
+
+
 def _to_dd(v) -> tuple[float, float]:
     hi = float(v)
     return hi, float(v - hi) if math.isfinite(hi) else 0.0
@@ -520,7 +536,12 @@ class _Fast:
             return mp.mpf(int(np.count_nonzero(~self.ignored)))
         den = mp.mpf(0)
         labels = self.t[~self.ignored]
-        used = np.unique(labels)
+        used, counts = np.unique(labels, return_counts=True)
+        if _sums_exactly(self.w[used], labels.size):
+            # every partial sum of the sequence below is exact: so is count x weight per class
+            for n, v in zip(counts.tolist(), ref.mpf_row(self.w[used]), strict=True):
+                den += n * v
+            return den
         w = dict(zip(used.tolist(), ref.mpf_row(self.w[used]), strict=True))
         for label in labels.tolist():
             den += w[label]  # the mpmath oracle's own sequence of 200-bit additions
