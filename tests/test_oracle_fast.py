@@ -372,9 +372,7 @@ def test_weighted_mean_denominator_over_many_positions(weights: list[float]) -> 
     n = 3000
     target = rng.integers(0, 3, n)
     target[::7] = -100
-    p = Problem(
-        rng.normal(size=(n, 3)), target, False, weight=np.array(weights), reduction="mean"
-    )
+    p = Problem(rng.normal(size=(n, 3)), target, False, weight=np.array(weights), reduction="mean")
     check(p)
     used = np.array([w for w in weights if w != 0])
     assert oracle_fast._sums_exactly(used, n) is (weights[0] != 1.0e-300)
