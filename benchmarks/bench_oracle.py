@@ -271,9 +271,23 @@ expected_cache.linear_bounds = timing("linear", expected_cache.linear_bounds)
 expected_cache.fused_linear_cross_entropy = timing(
     "linear", expected_cache.fused_linear_cross_entropy, "linear_calls")
 expected_cache.write_arrays = timing("written", expected_cache.write_arrays)
+# the helper process's share (harness.execution.prefetch): its items' states, its CPU
+from harness.execution import prefetch
+helper = {"items": 0, "done": 0}
+real_close = prefetch.Prefetch.close
+def close(self):
+    real_close(self)
+    helper["items"] += len(self.items)
+    helper["done"] += list(self.state[:]).count(prefetch.DONE)
+prefetch.Prefetch.close = close
+if not frozen.enabled:  # the oracle's whole cost in this process: no helper
+    prefetch.MIN_LOGITS = 1 << 62
+import resource
 start = time.process_time()
 code = cli(["-q", *sys.argv[2:]])
 total = time.process_time() - start
+children = resource.getrusage(resource.RUSAGE_CHILDREN)
+helper_cpu = children.ru_utime + children.ru_stime
 assert code in (0, 1), code
 s = oracle_fast.stats
 kernel = (f"of which {spent['kernel']:.2f} s in {spent['kernel_calls']} problems with kernel "
@@ -283,11 +297,13 @@ if frozen.enabled:
     import os, pathlib
     folder = pathlib.Path(os.environ["LOSSCONF_CACHE_DIR"])
     written = sum(p.stat().st_size for p in folder.glob("*.arrays"))
-    print(f"| the expected values a first run computes (frozen data for the rest; "
+    print(f"| the expected values a first run computes itself (frozen data for the rest; "
           f"in-process, CPU) | {computed:.2f} s of {total:.2f} s | {spent['calls']} oracle "
           f"calls {spent['all']:.2f} s, their error bounds {parts['bounds']:.2f} s, "
           f"{parts['linear_calls']} fused linear problems {parts['linear']:.2f} s, cache files "
-          f"written {parts['written']:.2f} s ({written / 2**20:.1f} MiB) |")
+          f"written {parts['written']:.2f} s ({written / 2**20:.1f} MiB); a helper process "
+          f"computed {helper['done']} of the {helper['items']} values with {helper_cpu:.2f} s of "
+          f"CPU on the other core |")
 elif reference:
     print(f"| the previous oracle instead (mpmath, float64 streaming above 200,000 logits), "
           f"one cold run without frozen data (in-process, CPU) | "

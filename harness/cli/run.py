@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from harness.cli import listing
-from harness.execution import interrupt
+from harness.execution import interrupt, prefetch
 from harness.execution.config import RunConfig
 from harness.execution.results import CONFORMING, Result
 from harness.execution.session import Plan, execute, prepare, select_cases
@@ -92,10 +92,15 @@ def run_command(config: RunConfig) -> int:
         else:
             print(listing.as_table(selection.cases, verbose=config.verbose))
         return ExitCode.OK
-    plan = prepare(config, selection)
-    try:
-        with interrupt.signals_stop_the_run():
-            execute(plan, config)
-    except KeyboardInterrupt as e:
-        return finish(plan, plan.results, config, interrupted=interrupt.exit_code(e))
-    return finish(plan, plan.results, config)
+    # forked before the adapters load their frameworks (harness.execution.prefetch)
+    stopped = None
+    with prefetch.helping(selection.cases, config) as helper:
+        plan = prepare(config, selection)
+        if helper is not None:  # cases whose values the helper computes go last
+            plan.deferred = helper.case_ids
+        try:
+            with interrupt.signals_stop_the_run():
+                execute(plan, config)
+        except KeyboardInterrupt as e:
+            stopped = interrupt.exit_code(e)
+    return finish(plan, plan.results, config, interrupted=stopped)

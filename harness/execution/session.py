@@ -46,6 +46,9 @@ class Plan:
     load_errors: list[CaseFileError] = field(default_factory=list)  # skipped (keep_going)
     results: list[Result] = field(default_factory=list)  # filled by execute() as they arrive
     shard: Shard | None = None  # with --shard: which share ``cases`` is, of which selection
+    #: ids of cases a serial run takes last (their expected values are being computed by a
+    #: helper process: harness.execution.prefetch); results stay in the plan's order
+    deferred: frozenset[str] = frozenset()
 
     @property
     def total(self) -> int:
@@ -122,7 +125,7 @@ def execute(plan: Plan, config: RunConfig) -> list[Result]:
     pool = _isolation_pool(plan, config) or _vocab_parallel_pool(plan, config)
     try:
         for r in run(
-            plan.cases,
+            _in_run_order(plan),
             plan.adapters,
             on_result=lambda r: bar.update(r.case_id),
             timeout=config.timeout,
@@ -131,9 +134,26 @@ def execute(plan: Plan, config: RunConfig) -> list[Result]:
             plan.results.append(r)  # kept as they come: an interrupt keeps them
         return plan.results
     finally:
+        if plan.deferred:
+            _to_plan_order(plan)
         bar.close()
         if pool is not None:
             pool.close()
+
+
+def _in_run_order(plan: Plan) -> list[Case]:
+    """The plan's cases, its deferred ones last (each part in the plan's order)."""
+    if not plan.deferred:
+        return plan.cases
+    first = [c for c in plan.cases if c.id not in plan.deferred]
+    return first + [c for c in plan.cases if c.id in plan.deferred]
+
+
+def _to_plan_order(plan: Plan) -> None:
+    """``plan.results`` in the order of the plan's cases (the order of a run without deferred
+    cases: each case's results stay in the order they came, adapter by adapter)."""
+    position = {c.id: i for i, c in enumerate(plan.cases)}
+    plan.results.sort(key=lambda r: position[r.case_id])
 
 
 def _vocab_parallel_pool(plan: Plan, config: RunConfig) -> VocabParallelPool | None:

@@ -1,0 +1,240 @@
+"""The helper process that computes a first run's expected values on a second core
+(``harness.execution.prefetch``): the same results in the same order as a run without it,
+each value computed once, and a helper that dies costs nothing but its share."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.cases.loader import load_paths
+from harness.execution import prefetch
+from harness.execution.config import RunConfig
+from harness.oracle import cache as expected_cache
+
+pytestmark = [
+    pytest.mark.skipif(
+        not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+        reason="the helper runs only where the run has a second core",
+    ),
+    # a pytest worker that ran JAX's tests has JAX's threads, which a run of the command line
+    # never has when it forks its helper (before the adapters load frameworks); the helper
+    # calls no JAX, so the fork is safe here too, and ``allowed`` lets it happen
+    pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning"),
+]
+
+
+@pytest.fixture
+def allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A helper may start whatever this pytest worker imported before (see above)."""
+    monkeypatch.setattr(prefetch, "start_method", lambda: "fork")
+
+
+#: small cases (frozen-size), medium ones the helper takes, one with its values in the file
+CASES = """
+defaults:
+  dtype: [float64, float32]
+cases:
+  - name: small_first
+    why: a case the run reaches before the helper's
+    logits: [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+    target: [0, 2]
+    expected: oracle
+  - name: written_out
+    why: values in the file, no oracle
+    logits: [[0.0, 0.0]]
+    target: [0]
+    expected:
+      loss: 0.6931471805599453
+      grad: [[-0.5, 0.5]]
+{medium}
+  - name: small_last
+    why: a case after the medium ones
+    logits: [[3.0, 1.0], [1.0, 3.0]]
+    target: [1, 1]
+    reduction: sum
+    expected: oracle
+"""
+
+MEDIUM = """  - name: medium_{i}
+    why: enough logits for a helper
+    logits: {{generate: normal, shape: [{rows}, 64], seed: {seed}}}
+    target: {{generate: labels, shape: [{rows}], seed: {seed2}, classes: 64}}
+    weight: {{generate: uniform, shape: [64], seed: {seed3}, low: 0.5, high: 2.0}}
+    expected: oracle"""
+
+
+@pytest.fixture
+def case_file(tmp_path: Path) -> Path:
+    medium = "\n".join(
+        MEDIUM.format(i=i, rows=600 + 40 * i, seed=10 + i, seed2=30 + i, seed3=50 + i)
+        for i in range(4)
+    )
+    path = tmp_path / "cases.yaml"
+    path.write_text(CASES.format(medium=medium))
+    return path
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(folder))
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    monkeypatch.setattr(expected_cache, "_linear_memory", {})
+    return folder
+
+
+def _run(case_file: Path, report: Path) -> list[dict]:
+    from harness.cli.main import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main(
+            ["--adapter", "numpy", "-q", "--cases", str(case_file), "--report", str(report)]
+        )
+    assert code == 0, out.getvalue()
+    results = json.loads(report.read_text())["results"]
+    volatile = ("seconds", "bytes", "time")
+    return [{k: v for k, v in r.items() if not any(w in k for w in volatile)} for r in results]
+
+
+class Watched:
+    """What the run's helper did: its items' final states."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.states: list[int] = []
+        self.started = 0
+        real_close = prefetch.Prefetch.close
+
+        def close(helper: prefetch.Prefetch) -> None:
+            self.started += 1
+            real_close(helper)  # the helper has stopped: its states are final
+            self.states = list(helper.state[:])
+
+        monkeypatch.setattr(prefetch.Prefetch, "close", close)
+
+
+def test_the_helper_changes_no_result_nor_their_order(
+    case_file, empty_cache, allowed, tmp_path, monkeypatch
+):
+    watched = Watched(monkeypatch)
+    monkeypatch.setitem(expected_cache.stats, "computed", 0)
+    with_helper = _run(case_file, tmp_path / "with.json")
+    assert watched.started == 1
+    # six oracle cases in two dtypes, each value computed once: by the helper or by the run
+    # (how many each takes depends on their speeds)
+    assert len(watched.states) == 12
+    assert set(watched.states) <= {prefetch.DONE, prefetch.RUN}
+    assert watched.states.count(prefetch.RUN) == expected_cache.stats["computed"]
+    helped = [i for i, s in enumerate(watched.states) if s == prefetch.DONE]
+    assert helped == list(range(12 - len(helped), 12)), "the helper works from the end"
+
+    monkeypatch.setattr(prefetch, "MIN_LOGITS", 1 << 62)  # no helper
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path / "other-cache"))
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    without = _run(case_file, tmp_path / "without.json")
+    assert watched.started == 1
+    assert [r["case_id"] for r in with_helper] == [r["case_id"] for r in without]
+    assert json.dumps(with_helper, sort_keys=True) == json.dumps(without, sort_keys=True)
+
+
+def test_a_second_run_starts_no_helper(case_file, empty_cache, allowed, tmp_path, monkeypatch):
+    watched = Watched(monkeypatch)
+    first = _run(case_file, tmp_path / "first.json")
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    second = _run(case_file, tmp_path / "second.json")
+    assert watched.started == 1  # nothing was pending the second time
+    assert first == second
+
+
+def _medium_items(case_file: Path) -> list:
+    cases = load_paths([case_file]).cases
+    return prefetch.pending_items(cases)
+
+
+def test_the_items_are_the_oracle_values_the_cache_lacks(case_file, empty_cache):
+    items = _medium_items(case_file)
+    names = [(case.name, kind, dtype) for (kind, _, dtype), case in items]
+    assert names == [
+        (n, "ce", d)
+        for n in ("small_first", "medium_0", "medium_1", "medium_2", "medium_3", "small_last")
+        for d in ("float64", "float32")
+    ]
+    (_, _, dtype), case = items[0]
+    case.expected_for(dtype)  # now in memory: no longer pending
+    assert len(prefetch.pending_items([case])) == 1
+
+
+def test_a_helper_alone_computes_every_item_once(case_file, empty_cache, monkeypatch):
+    """Left alone, the helper stores every value from the last backwards; the run then
+    reads each from the disk and computes none."""
+    monkeypatch.setattr(prefetch, "HELPER_MIN_LOGITS", 1 << 62)  # NumPy: no numba to load
+    items = _medium_items(case_file)
+    helper = prefetch.Prefetch(items)
+    helper.process.start()
+    helper.process.join(120)
+    try:
+        assert helper.process.exitcode == 0
+        assert list(helper.state[:]) == [prefetch.DONE] * len(items)
+        monkeypatch.setitem(expected_cache.stats, "computed", 0)
+        expected_cache.set_helper(helper)
+        for (_, _, dtype), case in items:
+            case.expected_for(dtype)
+        assert expected_cache.stats["computed"] == 0
+        assert expected_cache.stats["disk_hits"] >= len(items)
+    finally:
+        helper.close()
+
+
+def test_a_helper_that_dies_leaves_its_item_to_the_run(case_file, empty_cache, monkeypatch):
+    """A helper killed while it computes (out of memory, a signal) never makes the run
+    wait for it: the run computes that value itself."""
+    items = _medium_items(case_file)
+
+    def claim_and_die(self: prefetch.Prefetch) -> None:
+        assert self._claim_from_end(len(self.items) - 1)
+        os._exit(1)
+
+    monkeypatch.setattr(prefetch.Prefetch, "_work", claim_and_die)
+    helper = prefetch.Prefetch(items)
+    helper.process.start()
+    try:
+        last = items[-1][0]
+        deadline = time.monotonic() + 60
+        while helper.state[len(items) - 1] != prefetch.HELPER:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert helper.settled(last) is False  # the helper died holding it
+        assert helper.settled(items[0][0]) is False  # FREE: now the run's
+        assert helper.state[0] == prefetch.RUN
+        assert helper.settled(("ce", "not-an-item", "float32")) is False
+    finally:
+        helper.close()
+    assert helper.process.exitcode == 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"jobs": 2}, {"list_only": True}, {"world_size": 2}],
+    ids=["jobs", "list", "world-size"],
+)
+def test_no_helper_where_it_cannot_help(changes, empty_cache, allowed):
+    assert prefetch.applies(RunConfig())
+    assert not prefetch.applies(RunConfig(**changes))
+
+
+def test_no_helper_without_a_disk_cache(allowed, monkeypatch):
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", "off")
+    assert not prefetch.applies(RunConfig())
+
+
+def test_no_helper_beside_a_threaded_framework(empty_cache, monkeypatch):
+    """A fork would copy a framework's threads half-initialised: no helper then."""
+    monkeypatch.setattr(prefetch, "start_method", lambda: "spawn")
+    assert not prefetch.applies(RunConfig())
