@@ -26,6 +26,7 @@ from harness.oracle.bounds import (
     _MIN_OK,
     E_TINY,
     EPS_EXP,
+    EPS_EXP_FAST,
     EPS_OP,
     TINY_D,
 )
@@ -205,6 +206,99 @@ def _exp_tile(
 
 
 @njit(cache=True, error_model="numpy")
+def _exp_tile_fast(
+    xi: np.ndarray,
+    j0: int,
+    j1: int,
+    m: float,
+    tab: np.ndarray,
+    red: np.ndarray,
+    eh_row: np.ndarray,
+    el_row: np.ndarray,
+    tile: np.ndarray,
+) -> int:
+    """``_exp_tile`` with one table instead of two, relative error below EPS_EXP_FAST
+    (``harness.oracle.fast``'s module docstring derives it): x_j - m = k ln2/4096 + r with
+    ln2/4096 in three pieces (``red``: the pieces, then 4096/ln2), ``exp(r) - 1`` by a
+    polynomial of degree 6 whose leading terms r and r**2/2 are kept exact, times
+    ``2**(k/4096)`` from ``tab``'s first table (a double-double). About half of
+    ``_exp_tile``'s operations, and two look-ups instead of four. The same three loops."""
+    q1, q2, q3, inv = red[0], red[1], red[2], red[3]
+    kk = tile[0]
+    n = j1 - j0
+    xs = xi[j0:j1]
+    eo = eh_row[j0:j1]
+    lo = el_row[j0:j1]
+    for j in range(n):  # k
+        dh = np.float64(xs[j]) - m
+        ah = dh if dh >= TINY_D else TINY_D
+        kk[j] = np.rint(ah * inv)
+    th, tl = tile[1], tile[2]
+    for j in range(n):  # the table look-ups
+        b = np.int64(kk[j]) & 4095
+        th[j] = tab[0, b]
+        tl[j] = tab[1, b]
+    n_tiny = 0
+    for j in range(n):
+        dh, dl = two_sum(np.float64(xs[j]), -m)
+        tiny = dh < TINY_D
+        ah = dh if dh >= TINY_D else TINY_D
+        k = kk[j]
+        # r = rh + rl: k q1 and k q2 are exact (|k| < 2**22, q1 and q2 of 30 bits), and so
+        # is ah - k q1 (Sterbenz)
+        rh, e2 = two_sum(ah - k * q1, -k * q2)
+        rl = (e2 + dl) - k * q3
+        # exp(r) - 1 = rh + w/2 + c: w + we = rh**2 exactly, t = rh**3/6 + ... + rh**6/720,
+        # c = t + we/2 + rl exp(rh) + rl**2/2 (to the orders the bound keeps)
+        w, we = two_prod(rh, rh)
+        t = w * rh * ((1.0 / 6) + rh * ((1.0 / 24) + rh * ((1.0 / 120) + rh * (1.0 / 720))))
+        hw = 0.5 * w
+        c = (t + 0.5 * we) + rl * (1.0 + (rh + ((hw + t) + 0.5 * rl)))
+        # (Th + Tl)(1 + rh + w/2 + c): Th rh and Th w/2 exact, summed exactly onto Th
+        t_h = th[j]
+        t_l = tl[j]
+        a, ae = two_prod(t_h, rh)
+        b, be = two_prod(t_h, hw)
+        s, e1 = fast_two_sum(t_h, a)
+        s, e3 = fast_two_sum(s, b)
+        low = fma(t_h, c, ((e1 + e3) + (ae + be)) + (t_l + t_l * (rh + (hw + c))))
+        s, e = fast_two_sum(s, low)
+        f = bits_float(((np.int64(k) >> 12) + 1023) << 52)
+        eo[j] = 0.0 if tiny else s * f
+        lo[j] = 0.0 if tiny else e * f
+        n_tiny += tiny
+    return n_tiny
+
+
+@njit(cache=True, error_model="numpy")
+def _tile_sum(eh_row: np.ndarray, el_row: np.ndarray, j0: int, j1: int,
+              tile: np.ndarray) -> tuple[float, float]:  # fmt: skip
+    """The sum of the exponentials [j0, j1) (all >= 0), as a double-double. A full tile is
+    summed as a tree, half onto half, each level one loop in SIMD lanes (into ``tile``'s
+    rows 3 and 4); a shorter one in order. Either way each addition errs by at most EPS_OP
+    of its result, a partial sum of non-negative terms."""
+    n = j1 - j0
+    eo = eh_row[j0:j1]
+    lo = el_row[j0:j1]
+    if n != _TILE:
+        sh = 0.0
+        sl = 0.0
+        for j in range(n):
+            sh, sl = _sum_same_sign(sh, sl, eo[j], lo[j])
+        return sh, sl
+    h = _TILE // 2
+    ah, al = tile[3], tile[4]
+    for j in range(h):
+        ah[j], al[j] = _sum_same_sign(eo[j], lo[j], eo[h + j], lo[h + j])
+    while h > 1:
+        h //= 2
+        bh, bl = ah[h : 2 * h], al[h : 2 * h]
+        for j in range(h):
+            ah[j], al[j] = _sum_same_sign(ah[j], al[j], bh[j], bl[j])
+    return ah[0], al[0]
+
+
+@njit(cache=True, error_model="numpy")
 def _sum_same_sign(ah: float, al: float, bh: float, bl: float) -> tuple[float, float]:
     """(ah + al) + (bh + bl) for two double-doubles of one sign: relative error < EPS_OP."""
     s, e = two_sum(ah, bh)
@@ -228,6 +322,12 @@ def certified(h: float, low: float, err: float) -> bool:
     return low + err < _HALF_MARGIN * up and low - err > -_HALF_MARGIN * down
 
 
+#: ``_row``'s outcomes: the row is done (certified, or marked bad), or its values are not
+#: all certified and it is computed again with the precise exponential
+_DONE = 0
+_AGAIN = 1
+
+
 @njit(parallel=True, cache=True, error_model="numpy")
 def rows(
     x: np.ndarray,
@@ -240,17 +340,26 @@ def rows(
     tab: np.ndarray,
     pieces: np.ndarray,
     inv: float,
+    red: np.ndarray,
     loss: np.ndarray,
     grad: np.ndarray,
     bad: np.ndarray,
+    again: np.ndarray,
     scratch: np.ndarray,
 ) -> None:
     """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
     set where anything is not certified or not finite (the row goes to mpmath; its
-    gradient row is left as it was). An ignored row keeps loss 0 and gets gradient 0, NaN
+    gradient row is left as it was); ``again`` set where the row was computed a second
+    time, with the precise exponentials (below). An ignored row keeps loss 0 and gets gradient 0, NaN
     in a row holding NaN or +inf or only -inf (``0 * nan``). ``scratch`` (K, 2, C): the
     rows go in min(N, K) chunks, each keeping its exponentials in one of them (no
-    allocation per row)."""
+    allocation per row).
+
+    Each row is computed with ``_exp_tile_fast``'s exponentials first; a row whose values
+    are not all certified that way (about one gradient entry in 2**30 is too close to a
+    rounding boundary for its bound) is computed again with ``exp_dd``'s, as ``fast``
+    computes it, and only what that leaves undecided goes to mpmath. ``tab``, ``pieces``,
+    ``inv``: ``exp_dd``'s tables and reduction; ``red``: ``_exp_tile_fast``'s."""
     n = x.shape[0]
     n_chunks = min(n, scratch.shape[0])
     for k in prange(n_chunks):
@@ -258,8 +367,13 @@ def rows(
         el_row = scratch[k, 1]
         tile = np.empty((5, _TILE))
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
-            _row(i, x, y, ignore_index, w, sh, sl, want_grad, tab, pieces, inv, loss, grad, bad,
-                 eh_row, el_row, tile)  # fmt: skip
+            for fast in (True, False):
+                if _row(i, x, y, ignore_index, w, sh, sl, want_grad, tab, pieces, inv, red, fast,
+                        loss, grad, bad, eh_row, el_row, tile) == _DONE:  # fmt: skip
+                    break
+                again[i] = True
+                if not fast:
+                    bad[i] = True
 
 
 @njit(cache=True, error_model="numpy")
@@ -275,15 +389,18 @@ def _row(
     tab: np.ndarray,
     pieces: np.ndarray,
     inv: float,
+    red: np.ndarray,
+    fast: bool,
     loss: np.ndarray,
     grad: np.ndarray,
     bad: np.ndarray,
     eh_row: np.ndarray,
     el_row: np.ndarray,
     tile: np.ndarray,
-) -> None:
-    """Row i of ``rows`` (``eh_row``, ``el_row``: scratch of C values; ``tile``:
-    ``_exp_tile``'s)."""
+) -> int:
+    """Row i of ``rows`` with ``_exp_tile_fast``'s exponentials (``fast``) or ``exp_dd``'s
+    (``eh_row``, ``el_row``: scratch of C values; ``tile``: the tiles' scratch): ``_DONE``,
+    or ``_AGAIN`` where a value is not certified (with ``fast``, the loss too)."""
     c = x.shape[1]
     yi = y[i]
     m = -np.inf
@@ -302,32 +419,27 @@ def _row(
             v = np.nan if nan_row or m == -np.inf else 0.0
             for j in range(c):
                 grad[i, j] = v
-        return
+        return _DONE
     if not finite or not (abs(sh[i]) < np.inf):
         bad[i] = True
-        return
+        return _DONE
+    # the exponentials tile by tile, and z their sum: each tile's sum (``_tile_sum``) added
+    # to the total. Every term is >= 0, so each of the C - 1 additions errs by at most
+    # EPS_OP of a partial sum <= z, in whatever order they are made
     n_tiny = 0
-    for j0 in range(0, c, _TILE):
-        n_tiny += _exp_tile(x[i], j0, min(c, j0 + _TILE), m, tab, pieces, inv, eh_row, el_row,
-                            tile)  # fmt: skip
-    # z = the sum of the exponentials: each group of four summed pairwise, then added to the
-    # total, so that the additions of one group need not wait for the total's. Every term
-    # is >= 0, so each of the C - 1 additions errs by at most EPS_OP of a partial sum <= z,
-    # as in one sequential sum
     zh = 0.0
     zl = 0.0
-    j = 0
-    while j + 4 <= c:
-        ah, al = _sum_same_sign(eh_row[j], el_row[j], eh_row[j + 1], el_row[j + 1])
-        bh, bl = _sum_same_sign(eh_row[j + 2], el_row[j + 2], eh_row[j + 3], el_row[j + 3])
-        ah, al = _sum_same_sign(ah, al, bh, bl)
-        zh, zl = _sum_same_sign(zh, zl, ah, al)
-        j += 4
-    while j < c:
-        zh, zl = _sum_same_sign(zh, zl, eh_row[j], el_row[j])
-        j += 1
+    for j0 in range(0, c, _TILE):
+        j1 = min(c, j0 + _TILE)
+        if fast:
+            n_tiny += _exp_tile_fast(x[i], j0, j1, m, tab, red, eh_row, el_row, tile)
+        else:
+            n_tiny += _exp_tile(x[i], j0, j1, m, tab, pieces, inv, eh_row, el_row, tile)
+        th, tl = _tile_sum(eh_row, el_row, j0, j1, tile)
+        zh, zl = _sum_same_sign(zh, zl, th, tl)
+    eps_e = EPS_EXP_FAST if fast else EPS_EXP  # the exponentials' relative error
     # z >= 1: its relative error (C - 1 additions: EPS_OP per term)
-    z_rel = EPS_EXP + (c + 2) * EPS_OP + n_tiny * E_TINY
+    z_rel = eps_e + (c + 2) * EPS_OP + n_tiny * E_TINY
     # log z: y0 = log(z_hi), one Newton step (fast._log_dd)
     y0 = math.log(zh)
     wh, wl = exp_dd(-y0, 0.0, tab, pieces, inv)
@@ -336,8 +448,7 @@ def _row(
     lzh, lzl = two_sum(y0, d - 0.5 * d * d)
     lzh, lzl = fast_two_sum(lzh, lzl)
     if not abs(d) < 2.0**-30:
-        bad[i] = True
-        return
+        return _AGAIN
     lz_err = EPS_EXP + 4 * EPS_OP * (1 + abs(lzh)) + abs(d) ** 3 + 2 * z_rel
     # the loss: -w_y (x_y - m - log z)
     wy = w[yi]
@@ -353,20 +464,25 @@ def _row(
     loss[i, 2] = n_err
     if not (abs(nh) < _MAX_OK and abs(nl) < np.inf and n_err < np.inf):
         bad[i] = True
+        return _DONE
+    # a loss not certified alone (whether it must be is the caller's to decide: a reduced
+    # loss is certified as a total) might be with the precise exponentials
+    if fast and wy != 0 and not certified(nh, nl, n_err):
+        return _AGAIN
     if not want_grad:
-        return
+        return _DONE
     # 1/z by one Newton step from 1/z_hi
     q0 = 1.0 / zh
     rh, rl = dd_mul(zh, zl, q0, 0.0)
     r = (1.0 - rh) - rl
     izh, izl = fast_two_sum(q0, q0 * r)
-    p_rel = EPS_EXP + z_rel + 2 * r * r + 8 * EPS_OP
+    p_rel = eps_e + z_rel + 2 * r * r + 8 * EPS_OP
     qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
     q_err = 4 * EPS_OP * abs(qh)
     if sh[i] == 0 or wy == 0:  # s w_y = 0: every entry is exactly 0 (not an underflow)
         for j in range(c):
             grad[i, j] = 0.0
-        return
+        return _DONE
     ch, cl = dd_mul(izh, izl, qh, ql)
     g_rel = p_rel + 8 * EPS_OP
     # every entry as a non-target one, without branches (the loop runs in SIMD lanes), then
@@ -391,8 +507,7 @@ def _row(
     g_err = abs(qh) * o_err + abs(oh) * q_err + 4 * EPS_OP * abs(gh)
     grad[i, yi] = gh
     n_bad += not _certified_lanes(gh, gl, g_err)
-    if n_bad:
-        bad[i] = True
+    return _AGAIN if n_bad else _DONE
 
 
 @njit(cache=True, error_model="numpy")

@@ -6,6 +6,8 @@ module docstring derives them), shared by its NumPy and compiled paths."""
 EPS_OP = 2.0**-100
 #: relative error of the double-double exp
 EPS_EXP = 2.0**-93
+#: relative error of the compiled path's one-table exp (``_kernel._exp_tile_fast``)
+EPS_EXP_FAST = 2.0**-91
 #: below this (relative to the row maximum) an exponential counts as 0, with error E_TINY
 TINY_D = -600.0
 E_TINY = 2.7e-261  # > exp(-600) = 2.65e-261

@@ -97,8 +97,9 @@ from harness.oracle.problem import Expected, Problem, class_last
 #: float64 elements per block of work (64 KiB temporaries: they stay in cache and on the heap)
 CHUNK_ELEMENTS = 8192
 #: counts for this process (tests and benchmarks read them): problems, positions
-#: recomputed in mpmath, problems recomputed whole in mpmath
-stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0}
+#: recomputed in mpmath, problems recomputed whole in mpmath, positions the compiled kernel
+#: computed a second time with the precise exponential (``harness.oracle.compiled``)
+stats = {"problems": 0, "rows": 0, "rows_mpmath": 0, "whole_mpmath": 0, "rows_precise": 0}
 
 
 # ---------------------------------------------------------------- error-free transformations
@@ -168,6 +169,7 @@ def preload_tables() -> None:
     """Compute the exponential's tables now (in mpmath, about 0.1 s), e.g. on a thread
     beside other work (``harness.execution.streaming``), instead of at the first large case."""
     _tables()
+    reduction_4096()
 
 
 @functools.lru_cache(maxsize=1)
@@ -193,6 +195,23 @@ def _tables():
         piece.append(float(rest))
         inv = float(2**24 / ln2)
     return out, piece, inv
+
+
+@functools.lru_cache(maxsize=1)
+def reduction_4096() -> np.ndarray:
+    """The compiled path's one-table exponential's argument reduction
+    (``harness.oracle._kernel._exp_tile_fast``): ln2/4096 in three pieces, the first two of
+    30 bits (so that ``k * piece`` is exact for ``|k| < 2**23``), then 4096/ln2."""
+    mp = mpmath
+    with mp.workprec(200):
+        rest, out = mp.ln2 / 4096, []
+        for _ in range(2):
+            with mp.workprec(30):
+                p = +rest
+            out.append(float(p))
+            rest -= p
+        out += [float(rest), float(4096 / mp.ln2)]
+    return np.array(out)
 
 
 def _exp_dd(ah, al):
@@ -621,6 +640,7 @@ class _Fast:
         (t1h, t1l, t2h, t2l), pieces, inv = _tables()
         loss = np.zeros((hi - lo, 3))
         bad = np.zeros(hi - lo, bool)
+        again = np.zeros(hi - lo, bool)
         r0 = self.grad_row0
         grad = self.grad[lo - r0 : hi - r0] if self.grad is not None else np.zeros((1, 1))
         if self.scratch is None:
@@ -636,11 +656,14 @@ class _Fast:
             np.stack([t1h, t1l, t2h, t2l]),
             np.array(pieces),
             inv,
+            reduction_4096(),
             loss,
             grad,
             bad,
+            again,
             self.scratch,
         )
+        stats["rows_precise"] += int(np.count_nonzero(again))
         for k in range(3):
             self.loss[k][lo:hi] = loss[:, k]
         self.fallback[lo:hi] |= bad
