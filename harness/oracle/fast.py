@@ -78,7 +78,7 @@ import math
 
 import numpy as np
 
-from harness.oracle import compiled
+from harness.oracle import compiled, pages
 from harness.oracle import exact as ref
 from harness.oracle.bounds import (
     _ABS_SLACK,
@@ -169,7 +169,7 @@ def preload_tables() -> None:
     """Compute the exponential's tables now (in mpmath, about 0.1 s), e.g. on a thread
     beside other work (``harness.execution.streaming``), instead of at the first large case."""
     _tables()
-    reduction_4096()
+    one_table_exp()
 
 
 @functools.lru_cache(maxsize=1)
@@ -198,10 +198,12 @@ def _tables():
 
 
 @functools.lru_cache(maxsize=1)
-def reduction_4096() -> np.ndarray:
-    """The compiled path's one-table exponential's argument reduction
-    (``harness.oracle._kernel._exp_tile_fast``): ln2/4096 in three pieces, the first two of
-    30 bits (so that ``k * piece`` is exact for ``|k| < 2**23``), then 4096/ln2."""
+def one_table_exp() -> tuple[np.ndarray, np.ndarray]:
+    """The compiled path's one-table exponential (``harness.oracle._kernel._exp_tile_fast``):
+    its table (4096, 2), ``2**(j/4096)`` as (hi, lo) side by side (one cache line per
+    look-up), and its argument reduction (4,): ln2/4096 in three pieces, the first two of 30
+    bits (so that ``k * piece`` is exact for ``|k| < 2**23``), then 4096/ln2."""
+    (t1h, t1l, _, _), _, _ = _tables()
     mp = mpmath
     with mp.workprec(200):
         rest, out = mp.ln2 / 4096, []
@@ -211,7 +213,7 @@ def reduction_4096() -> np.ndarray:
             out.append(float(p))
             rest -= p
         out += [float(rest), float(4096 / mp.ln2)]
-    return np.array(out)
+    return np.ascontiguousarray(np.stack([t1h, t1l], axis=1)), np.array(out)
 
 
 def _exp_dd(ah, al):
@@ -571,7 +573,7 @@ class _Fast:
             if self.p.reduction == "mean" and np.all(self.ignored) and not self.kernel:
                 return self._all_ignored_mean()
             return None  # inf or nan factors: the mpmath oracle decides
-        self.grad = np.zeros((self.n_pos, self.c)) if self.want_grad else None
+        self.grad = pages.zeros((self.n_pos, self.c)) if self.want_grad else None
         self.rows(0, self.n_pos)
         return self._finish(self.p.reduction != "none")
 
@@ -656,7 +658,7 @@ class _Fast:
             np.stack([t1h, t1l, t2h, t2l]),
             np.array(pieces),
             inv,
-            reduction_4096(),
+            *one_table_exp(),
             loss,
             grad,
             bad,

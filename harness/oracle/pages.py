@@ -1,0 +1,31 @@
+"""Zeroed float64 arrays for large results written once (the oracle's gradient), on the
+system's ordinary pages.
+
+NumPy advises the kernel to back every array above 4 MiB with transparent huge pages
+(``madvise(MADV_HUGEPAGE)``). Where memory is fragmented, or a virtual machine's memory is
+backed lazily by its host, the first write to each 2 MiB page then costs milliseconds: on
+the development machine, writing a fresh 1 GiB float64 array took 3.2 s of (system) CPU with
+that advice and 0.6 s without it (``docs/performance.md``, the oracle). An anonymous memory
+map without the advice gets the system's default pages (huge ones too where the system's
+policy is ``always``); its memory is returned when the array and its views are gone.
+"""
+
+from __future__ import annotations
+
+import math
+import mmap
+
+import numpy as np
+
+#: NumPy's own threshold for the advice: smaller arrays come from ``np.zeros``
+MIN_BYTES = 1 << 22
+
+
+def zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """A writable float64 array of ``shape``, all 0.0; from ``MIN_BYTES`` on, in memory of its
+    own (mapped lazily: each page is made and zeroed by the system when first written, by
+    whichever thread writes it)."""
+    size = math.prod(shape) * 8
+    if size < MIN_BYTES:
+        return np.zeros(shape)
+    return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape(shape)
