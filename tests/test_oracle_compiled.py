@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import math
 
 import numpy as np
 import pytest
@@ -332,3 +333,120 @@ def test_the_row_kernel_takes_the_faster_thread_count():
     assert picks[:3] == [2, 2, 1]
     assert picks[3:16] == [1] * 13 and picks[16] == 2 and picks[17:32] == [1] * 15
     assert compiled.ThreadChoice()._pick(1) == 1
+
+
+def _one_table_exp(x: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """``_exp_tile_fast``'s exp(x - m) (0 below -600) of a 1-D ``x``, tile by tile, and how
+    many were below -600."""
+    from harness.oracle import _kernel
+
+    tab1, red = oracle_fast.one_table_exp()
+    eh, el = np.empty(x.size), np.empty(x.size)
+    tile = np.empty((5, _kernel._TILE))
+    n_tiny = 0
+    for j0 in range(0, x.size, _kernel._TILE):
+        j1 = min(x.size, j0 + _kernel._TILE)
+        n_tiny += _kernel._exp_tile_fast(x, j0, j1, m, tab1, red, eh, el, tile)
+    return eh, el, n_tiny
+
+
+def test_the_one_table_exp_is_within_its_stated_bound():
+    """``_exp_tile_fast`` against mpmath: relative error below EPS_EXP_FAST at the edges of
+    its argument reduction (|r| largest: arguments half a step ln2/4096 from a multiple of
+    it), over -600..0, near -600 (where the low part's scaling underflows), with a low part
+    (a float64 maximum whose x - m is not exact) and for float32 logits."""
+    import mpmath
+
+    from harness.oracle.bounds import EPS_EXP_FAST, TINY_D
+
+    rng = np.random.default_rng(21)
+    step = math.log(2) / 4096
+    k = -rng.integers(0, 600 / step, 600)
+    edges = (k + rng.choice([-0.5, 0.5], k.size)) * step
+    edges = edges * (1 + rng.integers(-4, 5, k.size) * 2.0**-52)  # a few ulps either side
+    d = np.concatenate([
+        edges[(edges <= 0) & (edges >= TINY_D)], rng.uniform(TINY_D, 0, 600),
+        TINY_D + rng.uniform(0, 1e-3, 100), -np.logspace(-300, 2.7, 100), [0.0, TINY_D],
+    ])  # fmt: skip
+    for m in (0.0, 123.456789012345678, -1e-7 * math.pi):
+        x = d + m
+        dh = x - m
+        eh, el, n_tiny = _one_table_exp(x, m)
+        assert n_tiny == np.count_nonzero(dh < TINY_D)
+        with mpmath.workprec(200):
+            for i in np.nonzero(dh >= TINY_D)[0]:
+                v = mpmath.exp(mpmath.mpf(x[i]) - mpmath.mpf(m))
+                assert abs((mpmath.mpf(eh[i]) + mpmath.mpf(el[i])) / v - 1) < EPS_EXP_FAST, x[i]
+    x32 = (rng.normal(size=3000) * 100).astype(np.float32)
+    m32 = float(x32.max())
+    eh, el, _ = _one_table_exp(x32, m32)
+    with mpmath.workprec(200):
+        for i in np.nonzero(x32.astype(np.float64) - m32 >= TINY_D)[0]:
+            v = mpmath.exp(mpmath.mpf(float(x32[i])) - mpmath.mpf(m32))
+            assert abs((mpmath.mpf(eh[i]) + mpmath.mpf(el[i])) / v - 1) < EPS_EXP_FAST
+    assert np.all(eh[x32.astype(np.float64) - m32 < TINY_D] == 0)
+
+
+@pytest.mark.parametrize("classes", [1, 511, 512, 513, 1537])
+def test_rows_of_any_width_and_of_tiny_exponentials(classes):
+    """Widths around the kernel's tile (512 logits: full tiles are summed as trees, the rest
+    in order) with rows whose exponentials are mostly below exp(-600), ordinary rows and
+    float64 rows with low parts (x - max not exact)."""
+    rng = np.random.default_rng(classes)
+    x = rng.normal(size=(4, classes)) * 3
+    x[1] = -np.arange(classes) * 7.0  # from exp(0) down to far below exp(-600)
+    x[2] = x[2] * 1e-9 + 1e-300  # the maximum tiny, the rest far from it in exponent
+    x[3] = 1e5 + rng.normal(size=classes) * 300  # float64 low parts
+    t = rng.integers(0, classes, 4)
+    for x_dtype in (np.float64, np.float32):
+        p = Problem(x.astype(x_dtype), t, False, reduction="none", grad_output=rng.normal(size=4))
+        three_ways(p)
+
+
+def test_rounding_ties_go_to_mpmath_after_the_precise_exponential():
+    """Gradient entries exactly halfway between two float64 (equal logits, 2**k classes: p =
+    2**-k; w (1 + 2**-30) times grad_output (1 + 2**-23) needs 54 bits) are certified by
+    neither exponential: the row is computed again with the precise one, then in mpmath; rows
+    beside it are not."""
+    x = np.zeros((3, 1024))
+    x[1] = np.random.default_rng(4).normal(size=1024)
+    t = np.array([5, 6, 7])
+    p = Problem(
+        x, t, False, reduction="none", weight=np.full(1024, 1 + 2.0**-30),
+        grad_output=np.array([1 + 2.0**-23, 1.0, 1.0]),
+    )  # fmt: skip
+    before = dict(oracle_fast.stats)
+    three_ways(p)
+    # three_ways runs the kernel once: row 0 alone is tried twice and settled in mpmath
+    # (by the NumPy path too, whose count this includes)
+    assert oracle_fast.stats["rows_precise"] - before["rows_precise"] == 1
+    assert oracle_fast.stats["rows_mpmath"] - before["rows_mpmath"] == 2
+
+
+def test_the_precise_exponential_gives_the_same_values():
+    """A row computed with the precise exponential (the kernel's second try) gives the bits
+    of the first try where both certify every value: rows of narrow to wide spreads."""
+    from harness.oracle import _kernel
+
+    rng = np.random.default_rng(8)
+    n, c = 6, 2000
+    x = rng.normal(size=(n, c)) * np.array([1.0, 10.0, 60.0, 1e-6, 0.1, 30.0])[:, None]
+    y = rng.integers(0, c, n)
+    (t1h, t1l, t2h, t2l), pieces, inv = oracle_fast._tables()
+    tab = np.stack([t1h, t1l, t2h, t2l])
+    tab1, red = oracle_fast.one_table_exp()
+    out = {}
+    for fast in (True, False):
+        loss, grad, bad = np.zeros((n, 3)), np.zeros((n, c)), np.zeros(n, bool)
+        eh, el, tile = np.empty(c), np.empty(c), np.empty((5, _kernel._TILE))
+        done = [
+            _kernel._row(i, x, y, -100, np.ones(c), np.ones(n), np.zeros(n), True, tab,
+                         np.array(pieces), inv, tab1, red, fast, loss, grad, bad, eh, el, tile)
+            for i in range(n)
+        ]  # fmt: skip
+        assert done == [_kernel._DONE] * n and not bad.any()
+        out[fast] = loss, grad
+    assert out[True][1].tobytes() == out[False][1].tobytes()
+    certified = oracle_fast._certified(*out[True][0].T) & oracle_fast._certified(*out[False][0].T)
+    assert certified.all()
+    assert out[True][0][:, 0].tobytes() == out[False][0][:, 0].tobytes()

@@ -1,6 +1,8 @@
 """numba code of ``harness.oracle.compiled`` (imported only when numba is installed and a
 problem is large enough). The functions mirror ``harness.oracle.fast``'s, one value at a
-time; the constants come from ``harness.oracle.bounds`` and are compiled in.
+time, but for the cheaper exponential that ``rows`` tries first (``_exp_tile_fast``, whose
+error ``fast``'s module docstring bounds); the constants come from ``harness.oracle.bounds``
+and are compiled in.
 
 Two operations differ in how, not in what: the error of a product comes from one fused
 multiply-add (``fma(a, b, -a b)``, exact wherever Dekker's splitting product of ``fast`` is

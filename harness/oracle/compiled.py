@@ -3,15 +3,18 @@
 Class-index targets without label smoothing, optional class weights, no kernel fields,
 float32 or float64 logits: the case of every large language-model batch. The NumPy path
 (``harness.oracle.fast``) makes about 100 to 150 array passes per logit; here each row is
-one loop over its logits for the exponentials and their sum, and one for the gradient,
+a few loops over its logits (its maximum, the exponentials and their sum, the gradient)
 in the same double-double arithmetic with the same error bounds (see ``fast``'s module
-docstring), rows spread over the cores (``numba.prange``).
+docstring), rows spread over the cores (``numba.prange``). The one difference is the
+exponential: a row is first computed with a cheaper one (one table instead of two,
+relative error below ``EPS_EXP_FAST = 2**-91`` instead of ``EPS_EXP = 2**-93``), and only a
+row whose values are not all certified that way is computed again with ``fast``'s.
 
 Nothing is decided here that ``fast`` does not decide: a row whose values are not all
-certified (the interval of each value rounds to one float64, normal and finite) is
-flagged and recomputed by the mpmath oracle, exactly as in ``fast``. Certified values
-are the correctly rounded ones, so this path, the NumPy path and mpmath agree bit for bit
-(``tests/test_oracle_compiled.py``).
+certified (the interval of each value rounds to one float64, normal and finite), with
+``fast``'s exponential too, is flagged and recomputed by the mpmath oracle, exactly as in
+``fast``. Certified values are the correctly rounded ones, so this path, the NumPy path and
+mpmath agree bit for bit (``tests/test_oracle_compiled.py``).
 
 numba is optional (``pip install lossconf[fast]``; part of ``all``): without it, or for
 other problems, ``fast`` uses NumPy. Compiled code is cached on disk by numba
