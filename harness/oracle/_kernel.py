@@ -257,15 +257,15 @@ def _exp_tile_fast(
         t = w * rh * ((1.0 / 6) + rh * ((1.0 / 24) + rh * ((1.0 / 120) + rh * (1.0 / 720))))
         hw = 0.5 * w
         c = (t + 0.5 * we) + rl * (1.0 + (rh + ((hw + t) + 0.5 * rl)))
-        # (Th + Tl)(1 + rh + w/2 + c): Th rh and Th w/2 exact, summed exactly onto Th
+        # (Th + Tl)(1 + ph + pl) with ph + pl = rh + w/2 + c: Th ph exact, summed exactly
+        # onto Th, the rest in one fused multiply-add
+        ph, pe = fast_two_sum(rh, hw)
+        pl = pe + c
         t_h = th[j]
         t_l = tl[j]
-        a, ae = two_prod(t_h, rh)
-        b, be = two_prod(t_h, hw)
+        a, ae = two_prod(t_h, ph)
         s, e1 = fast_two_sum(t_h, a)
-        s, e3 = fast_two_sum(s, b)
-        low = fma(t_h, c, ((e1 + e3) + (ae + be)) + (t_l + t_l * (rh + (hw + c))))
-        s, e = fast_two_sum(s, low)
+        s, e = fast_two_sum(s, fma(t_h, pl, (e1 + ae) + (t_l + t_l * ph)))
         f = bits_float(((np.int64(k) >> 12) + 1023) << 52)
         eo[j] = 0.0 if tiny else s * f
         lo[j] = 0.0 if tiny else e * f

@@ -38,12 +38,14 @@ Error bounds, with ``u = 2**-53`` (the analysis, then the generous constants use
   with ``w + we = rh**2`` exactly (TwoProduct), ``t = w rh (1/6 + rh (1/24 + rh (1/120 +
   rh/720)))`` (|t| < 2**-43.1, truncation below ``2**-106.9``, rounding below 5u |t| <
   2**-93.8) and ``c = t + we/2 + rl (1 + rh + w/2 + t + rl/2)`` (the terms left out below
-  ``2**-102``): c within ``2**-92.8``, |c| < 2**-42.5. ``exp(a) = 2**K (Th + Tl)(1 + rh + w/2
-  + c)`` with one 4096-entry double-double table ``2**(j/4096)`` (from mpmath, within
-  ``2**-106``), ``Th rh`` and ``Th w/2`` exact (TwoProduct) and added to ``Th`` exactly
-  (FastTwoSum), the rest in one fused multiply-add (rounding below ``2**-94.5``; its addend
-  within ``2**-102``): relative error below ``2**-92.3``; ``EPS_EXP_FAST = 2**-91``. About
-  half the operations of ``exp_dd`` and half the table look-ups.
+  ``2**-102``): c within ``2**-92.8``, |c| < 2**-42.5. ``exp(a) = 2**K (Th + Tl)(1 + ph +
+  pl)`` with one 4096-entry double-double table ``2**(j/4096)`` (from mpmath, within
+  ``2**-106``), ``ph + pe = rh + w/2`` (FastTwoSum) and ``pl = pe + c`` (rounding below
+  ``2**-95.5``); ``Th ph`` exact (TwoProduct) and added to ``Th`` exactly (FastTwoSum), the
+  rest in one fused multiply-add (rounding below ``2**-94.5``; its addend within ``2**-102``;
+  ``Tl pl``, below ``2**-95.5``, left out): relative error below ``2**-92.0`` (observed:
+  ``2**-94.1``); ``EPS_EXP_FAST = 2**-91``. About half the operations of ``exp_dd``, and two
+  table look-ups in one cache line instead of four in two.
 - ``log z`` for ``1 <= z``: ``y = log(z_hi)`` in float64 plus one Newton step
   ``y + d - d**2/2`` with ``d = z exp(-y) - 1``: absolute error below
   ``EPS_EXP + 4 EPS_OP + |d|**3`` plus z's relative error.
