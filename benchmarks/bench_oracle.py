@@ -14,7 +14,10 @@ quarter ignored. Modes: ``nll`` (no weights, no smoothing: the common case),
 float64 log-sum-exp pass over the same array in row chunks (max, subtract, exp,
 sum, log); each row gives wall seconds and the process's CPU seconds (every thread's:
 numba's compiled kernel runs on all cores; on a busy machine the wall time of a parallel
-loop grows more than its CPU time). ``mpmath`` times the 200-bit reference and the oracle on one
+loop grows more than its CPU time), and of those the system's (mostly the page faults of
+the fresh float64 gradient). ``nll-thp`` is ``nll`` with the gradient's memory from
+``np.zeros`` (NumPy advises transparent huge pages for it) instead of
+``harness.oracle.pages.zeros``. ``mpmath`` times the 200-bit reference and the oracle on one
 64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
 on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
 installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
@@ -59,7 +62,7 @@ def make_inputs(rows: int, classes: int, mode: str):
         x[lo : lo + 64] = rng.standard_normal((min(64, rows - lo), classes), dtype=np.float32) * 4
     t = rng.integers(0, classes, rows)
     t[rng.random(rows) < 0.25] = -100
-    if mode == "nll":
+    if mode in ("nll", "nll-thp"):
         return x, Problem(x, t, False)
     w = rng.uniform(0.5, 2.0, classes)
     return x, Problem(x, t, False, weight=w, label_smoothing=0.1)
@@ -81,11 +84,14 @@ def logsumexp_pass(x: np.ndarray) -> np.ndarray:
 
 
 def measure(mode: str, rows: int, classes: int) -> dict:
-    from harness.oracle import cross_entropy
+    from harness.oracle import cross_entropy, pages
     from harness.oracle import fast as oracle_fast
 
+    if mode == "nll-thp":
+        pages.MIN_BYTES = 1 << 62  # every array from np.zeros
     x, problem = make_inputs(rows, classes, mode)
     cross_entropy(problem.__class__(x[:1], problem.target[:1], False))  # tables, imports
+    sys_cpu = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     start, cpu = time.perf_counter(), time.process_time()
     if mode == "baseline":
         logsumexp_pass(x)
@@ -93,11 +99,13 @@ def measure(mode: str, rows: int, classes: int) -> dict:
         cross_entropy(problem, want_grad=mode != "loss")
     seconds = time.perf_counter() - start
     cpu = time.process_time() - cpu
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss * 1024
     return {
         "mode": mode,
         "seconds": seconds,
         "cpu_seconds": cpu,
+        "sys_seconds": usage.ru_stime - sys_cpu,
         "peak_bytes": peak,
         "logits_bytes": x.nbytes,
         "rows_mpmath": oracle_fast.stats["rows_mpmath"],
@@ -320,6 +328,7 @@ MODES = {
     "baseline": "bare float64 logsumexp pass",
     "loss": "oracle, weights + smoothing, loss only",
     "nll": "oracle, loss + float64 grad (no weights, no smoothing)",
+    "nll-thp": "the same, the gradient's memory from `np.zeros` (huge pages)",
     "smooth": "oracle, loss + float64 grad (weights + smoothing 0.1)",
 }
 
@@ -353,16 +362,16 @@ def main() -> None:
         base = results.get("baseline", {}).get("seconds")
         print(
             f"| {args.rows} x {args.classes} float32 | seconds | ns per logit | CPU s (all "
-            "threads) | throughput / baseline | peak RSS / logits bytes | positions recomputed "
-            "in mpmath |"
+            "threads) | of which system | throughput / baseline | peak RSS / logits bytes | "
+            "positions recomputed in mpmath |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for mode, r in results.items():
             ratio = f"{base / r['seconds']:.3f}" if base else "-"
             ns = r["seconds"] / (args.rows * args.classes) * 1e9
             print(
                 f"| {MODES[mode]} | {r['seconds']:.2f} | {ns:.1f} | {r['cpu_seconds']:.2f} | "
-                f"{ratio} | "
+                f"{r['sys_seconds']:.2f} | {ratio} | "
                 f"{r['peak_bytes'] / r['logits_bytes']:.2f} | {r['rows_mpmath']} |"
             )
     if "mpmath" in modes:

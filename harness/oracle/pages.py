@@ -2,12 +2,15 @@
 system's ordinary pages.
 
 NumPy advises the kernel to back every array above 4 MiB with transparent huge pages
-(``madvise(MADV_HUGEPAGE)``). Where memory is fragmented, or a virtual machine's memory is
-backed lazily by its host, the first write to each 2 MiB page then costs milliseconds: on
-the development machine, writing a fresh 1 GiB float64 array took 3.2 s of (system) CPU with
-that advice and 0.6 s without it (``docs/performance.md``, the oracle). An anonymous memory
-map without the advice gets the system's default pages (huge ones too where the system's
-policy is ``always``); its memory is returned when the array and its views are gone.
+(``madvise(MADV_HUGEPAGE)``). Each huge page must then be found whole, and where memory is
+fragmented, or a virtual machine's host has taken back the guest's free memory (as it does
+with free blocks of that size), the first write to each costs far more than the same
+memory in ordinary pages: on the development machine the oracle's 4 GiB gradient took
+about three times the system CPU with the advice (``docs/performance.md``, the oracle: the
+rows ``nll`` and ``nll-thp``). Memory freed moments before may be reused as huge pages
+quickly; a large result is seldom made from that. An anonymous memory map without the
+advice gets the system's default pages (huge ones too where its policy is ``always``); its
+memory is returned when the array and its views are gone.
 """
 
 from __future__ import annotations
