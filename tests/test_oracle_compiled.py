@@ -440,7 +440,7 @@ def test_the_precise_exponential_gives_the_same_values():
         loss, grad, bad = np.zeros((n, 3)), np.zeros((n, c)), np.zeros(n, bool)
         eh, el, tile = np.empty(c), np.empty(c), np.empty((5, _kernel._TILE))
         done = [
-            _kernel._row(i, x, y, -100, np.ones(c), np.ones(n), np.zeros(n), True, tab,
+            _kernel._row(i, x, y, -100, np.ones(c), np.ones(n), np.zeros(n), True, False, tab,
                          np.array(pieces), inv, tab1, red, fast, loss, grad, bad, eh, el, tile)
             for i in range(n)
         ]  # fmt: skip

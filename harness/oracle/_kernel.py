@@ -367,6 +367,7 @@ def rows(
     sh: np.ndarray,
     sl: np.ndarray,
     want_grad: bool,
+    zeroed: bool,
     tab: np.ndarray,
     pieces: np.ndarray,
     inv: float,
@@ -382,7 +383,9 @@ def rows(
     set where anything is not certified or not finite (the row goes to mpmath; its
     gradient row is left as it was); ``again`` set where the row was computed a second
     time, with the precise exponentials (below). An ignored row keeps loss 0 and gets gradient 0, NaN
-    in a row holding NaN or +inf or only -inf (``0 * nan``). ``scratch`` (K, 2, C): the
+    in a row holding NaN or +inf or only -inf (``0 * nan``); ``zeroed``: ``grad`` holds
+    zeros, and rows of zeros are left unwritten (fresh memory then is never touched: no
+    page faults for ignored rows). ``scratch`` (K, 2, C): the
     rows go in min(N, K) chunks, each keeping its exponentials in one of them (no
     allocation per row).
 
@@ -399,8 +402,8 @@ def rows(
         tile = np.empty((5, _TILE))
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
             for fast in (True, False):
-                if _row(i, x, y, ignore_index, w, sh, sl, want_grad, tab, pieces, inv, tab1, red,
-                        fast, loss, grad, bad, eh_row, el_row, tile) == _DONE:  # fmt: skip
+                if _row(i, x, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv,
+                        tab1, red, fast, loss, grad, bad, eh_row, el_row, tile) == _DONE:  # fmt: skip
                     break
                 again[i] = True
                 if not fast:
@@ -417,6 +420,7 @@ def _row(
     sh: np.ndarray,
     sl: np.ndarray,
     want_grad: bool,
+    zeroed: bool,
     tab: np.ndarray,
     pieces: np.ndarray,
     inv: float,
@@ -437,8 +441,8 @@ def _row(
     yi = y[i]
     m, finite, nan_row = _scan(x[i], tile[0])
     if yi == ignore_index:
-        if want_grad:  # every entry written, so that the caller need not clear the rows
-            v = np.nan if nan_row or m == -np.inf else 0.0
+        v = np.nan if nan_row or m == -np.inf else 0.0
+        if want_grad and not (zeroed and v == 0):  # the caller need not clear the rows
             for j in range(c):
                 grad[i, j] = v
         return _DONE
@@ -502,8 +506,9 @@ def _row(
     qh, ql = dd_mul(sh[i], sl[i], wy, 0.0)
     q_err = 4 * EPS_OP * abs(qh)
     if sh[i] == 0 or wy == 0:  # s w_y = 0: every entry is exactly 0 (not an underflow)
-        for j in range(c):
-            grad[i, j] = 0.0
+        if not zeroed:
+            for j in range(c):
+                grad[i, j] = 0.0
         return _DONE
     ch, cl = dd_mul(izh, izl, qh, ql)
     g_rel = p_rel + 8 * EPS_OP

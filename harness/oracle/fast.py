@@ -477,6 +477,7 @@ class RowBlocks:
             if self._grad is None or self._grad.shape[0] < hi - lo:
                 self._grad = np.empty((hi - lo, fast.c))
             fast.grad = self._grad[: hi - lo]
+            fast.grad_zeroed = False
             if not fast.use_compiled:  # the compiled kernel writes every row it certifies
                 fast.grad.fill(0.0)
         fast.grad_row0 = lo
@@ -591,6 +592,7 @@ class _Fast:
                 return self._all_ignored_mean()
             return None  # inf or nan factors: the mpmath oracle decides
         self.grad = pages.zeros((self.n_pos, self.c)) if self.want_grad else None
+        self.grad_zeroed = True
         self.rows(0, self.n_pos)
         return self._finish(self.p.reduction != "none")
 
@@ -638,6 +640,9 @@ class _Fast:
         # block of rows starting at row ``grad_row0``
         self.grad = None
         self.grad_row0 = 0
+        # whether ``grad`` holds zeros where nothing is written (the compiled kernel then
+        # leaves zero rows unwritten: their memory is never touched)
+        self.grad_zeroed = False
         self.step = max(1, CHUNK_ELEMENTS // c)
         self.use_compiled = compiled.applies(p, self.x)
         self.scratch: np.ndarray | None = None  # the compiled kernel's, made on first use
@@ -672,6 +677,7 @@ class _Fast:
             np.ascontiguousarray(self.sh[lo:hi]),
             np.ascontiguousarray(self.sl[lo:hi]),
             self.grad is not None,
+            self.grad_zeroed,
             np.stack([t1h, t1l, t2h, t2l]),
             np.array(pieces),
             inv,
