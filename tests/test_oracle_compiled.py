@@ -335,9 +335,12 @@ def test_the_row_kernel_takes_the_faster_thread_count():
     assert compiled.ThreadChoice()._pick(1) == 1
 
 
-def _one_table_exp(x: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray, int]:
+def _one_table_exp(
+    x: np.ndarray, m: float, exact: bool = False
+) -> tuple[np.ndarray, np.ndarray, int]:
     """``_exp_tile_fast``'s exp(x - m) (0 below -600) of a 1-D ``x``, tile by tile, and how
-    many were below -600."""
+    many were below -600 (``exact``: every x - m exact, as for float32 logits of a narrow
+    span of exponents)."""
     from harness.oracle import _kernel
 
     tab1, red = oracle_fast.one_table_exp()
@@ -346,7 +349,7 @@ def _one_table_exp(x: np.ndarray, m: float) -> tuple[np.ndarray, np.ndarray, int
     n_tiny = 0
     for j0 in range(0, x.size, _kernel._TILE):
         j1 = min(x.size, j0 + _kernel._TILE)
-        n_tiny += _kernel._exp_tile_fast(x, j0, j1, m, tab1, red, eh, el, tile)
+        n_tiny += _kernel._exp_tile_fast(x, j0, j1, m, exact, tab1, red, eh, el, tile)
     return eh, el, n_tiny
 
 
@@ -378,8 +381,10 @@ def test_the_one_table_exp_is_within_its_stated_bound():
                 v = mpmath.exp(mpmath.mpf(x[i]) - mpmath.mpf(m))
                 assert abs((mpmath.mpf(eh[i]) + mpmath.mpf(el[i])) / v - 1) < EPS_EXP_FAST, x[i]
     x32 = (rng.normal(size=3000) * 100).astype(np.float32)
+    x32[x32 == 0] = 1.0
     m32 = float(x32.max())
-    eh, el, _ = _one_table_exp(x32, m32)
+    span = np.ptp(np.frexp(x32.astype(np.float64))[1])
+    eh, el, _ = _one_table_exp(x32, m32, exact=bool(span <= 28))
     with mpmath.workprec(200):
         for i in np.nonzero(x32.astype(np.float64) - m32 >= TINY_D)[0]:
             v = mpmath.exp(mpmath.mpf(float(x32[i])) - mpmath.mpf(m32))
@@ -450,3 +455,27 @@ def test_the_precise_exponential_gives_the_same_values():
     certified = oracle_fast._certified(*out[True][0].T) & oracle_fast._certified(*out[False][0].T)
     assert certified.all()
     assert out[True][0][:, 0].tobytes() == out[False][0][:, 0].tobytes()
+
+
+def test_float32_rows_of_a_narrow_exponent_span_subtract_exactly():
+    """The kernel leaves out the subtraction's TwoSum for float32 rows whose nonzero logits'
+    binary exponents span at most 28 (``_scan``): there every x - max is exact in float64.
+    Checked on rows of mixed magnitudes (subnormal float32 included), on both sides of 28."""
+    from harness.oracle import _kernel
+
+    rng = np.random.default_rng(13)
+    seen = set()
+    for trial in range(300):
+        spread = rng.uniform(0, 45)
+        x = (rng.choice([-1.0, 1.0], 64) * 2.0 ** rng.uniform(-spread / 2, spread / 2, 64))
+        x = (x * 2.0 ** rng.uniform(-140, 100)).astype(np.float32)
+        x[rng.integers(0, 64, 3)] = 0.0
+        m, finite, _, span = _kernel._scan(x, np.empty(_kernel._TILE))
+        if not finite:
+            continue
+        assert m == x.max()
+        _, lo = oracle_fast._two_sum(x.astype(np.float64), -m)
+        if span <= 28:
+            assert not lo.any(), trial
+        seen.add(span <= 28)
+    assert seen == {True, False}

@@ -213,6 +213,7 @@ def _exp_tile_fast(
     j0: int,
     j1: int,
     m: float,
+    exact: bool,
     tab1: np.ndarray,
     red: np.ndarray,
     eh_row: np.ndarray,
@@ -225,7 +226,7 @@ def _exp_tile_fast(
     polynomial of degree 6 whose leading terms r and r**2/2 are kept exact, times
     ``2**(k/4096)`` from ``tab1`` (4096, 2) (a double-double). About half of ``_exp_tile``'s
     operations, and two look-ups in one cache line instead of four in two. The same three
-    loops."""
+    loops. ``exact``: every x - m is exact in float64 (its TwoSum is left out)."""
     q1, q2, q3, inv = red[0], red[1], red[2], red[3]
     kk = tile[0]
     n = j1 - j0
@@ -243,7 +244,10 @@ def _exp_tile_fast(
         tl[j] = tab1[b, 1]
     n_tiny = 0
     for j in range(n):
-        dh, dl = two_sum(np.float64(xs[j]), -m)
+        if exact:
+            dh, dl = np.float64(xs[j]) - m, 0.0
+        else:
+            dh, dl = two_sum(np.float64(xs[j]), -m)
         tiny = dh < TINY_D
         ah = dh if dh >= TINY_D else TINY_D
         k = kk[j]
@@ -326,17 +330,20 @@ def certified(h: float, low: float, err: float) -> bool:
 
 
 @njit(cache=True, error_model="numpy")
-def _scan(xi: np.ndarray, lanes: np.ndarray) -> tuple[float, bool, bool]:
+def _scan(xi: np.ndarray, lanes: np.ndarray) -> tuple[float, bool, bool, int]:
     """A row's largest logit (NaN passed over: -inf where there is no other), whether every
-    logit is finite, whether one is NaN or +inf. Without branches, so that it runs in SIMD
-    lanes: the maxima of each position in the tiles into ``lanes`` (_TILE), then theirs.
-    Of a +0 and a -0, either may be the largest: x - m is the same number either way, and
-    exp(x - m) the same value."""
+    logit is finite, whether one is NaN or +inf, and the span of the binary exponents of
+    its logits other than 0 (largest less smallest). Without branches, so that it runs in
+    SIMD lanes: the maxima of each position in the tiles into ``lanes`` (_TILE), then
+    theirs. Of a +0 and a -0, either may be the largest: x - m is the same number either
+    way, and exp(x - m) the same value."""
     c = xi.shape[0]
     for j in range(_TILE):
         lanes[j] = -np.inf
     n_inf = 0  # logits not finite
     n_nan = 0  # NaN or +inf
+    e_max = 0
+    e_min = 0x7FF
     for j0 in range(0, c, _TILE):
         xs = xi[j0 : min(c, j0 + _TILE)]
         for j in range(xs.shape[0]):
@@ -345,11 +352,15 @@ def _scan(xi: np.ndarray, lanes: np.ndarray) -> tuple[float, bool, bool]:
             lanes[j] = v if v > a else a
             n_inf += not (abs(v) < np.inf)
             n_nan += not (v < np.inf)
+            e = (float_bits(v) >> 52) & 0x7FF
+            e_max = e if e > e_max else e_max
+            e = e if v != 0 else 0x7FF
+            e_min = e if e < e_min else e_min
     m = -np.inf
     for j in range(_TILE):
         if lanes[j] > m:
             m = lanes[j]
-    return m, n_inf == 0, n_nan > 0
+    return m, n_inf == 0, n_nan > 0, e_max - e_min
 
 
 #: ``_row``'s outcomes: the row is done (certified, or marked bad), or its values are not
@@ -439,7 +450,11 @@ def _row(
     or ``_AGAIN`` where a value is not certified (with ``fast``, the loss too)."""
     c = x.shape[1]
     yi = y[i]
-    m, finite, nan_row = _scan(x[i], tile[0])
+    m, finite, nan_row, span = _scan(x[i], tile[0])
+    # float32 logits whose exponents span at most 28: every x - m is exact in float64 (two
+    # 24-bit significands at most 28 places apart), and ``_exp_tile_fast`` need not take
+    # the rounding error of the subtraction
+    exact = x.itemsize == 4 and span <= 28
     if yi == ignore_index:
         v = np.nan if nan_row or m == -np.inf else 0.0
         if want_grad and not (zeroed and v == 0):  # the caller need not clear the rows
@@ -458,7 +473,7 @@ def _row(
     for j0 in range(0, c, _TILE):
         j1 = min(c, j0 + _TILE)
         if fast:
-            n_tiny += _exp_tile_fast(x[i], j0, j1, m, tab1, red, eh_row, el_row, tile)
+            n_tiny += _exp_tile_fast(x[i], j0, j1, m, exact, tab1, red, eh_row, el_row, tile)
         else:
             n_tiny += _exp_tile(x[i], j0, j1, m, tab, pieces, inv, eh_row, el_row, tile)
         th, tl = _tile_sum(eh_row, el_row, j0, j1, tile)
