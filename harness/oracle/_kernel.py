@@ -233,13 +233,16 @@ def _exp_tile_fast(
     xs = xi[j0:j1]
     eo = eh_row[j0:j1]
     lo = el_row[j0:j1]
+    at = tile[3].view(np.int64)  # k's table entry (converted here, in SIMD lanes)
     for j in range(n):  # k
         dh = np.float64(xs[j]) - m
         ah = dh if dh >= TINY_D else TINY_D
-        kk[j] = np.rint(ah * inv)
+        k = np.rint(ah * inv)
+        kk[j] = k
+        at[j] = np.int64(k) & 4095
     th, tl = tile[1], tile[2]
     for j in range(n):  # the table look-ups
-        b = np.int64(kk[j]) & 4095
+        b = at[j]
         th[j] = tab1[b, 0]
         tl[j] = tab1[b, 1]
     n_tiny = 0
