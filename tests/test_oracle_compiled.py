@@ -467,7 +467,7 @@ def test_float32_rows_of_a_narrow_exponent_span_subtract_exactly():
     seen = set()
     for trial in range(300):
         spread = rng.uniform(0, 45)
-        x = (rng.choice([-1.0, 1.0], 64) * 2.0 ** rng.uniform(-spread / 2, spread / 2, 64))
+        x = rng.choice([-1.0, 1.0], 64) * 2.0 ** rng.uniform(-spread / 2, spread / 2, 64)
         x = (x * 2.0 ** rng.uniform(-140, 100)).astype(np.float32)
         x[rng.integers(0, 64, 3)] = 0.0
         m, finite, _, span = _kernel._scan(x, np.empty(_kernel._TILE))

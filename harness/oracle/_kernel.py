@@ -396,12 +396,12 @@ def rows(
     """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
     set where anything is not certified or not finite (the row goes to mpmath; its
     gradient row is left as it was); ``again`` set where the row was computed a second
-    time, with the precise exponentials (below). An ignored row keeps loss 0 and gets gradient 0, NaN
-    in a row holding NaN or +inf or only -inf (``0 * nan``); ``zeroed``: ``grad`` holds
-    zeros, and rows of zeros are left unwritten (fresh memory then is never touched: no
-    page faults for ignored rows). ``scratch`` (K, 2, C): the
-    rows go in min(N, K) chunks, each keeping its exponentials in one of them (no
-    allocation per row).
+    time, with the precise exponentials (below). An ignored row keeps loss 0 and gets
+    gradient 0, NaN in a row holding NaN or +inf or only -inf (``0 * nan``). ``zeroed``:
+    ``grad`` holds zeros, and rows of zeros are left unwritten (fresh memory then is never
+    touched: no page faults for ignored rows). ``scratch`` (K, 2, C): the rows go in
+    min(N, K) chunks, each keeping its exponentials in one of them (no allocation per
+    row).
 
     Each row is computed with ``_exp_tile_fast``'s exponentials first; a row whose values
     are not all certified that way (about one gradient entry in 2**30 is too close to a
@@ -416,8 +416,11 @@ def rows(
         tile = np.empty((5, _TILE))
         for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
             for fast in (True, False):
-                if _row(i, x, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv,
-                        tab1, red, fast, loss, grad, bad, eh_row, el_row, tile) == _DONE:  # fmt: skip
+                done = _row(
+                    i, x, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv, tab1,
+                    red, fast, loss, grad, bad, eh_row, el_row, tile,
+                )  # fmt: skip
+                if done == _DONE:
                     break
                 again[i] = True
                 if not fast:

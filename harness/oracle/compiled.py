@@ -96,7 +96,9 @@ def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     f1, f2, f3 = np.zeros(1), np.zeros((1, 1)), np.zeros((1, 1, 1))
     i1, b1 = np.zeros(1, np.int64), np.zeros(1, bool)
     # the argument types of the calls in fast._Fast._compiled and error_model.RowBounds
-    _kernel.rows.compile(sig(x, i1, 0, f1, f1, f1, True, True, f2, f1, 0.0, f2, f1, f2, f2, b1, b1, f3))
+    _kernel.rows.compile(
+        sig(x, i1, 0, f1, f1, f1, True, True, f2, f1, 0.0, f2, f1, f2, f2, b1, b1, f3)
+    )
     _kernel.bound_shifts.compile(sig(x, f2, f1, b1))
     state = (x, f2, f1, f1, i1, f1, f1, b1, f1)
     _kernel.bound_rows.compile(sig(*state, True, f2, f2))

@@ -4,9 +4,10 @@ system's ordinary pages.
 NumPy advises the kernel to back every array above 4 MiB with transparent huge pages
 (``madvise(MADV_HUGEPAGE)``). Each huge page must then be found whole, and where memory is
 fragmented, or a virtual machine's host takes back free guest memory in blocks of that
-size, the first write to each costs far more than the same memory in ordinary pages: on the development machine the oracle's 4 GiB gradient took
-two to three times the system CPU with the advice (``docs/performance.md``, the oracle:
-``benchmarks/bench_oracle.py``'s modes ``nll`` and ``nll-thp``). Memory freed moments before may be reused as huge pages
+size, the first write to each costs far more than the same memory in ordinary pages: on
+the development machine the oracle's 4 GiB gradient took two to three times the system
+CPU with the advice (``docs/performance.md``, the oracle: ``benchmarks/bench_oracle.py``'s
+modes ``nll`` and ``nll-thp``). Memory freed moments before may be reused as huge pages
 quickly; a large result is seldom made from that. An anonymous memory map without the
 advice gets the system's default pages (huge ones too where its policy is ``always``); its
 memory is returned when the array and its views are gone.
