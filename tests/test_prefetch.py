@@ -8,6 +8,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -125,6 +127,9 @@ def test_the_helper_changes_no_result_nor_their_order(
 ):
     watched = Watched(monkeypatch)
     monkeypatch.setitem(expected_cache.stats, "computed", 0)
+    # the run waits for whatever the helper holds (on a busy machine it might otherwise
+    # compute that value too, as it should: test_a_helper_slower_than_the_run_...)
+    monkeypatch.setattr(prefetch, "PATIENCE_S", 600.0)
     with_helper = _run(case_file, tmp_path / "with.json")
     assert watched.started == 1
     # six oracle cases in two dtypes, each value computed once: by the helper or by the run
@@ -219,6 +224,50 @@ def test_a_helper_that_dies_leaves_its_item_to_the_run(case_file, empty_cache, m
     assert helper.process.exitcode == 1
 
 
+def test_a_helper_slower_than_the_run_leaves_it_the_value(case_file, empty_cache, monkeypatch):
+    """A helper that holds a value longer than the run would take to compute it (compiling
+    numba's kernels after an install, or starved of CPU) does not make the run wait."""
+    items = _medium_items(case_file)
+
+    def claim_and_stall(self: prefetch.Prefetch) -> None:
+        assert self._claim_from_end(len(self.items) - 1)
+        time.sleep(120)
+
+    monkeypatch.setattr(prefetch.Prefetch, "_work", claim_and_stall)
+    helper = prefetch.Prefetch(items)
+    helper.process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while helper.state[len(items) - 1] != prefetch.HELPER:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        start = time.monotonic()
+        assert helper.settled(items[-1][0]) is False
+        waited = time.monotonic() - start
+        size = prefetch._size(items[-1][1])
+        patience = prefetch.PATIENCE_S + prefetch.PATIENCE_S_PER_LOGIT * size
+        assert patience <= waited < patience + 5
+        assert helper.process.is_alive()  # still at it: stopped by close()
+    finally:
+        helper.close()
+
+
+def test_the_helper_compiles_no_kernel(monkeypatch):
+    """Without numba's kernels in its disk cache (after an install, or an upgrade), the
+    helper takes the NumPy oracle: compiling them would take it seconds."""
+    calls = []
+    monkeypatch.setattr(prefetch.signal, "signal", lambda *a: None)  # this process's SIGINT
+    monkeypatch.setattr(prefetch.compiled, "available", lambda: True)
+    monkeypatch.setattr(prefetch.compiled, "kernels_cached", lambda: False)
+    monkeypatch.setattr(prefetch, "_compiled_from", calls.append)
+    helper = prefetch.Prefetch([])
+    helper._work()
+    assert calls == []
+    monkeypatch.setattr(prefetch.compiled, "kernels_cached", lambda: True)
+    helper._work()
+    assert calls == [prefetch.HELPER_MIN_LOGITS]
+
+
 @pytest.mark.parametrize(
     "changes",
     [{"jobs": 2}, {"list_only": True}, {"world_size": 2}],
@@ -238,3 +287,14 @@ def test_no_helper_beside_a_threaded_framework(empty_cache, monkeypatch):
     """A fork would copy a framework's threads half-initialised: no helper then."""
     monkeypatch.setattr(prefetch, "start_method", lambda: "spawn")
     assert not prefetch.applies(RunConfig())
+
+
+def test_kernels_cached_reads_numba_s_index(tmp_path):
+    """An empty numba cache folder (a fresh install) holds no kernel: the helper would
+    compile them. Read in a fresh interpreter: numba reads NUMBA_CACHE_DIR when imported."""
+    pytest.importorskip("numba")
+    code = "from harness.oracle import compiled; print(compiled.kernels_cached())"
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

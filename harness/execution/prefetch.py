@@ -46,9 +46,18 @@ FREE, HELPER, DONE, FAILED, RUN = 0, 1, 2, 3, 4
 #: below this many logits in all the pending problems, no helper is started
 MIN_LOGITS = 100_000
 
+#: the run waits for a value the helper is computing at most this long, plus this much per
+#: logit: about twice what the NumPy oracle takes itself on this suite's problems (0.2 to 0.5
+#: us a logit, values and bounds). A helper that takes longer (compiling numba's kernels
+#: after an install, or short of CPU) leaves the value to the run, which is then no slower
+#: than without a helper
+PATIENCE_S = 0.05
+PATIENCE_S_PER_LOGIT = 1e-6
+
 #: in the helper, problems from this many logits take the compiled oracle (when numba is
-#: installed): loading it costs the helper a few tenths of a second on its own core, and
-#: saves more on the suite's problems of a few hundred thousand logits
+#: installed and its kernels are in numba's disk cache: compiling them takes seconds):
+#: loading it costs the helper a few tenths of a second on its own core, and saves more on
+#: the suite's problems of a few hundred thousand logits
 HELPER_MIN_LOGITS = 1 << 16
 
 Item = tuple[str, str, str]  # kind ('ce' or 'linear'), key, dtype
@@ -126,7 +135,7 @@ class Prefetch:
     def _work(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and stops us
         cache.set_helper(None)
-        if compiled.available():
+        if compiled.available() and compiled.kernels_cached():
             _compiled_from(HELPER_MIN_LOGITS)
         for i in range(len(self.items) - 1, -1, -1):
             if not self._claim_from_end(i):
@@ -151,6 +160,7 @@ class Prefetch:
         i = self.index.get(item)
         if i is None:
             return False
+        deadline = time.monotonic() + PATIENCE_S + PATIENCE_S_PER_LOGIT * _size(self.items[i][1])
         while True:
             with self.state.get_lock():
                 state = self.state[i]
@@ -159,7 +169,9 @@ class Prefetch:
                     return False
             if state != HELPER:
                 return state == DONE
-            if not self.process.is_alive():
+            # a helper that died, or is slower than the run would be (compiling numba's
+            # kernels, or short of CPU): the run computes the value itself
+            if not self.process.is_alive() or time.monotonic() > deadline:
                 return False
             time.sleep(0.001)
 
