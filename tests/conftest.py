@@ -16,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,6 +100,24 @@ LONGEST_FIRST = (
     "test_packaging.py", "test_compare.py", "test_pytest_plugin.py", "test_error_model.py",
     "test_docs.py",
 )  # fmt: skip
+
+
+#: what no test file may import at collection: every pytest-xdist worker collects every file,
+#: so such an import costs each worker its seconds of CPU (torch 1.5 s, JAX 1.4 s, ml_dtypes
+#: 0.6 s), wherever the tests that need it run; a test imports it, or a module-level
+#: ``importlib.util.find_spec`` decides a skip (tests/test_performance_guards.py checks)
+NOT_AT_COLLECTION = ("torch", "jax", "jaxlib", "ml_dtypes", "numba", "tensorflow", "keras")
+#: {test file: the modules of NOT_AT_COLLECTION its collection imported}
+IMPORTED_AT_COLLECTION: dict[str, list[str]] = {}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Iterator[None]:
+    before = [m for m in NOT_AT_COLLECTION if m in sys.modules]
+    yield
+    new = [m for m in NOT_AT_COLLECTION if m in sys.modules and m not in before]
+    if new:
+        IMPORTED_AT_COLLECTION[collector.nodeid] = new
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

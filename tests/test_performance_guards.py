@@ -10,6 +10,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import IMPORTED_AT_COLLECTION, NOT_AT_COLLECTION
 
 from harness.cases import load_cache, loader
 from harness.oracle import cache as expected_cache
@@ -45,6 +46,15 @@ cases:
       loss: 2.0081211815135798
       grad: [[0.14202311267846235, 0.040690303047394745, -0.18271341572585711], [0.7361247243125939, -0.8357483723749122, 0.09962364806231833]]
 """
+
+
+def test_no_test_file_imports_a_framework_at_collection():
+    """Every pytest-xdist worker collects every file: a framework imported there costs each
+    worker its import (tests/conftest.py, NOT_AT_COLLECTION)."""
+    assert IMPORTED_AT_COLLECTION == {}, (
+        f"imported at collection (of {NOT_AT_COLLECTION}): {IMPORTED_AT_COLLECTION}; import "
+        "it in the tests, and decide a skip with importlib.util.find_spec"
+    )
 
 
 @pytest.fixture
