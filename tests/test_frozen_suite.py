@@ -23,7 +23,7 @@ import pytest
 from harness.cases import frozen
 from harness.cases.loader import builtin_suite, check_file, discover, load_file, load_paths
 from harness.oracle import cache as expected_cache
-from harness.oracle.cache import read_arrays
+from harness.oracle.cache import read_arrays, write_arrays
 
 SUITE = builtin_suite()
 FILES = discover([SUITE])
@@ -165,6 +165,32 @@ def test_bounds_of_another_arithmetic_are_not_read(fresh, monkeypatch):
     assert cases is not None and frozen.stats["expected"] == before
     assert not expected_cache._memory
     assert all("_bounded" not in c.__dict__ for c in cases)
+
+
+def test_a_file_loaded_again_is_decoded_once_and_other_bytes_again(tmp_path, fresh, monkeypatch):
+    """A process decodes a frozen document once (``frozen._decoded``): a second load gives
+    new cases of the same content; arrays of other bytes under the same document are
+    decoded again, never served from the first load."""
+    suite = _suite_copy(tmp_path)
+    path = suite / "seed.yaml"
+    decoded = []
+    real = frozen._decoder
+
+    def counted(file, arrays):
+        decoded.append(file)
+        return real(file, arrays)
+
+    monkeypatch.setattr(frozen, "_decoder", counted)
+    first, second = frozen.read(path, suite), frozen.read(path, suite)
+    assert first is not None and second is not None and decoded == [path]
+    assert [c.id for c in second] == [c.id for c in first] and second[0] is not first[0]
+    where = frozen.frozen_path(path, suite)
+    arrays = {name: a.copy() for name, a in read_arrays(where).items()}
+    blob = next(name for name in arrays if name.startswith("blob") and arrays[name].size)
+    arrays[blob].reshape(-1)[:1] += 1  # another value, the same document
+    write_arrays(where, arrays)
+    again = frozen.read(path, suite)
+    assert again is not None and decoded == [path, path]
 
 
 def test_frozen_arrays_are_read_only(fresh):

@@ -335,6 +335,30 @@ def freeze(
     return arrays, cases
 
 
+#: {built-in file: (the digest of its frozen arrays, its document decoded)}: a process that
+#: loads a file again (the API, the pytest plugin, a test suite) decodes its document once,
+#: which was most of a load's time. What the document holds is shared by the cases of every
+#: load and never changed: its arrays are read-only, Expected records frozen, and a Case
+#: keeps what it computes in its own ``__dict__``
+_decoded: dict[Path, tuple[bytes, dict]] = {}
+
+
+def _document(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+    """The frozen document of ``path`` decoded (``_decoder``), from ``_decoded`` when its
+    arrays are the same bytes."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name in sorted(arrays):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(arrays[name]).data)
+    key = digest.digest()
+    known = _decoded.get(path)
+    if known is not None and known[0] == key:
+        return known[1]
+    doc = json.loads(arrays["doc"].tobytes(), object_hook=_decoder(path, arrays))
+    _decoded[path] = (key, doc)
+    return doc
+
+
 def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case] | None:
     """The cases of the built-in file ``path`` from its frozen data, or None when there is
     none or it does not match (see the module's docstring). Expected values that match this
@@ -357,7 +381,7 @@ def read(path: Path, suite: Path, *, require_expected: bool = True) -> list[Case
         if not _recipes_match(context["recipes"]):  # the arrays the loader makes differ here
             return None
         _recipes_checked(arrays["context"].tobytes(), mark=True)
-    doc = json.loads(arrays["doc"].tobytes(), object_hook=_decoder(path, arrays))
+    doc = _document(path, arrays)
     cases = [Case(**fields) for fields in doc["cases"]]
     if context["arithmetic"] == arithmetic():
         for index, dtype, kind, value in doc["expected"]:
