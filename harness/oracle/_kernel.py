@@ -337,11 +337,12 @@ def _scan(xi: np.ndarray, lanes: np.ndarray) -> tuple[float, bool, bool, int]:
     """A row's largest logit (NaN passed over: -inf where there is no other), whether every
     logit is finite, whether one is NaN or +inf, and the span of the binary exponents of
     its logits other than 0 (largest less smallest). Without branches, so that it runs in
-    SIMD lanes: the maxima of each position in the tiles into ``lanes`` (_TILE), then
-    theirs. Of a +0 and a -0, either may be the largest: x - m is the same number either
+    SIMD lanes: the maxima of each position in the tiles into ``lanes`` (_TILE; a row of
+    fewer logits uses as many), then theirs. Of a +0 and a -0, either may be the largest: x - m is the same number either
     way, and exp(x - m) the same value."""
     c = xi.shape[0]
-    for j in range(_TILE):
+    width = min(c, _TILE)  # the lanes a row of fewer logits than a tile uses
+    for j in range(width):
         lanes[j] = -np.inf
     n_inf = 0  # logits not finite
     n_nan = 0  # NaN or +inf
@@ -360,7 +361,7 @@ def _scan(xi: np.ndarray, lanes: np.ndarray) -> tuple[float, bool, bool, int]:
             e = e if v != 0 else 0x7FF
             e_min = e if e < e_min else e_min
     m = -np.inf
-    for j in range(_TILE):
+    for j in range(width):
         if lanes[j] > m:
             m = lanes[j]
     return m, n_inf == 0, n_nan > 0, e_max - e_min
