@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ pytestmark = [
 def allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     """A helper may start whatever this pytest worker imported before (see above)."""
     monkeypatch.setattr(prefetch, "start_method", lambda: "fork")
+    monkeypatch.setattr(prefetch, "_single_threaded", lambda: True)  # pytest-xdist's threads
 
 
 #: small cases (frozen-size), medium ones the helper takes, one with its values in the file
@@ -298,3 +300,16 @@ def test_kernels_cached_reads_numba_s_index(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_no_helper_beside_another_python_thread(empty_cache, monkeypatch):
+    """A fork beside a running thread would copy whatever lock it holds: no helper then."""
+    monkeypatch.setattr(prefetch, "start_method", lambda: "fork")
+    stop = threading.Event()
+    other = threading.Thread(target=stop.wait)
+    other.start()
+    try:
+        assert not prefetch.applies(RunConfig())
+    finally:
+        stop.set()
+        other.join()

@@ -16,8 +16,8 @@ computed by the run), and only of problems of moderate size, which the NumPy ora
 serves in one process (a large one is streamed by the run, block by block).
 
 It is started only where it can help and cannot harm: on Linux (a fork: the helper
-inherits the loaded cases) while no threaded framework is imported (the command line starts
-it before the adapters load theirs),
+inherits the loaded cases) while no threaded framework is imported and no other Python
+thread runs (the command line starts it before the adapters load their frameworks),
 with a disk cache (the helper's values reach the run through it), more than one core
 available, a serial run (``--jobs`` workers share values through the cache already), and
 enough work (``MIN_LOGITS``: a fork and its pages cost a few milliseconds). The helper
@@ -30,6 +30,7 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -102,6 +103,13 @@ def _compiled_from(logits: int) -> None:
 
     numba.set_num_threads(1)
     compiled.MIN_LOGITS = logits
+
+
+def _single_threaded() -> bool:
+    """Whether this process runs no Python thread but the main one: a fork copies none of
+    them, and a lock one of them holds would stay held in the helper (Python 3.12 warns of
+    any fork beside threads). The command line forks before it starts any."""
+    return threading.active_count() == 1
 
 
 def _cpus() -> int:
@@ -187,6 +195,7 @@ def applies(config: RunConfig) -> bool:
     """Whether a run of ``config`` may start a helper (the module's docstring)."""
     return (
         start_method() == "fork"  # Linux, and no framework's threads for the fork to copy
+        and _single_threaded()
         and config.jobs <= 1
         and config.world_size is None
         and not config.list_only
