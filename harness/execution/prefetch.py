@@ -3,7 +3,7 @@
 A run needs the expected values of every ``expected: oracle`` case it checks. Those that
 neither the built-in suite's frozen data nor the disk cache holds (a first run, or a
 user's new case files) are computed when the run reaches their case, on the run's one
-core, while any other core waits. ``start`` forks one helper process that computes them
+core, while any other core waits. ``helping`` forks one helper process that computes them
 too, from the last case backwards, and stores each in the disk cache
 (``harness.oracle.cache``); the run, going forwards, reads from the disk what the helper has
 stored, waits for one it is computing, and computes the others itself. The two meet in
@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from harness.cache_folder import cache_dir
 from harness.cases.model import Case
 from harness.execution import streaming
 from harness.execution.config import RunConfig
@@ -199,7 +200,7 @@ def applies(config: RunConfig) -> bool:
         and config.jobs <= 1
         and config.world_size is None
         and not config.list_only
-        and cache.cache_path("probe", "float32") is not None
+        and cache_dir() is not None
         and _cpus() > 1
     )
 

@@ -70,9 +70,9 @@ def set_helper(helper: Helper | None) -> None:
     _helper = helper
 
 
-def _from_helper(kind: str, key: str, dtype: str, path: Path | None) -> bool:
-    """Whether the run's helper has stored this value at ``path`` (after waiting for it)."""
-    return path is not None and _helper is not None and _helper.settled((kind, key, dtype))
+def _from_helper(kind: str, key: str, dtype: str) -> bool:
+    """Whether the run's helper has stored this value (after waiting for it)."""
+    return _helper is not None and _helper.settled((kind, key, dtype))
 
 
 def pending(key: str, dtype: str) -> bool:
@@ -84,7 +84,7 @@ def pending(key: str, dtype: str) -> bool:
 
 def pending_linear(key: str, dtype: str, size: int) -> bool:
     """``pending`` for ``oracle_linear_expected`` (False for one it would not store)."""
-    path = cache_path(f"linear-{key}", dtype) if size <= LINEAR_KEEP_ELEMENTS else None
+    path = _linear_path(key, dtype, size)
     return path is not None and (key, dtype) not in _linear_memory and not path.is_file()
 
 
@@ -239,8 +239,7 @@ def oracle_expected(key: str, dtype: str, problem: Callable[[], Problem]) -> Exp
         return _memory[memory_key]
     path = cache_path(key, dtype)
     found = _read(path) if path is not None and path.is_file() else None
-    if found is None and _from_helper("ce", key, dtype, path):
-        assert path is not None
+    if found is None and path is not None and _from_helper("ce", key, dtype):
         found = _read(path)
     if found is not None:
         stats["disk_hits"] += 1
@@ -284,10 +283,9 @@ def oracle_linear_expected(
         stats["memory_hits"] += 1
         return found
     keep = size <= LINEAR_KEEP_ELEMENTS
-    path = cache_path(f"linear-{key}", dtype) if keep else None
+    path = _linear_path(key, dtype, size)
     found = _read_linear(path) if path is not None and path.is_file() else None
-    if found is None and _from_helper("linear", key, dtype, path):
-        assert path is not None
+    if found is None and path is not None and _from_helper("linear", key, dtype):
         found = _read_linear(path)
     if found is not None:
         stats["disk_hits"] += 1
@@ -311,6 +309,12 @@ def oracle_linear_expected(
 
 
 _linear_memory: dict[tuple[str, str], LinearExpected] = {}
+
+
+def _linear_path(key: str, dtype: str, size: int) -> Path | None:
+    """The file of a fused linear case's values (``size``: its classifier's elements); None
+    when the cache is disabled or the values are too large to keep."""
+    return cache_path(f"linear-{key}", dtype) if size <= LINEAR_KEEP_ELEMENTS else None
 
 
 @functools.lru_cache(maxsize=1)
