@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,50 +200,46 @@ def test_a_helper_alone_computes_every_item_once(case_file, empty_cache, monkeyp
         helper.close()
 
 
-def test_a_helper_that_dies_leaves_its_item_to_the_run(case_file, empty_cache, monkeypatch):
+@contextlib.contextmanager
+def holding_the_last(items: list, then) -> Iterator[prefetch.Prefetch]:
+    """A helper started on ``items`` that claims the last one, then does ``then()`` (dies,
+    stalls); the block runs once it holds it, and the helper is stopped after."""
+
+    def claim_the_last(self: prefetch.Prefetch) -> None:
+        assert self._claim_from_end(len(self.items) - 1)
+        then()
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(prefetch.Prefetch, "_work", claim_the_last)
+        helper = prefetch.Prefetch(items)
+        helper.process.start()
+    try:
+        deadline = time.monotonic() + 60
+        while helper.state[len(items) - 1] != prefetch.HELPER:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield helper
+    finally:
+        helper.close()
+
+
+def test_a_helper_that_dies_leaves_its_item_to_the_run(case_file, empty_cache):
     """A helper killed while it computes (out of memory, a signal) never makes the run
     wait for it: the run computes that value itself."""
     items = _medium_items(case_file)
-
-    def claim_and_die(self: prefetch.Prefetch) -> None:
-        assert self._claim_from_end(len(self.items) - 1)
-        os._exit(1)
-
-    monkeypatch.setattr(prefetch.Prefetch, "_work", claim_and_die)
-    helper = prefetch.Prefetch(items)
-    helper.process.start()
-    try:
-        last = items[-1][0]
-        deadline = time.monotonic() + 60
-        while helper.state[len(items) - 1] != prefetch.HELPER:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        assert helper.settled(last) is False  # the helper died holding it
+    with holding_the_last(items, lambda: os._exit(1)) as helper:
+        assert helper.settled(items[-1][0]) is False  # the helper died holding it
         assert helper.settled(items[0][0]) is False  # FREE: now the run's
         assert helper.state[0] == prefetch.RUN
         assert helper.settled(("ce", "not-an-item", "float32")) is False
-    finally:
-        helper.close()
     assert helper.process.exitcode == 1
 
 
-def test_a_helper_slower_than_the_run_leaves_it_the_value(case_file, empty_cache, monkeypatch):
+def test_a_helper_slower_than_the_run_leaves_it_the_value(case_file, empty_cache):
     """A helper that holds a value longer than the run would take to compute it (compiling
     numba's kernels after an install, or starved of CPU) does not make the run wait."""
     items = _medium_items(case_file)
-
-    def claim_and_stall(self: prefetch.Prefetch) -> None:
-        assert self._claim_from_end(len(self.items) - 1)
-        time.sleep(120)
-
-    monkeypatch.setattr(prefetch.Prefetch, "_work", claim_and_stall)
-    helper = prefetch.Prefetch(items)
-    helper.process.start()
-    try:
-        deadline = time.monotonic() + 60
-        while helper.state[len(items) - 1] != prefetch.HELPER:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with holding_the_last(items, lambda: time.sleep(120)) as helper:
         start = time.monotonic()
         assert helper.settled(items[-1][0]) is False
         waited = time.monotonic() - start
@@ -250,8 +247,6 @@ def test_a_helper_slower_than_the_run_leaves_it_the_value(case_file, empty_cache
         patience = prefetch.PATIENCE_S + prefetch.PATIENCE_S_PER_LOGIT * size
         assert patience <= waited < patience + 5
         assert helper.process.is_alive()  # still at it: stopped by close()
-    finally:
-        helper.close()
 
 
 def test_the_helper_compiles_no_kernel(monkeypatch):
