@@ -1,6 +1,4 @@
-import sys
-
-from harness.cli.main import main
+from harness.cli.exit import entry
 
 if __name__ == "__main__":  # not when a --jobs worker (spawn) imports the main module
-    sys.exit(main())
+    entry()

@@ -69,6 +69,16 @@ def cast(values: np.ndarray, dtype: str) -> np.ndarray:
         return values.astype(FORMATS[dtype].carrier)
 
 
+def cast_into(values: np.ndarray, dtype: str, out: np.ndarray) -> None:
+    """``cast(values, dtype)`` written into ``out`` (of the carrier dtype and the same shape),
+    without a temporary array of the result where the carrier rounds by itself."""
+    if dtype == "bfloat16":
+        out[...] = cast(values, dtype)
+        return
+    with np.errstate(over="ignore"):
+        np.copyto(out, values, casting="unsafe")
+
+
 def is_exact(values: np.ndarray, dtype: str) -> bool:
     """True when every float64 value is representable in ``dtype`` (NaN counts as exact)."""
     values = np.asarray(values, dtype=np.float64)

@@ -14,7 +14,7 @@ from harness import CallInputs, Output
 from harness.adapters.numpy_ref import NumpyAdapter
 from harness.cases import generate
 from harness.cases.loader import load_file
-from harness.dtypes import cast
+from harness.dtypes import carrier, cast, cast_into
 from harness.execution import streaming
 from harness.execution.compare import compare
 from harness.execution.runner import run_one
@@ -159,15 +159,14 @@ def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
         monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
         kernels = compiled.bound_kernels
         monkeypatch.setattr(compiled, "bound_kernels", lambda: calls_bounds.append(1) or kernels())
-        real_rows = RowBounds.compare_rows
+        real_compare = RowBounds.compare_state
 
         def counted(self, *args):
-            stats = real_rows(self, *args)
-            if stats is not None:
-                fused.append(bool(stats[:, 0].all()))
+            stats = real_compare(self, *args)
+            fused.append(bool(stats[:, 0].all()))
             return stats
 
-        monkeypatch.setattr(RowBounds, "compare_rows", counted)
+        monkeypatch.setattr(RowBounds, "compare_state", counted)
     assert not any(streaming.applies(c) for c in cases)
     monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
     monkeypatch.setattr(streaming, "BLOCK_ELEMENTS", 3_000)
@@ -178,9 +177,15 @@ def test_streaming_gives_the_plain_paths_results(cases, monkeypatch, kernel):
     monkeypatch.setattr(
         streaming, "check_gradient", lambda *a, **k: calls.append(1) or real(*a, **k)
     )
+    kept = dict(streaming.stats)
     streamed = _run_all(cases)
     assert len(calls) > 20  # every result with a gradient went through the blocks
     assert streamed == plain
+    # on the compiled kernels, the gradient computed while the logits were made was used
+    # (``streaming.Ahead``) and decoded to the values kept
+    used = streaming.stats["kept"] - kept["kept"]
+    assert (used > 10) == (kernel != "numpy")
+    assert streaming.stats["decode_mismatch"] == kept["decode_mismatch"]
     assert (len(calls_bounds) > 20) == (kernel == "compiled-streaming")
     # the fused pass decides the conforming blocks; the others go through ``compare``
     assert (set(fused) == {True, False}) == (kernel == "compiled-streaming")
@@ -222,8 +227,14 @@ def test_blockwise_generation_gives_the_arrays_of_one_draw(monkeypatch):
         blocks = list(generate.blocks(spec))
         assert len(blocks) > 1 or spec["generate"] == "probabilities"
         assert np.array_equal(np.concatenate(blocks).reshape(whole.shape), whole)
-        made = generate.materialize_blockwise(spec, np.float32, lambda b: b.astype(np.float32))
-        assert made.dtype == np.float32 and np.array_equal(made, whole.astype(np.float32))
+        for dtype in ("float32", "bfloat16", "float16"):
+            made = generate.materialize_blockwise(
+                spec, carrier(dtype), lambda b, rows, d=dtype: cast_into(b, d, rows)
+            )  # fmt: skip
+            want = cast(whole, dtype)  # the whole array's cast, bit for bit
+            assert made.dtype == want.dtype and np.array_equal(
+                made.view(np.uint8), want.view(np.uint8)
+            )
     spec = {"generate": "normal", "shape": [30, 100], "seed": 1, "sha256": "0123456789abcdef"}
     with pytest.raises(generate.FingerprintMismatch):
         list(generate.blocks(spec))

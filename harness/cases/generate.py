@@ -214,24 +214,32 @@ def _row_blocks(spec: dict, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
 def materialize_blockwise(
     source: np.ndarray | dict,
     carrier: DTypeLike,
-    convert: Callable[[np.ndarray], np.ndarray],
+    convert_into: Callable[[np.ndarray, np.ndarray], None],
     on_block: Callable[[np.ndarray], None] | None = None,
+    on_start: Callable[[np.ndarray], None] | None = None,
 ) -> np.ndarray:
-    """A case field made directly in ``carrier``: each float64 block ``convert``-ed into the
-    result, so no float64 copy of the whole array is ever held (for a recipe). ``on_block``
-    sees each converted block in order (whole leading rows, C order)."""
+    """A case field made directly in ``carrier``: each float64 block converted into its rows of
+    the result by ``convert_into(block, rows)``, so no float64 copy of the whole array is ever
+    held (for a recipe). ``on_block`` sees each converted block in order (whole leading rows,
+    C order); ``on_start`` the result before its first block is made (a recipe's: its values
+    not yet written)."""
     if isinstance(source, np.ndarray):
-        out = np.ascontiguousarray(convert(source))
+        out = np.empty(source.shape, dtype=carrier)
+        convert_into(source, out)
+        if on_start is not None:
+            on_start(out)
         if on_block is not None:
             on_block(out)
         return out
     shape = tuple(int(s) for s in source["shape"])
     out = np.empty(shape, dtype=carrier)
+    if on_start is not None:
+        on_start(out)
     flat = out.reshape(-1)
     at = 0
     for block in blocks(source):
         part = flat[at : at + block.size].reshape(block.shape)
-        part[...] = convert(block)
+        convert_into(block, part)
         at += block.size
         if on_block is not None:
             on_block(part)

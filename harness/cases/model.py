@@ -20,7 +20,7 @@ import numpy as np
 from harness.adapters import CallInputs, LinearCallInputs, kernel_features_of
 from harness.cases.generate import materialize, materialize_blockwise
 from harness.cases.tolerance import Tolerance, resolve
-from harness.dtypes import carrier, cast
+from harness.dtypes import carrier, cast, cast_into
 from harness.oracle.cache import oracle_expected, oracle_linear_expected
 from harness.oracle.dialect import TORCH, Dialect, dialect_named
 from harness.oracle.error_model import error_bounds
@@ -245,20 +245,32 @@ class Case:
         *,
         want_grad: bool = True,
         on_block: Callable[[np.ndarray], None] | None = None,
+        on_start: Callable[[CallInputs], None] | None = None,
     ) -> CallInputs:
         """Fresh inputs like ``inputs``, with the logits made directly in ``dtype``'s carrier,
         block by block (``generate.materialize_blockwise``): for large cases, which then never
         hold a float64 copy of their logits. ``on_block`` sees each block of the logits as made
-        (whole leading rows, in order). The values are those of ``inputs``."""
+        (whole leading rows, in order); ``on_start`` the inputs before the first block (their
+        logits not yet written). The values are those of ``inputs``."""
         assert self.logits_source is not None, "fused linear cases do not stream"
-        logits = materialize_blockwise(
-            self.logits_source, carrier(dtype), functools.partial(cast, dtype=dtype), on_block
-        )
         target, weight, grad_output = (
             None if a is None else a.copy() for a in self._cast_rest(dtype)
         )
-        call = (logits, target, weight, grad_output)
-        return self._call(dtype, call, want_grad=want_grad and self.expect_error is None)
+        want_grad = want_grad and self.expect_error is None
+        made: list[CallInputs] = []
+
+        def start(logits: np.ndarray) -> None:
+            made.append(
+                self._call(dtype, (logits, target, weight, grad_output), want_grad=want_grad)
+            )
+            if on_start is not None:
+                on_start(made[0])
+
+        materialize_blockwise(
+            self.logits_source, carrier(dtype),
+            lambda block, rows: cast_into(block, dtype, rows), on_block, start,
+        )  # fmt: skip
+        return made[0]
 
     def _cast_rest(self, dtype: str) -> tuple:
         """(target, weight, grad_output) in ``dtype``'s carrier (targets of class indices as is)."""

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-import os
 import signal
 import threading
 import time
@@ -37,7 +36,7 @@ from typing import Any
 
 from harness.cache_folder import cache_dir
 from harness.cases.model import Case
-from harness.execution import streaming
+from harness.execution import cores, streaming
 from harness.execution.config import RunConfig
 from harness.execution.parallel import start_method
 from harness.oracle import cache, compiled
@@ -111,13 +110,6 @@ def _single_threaded() -> bool:
     them, and a lock one of them holds would stay held in the helper (Python 3.12 warns of
     any fork beside threads). The command line forks before it starts any."""
     return threading.active_count() == 1
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 class Prefetch:
@@ -201,7 +193,7 @@ def applies(config: RunConfig) -> bool:
         and config.world_size is None
         and not config.list_only
         and cache_dir() is not None
-        and _cpus() > 1
+        and cores.available() > 1
     )
 
 

@@ -31,6 +31,7 @@ from harness.execution import peak_memory, streaming
 from harness.execution.compare import Errors, compare
 from harness.execution.results import Result, Status
 from harness.execution.watchdog import CallTimedOut, Watchdog
+from harness.oracle.deltas import Deltas
 from harness.oracle.dialect import DIALECTS, Dialect, dialect_named
 from harness.oracle.problem import Expected
 
@@ -265,6 +266,8 @@ class _Prepared:
     #: the inputs were made block by block (harness.execution.streaming), with this checksum
     large: bool = False
     digest: streaming.LogitsDigest | None = None
+    #: the large case's expected gradient, computed while its logits were made
+    ahead: streaming.Ahead | None = None
 
 
 def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prepared:
@@ -301,7 +304,7 @@ def _prepare(case: Case, adapter: Adapter, dtype: str, *, stream: bool) -> _Prep
         if fused:
             inputs = case.linear_inputs(dtype, want_grad=want_grad)
         elif prepared.large:  # made in the dtype block by block, checksummed as they are made
-            inputs, prepared.digest = streaming.fresh_inputs(case, dtype, want_grad)
+            inputs, prepared.digest, prepared.ahead = streaming.fresh_inputs(case, dtype, want_grad)
         else:
             inputs = case.inputs(dtype, want_grad=want_grad)
     except FingerprintMismatch as e:  # a large recipe, made only now (see validation)
@@ -374,11 +377,15 @@ def run_one(
     if digest is not None and result.status is not Status.TIMEOUT:
         assert isinstance(inputs, CallInputs)  # only logits cases stream
         pristine = inputs
+        kept = prepared.ahead.kept if prepared.ahead is not None else None
         if not digest.matches(inputs.logits):  # written to: made again, to say where
             pristine = streaming.pristine_inputs(case, dtype, inputs.want_grad)
             before["logits"] = pristine.logits
+            kept = None  # computed from the logits as made: computed again
         if result.status is Status.PASS:  # the call returned: its values, block by block
-            _check_values(case, dtype, inputs, output, result, dialect, pristine=pristine)
+            _check_values(
+                case, dtype, inputs, output, result, dialect, pristine=pristine, kept=kept
+            )  # fmt: skip
     if result.status is not Status.TIMEOUT:  # a timed-out call may still be writing
         # a fused linear call has no logits array to write the gradient into
         inplace = adapter.inplace_backward and not case.fused
@@ -488,10 +495,14 @@ def _check_values(
     result: Result,
     dialect: Dialect,
     pristine: CallInputs | None = None,
+    kept: Deltas | None = None,
 ) -> None:
     """``pristine``: a large case's unmodified inputs, whose expected values are computed and
-    compared block by block (``harness.execution.streaming``)."""
-    if pristine is not None and _check_streamed(case, dtype, inputs, output, result, pristine):
+    compared block by block (``harness.execution.streaming``); ``kept``: their expected
+    gradient, computed while they were made (``streaming.Ahead``)."""
+    if pristine is not None and _check_streamed(
+        case, dtype, inputs, output, result, pristine, kept
+    ):
         return
     try:
         expected = case.expected_for(dtype, dialect)
@@ -681,7 +692,13 @@ def run(
 
 
 def _check_streamed(
-    case: Case, dtype: str, inputs: CallInputs, output: object, result: Result, pristine: CallInputs
+    case: Case,
+    dtype: str,
+    inputs: CallInputs,
+    output: object,
+    result: Result,
+    pristine: CallInputs,
+    kept: Deltas | None,
 ) -> bool:
     """``_check_values`` of a large case, with the same results; False where the streaming
     oracle does not apply (the caller then takes the plain path)."""
@@ -694,7 +711,7 @@ def _check_streamed(
         grad = None  # reported below, in the plain path's order
     if grad is not None:
         streamed = streaming.check_gradient(
-            case, dtype, pristine, grad, tol.grad_rtol, tol.grad_atol
+            case, dtype, pristine, grad, tol.grad_rtol, tol.grad_atol, kept=kept
         )  # fmt: skip
         if streamed is None:
             return False

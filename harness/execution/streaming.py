@@ -22,26 +22,35 @@ The results are those of the plain path: same statuses, errors, ratios and messa
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
+import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from harness.adapters import CallInputs
 from harness.cases.model import Case
 from harness.dtypes import carrier, scalar_ulp
+from harness.execution import cores
 from harness.execution.compare import Comparison, Errors, compare, mismatch_message
 from harness.oracle import cache, compiled
+from harness.oracle.deltas import DecodeMismatch, Deltas
 from harness.oracle.error_model import RowBounds
 from harness.oracle.fast import RowBlocks, preload_tables
 from harness.oracle.problem import Expected, Problem
 
 #: logits per block of rows: float64 blocks of 8 MiB (the size of the error model's blocks)
 BLOCK_ELEMENTS = 1 << 20
+
+#: gradients decoded from what ``Ahead`` kept (``kept``), and those whose decoding did not
+#: give back the entries kept (then computed again after the call)
+stats = {"kept": 0, "decode_mismatch": 0}
 
 
 def applies(case: Case) -> bool:
@@ -62,12 +71,14 @@ def applies(case: Case) -> bool:
 
 @dataclass
 class LogitsDigest:
-    """CRC-32 of the logits' bytes, taken block by block as they are made."""
+    """CRC-32 of the logits' bytes, one for each block as they are made (in order)."""
 
-    crc: int = 0
+    #: (bytes, CRC-32) of each block
+    crcs: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, block: np.ndarray) -> None:
-        self.crc = zlib.crc32(_bytes(block), self.crc)
+        data = _bytes(block)
+        self.crcs.append((data.nbytes, zlib.crc32(data)))
 
     @contextlib.contextmanager
     def beside(self) -> Iterator[Callable[[np.ndarray], None]]:
@@ -97,11 +108,24 @@ class LogitsDigest:
             raise failed[0]
 
     def matches(self, logits: object) -> bool:
-        """Whether ``logits`` still has the bytes the digest was taken of (CRC-32 over about
-        1 GB/s; a copy and a comparison would cost the logits' bytes again)."""
+        """Whether ``logits`` still has the bytes the digest was taken of (a CRC-32 of each
+        block, a few GB/s, the blocks on one thread per core; a copy and a comparison would
+        cost the logits' bytes again)."""
         if not isinstance(logits, np.ndarray) or not logits.flags.c_contiguous:
             return False
-        return zlib.crc32(_bytes(logits)) == self.crc
+        data = _bytes(logits)
+        if data.nbytes != sum(size for size, _ in self.crcs):
+            return False
+        starts = np.cumsum([0] + [size for size, _ in self.crcs]).tolist()
+
+        def same(k: int) -> bool:
+            return zlib.crc32(data[starts[k] : starts[k + 1]]) == self.crcs[k][1]
+
+        threads = min(len(self.crcs), cores.available())
+        if threads <= 1:
+            return all(same(k) for k in range(len(self.crcs)))
+        with ThreadPoolExecutor(threads) as pool:
+            return all(pool.map(same, range(len(self.crcs))))
 
 
 def _bytes(a: np.ndarray) -> memoryview:
@@ -109,9 +133,24 @@ def _bytes(a: np.ndarray) -> memoryview:
     return np.ascontiguousarray(a).reshape(-1).view(np.uint8).data
 
 
-def fresh_inputs(case: Case, dtype: str, want_grad: bool) -> tuple[CallInputs, LogitsDigest]:
-    """The call's inputs, logits made directly in ``dtype``, with their checksum."""
+def fresh_inputs(
+    case: Case, dtype: str, want_grad: bool
+) -> tuple[CallInputs, LogitsDigest, Ahead | None]:
+    """The call's inputs, logits made directly in ``dtype``, with their checksum, and (where
+    it applies) their expected gradient, computed while they were made (``Ahead``)."""
     digest = LogitsDigest()
+    ahead = Ahead(case, dtype, digest) if want_grad and Ahead.applies(case, dtype) else None
+    made = False
+    if ahead is not None:  # the checksum and the gradient on the thread beside
+        try:
+            with _prompt_handover():
+                inputs = case.blockwise_inputs(
+                    dtype, want_grad=want_grad, on_block=ahead.made, on_start=ahead.start
+                )  # fmt: skip
+            made = True
+        finally:  # the checksum is whole once it returns
+            ahead.stop(keep=made)
+        return inputs, digest, ahead
     loading = _preload(case, dtype)
     try:
         with digest.beside() as add:  # the checksum beside the generation, on the other core
@@ -119,7 +158,129 @@ def fresh_inputs(case: Case, dtype: str, want_grad: bool) -> tuple[CallInputs, L
     finally:
         if loading is not None:  # done before the adapter's call, which it must not slow
             loading.join()
-    return inputs, digest
+    return inputs, digest, None
+
+
+#: seconds a thread holds the GIL while another waits for it, while the logits are made
+HANDOVER_S = 0.0005
+
+
+@contextlib.contextmanager
+def _prompt_handover() -> Iterator[None]:
+    """Python's switch interval lowered to ``HANDOVER_S`` inside. The generator draws each
+    block without the GIL, and wants it back to start the next; a thread beside it that
+    holds the GIL then keeps it up to the switch interval (5 ms by default, a third of a
+    block's draw): the generation ran a third slower beside ``Ahead``'s thread."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, HANDOVER_S))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
+class Ahead:
+    """A large case's expected gradient, computed on a thread while its logits are made, kept
+    as one byte an entry (``harness.oracle.deltas``), and their checksum.
+
+    Making the logits holds one core (NumPy's generator, drawing block after block, takes
+    the GIL only between blocks); the checksum of each block, the oracle and the bounds' first
+    pass run beside it, each block of rows as soon as its logits are made, in compiled code
+    (and zlib) that releases the GIL, on one thread: the thread first loads the compiled
+    kernels (``compiled.preload``), then catches up. It stops when the logits are made, after
+    the block in hand: the checksum is then finished on the caller's thread, the blocks of
+    rows it has not reached are computed after the call, on every core, and
+    ``check_gradient`` decodes each block instead of computing it. ``kept`` is None where the
+    thread stopped short (an error, too many escapes, a problem outside the compiled kernels):
+    ``check_gradient`` then computes the whole gradient after the call, as without this."""
+
+    def __init__(self, case: Case, dtype: str, digest: LogitsDigest):
+        self.case, self.dtype, self.digest = case, dtype, digest
+        self.kept: Deltas | None = None
+        self._rows_made = 0
+        self._unsummed: collections.deque[np.ndarray] = collections.deque()  # for the digest
+        self._ready = threading.Condition()
+        self._stop = False
+        self._thread: threading.Thread | None = None
+
+    @staticmethod
+    def applies(case: Case, dtype: str) -> bool:
+        """Whether the compiled oracle and bounds may serve the case (``compiled.applies``,
+        but for what only its inputs tell)."""
+        return (
+            case.logits_size >= compiled.MIN_LOGITS
+            and carrier(dtype) in (np.float32, np.float64)
+            and case.label_smoothing == 0
+            and not case.probability_target
+            and compiled.available()
+        )
+
+    def start(self, inputs: CallInputs) -> None:
+        """Start the thread, on the inputs whose logits are about to be made."""
+        problem = Problem.of_call(inputs, carrier_logits=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(problem,), name="lossconf-ahead", daemon=True
+        )  # fmt: skip
+        self._thread.start()
+
+    def made(self, block: np.ndarray) -> None:
+        """One more block of the logits' rows is made (whole rows, in order)."""
+        with self._ready:
+            self._unsummed.append(block)
+            self._rows_made += block.shape[0] if block.ndim > 1 else 1
+            self._ready.notify()
+
+    def stop(self, *, keep: bool) -> None:
+        """Stop the thread after the block in hand, wait for it and finish the checksum;
+        ``keep``: the logits were all made, and what it computed stands (else ``kept`` is
+        None)."""
+        with self._ready:
+            self._stop = True
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join()
+        self._sum_made()
+        if not keep:
+            self.kept = None
+
+    def _sum_made(self) -> None:
+        """The digest of the blocks made so far (on one thread at a time: in order)."""
+        while self._unsummed:
+            self.digest.add(self._unsummed.popleft())
+
+    def _run(self, problem: Problem) -> None:
+        try:
+            self.kept = kept = self._deltas(problem)
+            with compiled.one_thread():  # the other core makes the logits
+                while True:
+                    hi = self._rows_made + 1  # the checksum alone: the next block made
+                    if kept is not None and kept.usable and kept.encoded < kept.bounds.n_pos:
+                        hi = min(kept.bounds.n_pos, kept.encoded + kept.blocks.rows_per_block)
+                    with self._ready:
+                        while self._rows_made < hi and not self._stop and not self._unsummed:
+                            self._ready.wait()
+                    self._sum_made()
+                    if self._stop:
+                        break
+                    if kept is not None and kept.usable and self._rows_made >= hi:
+                        kept.encode(kept.encoded, hi)
+        except Exception:
+            # a failure here only costs the time it would save: the gradient is computed
+            # after the call instead, where any error of the oracle's is reported
+            self.kept = None
+        if self.kept is not None and not self.kept.usable:
+            self.kept = None
+
+    def _deltas(self, problem: Problem) -> Deltas | None:
+        """The kernels loaded and the problem set up, or None where they do not serve it."""
+        compiled.preload(carrier(self.dtype), carrier(self.dtype))
+        preload_tables()
+        self._sum_made()
+        blocks = RowBlocks(problem, want_grad=True, target_elements=BLOCK_ELEMENTS)
+        if not blocks.possible or not blocks.compiled:
+            return None
+        bounds = RowBounds(problem, self.dtype, want_grad=True)
+        return Deltas(blocks, bounds) if bounds.compiled else None
 
 
 def _preload(case: Case, dtype: str) -> threading.Thread | None:
@@ -245,53 +406,136 @@ def check_gradient(
     rtol: float,
     atol: float,
     on_block: Callable[[int, int], None] | None = None,
+    kept: Deltas | None = None,
 ) -> tuple[Expected, Comparison] | None:
     """One pass of the oracle and the bounds over blocks of rows, each compared with the same
-    rows of ``grad`` (the adapter's, checked for type, shape and dtype) as it is made.
+    rows of ``grad`` (the adapter's, checked for type, shape and dtype) as it is made; or,
+    with ``kept`` (``Ahead``: the gradient of these inputs, computed before the call), one
+    pass of the bounds that decodes each block, on as many threads as there are cores.
 
     Returns the expected loss with its bound (gradient None: never held) and the gradient's
     comparison; None when the streaming oracle does not apply (the caller takes the plain
     path). ``on_block(lo, hi)`` is called after each block (progress, benchmarks)."""
+    if kept is not None:
+        try:
+            checked = _check_kept(case, dtype, kept, grad, rtol, atol, on_block)
+            stats["kept"] += 1
+            return checked
+        except DecodeMismatch:
+            stats["decode_mismatch"] += 1  # then computed again, below
     problem = Problem.of_call(pristine, carrier_logits=True)
     blocks = RowBlocks(problem, want_grad=True, target_elements=BLOCK_ELEMENTS)
     if not blocks.possible:
         return None
     bounds = RowBounds(problem, dtype, want_grad=True)
     n, c = problem.logits.shape
-    joined = BlockComparison((n, c), dtype, "grad", rtol, atol)
-    late_rows: dict[int, np.ndarray] = {}  # rows recomputed in mpmath: their bound so far
+    check = _Check(bounds, grad, BlockComparison((n, c), dtype, "grad", rtol, atol), on_block)
     for lo in range(0, n, blocks.rows_per_block):
         hi = min(n, lo + blocks.rows_per_block)
         expected, pending = blocks.block(lo, hi)
         assert expected is not None  # the gradient is wanted
+        within = None
+        if not pending.any():  # the common case in one compiled pass
+            got = np.ascontiguousarray(grad[lo:hi])
+            within = bounds.compare_rows(lo, hi, expected, got, pending, rtol, atol)
+        check.block(lo, hi, expected, pending, within)
+    return check.finish(case, dtype, blocks)
+
+
+def _check_kept(
+    case: Case,
+    dtype: str,
+    kept: Deltas,
+    grad: np.ndarray,
+    rtol: float,
+    atol: float,
+    on_block: Callable[[int, int], None] | None,
+) -> tuple[Expected, Comparison]:
+    """``check_gradient`` with the gradient decoded from ``kept``: the blocks of rows taken
+    in turn by one thread per core (the kernels and NumPy's passes release the GIL); the
+    same comparison, whatever the order (``BlockComparison``)."""
+    blocks, bounds = kept.blocks, kept.bounds
+    n, c = bounds.n_pos, bounds.c
+    check = _Check(bounds, grad, BlockComparison((n, c), dtype, "grad", rtol, atol), on_block)
+
+    def one(lo: int) -> None:
+        hi = min(n, lo + blocks.rows_per_block)
         got = np.ascontiguousarray(grad[lo:hi])
-        if not pending.any():
-            # the common case in one compiled pass: every pair within its bound
-            stats = bounds.compare_rows(lo, hi, expected, got, pending, rtol, atol)
-            if stats is not None and stats[:, 0].all():
-                joined.absorb(stats)
-                if on_block is not None:
-                    on_block(lo, hi)
-                continue
-        # else the bound itself, and ``compare`` (the messages)
-        partial = bounds.rows(lo, hi)
+        state, expected = kept.decode(lo, hi)
+        pending = kept.pending[lo:hi]
+        within = None
+        if not pending.any() and bounds.compares(got):  # the common case in one pass
+            within = bounds.compare_state(state, expected, got, pending, rtol, atol)
+        check.block(lo, hi, expected, pending, within)
+
+    while kept.encoded < n and kept.usable:  # blocks ``Ahead`` did not reach
+        kept.encode(kept.encoded, min(n, kept.encoded + blocks.rows_per_block))
+    if not kept.usable:
+        raise DecodeMismatch("too many entries escaped")
+    starts = range(0, n, blocks.rows_per_block)
+    with ThreadPoolExecutor(min(len(starts), cores.available())) as pool:
+        for done in [pool.submit(one, lo) for lo in starts]:
+            done.result()  # raises what a block raised (DecodeMismatch)
+    return check.finish(case, dtype, blocks)
+
+
+class _Check:
+    """What ``check_gradient`` keeps across blocks of rows, given in any order, from any
+    thread: the comparison so far, and the bound rows of the rows the oracle left to mpmath."""
+
+    def __init__(
+        self,
+        bounds: RowBounds,
+        grad: np.ndarray,
+        joined: BlockComparison,
+        on_block: Callable[[int, int], None] | None,
+    ):
+        self.bounds, self.grad, self.joined, self.on_block = bounds, grad, joined, on_block
+        self.late_rows: dict[int, np.ndarray] = {}  # rows recomputed in mpmath: bound so far
+        self.lock = threading.Lock()
+
+    def block(
+        self,
+        lo: int,
+        hi: int,
+        expected: np.ndarray,
+        pending: np.ndarray,
+        within: np.ndarray | None,
+    ) -> None:
+        """Rows [lo, hi) compared: by their compiled maxima ``within``
+        (``RowBounds.compare_rows``) when every pair is within its bound, else with the bound
+        itself and ``compare`` (the messages)."""
+        grad, joined = self.grad, self.joined
+        if within is not None and within[:, 0].all():
+            with self.lock:
+                joined.absorb(within)
+                if self.on_block is not None:
+                    self.on_block(lo, hi)
+            return
+        partial = self.bounds.rows(lo, hi)
         assert partial is not None
-        for i in np.nonzero(pending)[0].tolist():
-            late_rows[lo + i] = partial[i].copy()
-        bound = bounds.grad_bound(partial, expected)
-        for a, b in _runs(~pending):
-            joined.add(lo + a, grad[lo + a : lo + b], expected[a:b], bound[a:b])
-        if on_block is not None:
-            on_block(lo, hi)
-    loss, late = blocks.finish()
-    for row, values in late.items():
-        expected_row = values[None, :]
-        bound = bounds.grad_bound(late_rows[row][None, :], expected_row)
-        joined.add(row, grad[row : row + 1], expected_row, bound)
-    loss_bound, _ = bounds.finish(loss)
-    found = Expected(loss, None, loss_bound, None)
-    cache.write_loss(case.content_hash, dtype, found)
-    return found, joined.result()
+        pending_rows = {lo + i: partial[i].copy() for i in np.nonzero(pending)[0].tolist()}
+        bound = self.bounds.grad_bound(partial, expected)
+        with self.lock:
+            self.late_rows.update(pending_rows)
+            for a, b in _runs(~pending):
+                joined.add(lo + a, grad[lo + a : lo + b], expected[a:b], bound[a:b])
+            if self.on_block is not None:
+                self.on_block(lo, hi)
+
+    def finish(self, case: Case, dtype: str, blocks: RowBlocks) -> tuple[Expected, Comparison]:
+        """After every block: the rows left to mpmath compared, the loss and its bound (its
+        disk cache entry written)."""
+        bounds, grad, joined = self.bounds, self.grad, self.joined
+        loss, late = blocks.finish()
+        for row, values in late.items():
+            expected_row = values[None, :]
+            bound = bounds.grad_bound(self.late_rows[row][None, :], expected_row)
+            joined.add(row, grad[row : row + 1], expected_row, bound)
+        loss_bound, _ = bounds.finish(loss)
+        found = Expected(loss, None, loss_bound, None)
+        cache.write_loss(case.content_hash, dtype, found)
+        return found, joined.result()
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:

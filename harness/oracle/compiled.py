@@ -78,6 +78,14 @@ def fused_kernels() -> tuple[Callable, Callable]:
     return _kernel.bound_compare, _kernel.within
 
 
+def delta_kernels() -> tuple[Callable, Callable]:
+    """The kernels of ``harness.oracle.deltas``: ``encode_deltas``, ``decode_deltas``."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    from harness.oracle import _kernel
+
+    return _kernel.encode_deltas, _kernel.decode_deltas
+
+
 def kernels_cached() -> bool:
     """Whether numba's disk cache holds machine code of this source for the row kernel and
     the bound kernels (each at least one specialization), so that a first call loads them
@@ -98,7 +106,7 @@ def kernels_cached() -> bool:
 
 def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     """Load the kernels a streamed problem of the compiled kind runs (``rows``,
-    ``bound_shifts``, ``bound_rows``, ``bound_compare``) for logits of ``logits_dtype`` and an
+    ``bound_shifts``, ``bound_rows``, ``bound_compare``, ``encode_deltas``, ``decode_deltas``) for logits of ``logits_dtype`` and an
     adapter's gradient of ``grad_dtype``, from numba's disk cache (or compile them), without
     running them: what their first call would do (about 0.9 s: importing numba, loading
     machine code). ``harness.execution.streaming`` does it on a thread while the logits are
@@ -123,6 +131,24 @@ def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     _kernel.bound_rows.compile(sig(*state, True, f2, f2))
     got = np.zeros((1, 1), grad_dtype)
     _kernel.bound_compare.compile(sig(*state, 0.0, f2, got, b1, f1, f2))
+    deltas, checks = np.zeros((1, 1), np.int8), np.zeros(1, np.uint64)
+    _kernel.encode_deltas.compile(sig(f2, f1, i1, f1, f2, b1, deltas, checks, 0))
+    _kernel.decode_deltas.compile(sig(f2, f1, i1, f1, deltas, b1, checks, 0, f2))
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """The kernels this thread calls inside run on one thread (numba's count is per
+    thread)."""
+    # numba is optional and slow to import: only a large enough problem loads it
+    import numba
+
+    most = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(most)
 
 
 class ThreadChoice:

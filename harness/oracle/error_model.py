@@ -47,6 +47,7 @@ target plus ``eps / C * |w_c|`` everywhere), ``g_n`` the upstream factor (1 for
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -244,14 +245,17 @@ class RowBounds:
         #: the problems of the compiled oracle take the compiled bounds (the same values)
         self.compiled = logit_error is None and compiled.applies(problem, self.x_all)
         #: the compiled bounds' float64 blocks, reused from block to block (fresh memory
-        #: for each would cost a page fault per 4 KiB, as much as the loops themselves)
-        self._buffers: dict[str, np.ndarray] = {}
+        #: for each would cost a page fault per 4 KiB, as much as the loops themselves); a
+        #: set per thread, so that threads may take blocks of rows in turn
+        self._local = threading.local()
 
     def _buffer(self, name: str, r: int, c: int) -> np.ndarray:
-        """An (r, c) float64 block for ``name``, the same memory from call to call."""
-        buf = self._buffers.get(name)
+        """An (r, c) float64 block for ``name``, the same memory from call to call of this
+        thread."""
+        buffers = self._local.__dict__
+        buf = buffers.get(name)
         if buf is None or buf.shape[0] < r or buf.shape[1] != c:
-            buf = self._buffers[name] = np.empty((r, c))
+            buf = buffers[name] = np.empty((r, c))
         return buf[:r]
 
     def _compiled_state(self, lo: int, hi: int) -> tuple:
@@ -316,8 +320,18 @@ class RowBounds:
         ``harness.execution.compare``'s common case. None when the compiled kernels do not
         serve this problem or ``got``'s dtype (the caller uses ``rows`` and ``grad_bound``);
         after a row that is not within, the caller asks ``rows`` for the bound itself."""
-        if not (self.compiled and self.want_grad and got.dtype in (np.float32, np.float64)):
+        if not self.compares(got):
             return None
+        return self.compare_state(self.loss_terms(lo, hi), expected, got, skip, rtol, atol)
+
+    def compares(self, got: np.ndarray) -> bool:
+        """Whether ``compare_rows`` serves this problem and an adapter's gradient ``got``."""
+        return self.compiled and self.want_grad and got.dtype in (np.float32, np.float64)
+
+    def loss_terms(self, lo: int, hi: int) -> tuple:
+        """The first half of ``compare_rows`` (a problem it serves): each position's loss
+        terms of rows [lo, hi), kept for ``finish``; returns the rows' state for
+        ``compare_state`` (its arrays are this thread's buffers, reused by its next call)."""
         state = self._compiled_state(lo, hi)
         r = state[0].shape[0]
         per_pos = np.empty((4, r))
@@ -326,7 +340,24 @@ class RowBounds:
         self.per_pos_c[lo:hi] = per_pos[1]
         self.per_pos_abs[lo:hi] = per_pos[2]
         self.per_pos_a[lo:hi] = per_pos[3]
-        stats = np.zeros((r, 5))
+        return state
+
+    def state(self, lo: int, hi: int) -> tuple:
+        """Rows [lo, hi)'s state for ``compare_state``, without their loss terms (those of
+        ``loss_terms``, taken already)."""
+        return self._compiled_state(lo, hi)
+
+    def compare_state(
+        self,
+        state: tuple,
+        expected: np.ndarray,
+        got: np.ndarray,
+        skip: np.ndarray,
+        rtol: float,
+        atol: float,
+    ) -> np.ndarray:
+        """The second half of ``compare_rows``: the rows of ``state`` compared."""
+        stats = np.zeros((state[0].shape[0], 5))
         tol = np.array([THRESHOLD, rtol, atol])
         compiled.fused_kernels()[0](
             *state, self._grad_factor(), expected, got, skip, tol, stats

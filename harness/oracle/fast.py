@@ -466,6 +466,11 @@ class RowBlocks:
             step = fast.step
             self.rows_per_block = step * max(1, target_elements // (step * fast.c))
 
+    @property
+    def compiled(self) -> bool:
+        """Whether the blocks run in the compiled kernel (``harness.oracle.compiled``)."""
+        return self._fast is not None and self._fast.use_compiled
+
     def block(self, lo: int, hi: int) -> tuple[np.ndarray | None, np.ndarray]:
         """Rows [lo, hi) (``lo`` a multiple of ``rows_per_block``): their gradient (None when
         not wanted) and which of them are pending."""
@@ -489,6 +494,17 @@ class RowBlocks:
                 fast.rows(lo, hi)
         grad, fast.grad = fast.grad, None
         return grad, fast.fallback[lo:hi].copy()
+
+    def factors(self, lo: int, hi: int) -> np.ndarray:
+        """Rows [lo, hi)'s gradient factors in one float64 each: the row's scale (the mean's
+        1/D, or its upstream gradient) times its target's weight; 0 for an ignored row. An
+        approximation (the oracle's are double-double): ``harness.oracle.deltas`` needs one
+        formed the same way each time, not a correct one."""
+        fast = self._fast
+        assert fast is not None and self.possible
+        ignored = fast.ignored[lo:hi]
+        wy = fast.w[np.where(ignored, 0, fast.t[lo:hi])]
+        return np.where(ignored, 0.0, fast.sh[lo:hi] * wy)
 
     def finish(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
         """The loss, and the final gradient row of each pending row (when wanted)."""

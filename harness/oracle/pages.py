@@ -1,5 +1,5 @@
-"""Zeroed float64 arrays for large results written once (the oracle's gradient), on the
-system's ordinary pages.
+"""Zeroed arrays for large results written once (the oracle's gradient, a streamed case's
+expected deltas), on the system's ordinary pages.
 
 NumPy advises the kernel to back every array above 4 MiB with transparent huge pages
 (``madvise(MADV_HUGEPAGE)``). Each huge page must then be found whole, and where memory is
@@ -19,16 +19,18 @@ import math
 import mmap
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 #: NumPy's own threshold for the advice: smaller arrays come from ``np.zeros``
 MIN_BYTES = 1 << 22
 
 
-def zeros(shape: tuple[int, ...]) -> np.ndarray:
-    """A writable float64 array of ``shape``, all 0.0; from ``MIN_BYTES`` on, in memory of its
+def zeros(shape: tuple[int, ...], dtype: DTypeLike = np.float64) -> np.ndarray:
+    """A writable array of ``shape``, all zeros; from ``MIN_BYTES`` on, in memory of its
     own (mapped lazily: each page is made and zeroed by the system when first written, by
     whichever thread writes it)."""
-    size = math.prod(shape) * 8
+    kind = np.dtype(dtype)
+    size = math.prod(shape) * kind.itemsize
     if size < MIN_BYTES:
-        return np.zeros(shape)
-    return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape(shape)
+        return np.zeros(shape, kind)
+    return np.frombuffer(mmap.mmap(-1, size), kind).reshape(shape)
