@@ -275,8 +275,16 @@ def test_blockwise_inputs_are_the_inputs(cases, monkeypatch):
             for block in seen:
                 digest.add(block)
             assert digest.matches(made.logits)
+            assert len(digest.crcs) == len(seen)  # one a block, checked on every core
+            middle = made.logits.reshape(-1)[made.logits.size // 2 :]
+            was = middle[0]
+            middle[0] = was + 1  # a block in the middle
+            assert not digest.matches(made.logits)
+            middle[0] = was
+            assert digest.matches(made.logits)
             made.logits[-1, -1] += 1
             assert not digest.matches(made.logits)
+            assert not digest.matches(made.logits[:-1])  # fewer bytes
 
 
 def test_the_numpy_reference_in_blocks_of_rows_gives_the_same_bits(cases, monkeypatch):
@@ -304,7 +312,9 @@ def test_preload_loads_the_kernels_the_streaming_path_calls(cases, monkeypatch):
 
     from harness.oracle import _kernel
 
-    names = ("rows", "bound_shifts", "bound_rows", "bound_compare")
+    names = (
+        "rows", "bound_shifts", "bound_rows", "bound_compare", "encode_deltas", "decode_deltas"
+    )  # fmt: skip
     preloaded: set = set()
     called: set = set()
     loading: list = []  # non-empty while compiled.preload runs (a first call compiles too)
@@ -344,9 +354,63 @@ def test_preload_loads_the_kernels_the_streaming_path_calls(cases, monkeypatch):
     monkeypatch.setattr(compiled, "fused_kernels", lambda: (
         watched(_kernel.bound_compare, "bound_compare"), _kernel.within
     ))  # fmt: skip
+    monkeypatch.setattr(compiled, "delta_kernels", lambda: (
+        watched(_kernel.encode_deltas, "encode_deltas"),
+        watched(_kernel.decode_deltas, "decode_deltas"),
+    ))  # fmt: skip
     monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
     monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
     for dtype in ("float32", "float64", "bfloat16"):
         assert run_one(cases[0], NumpyAdapter(), dtype).status.value == "pass"
     assert {name for name, _ in called} == set(names)
     assert called <= preloaded
+
+
+def _streamed(cases, monkeypatch) -> list[dict]:
+    monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
+    monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
+    monkeypatch.setattr(streaming, "BLOCK_ELEMENTS", 3_000)
+    monkeypatch.setattr(generate, "BLOCK_ELEMENTS", 2_000)
+    return _run_all(cases)
+
+
+@pytest.mark.parametrize("fault", ["decode-mismatch", "encode-raises", "too-many-escapes"])
+def test_a_gradient_kept_ahead_that_fails_is_computed_after_the_call(cases, monkeypatch, fault):
+    """Whatever goes wrong with the gradient computed while the logits are made (a row that
+    decodes otherwise, an error on the thread, more escapes than kept), the results are those
+    of the plain path: the gradient is computed after the call instead."""
+    if not compiled.available():
+        pytest.skip("numba is not installed (extra 'fast')")
+    from harness.oracle import deltas
+
+    monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
+    plain = _run_all(cases)
+    if fault == "decode-mismatch":
+        real_encode = deltas.Deltas.encode
+
+        def off_by_one_step(self, lo, hi):
+            real_encode(self, lo, hi)
+            if lo == 0:
+                self.deltas[0, 1] += 1  # row 0 no longer decodes to its entries
+
+        monkeypatch.setattr(deltas.Deltas, "encode", off_by_one_step)
+    elif fault == "encode-raises":
+
+        def fails(self, lo, hi):
+            raise RuntimeError("planted")
+
+        monkeypatch.setattr(deltas.Deltas, "encode", fails)
+    else:
+        real_encode = deltas.Deltas.encode
+
+        def escapes_past_the_limit(self, lo, hi):
+            real_encode(self, lo, hi)
+            self.usable = False  # as when more than deltas.MAX_ESCAPES entries escaped
+
+        monkeypatch.setattr(deltas.Deltas, "encode", escapes_past_the_limit)
+    before = dict(streaming.stats)
+    assert _streamed(cases, monkeypatch) == plain
+    mismatches = streaming.stats["decode_mismatch"] - before["decode_mismatch"]
+    assert (mismatches > 0) == (fault == "decode-mismatch")
+    if fault != "decode-mismatch":
+        assert streaming.stats["kept"] == before["kept"]  # none was kept

@@ -1,0 +1,78 @@
+"""The command line's exit (harness/cli/exit.py): the process ends without tearing the
+interpreter down, yet with its exit code, its whole output, and every exit handler
+registered while the command ran (an adapter's own among them)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO
+
+#: an adapter whose module registers an exit handler and leaves a thread pool behind
+WITH_HANDLER = """
+import atexit
+from concurrent.futures import ThreadPoolExecutor
+
+from harness.adapters.numpy_ref import NumpyAdapter
+
+_pool = ThreadPoolExecutor(1)
+_pool.submit(lambda: None).result()
+
+
+def _at_exit():
+    with open(__file__ + ".exited", "w") as f:
+        f.write("ran")
+
+
+atexit.register(_at_exit)
+
+
+class Mine(NumpyAdapter):
+    name = "mine"
+"""
+
+CASE = """
+cases:
+  - name: tiny
+    why: one result
+    logits: [[0.5, -1.0, 2.0], [1.0, 0.0, -0.5]]
+    target: [2, 0]
+    reduction: mean
+    expected: oracle
+"""
+
+
+def test_exit_handlers_an_adapter_registered_run(cli_process, tmp_path):
+    (tmp_path / "mine.py").write_text(WITH_HANDLER)
+    (tmp_path / "tiny.yaml").write_text(CASE)
+    done = cli_process("--adapter", "mine.py:Mine", "--cases", "tiny.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "mine.py.exited").read_text() == "ran"
+
+
+def test_the_exit_code_and_the_whole_output_come_through_a_pipe(cli_process, tmp_path):
+    """A long output into a pipe (the table of every built-in case) arrives whole, and each
+    exit code is the command's."""
+    listed = cli_process("--list")
+    assert listed.returncode == 0
+    rows = listed.stdout.splitlines()
+    assert len(rows) > 1000 and rows[-1].strip()
+    assert cli_process("--adapter", "no-such-adapter").returncode == 2
+    (tmp_path / "tiny.yaml").write_text(CASE.replace("expected: oracle", "expected: {loss: 9.0}"))
+    failing = cli_process("--cases", str(tmp_path / "tiny.yaml"))
+    assert failing.returncode == 1 and "do not conform" in failing.stdout
+
+
+def test_the_console_script_exits_the_same_way():
+    """``lossconf`` (the ``harness.cli.exit:entry`` script) and ``python -m harness``."""
+    script = [sys.executable, "-c", "from harness.cli.exit import entry; entry()", "--list"]
+    via_entry = subprocess.run(script, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert via_entry.returncode == 0
+    assert len(via_entry.stdout.splitlines()) > 1000
+
+
+def test_main_called_from_python_returns(cli):
+    """``main(argv)`` in a process of the user's (here pytest's) returns its code: the quick
+    exit is only the entry points'."""
+    assert cli("--list").returncode == 0
