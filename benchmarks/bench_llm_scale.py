@@ -183,7 +183,7 @@ def _profile_one(case_path: Path, adapter_name: str, streamed: bool) -> tuple[Ph
     from harness.cases.loader import load_file
     from harness.execution import peak_memory, runner, streaming
     from harness.execution.registry import load
-    from harness.oracle import cache, error_model, fast
+    from harness.oracle import cache
     from harness.oracle.problem import Problem
 
     adapter = load(adapter_name)
@@ -204,17 +204,16 @@ def _profile_one(case_path: Path, adapter_name: str, streamed: bool) -> tuple[Ph
         w(runner, "to_array", "output checks and float64 copies")
         w(runner, "compare", "comparison")
         w(cache, "_write", "cache write")
-        # streaming path
-        w(model, "materialize_blockwise", "generation in float32 blocks (+ cast, checksum)")
-        w(streaming.LogitsDigest, "matches", "in-place check (checksum after)")
-        w(fast.RowBlocks, "block", "oracle")
-        w(fast.RowBlocks, "finish", "oracle")
-        w(error_model.RowBounds, "compare_rows", "error bounds and comparison, one compiled pass")
-        w(error_model.RowBounds, "rows", "error bounds")
-        w(error_model.RowBounds, "grad_bound", "error bounds")
-        w(error_model.RowBounds, "finish", "error bounds")
-        w(streaming.BlockComparison, "add", "comparison")
-        w(cache, "write_loss", "cache write")
+        # streaming path (the functions it calls on other threads, and those it calls
+        # inside these, count in these)
+        w(
+            streaming,
+            "fresh_inputs",
+            "generation in float32 blocks (+ cast; beside: checksums, oracle, deltas)",
+        )
+        w(streaming.LogitsDigest, "matches", "in-place check (checksums after)")
+        w(streaming, "check_gradient",
+          "deltas decoded, error bounds and comparison (threads), loss")  # fmt: skip
         w(type(adapter), "run", "adapter call")
         peak_memory.reset()
         wall, cpu = time.perf_counter(), time.process_time()
