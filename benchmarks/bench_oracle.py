@@ -17,7 +17,9 @@ numba's compiled kernel runs on all cores; on a busy machine the wall time of a 
 loop grows more than its CPU time), and of those the system's (mostly the page faults of
 the fresh float64 gradient). ``nll-thp`` is ``nll`` with the gradient's memory from
 ``np.zeros`` (NumPy advises transparent huge pages for it) instead of
-``harness.oracle.pages.zeros``. ``mpmath`` times the 200-bit reference and the oracle on one
+``harness.oracle.pages.zeros``; ``nll-blocks`` is ``nll`` with the gradient made block of
+rows by block of rows into the same 8 MiB (``harness.oracle.fast.RowBlocks``), as the
+streaming path of large cases takes it: every entry computed, none of it fresh memory. ``mpmath`` times the 200-bit reference and the oracle on one
 64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
 on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
 installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
@@ -62,7 +64,7 @@ def make_inputs(rows: int, classes: int, mode: str):
         x[lo : lo + 64] = rng.standard_normal((min(64, rows - lo), classes), dtype=np.float32) * 4
     t = rng.integers(0, classes, rows)
     t[rng.random(rows) < 0.25] = -100
-    if mode in ("nll", "nll-thp"):
+    if mode in ("nll", "nll-thp", "nll-blocks"):
         return x, Problem(x, t, False)
     w = rng.uniform(0.5, 2.0, classes)
     return x, Problem(x, t, False, weight=w, label_smoothing=0.1)
@@ -83,6 +85,22 @@ def logsumexp_pass(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def in_blocks(problem) -> None:
+    """The oracle's loss and every gradient entry, the gradient block of rows by block of rows
+    into the same 8 MiB of float64 (``RowBlocks``, as the streaming path of large cases takes
+    it), each block read once as a consumer would."""
+    from harness.execution.streaming import BLOCK_ELEMENTS
+    from harness.oracle.fast import RowBlocks
+
+    blocks = RowBlocks(problem, target_elements=BLOCK_ELEMENTS)
+    assert blocks.possible
+    n = problem.logits.shape[0]
+    for lo in range(0, n, blocks.rows_per_block):
+        grad, _ = blocks.block(lo, min(n, lo + blocks.rows_per_block))
+        assert grad is not None
+    blocks.finish()
+
+
 def measure(mode: str, rows: int, classes: int) -> dict:
     from harness.oracle import cross_entropy, pages
     from harness.oracle import fast as oracle_fast
@@ -95,6 +113,8 @@ def measure(mode: str, rows: int, classes: int) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     if mode == "baseline":
         logsumexp_pass(x)
+    elif mode == "nll-blocks":
+        in_blocks(problem)
     else:
         cross_entropy(problem, want_grad=mode != "loss")
     seconds = time.perf_counter() - start
@@ -329,6 +349,7 @@ MODES = {
     "loss": "oracle, weights + smoothing, loss only",
     "nll": "oracle, loss + float64 grad (no weights, no smoothing)",
     "nll-thp": "the same, the gradient's memory from `np.zeros` (huge pages)",
+    "nll-blocks": "the same, the gradient block by block (the streaming path's form)",
     "smooth": "oracle, loss + float64 grad (weights + smoothing 0.1)",
 }
 

@@ -274,7 +274,7 @@ SOURCES: dict[str, Source] = {
         Source("bench-llm-profile", "python benchmarks/bench_llm_scale.py profile", "slow"),
         Source("bench-llm-scale", "python benchmarks/bench_llm_scale.py table", "slow"),
         Source("bench-oracle-large", "python benchmarks/bench_oracle.py --modes "
-               "baseline,nll,nll-thp,smooth,loss", "slow"),
+               "baseline,nll,nll-blocks,nll-thp,smooth,loss", "slow"),
         Source("bench-oracle-libraries", "pip install gmpy2 python-flint && python "
                "benchmarks/bench_oracle.py --modes libraries --rows 16", "slow"),
         Source("bench-jax-compiles-unpadded", "git show 4116c04:adapters/jax_ce.py > "

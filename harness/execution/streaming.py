@@ -4,15 +4,19 @@ A case takes this path when ``applies``: ``expected: oracle``, 2-D logits (N, C)
 ``harness.oracle.cache.LARGE_ELEMENTS`` elements, class-index targets, no kernel field. Then:
 
 - the logits are made directly in the case dtype, block by block
-  (``Case.blockwise_inputs``), and a CRC-32 of their bytes is taken as they are made, on a
-  thread beside the generation;
-- the in-place write check compares that checksum with one taken after the call instead of
-  keeping a copy; only when they differ are the logits made again, to say which elements
+  (``Case.blockwise_inputs``), and a CRC-32 of each block's bytes is taken as it is made, on
+  a thread beside the generation;
+- on that thread too (``Ahead``, where the compiled oracle serves the case), each block of
+  rows is given to the oracle as soon as its logits are made, and its gradient kept in one
+  byte an entry (``harness.oracle.deltas``), so the oracle's pass costs the call nothing;
+- the in-place write check compares those checksums with ones taken after the call instead
+  of keeping a copy; only when they differ are the logits made again, to say which elements
   changed (the message of a small case) and to give the oracle the unmodified values;
-- the oracle (``harness.oracle.fast.RowBlocks``, the same correctly rounded arithmetic) and
-  the error bounds (``harness.oracle.error_model.RowBounds``) run block of rows by block of
-  rows, and each block is compared with the adapter's gradient rows as it is made
-  (``BlockComparison``), so neither the float64 expected gradient nor its bound is held;
+- after the call the kept blocks are decoded, bounded (``harness.oracle.error_model.
+  RowBounds``) and compared with the adapter's gradient rows (``BlockComparison``) on one
+  thread per core; without a kept gradient the oracle (``harness.oracle.fast.RowBlocks``,
+  the same correctly rounded arithmetic) runs block by block after the call, each block
+  compared as it is made. Neither the float64 expected gradient nor its bound is held;
 - only the loss and its bound are cached on disk (``harness.oracle.cache``), never the
   gradient.
 
