@@ -76,3 +76,21 @@ def test_main_called_from_python_returns(cli):
     """``main(argv)`` in a process of the user's (here pytest's) returns its code: the quick
     exit is only the entry points'."""
     assert cli("--list").returncode == 0
+
+
+def test_exit_handlers_registered_before_the_entry_point_run(tmp_path):
+    """A handler registered before the command starts (as ``coverage run -m harness``
+    registers the one that saves its data) runs: the process then exits as usual."""
+    mark = tmp_path / "saved"
+    script = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(mark)!r}, 'w').write('saved'))\n"
+        "from harness.cli.exit import entry\n"
+        "sys.argv = ['lossconf', '--list']\n"
+        "entry()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert mark.read_text() == "saved"

@@ -9,7 +9,9 @@ exit handler registered after the start has run: those that stop the processes a
 started (multiprocessing's, concurrent.futures'), logging's, an adapter's own. Standard
 output and standard error are flushed first; files the harness writes are closed by then.
 A command that raises exits as usual. ``main(argv)`` called from Python (the tests, a
-script of the user's) never exits this way.
+script of the user's) never exits this way; nor does a process in which exit handlers were
+registered before the entry point ran (``coverage run -m harness`` saves its data in one,
+a ``sitecustomize`` may register others): they would be skipped.
 """
 
 from __future__ import annotations
@@ -41,10 +43,18 @@ def run(main: Callable[[], int]) -> NoReturn:
     """Register the handler, then run the command (``main`` imports it: every handler its
     imports register runs before this one) and exit with its code."""
     quick = _Exit()
+    earlier = _handlers()
     atexit.register(quick)
     code = main()
-    quick.code = code
+    if earlier == 0:
+        quick.code = code
     sys.exit(code)
+
+
+def _handlers() -> int:
+    """How many exit handlers are registered (CPython tells; elsewhere, assume some)."""
+    count = getattr(atexit, "_ncallbacks", None)
+    return count() if callable(count) else 1
 
 
 def entry() -> NoReturn:
