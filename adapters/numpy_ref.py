@@ -61,6 +61,16 @@ def validate(x: np.ndarray, t: np.ndarray, inputs: CallInputs) -> None:
         raise IndexError(f"target {t[bad].flat[0]} is out of bounds for {c} classes")
 
 
+def _class_last(a: np.ndarray, c: int) -> np.ndarray:
+    """(P, C) rows of 1-D, (N, C) or (N, C, d1, ...) values: a view for 1-D and 2-D ones (the
+    common case skips ``np.moveaxis``, some microseconds a call)."""
+    if a.ndim == 1:
+        return a.reshape(1, c)
+    if a.ndim == 2:
+        return a
+    return np.moveaxis(a, 1, -1).reshape(-1, c)
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of (P, C) float64; rows with NaN/+inf or all -inf are NaN."""
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
@@ -134,7 +144,7 @@ def cross_entropy_with_z_loss(
     c = x.shape[0] if x.ndim == 1 else x.shape[1]
     eps = max(0.0, float(inputs.label_smoothing))
     # (P, C) in the logits' own dtype: a view for 1-D and 2-D logits
-    rows = np.moveaxis(x.reshape(1, c) if x.ndim == 1 else x, 1, -1).reshape(-1, c)
+    rows = _class_last(x, c)
     prob = np.issubdtype(t.dtype, np.floating)
     w = np.ones(c) if inputs.weight is None else np.asarray(inputs.weight, dtype=np.float64)
     n_pos = rows.shape[0]
@@ -143,7 +153,7 @@ def cross_entropy_with_z_loss(
     y_rows = None
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if prob:
-            y_rows = np.moveaxis(t.reshape(1, c) if t.ndim == 1 else t, 1, -1).reshape(-1, c)
+            y_rows = _class_last(t, c)
             keep = np.ones(n_pos, dtype=bool)
             denominator = float(n_pos)
         else:
@@ -232,7 +242,7 @@ def cross_entropy_with_z_loss(
 
     grad = None
     if grad_rows is not None:
-        if x.ndim == 1:
+        if x.ndim <= 2:  # (P, C) already: the rows themselves
             grad = grad_rows.reshape(x.shape)
         else:
             moved = (x.shape[0], *x.shape[2:], c)
