@@ -414,3 +414,37 @@ def test_a_gradient_kept_ahead_that_fails_is_computed_after_the_call(cases, monk
     assert (mismatches > 0) == (fault == "decode-mismatch")
     if fault != "decode-mismatch":
         assert streaming.stats["kept"] == before["kept"]  # none was kept
+
+
+def test_a_fingerprint_that_does_not_match_is_an_error_of_that_result(tmp_path, monkeypatch):
+    """A large recipe whose values this NumPy does not make (its ``sha256`` differs) is an
+    ``error`` of the result, found once the logits are made, while the gradient is being
+    computed beside them; the thread beside is let go, not waited for."""
+    from harness.cases import build
+
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(build, "FINGERPRINT_AT_LOAD", 1_000)  # checked when made, not loaded
+    monkeypatch.setattr(compiled, "MIN_LOGITS", 1)
+    monkeypatch.setattr(cache, "LARGE_ELEMENTS", 10_000)
+    monkeypatch.setattr(generate, "BLOCK_ELEMENTS", 2_000)
+    path = tmp_path / "wrong.yaml"
+    path.write_text(
+        CASES.split("  - name: sum_weighted_smoothed")[0].replace(
+            "seed: 1, std: 3.0}", "seed: 1, std: 3.0, sha256: 0123456789abcdef}"
+        )
+    )
+    (case,) = load_file(path)
+    assert streaming.applies(case)
+    stopped: list[bool] = []
+    real_stop = streaming.Ahead.stop
+
+    def stop(self, *, keep):
+        stopped.append(keep)
+        real_stop(self, keep=keep)
+
+    monkeypatch.setattr(streaming.Ahead, "stop", stop)
+    result = run_one(case, NumpyAdapter(), "float32")
+    assert stopped == ([False] if compiled.available() else [])  # let go, not kept
+    assert result.status.value == "error"
+    assert "the case's inputs cannot be made" in result.message
+    assert "fingerprint" in result.message

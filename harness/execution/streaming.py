@@ -205,6 +205,7 @@ class Ahead:
         self._unsummed: collections.deque[np.ndarray] = collections.deque()  # for the digest
         self._ready = threading.Condition()
         self._stop = False
+        self._keep = True  # False once stopped without keeping what it computed
         self._thread: threading.Thread | None = None
 
     @staticmethod
@@ -236,16 +237,20 @@ class Ahead:
 
     def stop(self, *, keep: bool) -> None:
         """Stop the thread after the block in hand, wait for it and finish the checksum;
-        ``keep``: the logits were all made, and what it computed stands (else ``kept`` is
-        None)."""
+        ``keep``: the logits were all made, and what it computed stands. Else (the making
+        raised: an interrupt, a fingerprint that does not match) ``kept`` is None and the
+        thread is not waited for: it may be compiling the kernels, for seconds, and stops at
+        its next block (a daemon thread, it never holds the process)."""
         with self._ready:
             self._stop = True
             self._ready.notify()
+        if not keep:
+            self.kept = None
+            self._keep = False
+            return
         if self._thread is not None:
             self._thread.join()
         self._sum_made()
-        if not keep:
-            self.kept = None
 
     def _sum_made(self) -> None:
         """The digest of the blocks made so far (on one thread at a time: in order)."""
@@ -272,7 +277,7 @@ class Ahead:
             # a failure here only costs the time it would save: the gradient is computed
             # after the call instead, where any error of the oracle's is reported
             self.kept = None
-        if self.kept is not None and not self.kept.usable:
+        if not self._keep or (self.kept is not None and not self.kept.usable):
             self.kept = None
 
     def _deltas(self, problem: Problem) -> Deltas | None:
