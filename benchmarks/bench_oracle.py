@@ -19,8 +19,8 @@ the fresh float64 gradient). ``nll-thp`` is ``nll`` with the gradient's memory f
 ``np.zeros`` (NumPy advises transparent huge pages for it) instead of
 ``harness.oracle.pages.zeros``; ``nll-blocks`` is ``nll`` with the gradient made block of
 rows by block of rows into the same 8 MiB (``harness.oracle.fast.RowBlocks``), as the
-streaming path of large cases takes it: every entry computed, none of it fresh memory. ``mpmath`` times the 200-bit reference and the oracle on one
-64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
+streaming path of large cases takes it: every entry computed, none of it fresh memory.
+``mpmath`` times the 200-bit reference and the oracle on one 64 x 1000 case. ``libraries`` (not in the default modes) times the alternatives
 on a 16 x 1000 case: mpmath with whichever backend it found (gmpy2 when
 installed; ``MPMATH_NOGMPY=1`` forces pure Python) and python-flint's arb ball
 arithmetic, if importable. ``suite`` runs ``python -m harness -q`` with an empty

@@ -106,11 +106,12 @@ def kernels_cached() -> bool:
 
 def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
     """Load the kernels a streamed problem of the compiled kind runs (``rows``,
-    ``bound_shifts``, ``bound_rows``, ``bound_compare``, ``encode_deltas``, ``decode_deltas``) for logits of ``logits_dtype`` and an
-    adapter's gradient of ``grad_dtype``, from numba's disk cache (or compile them), without
-    running them: what their first call would do (about 0.9 s: importing numba, loading
-    machine code). ``harness.execution.streaming`` does it on a thread while the logits are
-    made, which holds the GIL only between the blocks it draws."""
+    ``bound_shifts``, ``bound_rows``, ``bound_compare``, ``encode_deltas``,
+    ``decode_deltas``) for logits of ``logits_dtype`` and an adapter's gradient of
+    ``grad_dtype``, from numba's disk cache (or compile them), without running them: what
+    their first call would do (about 0.9 s: importing numba, loading machine code).
+    ``harness.execution.streaming`` does it on a thread while the logits are made, whose
+    generator holds the GIL only between the blocks it draws."""
     # numba is optional and slow to import: only a large enough problem loads it
     import numba
 
