@@ -143,7 +143,7 @@ def fresh_inputs(
     """The call's inputs, logits made directly in ``dtype``, with their checksum, and (where
     it applies) their expected gradient, computed while they were made (``Ahead``)."""
     digest = LogitsDigest()
-    ahead = Ahead(case, dtype, digest) if want_grad and Ahead.applies(case, dtype) else None
+    ahead = Ahead(case, dtype, digest) if want_grad and _compiled_serves(case, dtype) else None
     made = False
     if ahead is not None:  # the checksum and the gradient on the thread beside
         try:
@@ -207,18 +207,6 @@ class Ahead:
         self._stop = False
         self._keep = True  # False once stopped without keeping what it computed
         self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def applies(case: Case, dtype: str) -> bool:
-        """Whether the compiled oracle and bounds may serve the case (``compiled.applies``,
-        but for what only its inputs tell)."""
-        return (
-            case.logits_size >= compiled.MIN_LOGITS
-            and carrier(dtype) in (np.float32, np.float64)
-            and case.label_smoothing == 0
-            and not case.probability_target
-            and compiled.available()
-        )
 
     def start(self, inputs: CallInputs) -> None:
         """Start the thread, on the inputs whose logits are about to be made."""
@@ -292,19 +280,25 @@ class Ahead:
         return Deltas(blocks, bounds) if bounds.compiled else None
 
 
+def _compiled_serves(case: Case, dtype: str) -> bool:
+    """Whether the compiled oracle and bounds may serve the case in ``dtype``
+    (``compiled.applies``, but for what only the case tells, before its inputs are made)."""
+    return (
+        case.logits_size >= compiled.MIN_LOGITS
+        and carrier(dtype) in (np.float32, np.float64)
+        and case.label_smoothing == 0
+        and not case.probability_target
+        and compiled.available()
+    )
+
+
 def _preload(case: Case, dtype: str) -> threading.Thread | None:
     """A thread loading the compiled kernels the oracle and the bounds will run on ``case``
     (``compiled.preload``), started while its logits are made (the generator holds the GIL
     while it draws a block, the loading between blocks); None where they will not run."""
-    logits = carrier(dtype)
-    if not (
-        case.logits_size >= compiled.MIN_LOGITS
-        and logits in (np.float32, np.float64)
-        and case.label_smoothing == 0
-        and not case.probability_target
-        and compiled.available()
-    ):
+    if not _compiled_serves(case, dtype):
         return None
+    logits = carrier(dtype)
 
     def load() -> None:
         # a kernel that cannot be loaded here fails again at its first call, which reports it
