@@ -27,8 +27,6 @@ code that makes the logits.
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from harness.oracle import compiled, pages
@@ -68,14 +66,12 @@ class Deltas:
         self.deltas = pages.zeros((n, c), np.int8)
         self.checks = np.zeros(n, np.uint64)
         self.pending = np.zeros(n, bool)
-        self.factors = np.zeros(n)
         #: block start -> (flat positions in the block, their values) of its escapes
         self.escapes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.n_escapes = 0
         self.usable = True
         #: rows encoded so far (blocks are encoded in order)
         self.encoded = 0
-        self._local = threading.local()  # each decoding thread's block of expected rows
 
     def encode(self, lo: int, hi: int) -> None:
         """Rows [lo, hi) (the next block of ``blocks``: ``lo`` is ``encoded``): the oracle's
@@ -86,7 +82,7 @@ class Deltas:
         assert expected is not None  # the gradient is wanted
         self.pending[lo:hi] = pending
         _, z, s, _, y, *_ = self.bounds.loss_terms(lo, hi)
-        q = self.factors[lo:hi] = self.blocks.factors(lo, hi)
+        q = self.blocks.factors(lo, hi)
         deltas = self.deltas[lo:hi]
         escaped = encode(z, s, y, q, expected, pending, deltas, self.checks[lo:hi], ESCAPE)
         if escaped:
@@ -97,12 +93,6 @@ class Deltas:
                 self.escapes[lo] = (where, expected.reshape(-1)[where].copy())
         self.encoded = hi
 
-    def _out(self, r: int) -> np.ndarray:
-        buf = getattr(self._local, "out", None)
-        if buf is None or buf.shape[0] < r:
-            buf = self._local.out = np.empty((r, self.bounds.c))
-        return buf[:r]
-
     def decode(self, lo: int, hi: int) -> tuple[tuple, np.ndarray]:
         """Rows [lo, hi) (a block as encoded), after every block is encoded: their state for
         ``bounds.compare_state`` and their expected gradient rows (this thread's buffer,
@@ -111,9 +101,9 @@ class Deltas:
         decode = compiled.delta_kernels()[1]
         state = self.bounds.state(lo, hi)
         _, z, s, _, y, *_ = state
-        out = self._out(hi - lo)
+        out = self.bounds.buffer("expected", hi - lo, self.bounds.c)
         row = decode(
-            z, s, y, self.factors[lo:hi], self.deltas[lo:hi], self.pending[lo:hi],
+            z, s, y, self.blocks.factors(lo, hi), self.deltas[lo:hi], self.pending[lo:hi],
             self.checks[lo:hi], ESCAPE, out,
         )  # fmt: skip
         if row >= 0:

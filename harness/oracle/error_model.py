@@ -249,9 +249,9 @@ class RowBounds:
         #: set per thread, so that threads may take blocks of rows in turn
         self._local = threading.local()
 
-    def _buffer(self, name: str, r: int, c: int) -> np.ndarray:
+    def buffer(self, name: str, r: int, c: int) -> np.ndarray:
         """An (r, c) float64 block for ``name``, the same memory from call to call of this
-        thread."""
+        thread (``harness.oracle.deltas`` decodes into one too)."""
         buffers = self._local.__dict__
         buf = buffers.get(name)
         if buf is None or buf.shape[0] < r or buf.shape[1] != c:
@@ -266,7 +266,7 @@ class RowBounds:
         shifts = compiled.bound_kernels()[0]
         x = self.x_all[lo:hi]
         r, c = x.shape
-        z = self._buffer("z", r, c)
+        z = self.buffer("z", r, c)
         m = np.empty(r)
         finite_row = np.empty(r, dtype=bool)
         shifts(x, z, m, finite_row)
@@ -289,7 +289,7 @@ class RowBounds:
         state = self._compiled_state(lo, hi)
         r, c = state[0].shape
         per_pos = np.empty((4, r))
-        out = self._buffer("rows", r, c) if want_grad else np.empty((1, 1))
+        out = self.buffer("rows", r, c) if want_grad else np.empty((1, 1))
         bound_rows(*state, want_grad, per_pos, out)
         self.per_pos_d[lo:hi] = per_pos[0]
         self.per_pos_c[lo:hi] = per_pos[1]
@@ -483,7 +483,7 @@ class RowBounds:
         rounding of the result itself, 0 where the expected ``grad`` rows are not finite."""
         factor = self._grad_factor()
         if self.compiled:
-            out = self._buffer("grad", *rows.shape)
+            out = self.buffer("grad", *rows.shape)
             compiled.bound_kernels()[2](rows, np.ascontiguousarray(grad), factor, out)
             return out
         with np.errstate(invalid="ignore", over="ignore"):
