@@ -258,11 +258,12 @@ class RowBounds:
             buf = buffers[name] = np.empty((r, c))
         return buf[:r]
 
-    def _compiled_state(self, lo: int, hi: int) -> tuple:
+    def state(self, lo: int, hi: int) -> tuple:
         """The arguments of the compiled bound kernels for rows [lo, hi): the logits, their
         exponentials after the row's largest logit (NumPy's ``exp``) and the rows' sums
         (NumPy's pairwise ``sum``), lse, the target (-1: ignored), |w_y|, the upstream factor,
-        whether the row is finite, the constants."""
+        whether the row is finite, the constants (for ``compare_state``, and what
+        ``loss_terms`` takes its loss terms from; its arrays are this thread's buffers)."""
         shifts = compiled.bound_kernels()[0]
         x = self.x_all[lo:hi]
         r, c = x.shape
@@ -286,7 +287,7 @@ class RowBounds:
         coefficient is |w_y| at the target, which the kernels use instead of (r, C) arrays of
         coefficients. The exponentials and their row sums are NumPy's, as in ``rows``."""
         bound_rows = compiled.bound_kernels()[1]
-        state = self._compiled_state(lo, hi)
+        state = self.state(lo, hi)
         r, c = state[0].shape
         per_pos = np.empty((4, r))
         out = self.buffer("rows", r, c) if want_grad else np.empty((1, 1))
@@ -332,7 +333,7 @@ class RowBounds:
         """The first half of ``compare_rows`` (a problem it serves): each position's loss
         terms of rows [lo, hi), kept for ``finish``; returns the rows' state for
         ``compare_state`` (its arrays are this thread's buffers, reused by its next call)."""
-        state = self._compiled_state(lo, hi)
+        state = self.state(lo, hi)
         r = state[0].shape[0]
         per_pos = np.empty((4, r))
         compiled.bound_kernels()[1](*state, False, per_pos, np.empty((1, 1)))
@@ -341,11 +342,6 @@ class RowBounds:
         self.per_pos_abs[lo:hi] = per_pos[2]
         self.per_pos_a[lo:hi] = per_pos[3]
         return state
-
-    def state(self, lo: int, hi: int) -> tuple:
-        """Rows [lo, hi)'s state for ``compare_state``, without their loss terms (those of
-        ``loss_terms``, taken already)."""
-        return self._compiled_state(lo, hi)
 
     def compare_state(
         self,
