@@ -148,3 +148,23 @@ def test_smoothing_with_zero_total_weight_reduces_terms_separately():
     x = np.array([[1.0, 2.0, 3.0], [0.5, 0.0, -1.0]])
     p = Problem(x, np.array([0, 0]), False, weight=np.array([0.0, 1.0, 1.0]), label_smoothing=0.25)
     assert math.isnan(float(cross_entropy(p).loss))
+
+
+def test_remembered_exponentials_are_mpmath_s_at_each_precision():
+    """The reference keeps its exponentials (``exact._exp``): a value seen at one precision
+    is not given back at another, equal numbers share one entry, NaN is never kept."""
+    import mpmath
+
+    from harness.oracle import exact
+
+    x = mpmath.mpf(1) / 3  # at 53 bits: the float64 nearest 1/3
+    with mpmath.workprec(53):
+        assert exact._exp(x) == mpmath.exp(x)
+    with mpmath.workprec(200):
+        precise = exact._exp(x)
+        assert precise == mpmath.exp(x) and precise != mpmath.mpf(float(precise))
+        third = exact._exp(mpmath.mpf(1) / 3)  # another number: 1/3 to 200 bits
+        assert third == mpmath.exp(mpmath.mpf(1) / 3) != precise
+        assert exact._exp(mpmath.mpf(2) / 6) is third  # the same number, made another way
+        assert mpmath.isnan(exact._exp(mpmath.mpf("nan")))
+        assert exact._exp(mpmath.mpf("-inf")) == 0 and exact._exp(mpmath.mpf("inf")) == mpmath.inf

@@ -41,6 +41,7 @@ Shapes: logits (C,), (N, C) or (N, C, d1, ..., dK); class-index target (),
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +57,25 @@ def cross_entropy_mpmath(problem: Problem, *, want_grad: bool = True) -> Expecte
     """The reference: every value in 200-bit mpmath (10 to 20 us per logit), rounded once."""
     with mpmath.workprec(PRECISION_BITS):
         return _exact(problem, want_grad)
+
+
+#: exponentials remembered (about 300 bytes each): the same rows recur in one process, in a
+#: case's problems under each dtype's bound, dialect and weight, in an adapter's and the
+#: reference's dialect, and in a problem's rows that several reductions share
+EXP_CACHE = 1 << 16
+
+
+def _exp(x):  # mpmath numbers: mpmath has no type stubs
+    """mpmath's exp of ``x`` at the working precision (NaN, equal to nothing, is not kept)."""
+    return _exp_at(mpmath.mp.prec, x._mpf_) if x == x else mpmath.exp(x)
+
+
+@functools.lru_cache(maxsize=EXP_CACHE)
+def _exp_at(prec: int, value: tuple):
+    """``exp`` at ``prec`` bits (part of the key: the result is rounded to it) of the mpmath
+    number whose normalised (sign, mantissa, exponent, bits) is ``value``: equal numbers have
+    equal tuples, which hash in C where an mpmath number's own hash is Python code."""
+    return mpmath.exp(mpmath.mp.make_mpf(value))
 
 
 def mpf_row(values: np.ndarray) -> list:
@@ -81,7 +101,7 @@ def log_softmax_lse(x: list) -> tuple[list, object]:
     m = max(finite)
     # exact differences: x - m needs no rounding at any magnitude
     shifted = [mpmath.fsub(v, m, exact=True) if v != ninf else ninf for v in x]
-    log_z = mpmath.log(mpmath.fsum(mpmath.exp(d) for d in shifted if d != ninf))
+    log_z = mpmath.log(mpmath.fsum(_exp(d) for d in shifted if d != ninf))
     return [d - log_z if d != ninf else ninf for d in shifted], m + log_z
 
 
@@ -164,7 +184,7 @@ def row_grad_mp(p: Problem, a, lrow: list, scale, target, c: int) -> list:
         g = [mpmath.mpf(0)] * c
         g[label] = -scale * a[label]
     g_sum = mpmath.fsum(g)
-    return [g[j] - mpmath.exp(lrow[j]) * g_sum for j in range(c)]
+    return [g[j] - _exp(lrow[j]) * g_sum for j in range(c)]
 
 
 @dataclass
@@ -202,7 +222,7 @@ def row_backward(p: Problem, f: RowForward, scale, z_scale, target, c: int) -> l
     if f.keep and p.z_loss != 0:
         # d(c lse**2)/dz_j = 2 c lse p_j
         k = 2 * mpmath.mpf(float(p.z_loss)) * f.lse * z_scale
-        g = [g[j] + k * mpmath.exp(f.lrow[j]) for j in range(c)]
+        g = [g[j] + k * _exp(f.lrow[j]) for j in range(c)]
     if f.slope is not None:
         g = [g[j] * f.slope[j] for j in range(c)]
     return g
