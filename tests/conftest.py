@@ -131,7 +131,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 #: default order, most tests first, put these files last): longest first, no worker is left
 #: running one of them at the end while the other has nothing to do.
 LONGEST_FIRST = (
-    "test_verdict_stability.py", "test_oracle_compiled.py", "test_streaming.py",
+    "test_verdict_stability.py", "test_oracle_compiled.py", "test_streaming.py", "test_deltas.py",
     "test_jax_compilation_cache.py", "test_jax_function_compiles.py",
     "test_jax_function_padding.py", "test_examples_conform.py", "test_user_adapters.py",
     "test_keras_adapter.py", "test_wrappers_say_what_they_wrap.py", "test_adapters.py",
@@ -167,12 +167,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 #: files that run in the worker of the file named, as one unit of work: they need the same
-#: costly state, which a process builds once. numba's kernels: compiling them took 14 s of CPU
-#: in each worker that ran one of these files on a fresh clone (numba's cache is keyed by the
-#: sources' modification times), 21 s for both files in one process instead of 37 s
-#: apart. JAX: its import, 1.4 s, and the programs it traces and compiles.
+#: costly state, which a process builds once. numba's kernels (``test_deltas.py`` loads
+#: the delta kernels and numba itself): compiling them took 14 s of CPU in each worker that
+#: ran one of these files on a fresh clone (numba's cache is keyed by the sources'
+#: modification times), 21 s for both files in one process instead of 37 s apart. JAX: its
+#: import, 1.4 s, and the programs it traces and compiles.
 SAME_WORKER_AS = {
-    "test_streaming.py": "test_oracle_compiled.py",
+    **dict.fromkeys(("test_streaming.py", "test_deltas.py"), "test_oracle_compiled.py"),
     **dict.fromkeys(
         ("test_jax_function_compiles.py", "test_jax_function_padding.py",
          "test_examples_conform.py", "test_user_adapters.py", "test_keras_adapter.py",
