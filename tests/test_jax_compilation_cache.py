@@ -5,77 +5,52 @@ it is, and ``LOSSCONF_CACHE_DIR=off`` keeps nothing."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
-import json
 import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
 
-# jax itself is imported by the one test that uses it in this process: importing it at
-# collection cost every pytest-xdist worker 1.4 s of CPU, wherever the JAX tests ran
+# jax itself is imported by the fixture and the test that use it in this process: importing it
+# at collection cost every pytest-xdist worker 1.4 s of CPU, wherever the JAX tests ran
 if importlib.util.find_spec("jax") is None:
     pytest.skip("jax is not installed", allow_module_level=True)
 
-#: for each setting in the JSON list argv[1] ({"adapter", "cache": LOSSCONF_CACHE_DIR, and
-#: "theirs": a JAX_COMPILATION_CACHE_DIR the user set, or null}): run a few cases through the
-#: adapter, forget every compiled program held in memory, run them again; print the persistent
-#: cache's hits and misses of each run and the results (one list per setting). Before each
-#: setting JAX's persistent cache is put back as a fresh interpreter has it, started with that
-#: environment (the folder JAX takes from JAX_COMPILATION_CACHE_DIR when it is imported, else
-#: none; not initialized: ``reset_cache``), so each adapter's own ``load`` sets it up, or not.
-PROGRAM = textwrap.dedent(
-    """
-    import json, os, sys
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-    from harness import load_adapter, load_cases, run
-
-    events = []
-    jax.monitoring.register_event_listener(lambda name, **_: events.append(name))
-    cases = load_cases("cases/seed.yaml")[:1]
-    out = []
-    for setting in json.loads(sys.argv[1]):
-        os.environ["LOSSCONF_CACHE_DIR"] = setting["cache"]
-        if setting["theirs"] is None:
-            os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
-            jax.config.update("jax_compilation_cache_dir", None)
-        else:  # and JAX keeps programs however fast they compile, as the user asked
-            os.environ["JAX_COMPILATION_CACHE_DIR"] = setting["theirs"]
-            jax.config.update("jax_compilation_cache_dir", setting["theirs"])
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-        compilation_cache.reset_cache()
-        adapter = load_adapter(setting["adapter"])
-        runs = []
-        for attempt in range(2):
-            events.clear()
-            results = run(cases, adapter)
-            runs.append({
-                "hits": events.count("/jax/compilation_cache/cache_hits"),
-                "misses": events.count("/jax/compilation_cache/cache_misses"),
-                "results": [(r.case_id, r.dtype, r.status.value, str(r.loss_errors),
-                             str(r.grad_errors)) for r in results],
-            })
-            jax.clear_caches()  # the next run compiles again: from the disk, if it can
-        out.append(runs)
-    print(json.dumps(out))
-    """
-)
-
 ADAPTERS = ["jax", "examples/jax_fn.py:cross_entropy"]
+
+#: the config options the runs set, and the value a fresh interpreter has for each when no
+#: ``JAX_*`` variable is set (JAX's defaults: no folder, and only programs that took a second
+#: to compile are kept)
+FRESH = {
+    "jax_compilation_cache_dir": None,
+    "jax_persistent_cache_min_compile_time_secs": 1.0,
+}
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
     """{setting: (its folder, its two runs)} for each adapter with a lossconf cache folder of
     its own, and the jax adapter with a folder the user configured (``theirs``, under which
-    ``ours`` is the lossconf cache folder): all in one fresh interpreter (one start-up and JAX
-    import, not three), without the suite's JAX variables."""
+    ``ours`` is the lossconf cache folder). Each setting runs a case through the adapter,
+    forgets every compiled program held in memory, and runs it again; a run records the
+    persistent cache's hits and misses and the results.
+
+    In this process (JAX is imported here anyway: a subprocess would cost a start-up and a
+    second JAX import): before each setting JAX's persistent cache is put back as a fresh interpreter
+    has it, started with that environment and without the suite's ``JAX_*`` variables (the
+    folder and the threshold of ``FRESH``, or the user's; not initialized: ``reset_cache``),
+    and the programs compiled before are forgotten, so each adapter's own ``load`` sets the
+    cache up, or not, and the first run compiles. Afterwards the suite's settings are put
+    back and the cache is initialized again from them at the next compile."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    from harness import load_adapter, load_cases, run
+
     base = tmp_path_factory.mktemp("jax-programs")
     settings = {a: {"adapter": a, "cache": str(base / str(i)), "theirs": None}
                 for i, a in enumerate(ADAPTERS)}  # fmt: skip
@@ -84,13 +59,57 @@ def runs(tmp_path_factory) -> dict[str, tuple[Path, list[dict]]]:
         "cache": str(base / "ours"),
         "theirs": str(base / "theirs"),
     }
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROGRAM, json.dumps(list(settings.values()))],
-        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    out = dict(zip(settings, json.loads(proc.stdout.splitlines()[-1]), strict=True))
+    # One case, one dtype: the claim needs some program compiled, kept and read back, not
+    # many (each costs a compile per setting). float64's is compiled under jax.enable_x64,
+    # a setting JAX's cache key holds.
+    case = load_cases(str(REPO / "cases" / "seed.yaml"))[0]
+    cases = [dataclasses.replace(case, dtypes=("float64",))]
+    events: list[str] = []
+
+    def listen(name: str, **_) -> None:
+        events.append(name)
+
+    suite = {name: getattr(jax.config, name) for name in FRESH}
+    saved_path, modules = sys.path[:], set(sys.modules)
+    out = {}
+    with pytest.MonkeyPatch.context() as m:
+        m.chdir(REPO)  # the adapter's SPEC is relative to the checkout
+        for key in [k for k in os.environ if k.startswith("JAX_")]:
+            m.delenv(key)
+        jax.monitoring.register_event_listener(listen)
+        try:
+            for name, setting in settings.items():
+                m.setenv("LOSSCONF_CACHE_DIR", setting["cache"])
+                for option, value in FRESH.items():
+                    jax.config.update(option, value)
+                if setting["theirs"] is not None:
+                    # and JAX keeps programs however fast they compile, as the user asked
+                    m.setenv("JAX_COMPILATION_CACHE_DIR", setting["theirs"])
+                    jax.config.update("jax_compilation_cache_dir", setting["theirs"])
+                    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+                compilation_cache.reset_cache()
+                jax.clear_caches()  # what this process compiled before: the first run compiles
+                adapter = load_adapter(setting["adapter"])
+                out[name] = []
+                for _attempt in range(2):
+                    events.clear()
+                    results = run(cases, adapter)
+                    out[name].append({
+                        "hits": events.count("/jax/compilation_cache/cache_hits"),
+                        "misses": events.count("/jax/compilation_cache/cache_misses"),
+                        "results": [(r.case_id, r.dtype, r.status.value, str(r.loss_errors),
+                                     str(r.grad_errors)) for r in results],
+                    })  # fmt: skip
+                    jax.clear_caches()  # the next run compiles again: from the disk, if it can
+        finally:
+            jax.monitoring.unregister_event_listener(listen)
+            for option, value in suite.items():
+                jax.config.update(option, value)
+            compilation_cache.reset_cache()
+            sys.path[:] = saved_path
+            for module in set(sys.modules) - modules:  # the example, imported from its file
+                if module.startswith("lossconf_user_"):
+                    del sys.modules[module]
     folders = {name: Path(setting["cache"]) for name, setting in settings.items()}
     folders["theirs"] = base
     return {name: (folders[name], out[name]) for name in settings}

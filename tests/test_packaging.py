@@ -40,9 +40,12 @@ def site(tmp_path_factory) -> Iterator[Path]:
         except BlockingIOError:
             target = tmp_path_factory.mktemp("site")
         shutil.rmtree(target, ignore_errors=True)
+        # --no-compile: pip's compiling of every module to bytecode (a fifth of the install's
+        # CPU) is not what is tested; the runs below compile the modules they import. Nor is
+        # pip's look-up of a newer pip
         subprocess.run(
             [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-             "--target", str(target), str(REPO)],
+             "--no-compile", "--disable-pip-version-check", "--target", str(target), str(REPO)],
             check=True, capture_output=True, text=True,
         )  # fmt: skip
         yield target

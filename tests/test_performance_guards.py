@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from harness.oracle import cross_entropy
 from harness.oracle import stream as oracle_stream
 from harness.oracle.problem import Problem
 from harness.oracle.stream import cross_entropy_streaming
-from tests.conftest import REPO
+from tests.conftest import REPO, run_cli
 
 FRAMEWORKS = ("torch", "jax", "jaxlib", "optax")
 
@@ -57,6 +58,17 @@ def test_no_test_file_imports_a_framework_at_collection():
     )
 
 
+@pytest.fixture(scope="module")
+def small_suite(tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """SMALL_SUITE's file and the environment of the subprocesses that run it: a cache
+    folder of this module's, so the expected values of its oracle cases (300 x 700 logits)
+    are computed once, by the module's first run, and read from the disk by the others."""
+    folder = tmp_path_factory.mktemp("small-suite")
+    path = folder / "suite.yaml"
+    path.write_text(SMALL_SUITE)
+    return path, {"LOSSCONF_CACHE_DIR": str(folder / "cache")}
+
+
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     folder = tmp_path / "cache"
@@ -65,20 +77,34 @@ def cache_dir(tmp_path, monkeypatch):
     return folder
 
 
-def _modules_after(code: str, env: dict, args: list[str] = ()) -> list[str]:
-    """Run ``code`` (sys.argv[1:]: ``args``) in a fresh interpreter; return the watched
-    modules it left imported."""
-    watch = (*FRAMEWORKS, "jsonschema", "mpmath")
-    script = f"{code}\nimport sys\nprint(sorted(m for m in {watch!r} if m in sys.modules))"
+#: the modules whose import the steps below watch
+WATCH = (*FRAMEWORKS, "jsonschema", "mpmath")
+
+#: in one fresh interpreter, each step of the JSON list argv[1] in turn ([name, code, its
+#: sys.argv[1:], its LOSSCONF_CACHE_DIR]); prints {name: the watched modules imported so far}
+STEPS = f"""
+import json, os, sys
+steps, out = json.loads(sys.argv[1]), {{}}
+for name, code, args, cache in steps:
+    os.environ["LOSSCONF_CACHE_DIR"] = cache
+    sys.argv[1:] = args
+    exec(code, {{"__name__": "__main__"}})
+    out[name] = sorted(m for m in {WATCH!r} if m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+def _modules_after(steps: list[tuple[str, str, list[str], str]]) -> dict[str, list[str]]:
+    """Run ``steps`` ([name, code, args, cache folder]) in turn in one fresh interpreter;
+    return the watched modules imported when each had run (its own and its predecessors')."""
     out = subprocess.run(
-        [sys.executable, "-c", script, *args],
+        [sys.executable, "-c", STEPS, json.dumps(steps)],
         cwd=REPO,
-        env=env,
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    return json.loads(out.strip().splitlines()[-1].replace("'", '"'))
+    return json.loads(out.strip().splitlines()[-1])
 
 
 LIST_CODE = """
@@ -93,46 +119,66 @@ with contextlib.redirect_stdout(io.StringIO()):
 """
 
 
-def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mpmath(tmp_path):
-    """Cold: an empty cache folder and the hand-written files of the built-in suite, which
-    their frozen data serves (harness/cases/frozen.py), and copies of them elsewhere, which
-    are parsed and validated (the generated ones too cost seconds and go through the same
-    code). Warm: the whole built-in suite on the session's cache folder, after a first run
-    that fills it when it is not warm yet (that run imports no framework either)."""
-    import os
+HELP_CODE = """
+import contextlib, io
+from harness.cli.main import main
+with contextlib.redirect_stdout(io.StringIO()):
+    try: main(['--help'])
+    except SystemExit: pass
+"""
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory) -> dict[str, list[str]]:
+    """The watched modules imported by ``--help`` and by ``--list`` loads (LIST_CODE), in two
+    fresh interpreters (each costs its start-up and imports), not one per load. The first
+    runs, in this order: ``help``; ``frozen``,
+    a cold load (an empty cache folder) of the hand-written files of the built-in suite,
+    which their frozen data serves (harness/cases/frozen.py); ``cold``, one of copies of them
+    elsewhere, which are parsed and validated (the generated ones too cost seconds and go
+    through the same code); ``first``, the whole built-in suite on the session's cache
+    folder, which fills it when it is not warm yet. Each step sees what those before it
+    imported: the steps checked to import nothing come first, so a step's list holds its own
+    imports. The second interpreter runs ``warm``: the same load, now warm."""
     import shutil
 
+    from harness.cache_folder import cache_dir as cache_folder
+
+    tmp = tmp_path_factory.mktemp("imports")
     hand_written = sorted((REPO / "cases").glob("*.yaml"))
-    copies = tmp_path / "copies"
+    copies = tmp / "copies"
     copies.mkdir()
     for path in hand_written:
         shutil.copy(path, copies / path.name)
-    cold_env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    frozen = _modules_after(LIST_CODE, cold_env, [str(p) for p in hand_written])
+    session = cache_folder()
+    session = tmp / "warm" if session is None else session  # the session runs without one
+    out = _modules_after([
+        ("help", HELP_CODE, [], str(tmp / "cache-help")),
+        ("frozen", LIST_CODE, [str(p) for p in hand_written], str(tmp / "cache")),
+        ("cold", LIST_CODE, [str(copies / p.name) for p in hand_written],
+         str(tmp / "cache-copies")),
+        ("first", LIST_CODE, [], str(session)),
+    ])  # fmt: skip
+    return {**out, **_modules_after([("warm", LIST_CODE, [], str(session))])}
+
+
+def test_list_and_loading_import_no_framework_and_warm_start_skips_schema_and_mpmath(imported):
+    """Cold: the built-in files served by their frozen data, and copies of them parsed and
+    validated. Warm: the whole built-in suite after a first run (which imports no framework
+    either). See ``imported``."""
+    frozen = imported["frozen"]
     assert frozen == [], f"a first --list of built-in files imported {frozen}"
-    cold_env["LOSSCONF_CACHE_DIR"] = str(tmp_path / "cache-copies")
-    cold = _modules_after(LIST_CODE, cold_env, [str(copies / p.name) for p in hand_written])
+    cold = imported["cold"]
     assert not set(cold) & set(FRAMEWORKS), cold
     assert "jsonschema" in cold  # the first load of a user's files validates every file
-    session = dict(os.environ)
-    if session.get("LOSSCONF_CACHE_DIR", "x").strip().lower() in ("", "off"):
-        session["LOSSCONF_CACHE_DIR"] = str(tmp_path / "warm")  # the session runs without one
-    first = _modules_after(LIST_CODE, session)
+    first = imported["first"]
     assert not set(first) & set(FRAMEWORKS), first
-    warm = _modules_after(LIST_CODE, session)
+    warm = imported["warm"]
     assert warm == [], f"a warm --list imported {warm}"
 
 
-def test_help_imports_no_framework(tmp_path):
-    import os
-
-    code = (
-        "import contextlib, io\nfrom harness.cli.main import main\n"
-        "with contextlib.redirect_stdout(io.StringIO()):\n"
-        "    try: main(['--help'])\n    except SystemExit: pass"
-    )
-    env = {**os.environ, "LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    assert _modules_after(code, env) == []
+def test_help_imports_no_framework(imported):
+    assert imported["help"] == []
 
 
 def test_load_cache_serves_the_second_load_without_parsing(write, cache_dir, monkeypatch):
@@ -195,14 +241,15 @@ def test_expected_values_come_from_disk_on_a_second_run(write, cache_dir):
     assert float(second.loss) == float(first.loss)
 
 
-def test_cli_second_run_reads_the_disk_cache(write, cli_process, tmp_path):
-    """Tamper with the cached loss: a second run that reads the cache must then fail. Two
-    processes: a fresh one has an empty in-memory cache, so only the disk can answer."""
+def test_cli_second_run_reads_the_disk_cache(write, cli, cli_process, cache_dir):
+    """Tamper with the cached loss: a second run that reads the cache must then fail. The
+    first run writes it (here, with an empty in-memory cache: ``cache_dir``); the second is a
+    fresh process, whose in-memory cache is empty, so only the disk can answer."""
     path = write("suite.yaml", SMALL_SUITE)
-    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    first = cli_process("--cases", str(path), "-k", "small_oracle", "-q", env=env)
+    env = {"LOSSCONF_CACHE_DIR": str(cache_dir)}
+    first = cli("--cases", str(path), "-k", "small_oracle", "-q", env=env)
     assert first.returncode == 0, first.output
-    entries = sorted((tmp_path / "cache").glob(f"*-float64-*{expected_cache.SUFFIX}"))
+    entries = sorted(cache_dir.glob(f"*-float64-*{expected_cache.SUFFIX}"))
     assert len(entries) == 1
     arrays = expected_cache.read_arrays(entries[0])
     assert arrays is not None
@@ -326,22 +373,40 @@ def _peak(fn) -> int:
         tracemalloc.stop()
 
 
-def test_jobs_gives_the_serial_results_in_the_serial_order(write, cli_process, tmp_path):
+def _rows(report: Path) -> list[tuple[str, str, str, str]]:
+    doc = json.loads(report.read_text())
+    return [(r["case_id"], r["adapter"], r["dtype"], r["status"]) for r in doc["results"]]
+
+
+@pytest.fixture(scope="module")
+def serial(small_suite, tmp_path_factory) -> dict[str, list[tuple[str, str, str, str]]]:
+    """The serial results of SMALL_SUITE (``--jobs 1``) through the numpy adapter and
+    PRETEND_THREADED's, {adapter: its rows in the report's order}, for the ``--jobs`` tests
+    to compare with: one run for both, whose serial order per adapter is a run's of that
+    adapter alone (case x adapter x dtype). The pretence (jaxlib imported) matters to worker
+    processes only; it stays in that run's process."""
+    path, env = small_suite
+    folder = tmp_path_factory.mktemp("serial")
+    adapter = folder / "pretend.py"
+    adapter.write_text(PRETEND_THREADED.lstrip())
+    report = folder / "s.json"
+    r = run_cli("--cases", str(path), "--adapter", "numpy", "--adapter", str(adapter),
+                "--jobs", "1", "--report", str(report), "-q", env=env)  # fmt: skip
+    assert r.returncode == 0, r.output
+    rows = _rows(report)
+    return {name: [row for row in rows if row[1] == name] for name in ("numpy", "pretend")}
+
+
+def test_jobs_gives_the_serial_results_in_the_serial_order(small_suite, serial, cli_process,
+                                                           tmp_path):  # fmt: skip
     # worker processes fork from the harness: a process of its own, not the test runner
-    path = write("suite.yaml", SMALL_SUITE)
-    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    serial = cli_process("--cases", str(path), "--report", str(tmp_path / "s.json"), "-q", env=env)
+    path, env = small_suite
     parallel = cli_process(
         "--cases", str(path), "--jobs", "2", "--report", str(tmp_path / "p.json"), "-q", env=env
     )
-    assert serial.returncode == parallel.returncode == 0, parallel.output
-
-    def rows(name):
-        doc = json.loads((tmp_path / name).read_text())
-        return [(r["case_id"], r["adapter"], r["dtype"], r["status"]) for r in doc["results"]]
-
-    assert rows("p.json") == rows("s.json")
-    assert len(rows("s.json")) == 6
+    assert parallel.returncode == 0, parallel.output
+    assert _rows(tmp_path / "p.json") == serial["numpy"]
+    assert len(serial["numpy"]) == 6
 
 
 def test_jobs_rejects_a_negative_count(cli):
@@ -366,12 +431,12 @@ class Hog(Adapter):
 """
 
 
-def test_json_report_has_time_and_peak_memory_per_adapter(write, cli_process, tmp_path):
+def test_json_report_has_time_and_peak_memory_per_adapter(small_suite, write, cli_process,
+                                                          tmp_path):  # fmt: skip
     # peak memory is a per-process high-water mark: the test runner's own would hide the hog's
-    path = write("suite.yaml", SMALL_SUITE)
+    path, env = small_suite
     hog = write("hog.py", HOG)
     out = tmp_path / "r.json"
-    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
     r = cli_process("--cases", str(path), "-k", "literal", "--adapter", "numpy", "--adapter", str(hog),
             "--report", str(out), "-q", env=env)  # fmt: skip
     assert r.returncode == 0, r.output
@@ -409,18 +474,15 @@ class Pretend(NumpyAdapter):
 """
 
 
-def test_jobs_with_spawned_workers_gives_the_serial_results(write, cli_process, tmp_path):
-    path = write("suite.yaml", SMALL_SUITE)
+def test_jobs_with_spawned_workers_gives_the_serial_results(small_suite, serial, write,
+                                                           cli_process, tmp_path):  # fmt: skip
+    path, env = small_suite
     adapter = write("pretend.py", PRETEND_THREADED)
-    env = {"LOSSCONF_CACHE_DIR": str(tmp_path / "cache")}
-    reports = []
-    for jobs in ("1", "2"):
-        out = tmp_path / f"r{jobs}.json"
-        r = cli_process("--cases", str(path), "--adapter", str(adapter), "--jobs", jobs,
-                "--report", str(out), "-q", env=env)  # fmt: skip
-        assert r.returncode == 0, r.output
-        doc = json.loads(out.read_text())
-        reports.append([(x["case_id"], x["dtype"], x["status"]) for x in doc["results"]])
+    out = tmp_path / "r2.json"
+    r = cli_process("--cases", str(path), "--adapter", str(adapter), "--jobs", "2",
+                    "--report", str(out), "-q", env=env)  # fmt: skip
+    assert r.returncode == 0, r.output
+    reports = [serial["pretend"], _rows(out)]
     assert reports[0] == reports[1] and len(reports[0]) == 6
 
 
@@ -439,18 +501,18 @@ def test_batches_keep_order_and_isolate_large_cases():
     assert len(out) > 2
 
 
+#: the peaks are bytes objects, written through (every page resident): no NumPy import in
+#: either image, which cost each a tenth of a second of CPU
 INHERITED_PEAK = """
 import os, sys
-import numpy as np
-a = np.ones(25_000_000)  # a 200 MB peak in the image that execs the harness
+a = b"\\x01" * 200_000_000  # a 200 MB peak in the image that execs the harness
 del a
 os.execv(sys.executable, [sys.executable, "-c", '''
-import numpy as np
 from harness.execution import peak_memory
 peak_memory.reset()
 idle = peak_memory.peak_bytes()
 peak_memory.reset()
-b = np.ones(6_250_000)  # 50 MB
+b = b"\\x01" * 50_000_000  # 50 MB
 del b
 print(idle, peak_memory.peak_bytes())
 '''])
