@@ -1,8 +1,9 @@
 """Faulty adapters (tests/faulty_adapters/): each costs one result, reported with a useful message,
 and every other result is still in the report. Each adapter misbehaves only on faulty_cases/b_sum.
 
-Faults an adapter commits inside the harness's process run the command in process (``cli``);
-crashes of isolated workers run it in a fresh interpreter (``cli_process``)."""
+Faults an adapter commits inside the harness's process run the command in process (``cli``),
+and so does a worker of ``--isolate`` that cannot load its adapter; crashes of isolated workers
+run it in a fresh interpreter (``cli_process``)."""
 
 from __future__ import annotations
 
@@ -135,7 +136,9 @@ def test_isolation_options_are_checked(cli):
         assert message in r.stderr and "Traceback" not in r.output
 
 
-def test_isolated_worker_that_cannot_load_is_an_adapter_error(cli, tmp_path):
+def test_isolated_worker_that_cannot_load_is_an_adapter_error(cli, tmp_path, monkeypatch):
+    from harness.execution import registry
+
     (tmp_path / "needs_env.py").write_text(
         "import os\n"
         "from harness.adapters.numpy_ref import NumpyAdapter\n\n\n"
@@ -145,22 +148,17 @@ def test_isolated_worker_that_cannot_load_is_an_adapter_error(cli, tmp_path):
         "        if os.environ.get('LOSSCONF_TEST_IN_WORKER'):\n"
         "            raise ImportError('libfancy.so: cannot open shared object file')\n"
     )
-    # the parent loads it before the workers start; the worker then inherits the variable
-    code = (
-        "import os, sys; from harness.execution import registry; real = registry.load\n"
-        "def load(spec):\n"
-        "    a = real(spec); os.environ['LOSSCONF_TEST_IN_WORKER'] = '1'; return a\n"
-        "registry.load = load\n"
-        "from harness.cli.main import main; sys.exit(main(sys.argv[1:]))\n"
-    )
-    import subprocess
-    import sys
+    # the parent (this process) loads it before the workers start; the worker then inherits
+    # the variable
+    real = registry.load
 
-    r = subprocess.run(
-        [sys.executable, "-c", code, "--cases", CASES, "--isolate",
-         "--adapter", str(tmp_path / "needs_env.py")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    def load(spec):
+        adapter = real(spec)
+        monkeypatch.setenv("LOSSCONF_TEST_IN_WORKER", "1")
+        return adapter
+
+    monkeypatch.setattr(registry, "load", load)
+    r = cli("--cases", CASES, "--isolate", "--adapter", str(tmp_path / "needs_env.py"), cwd=REPO)
     assert r.returncode == 2, r.stderr
     assert (
         "lossconf: error: --isolate: adapter 'needs-env' cannot run in a worker process "

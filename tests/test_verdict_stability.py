@@ -28,8 +28,9 @@ other mode runs on the cache the cold run filled.
 The command runs in this process (``harness.cli.main.main``, the entry point of
 ``python -m harness``) with the in-memory caches of expected values emptied before each run,
 as in a fresh process, so only the disk cache carries values from one run to the next; the
-command's process contract is tests/test_cli.py's. The pytest plugin runs in a subprocess
-whose PYTHONPATH starts with the checkout this test imported.
+command's process contract is tests/test_cli.py's. The pytest plugin runs the same way, in
+a pytest session of its own in this process (``pytester``); the plugin in a process of its
+own is tests/test_pytest_plugin.py's.
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ import math
 import os
 import pickle
 import shutil
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -80,13 +79,6 @@ EMPTY_MAPPING_HASH = hashlib.sha256(b"{}").hexdigest()[:16]
 
 # ---------------------------------------------------------------------------------------------
 # running the CLI and the plugin
-
-
-def _env(cache: Path | str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS")}
-    env["LOSSCONF_CACHE_DIR"] = str(cache)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    return env
 
 
 class Run:
@@ -318,11 +310,26 @@ PLUGIN_KEYWORDS: tuple[str, ...] = ()
 PLUGIN_DTYPES = ("float64", "float16", "bfloat16")
 
 
-def test_pytest_plugin_gives_the_cold_verdicts(reference, cache, tmp_path):
+@pytest.mark.usefixtures("imported_before_any_inner_session")
+def test_pytest_plugin_gives_the_cold_verdicts(reference, cache, pytester, monkeypatch):
     """The plugin writes no JSON report (``--report`` is CLI-only); each item records its
     status as the ``lossconf_status`` property, which --junitxml writes. Error figures are
-    not reported there, so the status and pytest's outcome of each item are compared."""
-    xml = tmp_path / "junit.xml"
+    not reported there, so the status and pytest's outcome of each item are compared.
+
+    A pytest session of its own in this process (``pytester``), with the in-memory caches of
+    expected values emptied as ``lossconf`` empties them for the command: every value comes
+    from the frozen data, as in a fresh process, or from the disk cache the cold run filled.
+    What needs a process of its own (pytest-xdist, the plugin's imports) is
+    tests/test_pytest_plugin.py's."""
+    from harness.oracle import cache as expected_cache
+
+    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(cache))
+    for name in ("PYTEST_ADDOPTS", "PYTEST_PLUGINS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(expected_cache, "_memory", {})
+    monkeypatch.setattr(expected_cache, "_linear_memory", {})
+    here = pytester.path  # the session's folder, its working directory
+    xml = here / "junit.xml"
     args = ["--lossconf-adapter", "numpy"]
     args += [a for f in slice_files() for a in ("--lossconf-cases", str(f))]
     keywords = (*(f"not {case_id}" for case_id in SLOW), *PLUGIN_KEYWORDS)
@@ -330,16 +337,14 @@ def test_pytest_plugin_gives_the_cold_verdicts(reference, cache, tmp_path):
     args += [a for d in PLUGIN_DTYPES for a in ("--lossconf-dtype", d)]
     # a configuration file of its own: pytest would otherwise find this repository's (the case
     # files' folder is under it) and run the items with its addopts (pytest-xdist workers)
-    ini = tmp_path / "pytest.ini"
+    ini = here / "pytest.ini"
     ini.write_text("[pytest]\n")
-    # (hypothesis's plugin imports all of hypothesis at the end of every session: a second)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-c", str(ini), "-p", "no:cacheprovider",
-         "-p", "no:hypothesispytest", "--rootdir", str(tmp_path), "-q", *args,
-         f"--junitxml={xml}"],
-        cwd=tmp_path, env=_env(cache), capture_output=True, text=True, timeout=300,
+    # (no hypothesis test among the items: its plugin stays out)
+    result = pytester.runpytest_inprocess(
+        "-c", str(ini), "-p", "no:cacheprovider", "-p", "no:hypothesispytest",
+        "--rootdir", str(here), "-q", *args, f"--junitxml={xml}",
     )  # fmt: skip
-    assert proc.returncode in (0, 1), proc.stdout[-3000:] + proc.stderr
+    assert result.ret in (0, 1), "\n".join(result.outlines[-40:] + result.errlines)
     got = {}
     for tc in ET.parse(xml).getroot().iter("testcase"):
         name = tc.get("name")  # <case id>[<adapter>-<dtype>]
@@ -451,7 +456,7 @@ def test_expected_values_under_the_old_key_scheme_are_never_read(
             [ROOT / "cases" / "shapes.yaml", ROOT / "cases" / "half_precision.yaml"]
         ).cases
         # the small ones: what is read or computed does not depend on the size, the cost does
-        if c.expected is None and c.expect_error is None and c.logits.size <= 10_000
+        if c.expected is None and c.expect_error is None and c.logits_size <= 10_000
     ]
     assert len({c.logits.shape for c in cases}) >= 5, "expected: oracle cases of several shapes"
     old = _old_scheme_revision()
