@@ -210,7 +210,14 @@ def test_matrix_reads_results_and_their_json_alike(rows):
 # --- Markdown, JUnit and HTML from one document ---------------------------------------------
 
 
-def test_markdown_junit_and_html_render_the_same_verdict(doc):
+@pytest.fixture(scope="module")
+def page(doc) -> str:
+    """``doc`` as HTML, rendered once for the tests that read it: each rendering draws the
+    error plot with matplotlib, a tenth of a second or more."""
+    return html.render(doc)
+
+
+def test_markdown_junit_and_html_render_the_same_verdict(doc, page):
     md = markdown.render(doc)
     assert md.startswith("## lossconf: FAIL\n\n2 of 6 results do not conform")
     assert "| `small/weighted` | numpy | float64 | fail | loss: expected 1.0, got 2.0 <&>" in md
@@ -234,7 +241,6 @@ def test_markdown_junit_and_html_render_the_same_verdict(doc):
     assert props == {"loss_test_ratio": "0.4", "grad_test_ratio": "0.2"}
     assert by_name["plain[float32]"].get("classname") == "lossconf.numpy.small"
 
-    page = html.render(doc)
     assert page.startswith("<!DOCTYPE html>") and "<span class='FAIL'>FAIL</span>" in page
     assert "2 of 6 results do not conform" in page
     assert "<h2>Non-conforming results (2)</h2>" in page
@@ -252,11 +258,11 @@ def test_a_passing_document_reads_pass_everywhere(doc):
     assert "<span class='PASS'>PASS</span>" in page and "<p>none</p>" in page
 
 
-def test_html_embeds_the_plot_when_matplotlib_is_there(doc):
+def test_html_embeds_the_plot_when_matplotlib_is_there(doc, page):
     pytest.importorskip("matplotlib")
     png = html.error_plot_png(doc)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "data:image/png;base64," in html.render(doc)
+    assert "data:image/png;base64," in page
 
 
 def test_junit_drops_characters_xml_cannot_hold(doc):
