@@ -228,18 +228,25 @@ def test_a_case_a_reference_fails_is_not_written(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None), (OFFSET, None)))
     out = tmp_path / "found.yaml"
+    # the second run below (numpy alone as the reference) replays this search's minimal call
+    # from the example database instead of searching and shrinking again; it is the call that
+    # search would find too: references steer a search only by sharing a violation ("fails
+    # too on" in the table), which neither does here
     args = ["--adapter", NO_MAX_SHIFT, "--property", "shift_invariance", "--dtype", "float64",
-            "--examples", "40", "--seed", "3", "--out", str(out)]  # fmt: skip
+            "--examples", "40", "--seed", "3", "--out", str(out),
+            "--database", str(tmp_path / "db")]  # fmt: skip
     code = fuzz_cli.main(args)
     text = capsys.readouterr().out
     assert code == ExitCode.NONCONFORMING, text
     assert not out.exists(), text
     assert f"not written: the tolerance or the semantics disagree with reference {OFFSET}" in text
-    assert "no case written" in text and "FAILED" not in text
-    # with numpy alone as the reference, the same search writes the case
+    assert "no case written" in text and "FAILED" not in text and "fails too on" not in text
+    (finding,) = [line for line in text.splitlines() if line.startswith("shift_invariance [")]
+    # with numpy alone as the reference, the same finding is written
     monkeypatch.setattr(fuzz, "REFERENCES", (("numpy", None),))
     assert fuzz_cli.main(args) == ExitCode.NONCONFORMING
-    assert "FAILED [float64]" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "FAILED [float64]" in text and finding in text.splitlines(), (finding, text)
     assert load_file(out)
 
 

@@ -27,6 +27,7 @@ Features an adapter declares ``unsupported`` are never generated.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -65,30 +66,59 @@ def _rarely(draw, one_in: int) -> bool:
     return draw(st.integers(0, one_in - 1)) == one_in - 1
 
 
+# Strategy objects are built once and reused (module constants, or cached per parameter):
+# hypothesis validates each new object on its first draw, and its own strategy cache keys on
+# the argument objects (a fresh ``.map`` never hits; a list argument is not even hashable,
+# hence the tuples given to ``sampled_from``). Built afresh for every draw, they cost 10 to 20%
+# of the CPU of a search that finds nothing. What is drawn, and how it shrinks, is the same.
+_SMALL = st.integers(-64, 64).map(lambda m: m / 8)
+_TIES = st.integers(-1, 1).map(lambda m: m / 2)
+_PROBABILITY = st.integers(0, 8).map(lambda m: m / 8)
+_WEIGHT = st.integers(1, 32).map(lambda m: m / 8)
+_GRAD_OUTPUT = st.integers(-8, 8).map(lambda m: m / 4)
+
+
+@functools.lru_cache(maxsize=4096)
+def _fixed_list(strategy: st.SearchStrategy, size: int) -> st.SearchStrategy[list]:
+    return st.lists(strategy, min_size=size, max_size=size)
+
+
 def _values(draw, strategy: st.SearchStrategy, size: int) -> list:
-    return draw(st.lists(strategy, min_size=size, max_size=size))
+    return draw(_fixed_list(strategy, size))
+
+
+@functools.cache
+def _offset(j: int) -> st.SearchStrategy[float]:
+    return _SMALL.map(lambda v: 2.0**j + v)
+
+
+@functools.cache
+def _huge(k: int) -> st.SearchStrategy[float]:
+    return st.integers(-255, 255).map(lambda m: math.ldexp(m, k - 8))
+
+
+@functools.cache
+def _spread(kmax: int) -> st.SearchStrategy[float]:
+    return st.tuples(st.integers(-15, 15), st.integers(-3, kmax - 4)).map(
+        lambda me: math.ldexp(me[0], me[1])
+    )
 
 
 def _element(scale: str, dtype: str, draw) -> st.SearchStrategy[float]:
     """The strategy for one finite logit of a case of ``scale``."""
-    small = st.integers(-64, 64).map(lambda m: m / 8)
     if scale == "plain":
-        return small
+        return _SMALL
     if scale == "ties":
-        return st.integers(-1, 1).map(lambda m: m / 2)
+        return _TIES
     if scale == "offset":
-        j = draw(st.integers(1, MANTISSA_BITS[dtype] - 4))
-        return small.map(lambda v: 2.0**j + v)
+        return _offset(draw(st.integers(1, MANTISSA_BITS[dtype] - 4)))
     kmax = HUGE_EXPONENT[dtype]
     if scale == "huge":
         # k = kmax about half the time; one integer choice, so shrinking lowers k steadily
         # (a separate "just kmax" branch is a shrinking dead end)
-        k = min(draw(st.integers(8, 2 * kmax - 8)), kmax)
-        return st.integers(-255, 255).map(lambda m: math.ldexp(m, k - 8))
+        return _huge(min(draw(st.integers(8, 2 * kmax - 8)), kmax))
     # spread: each element its own magnitude, from 1/8 to near overflow
-    return st.tuples(st.integers(-15, 15), st.integers(-3, kmax - 4)).map(
-        lambda me: math.ldexp(me[0], me[1])
-    )
+    return _spread(kmax)
 
 
 def _nested(flat: list, shape: tuple[int, ...]) -> object:
@@ -120,7 +150,7 @@ def case_fields(draw, space: Space) -> dict:
     dtype = draw(st.sampled_from(space.dtypes))
     if dtype in ("float16", "bfloat16") and space.large_classes and _rarely(draw, 8):
         return draw(_large_class_case(space, dtype))
-    layouts = ["2d"] + [f for f in ("unbatched", "kdim") if space.allows(f)]
+    layouts = ("2d", *(f for f in ("unbatched", "kdim") if space.allows(f)))
     layout = draw(st.sampled_from(layouts))
     c = draw(st.integers(1, space.max_classes))
     if layout == "unbatched":
@@ -141,7 +171,7 @@ def case_fields(draw, space: Space) -> dict:
 
     scale = draw(st.sampled_from(SCALES))
     flat = _values(draw, _element(scale, dtype, draw), size)
-    specials = ["-inf"] + (["inf", "nan"] if space.nonfinite else [])
+    specials = ("-inf", "inf", "nan") if space.nonfinite else ("-inf",)
     if size and _rarely(draw, 4):
         value = float(draw(st.sampled_from(specials)))
         for i in draw(st.lists(st.integers(0, size - 1), min_size=1, max_size=3)):
@@ -151,7 +181,7 @@ def case_fields(draw, space: Space) -> dict:
     fields["logits"] = _nested(flat, shape) if size else _empty(shape, 0.0)
     probability = space.allows("probability_target") and draw(st.booleans())
     if probability:
-        probs = _values(draw, st.integers(0, 8).map(lambda m: m / 8), size)
+        probs = _values(draw, _PROBABILITY, size)
         fields["target"] = _nested(probs, shape) if size else _empty(shape, 0.0)
         ignore_index = (
             -100 if not space.allows("ignore_index") else draw(st.sampled_from((-100, -1)))
@@ -162,7 +192,7 @@ def case_fields(draw, space: Space) -> dict:
     if ignore_index != -100:
         fields["ignore_index"] = ignore_index
     if space.allows("weight") and draw(st.booleans()):
-        fields["weight"] = _values(draw, st.integers(1, 32).map(lambda m: m / 8), c)
+        fields["weight"] = _values(draw, _WEIGHT, c)
     if space.allows("label_smoothing"):
         eps = draw(st.integers(0, 20)) / 20
         if eps:
@@ -180,7 +210,7 @@ def case_fields(draw, space: Space) -> dict:
     fields["reduction"] = reduction
     if reduction == "none" and space.allows("grad_output") and _rarely(draw, 4):
         loss_shape = () if len(shape) == 1 else index_shape
-        ups = _values(draw, st.integers(-8, 8).map(lambda m: m / 4), positions)
+        ups = _values(draw, _GRAD_OUTPUT, positions)
         fields["grad_output"] = _nested(ups, loss_shape) if positions else _empty(loss_shape, 0.0)
     return fields
 
@@ -211,8 +241,8 @@ def summed_loss_bound(
         return float(np.sum(terms))
 
 
-def _reductions(space: Space) -> list[str]:
-    allowed = [r for r in ("mean", "sum", "none") if space.allows(f"reduction_{r}")]
+def _reductions(space: Space) -> tuple[str, ...]:
+    allowed = tuple(r for r in ("mean", "sum", "none") if space.allows(f"reduction_{r}"))
     if not allowed:
         raise ValueError("the adapter declares every reduction unsupported: nothing to fuzz")
     return allowed
