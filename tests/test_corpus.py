@@ -31,6 +31,13 @@ def cases():
     return load_paths().cases
 
 
+@pytest.fixture(scope="module")
+def pairs(cases):
+    """The corpus's coverage rows and their pair coverage (two tests read them)."""
+    rows, _ = coverage.rows_of(cases)
+    return rows, coverage.pair_coverage(rows)
+
+
 def test_hundreds_of_cases_each_with_a_why(cases):
     assert len(cases) >= 300
     assert all(c.why.strip() for c in cases)
@@ -74,8 +81,22 @@ def test_large_cases_exist(cases):
     assert half_mean
 
 
-def test_coverage_command_prints_values_and_pairs(cli):
-    r = cli("coverage")
+@pytest.fixture(scope="module")
+def _made() -> dict:
+    return {}
+
+
+@pytest.fixture
+def coverage_of_the_corpus(cli, _made):
+    """``lossconf coverage`` of the built-in corpus, run once in this module (by the first test
+    that asks, with its ``cli``): two tests read its output."""
+    if "coverage" not in _made:
+        _made["coverage"] = cli("coverage")
+    return _made["coverage"]
+
+
+def test_coverage_command_prints_values_and_pairs(coverage_of_the_corpus):
+    r = coverage_of_the_corpus
     assert r.returncode == 0, r.output
     assert "reduction     none=" in r.stdout
     assert "target x weight" in r.stdout
@@ -83,8 +104,8 @@ def test_coverage_command_prints_values_and_pairs(cli):
     assert "(100.0%)" in r.stdout
 
 
-def test_coverage_command_prints_every_infeasible_pair_with_its_reason(cli):
-    r = cli("coverage")
+def test_coverage_command_prints_every_infeasible_pair_with_its_reason(coverage_of_the_corpus):
+    r = coverage_of_the_corpus
     assert r.returncode == 0, r.output
     listed = r.stdout.split("Infeasible value pairs")[1]
     for (a, va, b, vb), why in coverage.INFEASIBLE.items():
@@ -93,24 +114,22 @@ def test_coverage_command_prints_every_infeasible_pair_with_its_reason(cli):
     assert "Declared infeasible, yet a case has it" not in r.stdout
 
 
-def test_every_feasible_value_pair_is_covered(cases):
-    rows, _ = coverage.rows_of(cases)
-    result = coverage.pair_coverage(rows)
+def test_every_feasible_value_pair_is_covered(pairs):
+    rows, result = pairs
     missing = [f"{pc.a}={va} + {pc.b}={vb}" for pc in result for va, vb in pc.missing]
     assert missing == []
     seen_values = {(k, r[k]) for r in rows for k in coverage.PARAMETERS}
     assert seen_values == {(k, v) for k, vs in coverage.PARAMETERS.items() for v in vs}
 
 
-def test_every_infeasible_pair_has_a_reason_and_no_case_has_it(cases):
+def test_every_infeasible_pair_has_a_reason_and_no_case_has_it(pairs):
     names = list(coverage.PARAMETERS)
     for (a, va, b, vb), why in coverage.INFEASIBLE.items():
         assert va in coverage.PARAMETERS[a] and vb in coverage.PARAMETERS[b], (a, va, b, vb)
         assert names.index(a) < names.index(b), "keys in PARAMETERS order"
         assert len(why.split()) >= 5, (a, va, b, vb)
-    rows, _ = coverage.rows_of(cases)
     contradicting = [
-        (pc.a, p, pc.b, cid) for pc in coverage.pair_coverage(rows) for p, cid in pc.contradicting.items()
+        (pc.a, p, pc.b, cid) for pc in pairs[1] for p, cid in pc.contradicting.items()
     ]  # fmt: skip
     assert contradicting == []
     # only these parameters constrain each other: smoothing, reduction, dtype combine freely
@@ -157,14 +176,20 @@ def test_infeasible_pairs_are_infeasible_and_feasible_ones_feasible():
     torch = pytest.importorskip("torch")
     names = [k for k in coverage.PARAMETERS if k not in ("smoothing", "reduction", "dtype")]
     accepted, rejected_infeasible = set(), set()
+    # the pairs of a row and the infeasible ones among them, by the row's values: the 6930
+    # calls make 1736 distinct rows
+    pairs_of: dict[tuple[str, ...], tuple[set, set]] = {}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny calls: idle intra-op threads only cost time
     try:
         for call in (call for c in (1, 2, 3) for call in _calls(c)):
             x, t, soft, ii, w = call
             row = coverage.classify_call(x, t, probability=soft, weight=w, ignore_index=ii)
-            pairs = {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(names, 2)}
-            bad = {p for p in pairs if coverage.infeasible(*p[0], *p[1])}
+            key = tuple(row[name] for name in names)
+            if key not in pairs_of:
+                pairs = {((a, row[a]), (b, row[b])) for a, b in itertools.combinations(names, 2)}
+                pairs_of[key] = (pairs, {p for p in pairs if coverage.infeasible(*p[0], *p[1])})
+            pairs, bad = pairs_of[key]
             if _accepts(torch, call):
                 assert not bad, (x.shape, t, soft, ii, w, bad)
                 accepted |= pairs

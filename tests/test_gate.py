@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import textwrap
 
 import pytest
 from report_fixtures import CASES, SLIGHTLY_OFF, WRONG_MEAN
@@ -15,13 +16,24 @@ def cases(write):
     return write("small.yaml", CASES)
 
 
+@pytest.fixture(scope="module")
+def _made() -> dict:
+    return {}
+
+
 @pytest.fixture
-def baseline(cli, cases, tmp_path):
-    """A report of the correct numpy adapter on the small cases."""
-    out = tmp_path / "baseline.json"
-    r = cli("--cases", str(cases), "--report", str(out))
-    assert r.returncode == 0, r.output
-    return out
+def baseline(cli, tmp_path_factory, _made):
+    """A report of the correct numpy adapter on the small cases (a copy of ``cases``, so a
+    test may change its own), made once in this module by the first test that asks."""
+    if "baseline" not in _made:
+        folder = tmp_path_factory.mktemp("baseline")
+        cases = folder / "small.yaml"
+        cases.write_text(textwrap.dedent(CASES).lstrip())
+        out = folder / "baseline.json"
+        r = cli("--cases", str(cases), "--report", str(out))
+        assert r.returncode == 0, r.output
+        _made["baseline"] = out
+    return _made["baseline"]
 
 
 EXPECT_WRONG_MEAN = """

@@ -27,7 +27,10 @@ class Stalls(NumpyAdapter):
 
     def run(self, inputs):
         if inputs.reduction == "sum":
-            pathlib.Path(os.environ["LOSSCONF_TEST_MARKER"]).write_text(str(os.getpid()))
+            # whole or not at all: the signal may come as soon as the marker exists
+            marker = pathlib.Path(os.environ["LOSSCONF_TEST_MARKER"])
+            marker.with_suffix(".tmp").write_text(str(os.getpid()))
+            os.replace(marker.with_suffix(".tmp"), marker)
             time.sleep(60)
         return super().run(inputs)
 """

@@ -5,6 +5,7 @@ each value computed once, and a helper that dies costs nothing but its share."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,11 +36,15 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+def _allow(monkeypatch: pytest.MonkeyPatch) -> None:
     """A helper may start whatever this pytest worker imported before (see above)."""
     monkeypatch.setattr(prefetch, "start_method", lambda: "fork")
     monkeypatch.setattr(prefetch, "_single_threaded", lambda: True)  # pytest-xdist's threads
+
+
+@pytest.fixture
+def allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    _allow(monkeypatch)
 
 
 #: small cases (frozen-size), medium ones the helper takes, one with its values in the file
@@ -75,24 +81,31 @@ MEDIUM = """  - name: medium_{i}
     expected: oracle"""
 
 
-@pytest.fixture
-def case_file(tmp_path: Path) -> Path:
+def _write_cases(folder: Path) -> Path:
     medium = "\n".join(
         MEDIUM.format(i=i, rows=600 + 40 * i, seed=10 + i, seed2=30 + i, seed3=50 + i)
         for i in range(4)
     )
-    path = tmp_path / "cases.yaml"
+    path = folder / "cases.yaml"
     path.write_text(CASES.format(medium=medium))
     return path
 
 
 @pytest.fixture
-def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "cache"
+def case_file(tmp_path: Path) -> Path:
+    return _write_cases(tmp_path)
+
+
+def _empty_cache(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(folder))
     monkeypatch.setattr(expected_cache, "_memory", {})
     monkeypatch.setattr(expected_cache, "_linear_memory", {})
     return folder
+
+
+@pytest.fixture
+def empty_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return _empty_cache(tmp_path / "cache", monkeypatch)
 
 
 def _run(case_file: Path, report: Path) -> list[dict]:
@@ -125,40 +138,63 @@ class Watched:
         monkeypatch.setattr(prefetch.Prefetch, "close", close)
 
 
-def test_the_helper_changes_no_result_nor_their_order(
-    case_file, empty_cache, allowed, tmp_path, monkeypatch
-):
+@dataclass
+class FirstRun:
+    """A run with an empty cache, and what its helper did."""
+
+    case_file: Path
+    cache: Path
+    results: list[dict]
+    started: int
+    states: list[int]
+    computed: int
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory: pytest.TempPathFactory) -> FirstRun:
+    """One first run (a helper's and the oracle's work, the module's costliest) that the two
+    tests below check: what it did, then what a run without a helper and a second run do."""
+    folder = tmp_path_factory.mktemp("first-run")
+    case_file = _write_cases(folder)
+    with pytest.MonkeyPatch.context() as m:
+        cache = _empty_cache(folder / "cache", m)
+        _allow(m)
+        watched = Watched(m)
+        m.setitem(expected_cache.stats, "computed", 0)
+        # the run waits for whatever the helper holds (on a busy machine it might otherwise
+        # compute that value too, as it should: test_a_helper_slower_than_the_run_...)
+        m.setattr(prefetch, "PATIENCE_S", 600.0)
+        results = _run(case_file, folder / "first.json")
+        computed = expected_cache.stats["computed"]
+    return FirstRun(case_file, cache, results, watched.started, watched.states, computed)
+
+
+def test_the_helper_changes_no_result_nor_their_order(first_run, allowed, tmp_path, monkeypatch):
     watched = Watched(monkeypatch)
-    monkeypatch.setitem(expected_cache.stats, "computed", 0)
-    # the run waits for whatever the helper holds (on a busy machine it might otherwise
-    # compute that value too, as it should: test_a_helper_slower_than_the_run_...)
-    monkeypatch.setattr(prefetch, "PATIENCE_S", 600.0)
-    with_helper = _run(case_file, tmp_path / "with.json")
-    assert watched.started == 1
+    with_helper = first_run.results
+    assert first_run.started == 1
     # six oracle cases in two dtypes, each value computed once: by the helper or by the run
     # (how many each takes depends on their speeds)
-    assert len(watched.states) == 12
-    assert set(watched.states) <= {prefetch.DONE, prefetch.RUN}
-    assert watched.states.count(prefetch.RUN) == expected_cache.stats["computed"]
-    helped = [i for i, s in enumerate(watched.states) if s == prefetch.DONE]
+    assert len(first_run.states) == 12
+    assert set(first_run.states) <= {prefetch.DONE, prefetch.RUN}
+    assert first_run.states.count(prefetch.RUN) == first_run.computed
+    helped = [i for i, s in enumerate(first_run.states) if s == prefetch.DONE]
     assert helped == list(range(12 - len(helped), 12)), "the helper works from the end"
 
     monkeypatch.setattr(prefetch, "MIN_LOGITS", 1 << 62)  # no helper
-    monkeypatch.setenv("LOSSCONF_CACHE_DIR", str(tmp_path / "other-cache"))
-    monkeypatch.setattr(expected_cache, "_memory", {})
-    without = _run(case_file, tmp_path / "without.json")
-    assert watched.started == 1
+    _empty_cache(tmp_path / "other-cache", monkeypatch)
+    without = _run(first_run.case_file, tmp_path / "without.json")
+    assert watched.started == 0
     assert [r["case_id"] for r in with_helper] == [r["case_id"] for r in without]
     assert json.dumps(with_helper, sort_keys=True) == json.dumps(without, sort_keys=True)
 
 
-def test_a_second_run_starts_no_helper(case_file, empty_cache, allowed, tmp_path, monkeypatch):
+def test_a_second_run_starts_no_helper(first_run, allowed, tmp_path, monkeypatch):
     watched = Watched(monkeypatch)
-    first = _run(case_file, tmp_path / "first.json")
-    monkeypatch.setattr(expected_cache, "_memory", {})
-    second = _run(case_file, tmp_path / "second.json")
-    assert watched.started == 1  # nothing was pending the second time
-    assert first == second
+    _empty_cache(first_run.cache, monkeypatch)  # the first run's disk cache, no memory
+    second = _run(first_run.case_file, tmp_path / "second.json")
+    assert first_run.started == 1 and watched.started == 0  # nothing was pending the second time
+    assert first_run.results == second
 
 
 def _medium_items(case_file: Path) -> list:
@@ -289,7 +325,8 @@ def test_no_helper_beside_a_threaded_framework(empty_cache, monkeypatch):
 def test_kernels_cached_reads_numba_s_index(tmp_path):
     """An empty numba cache folder (a fresh install) holds no kernel: the helper would
     compile them. Read in a fresh interpreter: numba reads NUMBA_CACHE_DIR when imported."""
-    pytest.importorskip("numba")
+    if importlib.util.find_spec("numba") is None:  # found, not imported: numba takes a while
+        pytest.skip("numba is not installed")
     code = "from harness.oracle import compiled; print(compiled.kernels_cached())"
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)

@@ -2,7 +2,7 @@
 
 Each run is a pytest session of its own in a fresh folder (``pytester``), in this process;
 the plugin loads there from its ``pytest11`` entry point, as in a user's project. The
-pytest-xdist run and the import check need processes of their own.
+pytest-xdist run's workers and the import check need processes of their own.
 """
 
 from __future__ import annotations
@@ -101,11 +101,12 @@ def test_bad_option_value_is_a_usage_error(project):
 
 
 def test_works_with_xdist(project):
-    # worker processes of its own: a pytest run in a subprocess (without hypothesis's plugin,
-    # which imports all of hypothesis at the end of every session: a second)
-    r = project.runpytest_subprocess("--lossconf-adapter", "wrong.py", "--lossconf-cases",
-                                     "small.yaml", "-n", "2", "-q", "-p", "no:cacheprovider",
-                                     "-p", "no:hypothesispytest")  # fmt: skip
+    # the two workers are processes of their own, which collect and run the items (without
+    # hypothesis's plugin, which imports all of hypothesis at the end of every session: a
+    # second); the controller, which only hands them out and reports, runs in process
+    r = project.runpytest("--lossconf-adapter", "wrong.py", "--lossconf-cases", "small.yaml",
+                          "-n", "2", "-q", "-p", "no:cacheprovider",
+                          "-p", "no:hypothesispytest")  # fmt: skip
     assert r.ret == 1, r.stdout.str()
     assert "2 failed, 4 passed" in r.stdout.str()
 

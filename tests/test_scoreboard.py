@@ -4,6 +4,7 @@ reports it cannot read are refused (exit 2)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
@@ -11,6 +12,21 @@ from pathlib import Path
 import pytest
 
 from harness.gate import scoreboard
+
+#: the runs behind the README's table
+COMMITTED = Path(__file__).resolve().parent.parent / "reports" / "scoreboard"
+
+
+@functools.cache
+def _committed_runs() -> tuple[scoreboard.Run, ...]:
+    return tuple(scoreboard.load_runs([COMMITTED]))
+
+
+def committed_runs() -> list[scoreboard.Run]:
+    """``scoreboard.load_runs`` of reports/scoreboard/, read once in a process: its 48 MB of
+    JSON take more than a second to decode, and tests/test_docs.py's scoreboard figure renders
+    the same runs (the reports are the committed files, unchanged while the tests run)."""
+    return list(_committed_runs())
 
 
 def _result(case_id: str, adapter: str, status: str, torch_status: str | None = None,
@@ -187,13 +203,14 @@ def test_a_malformed_report_is_refused_with_exit_2(tmp_path, cli, content, messa
     assert r.stdout == ""  # no table from the good report: the set is refused whole
 
 
-def test_no_report_is_refused_with_exit_2(tmp_path, cli_process):
-    """In a subprocess: the exit status and message a user or a CI script sees."""
+def test_no_report_is_refused_with_exit_2(tmp_path, cli_process, cli):
+    """In a subprocess: the exit status and message a user or a CI script sees; a folder that
+    does not exist takes the same way out, checked in process."""
     r = cli_process("scoreboard", str(tmp_path))
     assert r.returncode == 2, r.output
     assert f"scoreboard: no *.json report in {tmp_path}" in r.stderr
     assert "Traceback" not in r.stderr
-    r = cli_process("scoreboard", str(tmp_path / "missing"))
+    r = cli("scoreboard", str(tmp_path / "missing"))
     assert r.returncode == 2 and "no such file or folder" in r.stderr
 
 
@@ -205,8 +222,7 @@ def test_an_output_with_an_unknown_suffix_is_refused(board, tmp_path, cli):
 
 def test_the_committed_scoreboard_renders():
     """reports/scoreboard/ holds the runs behind the README's table."""
-    folder = Path(__file__).resolve().parent.parent / "reports" / "scoreboard"
-    runs = scoreboard.load_runs([folder])
+    runs = committed_runs()
     frameworks = {run.adapter for run in runs}
     assert len(frameworks) >= 6, frameworks
     assert {"torch", "numpy", "jax", "optax", "onnx", "onnxruntime"} <= frameworks

@@ -4,17 +4,20 @@ The split is checked as a property (every unit in exactly one shard, determinist
 balanced within one unit's cost); merging is checked against the run it replaces: the
 same results in the same order, the same statuses and errors, the same gate verdict.
 Shards run in process on a small selection (about 50 results), so each run costs a few
-tenths of a second; one subprocess checks the command's contract (exit 2, one line).
+tenths of a second; the runs that many tests read (the whole run, its shards) are made once
+in this module (``shared``); one subprocess checks the command's contract (exit 2, one line).
 """
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import Completed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from report_fixtures import CASES, WRONG_MEAN
@@ -59,14 +62,18 @@ expectations:
 VOLATILE = ("seconds", "peak_rss_bytes")
 
 
+def _write_project(folder: Path) -> Path:
+    """Small cases, the wrong and the right adapter, expectations, in ``folder``."""
+    for name, text in (("small.yaml", CASES), ("wrong.py", WRONG), ("right.py", RIGHT),
+                       ("exp.yaml", EXPECTATIONS)):  # fmt: skip
+        (folder / name).write_text(textwrap.dedent(text).lstrip())
+    return folder
+
+
 @pytest.fixture
-def project(write, tmp_path: Path) -> Path:
-    """Small cases, the wrong and the right adapter, expectations, in tmp_path."""
-    write("small.yaml", CASES)
-    write("wrong.py", WRONG)
-    write("right.py", RIGHT)
-    write("exp.yaml", EXPECTATIONS)
-    return tmp_path
+def project(tmp_path: Path) -> Path:
+    """The project in tmp_path, for a test that changes it or runs what no other test reads."""
+    return _write_project(tmp_path)
 
 
 def selection(project: Path) -> list[str]:
@@ -81,13 +88,37 @@ def run(cli, project: Path, report: Path, *args: str, adapters=("numpy", "wrong.
     return r
 
 
-def shards(cli, project: Path, count: int, *args: str, **kwargs) -> list[Path]:
-    paths = []
-    for index in range(1, count + 1):
-        path = project / f"shard-{index}-of-{count}.json"
-        run(cli, project, path, "--shard", f"{index}/{count}", *args, **kwargs)
-        paths.append(path)
-    return paths
+class Runs:
+    """Reports of the shared project that several tests read and none changes, each made
+    once in this module, the first time a test asks for it (with that test's ``cli``)."""
+
+    def __init__(self, project: Path) -> None:
+        self.project = project
+        self._made: dict[str, Completed] = {}
+
+    def report(self, cli, name: str, *args: str, **kwargs) -> tuple[Completed, Path]:
+        """``run`` into ``project / name`` once; the run's outcome and its report."""
+        path = self.project / name
+        if name not in self._made:
+            self._made[name] = run(cli, self.project, path, *args, **kwargs)
+        return self._made[name], path
+
+    def full(self, cli) -> Path:
+        """The unsharded run of both adapters, without a gate file."""
+        return self.report(cli, "full.json")[1]
+
+    def shards(self, cli, count: int) -> list[Path]:
+        """The ``count`` shards of ``full``'s run."""
+        return [
+            self.report(cli, f"shard-{index}-of-{count}.json", "--shard", f"{index}/{count}")[1]
+            for index in range(1, count + 1)
+        ]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Runs:
+    """The project of ``project``, in a folder of this module's: tests only read it."""
+    return Runs(_write_project(tmp_path_factory.mktemp("shared-project")))
 
 
 def load(path: Path) -> dict:
@@ -167,10 +198,9 @@ def test_the_command_line_refuses_a_bad_shard(cli, project, text):
 # --- shards and their reports ---------------------------------------------------------------
 
 
-def test_shards_run_disjoint_shares_and_say_which(cli, project):
-    full = project / "full.json"
-    run(cli, project, full)
-    paths = shards(cli, project, 2)
+def test_shards_run_disjoint_shares_and_say_which(cli, shared):
+    full = shared.full(cli)
+    paths = shared.shards(cli, 2)
     docs = [load(p) for p in paths]
     keys = [{(r["case_id"], r["adapter"], r["dtype"]) for r in d["results"]} for d in docs]
     assert not keys[0] & keys[1]
@@ -200,38 +230,47 @@ def test_list_shows_the_shards_share(cli, project):
     assert listed[0] and listed[1] and listed[0] | listed[1] == every
 
 
-def test_the_shipped_schema_describes_the_shard_and_merged_sections(cli, project, two):
+def test_the_shipped_schema_describes_the_shard_and_merged_sections(cli, shared, two, tmp_path):
     import jsonschema
     from report_validation import schema
 
-    merged = project / "merged.json"
-    assert cli("merge", *map(str, two), "--report", str(merged), cwd=project).returncode == 1
+    # jsonschema.validate, with the schema checked once instead of on every call
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    validator = cls(schema())
+
+    def validate(doc: dict) -> None:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+        if error is not None:
+            raise error
+
+    merged = tmp_path / "merged.json"
+    assert cli("merge", *map(str, two), "--report", str(merged), cwd=shared.project).returncode == 1
     for doc in (load(two[0]), load(merged)):
-        jsonschema.validate(doc, schema())
+        validate(doc)
     bad = load(two[0])
     bad["shard"]["positions"] = ["0"]
     with pytest.raises(jsonschema.ValidationError, match=r"'0' is not of type 'integer'"):
-        jsonschema.validate(bad, schema())
+        validate(bad)
     bad = load(merged)
     bad["merged_from"][0]["shard"] = 1
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(bad, schema())
+        validate(bad)
 
 
 # --- merging gives the unsharded run --------------------------------------------------------
 
 
 @pytest.mark.parametrize("count", [1, 2, 3])
-def test_merged_shards_give_the_unsharded_results_and_verdict(cli, project, count):
-    base = project / "base.json"
-    run(cli, project, base, adapters=("numpy", "right.py"))
+def test_merged_shards_give_the_unsharded_results_and_verdict(cli, shared, tmp_path, count):
+    project = shared.project
+    _, base = shared.report(cli, "base.json", adapters=("numpy", "right.py"))
     gate = ["--expectations", str(project / "exp.yaml"), "--baseline", str(base)]
-    full = project / "full.json"
-    whole = run(cli, project, full, *gate)
+    whole, full = shared.report(cli, "full-gated.json", *gate)
     assert whole.returncode == 1  # blocking failures and a regression: a verdict worth comparing
-    paths = shards(cli, project, count)
-    merged = project / "merged.json"
-    md, xml = project / "merged.md", project / "merged.xml"
+    paths = shared.shards(cli, count)
+    merged = tmp_path / "merged.json"
+    md, xml = tmp_path / "merged.md", tmp_path / "merged.xml"
     r = cli("merge", *map(str, reversed(paths)), *gate,
             "--report", str(merged), "--report", str(md), "--report", str(xml), cwd=project)  # fmt: skip
     assert r.returncode == whole.returncode == 1, r.output
@@ -250,27 +289,28 @@ def test_merged_shards_give_the_unsharded_results_and_verdict(cli, project, coun
     assert "do not conform" in md.read_text() and "<testsuite" in xml.read_text()
 
 
-def test_merge_without_a_gate_file_judges_conformance_alone(cli, project):
-    full = project / "full.json"
-    whole = run(cli, project, full)
-    merged = project / "merged.json"
-    r = cli("merge", *map(str, shards(cli, project, 2)), "--report", str(merged), cwd=project)
+def test_merge_without_a_gate_file_judges_conformance_alone(cli, shared, tmp_path):
+    whole, full = shared.report(cli, "full.json")
+    merged = tmp_path / "merged.json"
+    paths = shared.shards(cli, 2)
+    r = cli("merge", *map(str, paths), "--report", str(merged), cwd=shared.project)
     assert r.returncode == whole.returncode == 1, r.output
     got, want = load(merged), load(full)
     assert stable(got["results"]) == stable(want["results"])
     assert got["gate"] == want["gate"]
 
 
-def test_merge_rejudges_with_its_own_expectations(cli, project):
+def test_merge_rejudges_with_its_own_expectations(cli, shared, tmp_path):
     # shards run without --expectations; merge applies them: the verdict of one run with them
-    exp = project / "all-wrong.yaml"
+    project = shared.project
+    exp = tmp_path / "all-wrong.yaml"
     exp.write_text(
         "expectations:\n  - id: '*weighted*'\n    adapter: wrong\n    outcomes: [fail]\n"
         "    reason: known bug 12\n"
     )
-    full = project / "full.json"
+    full = tmp_path / "full.json"
     assert run(cli, project, full, "--expectations", str(exp)).returncode == 0
-    paths = shards(cli, project, 2)
+    paths = shared.shards(cli, 2)
     r = cli("merge", *map(str, paths), "--expectations", str(exp), cwd=project)
     assert r.returncode == 0, r.output
     assert cli("merge", *map(str, paths), cwd=project).returncode == 1
@@ -315,8 +355,8 @@ def test_invalid_case_files_skipped_by_every_shard_are_reported_once(cli, projec
 
 
 @pytest.fixture
-def two(cli, project) -> list[Path]:
-    return shards(cli, project, 2)
+def two(cli, shared) -> list[Path]:
+    return shared.shards(cli, 2)
 
 
 def refused(cli, project, *paths: Path) -> str:
@@ -326,27 +366,26 @@ def refused(cli, project, *paths: Path) -> str:
     return r.stderr
 
 
-def edited(path: Path, name: str, change) -> Path:
+def edited(path: Path, out: Path, change) -> Path:
     doc = load(path)
     change(doc)
-    out = path.with_name(name)
     out.write_text(json.dumps(doc))
     return out
 
 
-def test_a_missing_shard_is_refused(cli, project, two):
-    err = refused(cli, project, two[0])
+def test_a_missing_shard_is_refused(cli, shared, two):
+    err = refused(cli, shared.project, two[0])
     assert "missing shard 2/2" in err
 
 
-def test_a_shard_given_twice_is_refused(cli, project, two):
-    err = refused(cli, project, two[0], two[1], two[0])
+def test_a_shard_given_twice_is_refused(cli, shared, two):
+    err = refused(cli, shared.project, two[0], two[1], two[0])
     assert "shard 1/2 given twice" in err and str(two[0]) in err
 
 
-def test_shards_of_different_counts_are_refused(cli, project, two):
-    third = shards(cli, project, 3)[2]
-    err = refused(cli, project, *two, third)
+def test_shards_of_different_counts_are_refused(cli, shared, two):
+    third = shared.shards(cli, 3)[2]
+    err = refused(cli, shared.project, *two, third)
     assert "shard 3/3" in err and "1/2" in err
 
 
@@ -359,47 +398,46 @@ def test_shards_of_different_suites_are_refused(cli, project, two):
     assert "different suites" in err and "small/plain_mean" in err
 
 
-def test_shards_of_different_selections_are_refused(cli, project, two):
-    other = project / "other-2.json"
-    run(cli, project, other, "--shard", "2/2", "--dtype", "float64")
-    err = refused(cli, project, two[0], other)
+def test_shards_of_different_selections_are_refused(cli, shared, two, tmp_path):
+    other = tmp_path / "other-2.json"
+    run(cli, shared.project, other, "--shard", "2/2", "--dtype", "float64")
+    err = refused(cli, shared.project, two[0], other)
     assert "different selections" in err
 
 
-def test_shards_of_different_harness_versions_are_refused(cli, project, two):
-    old = edited(two[1], "old.json", lambda d: d.update(harness_version="0.0.1"))
-    err = refused(cli, project, two[0], old)
+def test_shards_of_different_harness_versions_are_refused(cli, shared, two, tmp_path):
+    old = edited(two[1], tmp_path / "old.json", lambda d: d.update(harness_version="0.0.1"))
+    err = refused(cli, shared.project, two[0], old)
     assert "lossconf versions" in err and "0.0.1" in err
 
 
-def test_shards_of_different_framework_versions_are_refused(cli, project, two):
+def test_shards_of_different_framework_versions_are_refused(cli, shared, two, tmp_path):
     def other_numpy(doc: dict) -> None:
         doc["adapters"][0]["wraps"] = "numpy 0.1"
 
-    err = refused(cli, project, two[0], edited(two[1], "other.json", other_numpy))
+    err = refused(cli, shared.project, two[0], edited(two[1], tmp_path / "other.json", other_numpy))
     assert "numpy 0.1" in err and "adapter 'numpy'" in err
 
 
-def test_an_unsharded_or_incomplete_report_is_refused(cli, project, two):
-    full = project / "full.json"
-    run(cli, project, full)
-    assert "not a shard's report" in refused(cli, project, full, two[1])
-    cut = edited(two[1], "cut.json", lambda d: d.update(complete=False))
-    assert "incomplete" in refused(cli, project, two[0], cut)
+def test_an_unsharded_or_incomplete_report_is_refused(cli, shared, two, tmp_path):
+    full = shared.full(cli)
+    assert "not a shard's report" in refused(cli, shared.project, full, two[1])
+    cut = edited(two[1], tmp_path / "cut.json", lambda d: d.update(complete=False))
+    assert "incomplete" in refused(cli, shared.project, two[0], cut)
 
 
-def test_overlapping_shards_are_refused(cli, project, two):
+def test_overlapping_shards_are_refused(cli, shared, two, tmp_path):
     def steal(doc: dict) -> None:  # shard 2 claims one of shard 1's results as well
         first = load(two[0])
         doc["results"].append(first["results"][0])
         doc["shard"]["positions"].append(first["shard"]["positions"][0])
 
-    err = refused(cli, project, two[0], edited(two[1], "greedy.json", steal))
+    err = refused(cli, shared.project, two[0], edited(two[1], tmp_path / "greedy.json", steal))
     assert "overlap" in err
 
 
-def test_merge_refuses_its_contract_in_a_process(cli_process, project, two):
-    r = cli_process("merge", str(two[1]), cwd=project)
+def test_merge_refuses_its_contract_in_a_process(cli_process, shared, two):
+    r = cli_process("merge", str(two[1]), cwd=shared.project)
     assert r.returncode == 2
     assert r.stderr.startswith("lossconf: error: ") and "missing shard 1/2" in r.stderr
     assert "Traceback" not in r.stderr
