@@ -171,8 +171,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 #: the delta kernels and numba itself): compiling them took 14 s of CPU in each worker that
 #: ran one of these files on a fresh clone (numba's cache is keyed by the sources'
 #: modification times), 21 s for both files in one process instead of 37 s apart. JAX: its
-#: import, 1.4 s, and the programs it traces and compiles.
+#: import, 1.4 s, and the programs it traces and compiles. The committed scoreboard's reports,
+#: decoded once a process (1.3 s of CPU) for the scoreboard's tests and the docs' figure.
 SAME_WORKER_AS = {
+    "test_scoreboard.py": "test_docs.py",
     **dict.fromkeys(("test_streaming.py", "test_deltas.py"), "test_oracle_compiled.py"),
     **dict.fromkeys(
         ("test_jax_function_compiles.py", "test_jax_function_padding.py",
