@@ -287,17 +287,28 @@ def test_a_helper_slower_than_the_run_leaves_it_the_value(case_file, empty_cache
 
 def test_the_helper_compiles_no_kernel(monkeypatch):
     """Without numba's kernels in its disk cache (after an install, or an upgrade), the
-    helper takes the NumPy oracle: compiling them would take it seconds."""
-    calls = []
+    helper takes the NumPy oracle: compiling them would take it seconds. Nor does it ask
+    numba's cache (which imports numba) when no value is large enough for the kernels."""
+    from types import SimpleNamespace
+
+    calls, asked = [], []
     monkeypatch.setattr(prefetch.signal, "signal", lambda *a: None)  # this process's SIGINT
     monkeypatch.setattr(prefetch.compiled, "available", lambda: True)
-    monkeypatch.setattr(prefetch.compiled, "kernels_cached", lambda: False)
+    monkeypatch.setattr(prefetch.compiled, "kernels_cached", lambda: asked.append(1) or False)
     monkeypatch.setattr(prefetch, "_compiled_from", calls.append)
-    helper = prefetch.Prefetch([])
-    helper._work()
-    assert calls == []
+    monkeypatch.setattr(prefetch.Prefetch, "_claim_from_end", lambda self, i: False)
+
+    def helper(logits: int) -> prefetch.Prefetch:
+        case = SimpleNamespace(id=f"case{logits}", fused=False, logits_size=logits)
+        return prefetch.Prefetch([(("ce", f"key{logits}", "float32"), case)])
+
+    helper(prefetch.HELPER_MIN_LOGITS - 1)._work()
+    assert calls == [] and asked == []
+    large = helper(prefetch.HELPER_MIN_LOGITS)
+    large._work()
+    assert calls == [] and asked == [1]
     monkeypatch.setattr(prefetch.compiled, "kernels_cached", lambda: True)
-    helper._work()
+    large._work()
     assert calls == [prefetch.HELPER_MIN_LOGITS]
 
 

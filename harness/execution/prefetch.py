@@ -136,7 +136,10 @@ class Prefetch:
     def _work(self) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the run handles Ctrl-C and stops us
         cache.set_helper(None)
-        if compiled.available() and compiled.kernels_cached():
+        # asking numba's cache imports numba (a few tenths of a second): only for a value the
+        # compiled oracle may serve
+        large = any(_size(case) >= HELPER_MIN_LOGITS for _, case in self.items)
+        if large and compiled.available() and compiled.kernels_cached():
             _compiled_from(HELPER_MIN_LOGITS)
         for i in range(len(self.items) - 1, -1, -1):
             if not self._claim_from_end(i):
