@@ -9,9 +9,10 @@ Runs ``python -m pytest -q`` (the README's test command: pytest-xdist, one worke
 
 - cold: every cache the test suite keeps between runs empty, as on a fresh machine or a
   fresh clone: lossconf's (``LOSSCONF_CACHE_DIR``), JAX's compiled programs
-  (``JAX_COMPILATION_CACHE_DIR``), the bytecode (``PYTHONPYCACHEPREFIX``) and numba's
-  compiled kernels (``NUMBA_CACHE_DIR``; in a fresh clone numba finds none either: its
-  entries are keyed by the source files' modification times), each a new temporary folder;
+  (``JAX_COMPILATION_CACHE_DIR``) and numba's compiled kernels (``NUMBA_CACHE_DIR``; in a
+  fresh clone numba finds none either: its entries are keyed by the source files'
+  modification times), each a new temporary folder; and the repository's bytecode
+  (``__pycache__/*.pyc`` under its folders of Python sources: a clone has none), removed;
 - warm: the same folders again, as a second ``.ci/run`` on the same machine finds them.
 
 Prints pytest's summary line, the wall time and the CPU time (user + system of pytest and
@@ -41,9 +42,10 @@ REPO = Path(__file__).resolve().parent.parent
 CACHES = (
     "LOSSCONF_CACHE_DIR",
     "JAX_COMPILATION_CACHE_DIR",
-    "PYTHONPYCACHEPREFIX",
     "NUMBA_CACHE_DIR",
 )
+#: the repository's folders of Python sources, whose bytecode a cold run starts without
+SOURCES = ("harness", "adapters", "tests", "examples", "benchmarks", "tools")
 #: the per-test recorder, a pytest plugin (-p cpu_per_test)
 PLUGINS = Path(__file__).resolve().parent / "pytest_plugins"
 #: the files listed one by one under the runs (the rest are summed)
@@ -53,6 +55,14 @@ TOP_FILES = 10
 #: PROCESSES: [pytest processes, their own CPU s (start-up and collection included), 0, 0]
 PerFile = dict[str, list[float]]
 PROCESSES = "#process"
+
+
+def remove_bytecode() -> int:
+    """Remove the repository's bytecode files (as a fresh clone has none); how many."""
+    found = [p for name in SOURCES for p in (REPO / name).rglob("__pycache__/*.pyc")]
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
 
 
 def run(env: dict[str, str], pytest_args: list[str]) -> tuple[float, float, str, PerFile]:
@@ -112,10 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="lossconf-bench-tests-") as tmp:
-        # without PYTHONDONTWRITEBYTECODE (child_env), which conftest would answer with a
-        # bytecode folder of its own instead of this run's
         env = child_env(**{name: str(Path(tmp) / name.lower()) for name in CACHES})
         env.pop("PYTEST_ADDOPTS", None)
+        remove_bytecode()
         rows = [("cold: empty caches", *run(env, args.pytest_args))]
         warm = min((run(env, args.pytest_args) for _ in range(args.repeat)), key=lambda r: r[0])
         rows.append(("warm: the caches of the cold run", *warm))

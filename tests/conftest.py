@@ -46,17 +46,15 @@ idle_threads_sleep()
 # Every pytest-xdist worker and every subprocess of a test starts a fresh interpreter. With
 # PYTHONDONTWRITEBYTECODE set, each one compiled the harness again, and pytest rewrote the
 # asserts of every module of hypothesis and of this harness again (both are pytest plugins):
-# with the suite's ~100 interpreters that was 20 s of CPU of ~150. Their bytecode goes to a
-# cache outside the checkout and the virtual environment instead (PYTHONPYCACHEPREFIX), so the
-# setting's point, no bytecode files among the sources, still holds. The workers and the
-# subprocesses inherit it, this process takes it from here on; a PYTHONPYCACHEPREFIX already
-# set is kept.
-if os.environ.get("PYTHONDONTWRITEBYTECODE") and "PYTHONPYCACHEPREFIX" not in os.environ:
+# 8 s of CPU a run. The suite's processes write bytecode as Python does by default, into
+# ``__pycache__`` folders beside the sources (which .gitignore lists); the workers and the
+# subprocesses inherit the setting, this process takes it from here on. A bytecode folder
+# of the suite's own (PYTHONPYCACHEPREFIX) is no substitute: under a prefix Python reads
+# bytecode from there only, so the bytecode pip wrote at install for torch, sympy, JAX,
+# NumPy and the standard library went unread, and on a fresh machine every process compiled
+# them again until the folder filled (11 s of CPU, 6 s of wall on a cold run).
+if os.environ.get("PYTHONDONTWRITEBYTECODE"):
     del os.environ["PYTHONDONTWRITEBYTECODE"]
-    os.environ["PYTHONPYCACHEPREFIX"] = str(
-        Path(tempfile.gettempdir()) / f"lossconf-tests-pycache-{os.getuid()}"
-    )
-    sys.pycache_prefix = os.environ["PYTHONPYCACHEPREFIX"]
     sys.dont_write_bytecode = False
 
 
