@@ -384,7 +384,8 @@ def test_the_one_table_exp_is_within_its_stated_bound():
     x32[x32 == 0] = 1.0
     m32 = float(x32.max())
     span = np.ptp(np.frexp(x32.astype(np.float64))[1])
-    eh, el, _ = _one_table_exp(x32, m32, exact=bool(span <= 28))
+    # the kernel's rows are float64: float32 logits convert to them exactly
+    eh, el, _ = _one_table_exp(x32.astype(np.float64), m32, exact=bool(span <= 28))
     with mpmath.workprec(200):
         for i in np.nonzero(x32.astype(np.float64) - m32 >= TINY_D)[0]:
             v = mpmath.exp(mpmath.mpf(float(x32[i])) - mpmath.mpf(m32))
@@ -445,8 +446,9 @@ def test_the_precise_exponential_gives_the_same_values():
         loss, grad, bad = np.zeros((n, 3)), np.zeros((n, c)), np.zeros(n, bool)
         eh, el, tile = np.empty(c), np.empty(c), np.empty((5, _kernel._TILE))
         done = [
-            _kernel._row(i, x, y, -100, np.ones(c), np.ones(n), np.zeros(n), True, False, tab,
-                         np.array(pieces), inv, tab1, red, fast, loss, grad, bad, eh, el, tile)
+            _kernel._row(i, x[i], False, y, -100, np.ones(c), np.ones(n), np.zeros(n), True,
+                         False, tab, np.array(pieces), inv, tab1, red, fast, loss, grad, bad, eh,
+                         el, tile)
             for i in range(n)
         ]  # fmt: skip
         assert done == [_kernel._DONE] * n and not bad.any()
@@ -470,7 +472,8 @@ def test_float32_rows_of_a_narrow_exponent_span_subtract_exactly():
         x = rng.choice([-1.0, 1.0], 64) * 2.0 ** rng.uniform(-spread / 2, spread / 2, 64)
         x = (x * 2.0 ** rng.uniform(-140, 100)).astype(np.float32)
         x[rng.integers(0, 64, 3)] = 0.0
-        m, finite, _, span = _kernel._scan(x, np.empty(_kernel._TILE))
+        # the kernel's rows are float64: float32 logits convert to them exactly
+        m, finite, _, span = _kernel._scan(x.astype(np.float64), np.empty(_kernel._TILE))
         if not finite:
             continue
         assert m == x.max()

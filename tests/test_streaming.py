@@ -313,7 +313,8 @@ def test_preload_loads_the_kernels_the_streaming_path_calls(cases, monkeypatch):
     from harness.oracle import _kernel
 
     names = (
-        "rows", "bound_shifts", "bound_rows", "bound_compare", "encode_deltas", "decode_deltas"
+        "row_chunk", "bound_shifts", "bound_rows", "bound_compare", "encode_deltas",
+        "decode_deltas",
     )  # fmt: skip
     preloaded: set = set()
     called: set = set()
@@ -344,9 +345,10 @@ def test_preload_loads_the_kernels_the_streaming_path_calls(cases, monkeypatch):
             called.add((name, tuple(numba.typeof(a) for a in args)))
             return kernel(*args)
 
+        call.compile = kernel.compile  # preload's, recorded above (``row_chunk`` is replaced)
         return call
 
-    monkeypatch.setattr(compiled, "kernel", lambda: watched(_kernel.rows, "rows"))
+    monkeypatch.setattr(_kernel, "row_chunk", watched(_kernel.row_chunk, "row_chunk"))
     monkeypatch.setattr(compiled, "bound_kernels", lambda: (
         watched(_kernel.bound_shifts, "bound_shifts"), watched(_kernel.bound_rows, "bound_rows"),
         watched(_kernel.bound_grad, "bound_grad"),

@@ -98,10 +98,7 @@ def _compiled_from(logits: int) -> None:
     """Let problems from ``logits`` logits take the compiled oracle, on one thread (the run
     has the other core). The values and their bounds are the same bits on either path
     (``tests/test_oracle_compiled.py``)."""
-    # numba is optional and slow to import: only the helper process loads it here
-    import numba
-
-    numba.set_num_threads(1)
+    compiled.set_threads(1)
     compiled.MIN_LOGITS = logits
 
 

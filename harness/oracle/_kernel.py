@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 from llvmlite import ir  # type: ignore[import-untyped]
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, types
+from numba.extending import intrinsic, overload
 
 from harness.oracle.bounds import (
     _ABS_SLACK,
@@ -373,9 +373,33 @@ _DONE = 0
 _AGAIN = 1
 
 
-@njit(parallel=True, cache=True, error_model="numpy", nogil=True)
-def rows(
+def _as_float64(xi: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """A row of logits as float64: ``xi`` itself when it holds float64, else ``xi``
+    converted into ``out`` (exactly: every float32 is a float64). Compiled code only (its
+    numba implementation below); the functions under ``row_chunk`` are compiled once, for
+    float64 rows, whatever the logits' dtype."""
+    raise NotImplementedError("compiled code only")
+
+
+@overload(_as_float64)
+def _as_float64_numba(xi: Any, out: Any) -> Callable[..., Any]:
+    # numba requires the implementations' parameters, annotations included, to be these
+    def same(xi: Any, out: Any) -> Any:
+        return xi
+
+    def convert(xi: Any, out: Any) -> Any:
+        for j in range(xi.shape[0]):
+            out[j] = xi[j]
+        return out
+
+    return same if xi.dtype == types.float64 else convert
+
+
+@njit(cache=True, error_model="numpy", nogil=True)
+def row_chunk(
     x: np.ndarray,
+    lo: int,
+    hi: int,
     y: np.ndarray,
     ignore_index: int,
     w: np.ndarray,
@@ -394,44 +418,45 @@ def rows(
     again: np.ndarray,
     scratch: np.ndarray,
 ) -> None:
-    """Per row: the NLL (hi, lo, err) into ``loss``; the gradient into ``grad``; ``bad``
-    set where anything is not certified or not finite (the row goes to mpmath; its
-    gradient row is left as it was); ``again`` set where the row was computed a second
-    time, with the precise exponentials (below). An ignored row keeps loss 0 and gets
-    gradient 0, NaN in a row holding NaN or +inf or only -inf (``0 * nan``). ``zeroed``:
-    ``grad`` holds zeros, and rows of zeros are left unwritten (fresh memory then is never
-    touched: no page faults for ignored rows). ``scratch`` (K, 2, C): the rows go in
-    min(N, K) chunks, each keeping its exponentials in one of them (no allocation per
-    row).
+    """Rows [lo, hi) of ``harness.oracle.compiled.rows``, in order, on the calling thread
+    (which this releases: threads run chunks side by side). Per row: the NLL (hi, lo, err)
+    into ``loss``; the gradient into ``grad``; ``bad`` set where anything is not certified
+    or not finite (the row goes to mpmath; its gradient row is left as it was); ``again``
+    set where the row was computed a second time, with the precise exponentials (below). An
+    ignored row keeps loss 0 and gets gradient 0, NaN in a row holding NaN or +inf or only
+    -inf (``0 * nan``). ``zeroed``: ``grad`` holds zeros, and rows of zeros are left
+    unwritten (fresh memory then is never touched: no page faults for ignored rows).
+    ``scratch`` (3, C): the row's exponentials (high and low parts), and the row as
+    float64 where the logits are float32 (no allocation per row).
 
     Each row is computed with ``_exp_tile_fast``'s exponentials first; a row whose values
     are not all certified that way (about one gradient entry in 2**30 is too close to a
     rounding boundary for its bound) is computed again with ``exp_dd``'s, as ``fast``
     computes it, and only what that leaves undecided goes to mpmath. ``tab``, ``pieces``,
     ``inv``: ``exp_dd``'s tables and reduction; ``tab1``, ``red``: ``_exp_tile_fast``'s."""
-    n = x.shape[0]
-    n_chunks = min(n, scratch.shape[0])
-    for k in prange(n_chunks):
-        eh_row = scratch[k, 0]
-        el_row = scratch[k, 1]
-        tile = np.empty((5, _TILE))
-        for i in range(k * n // n_chunks, (k + 1) * n // n_chunks):
-            for fast in (True, False):
-                done = _row(
-                    i, x, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv, tab1,
-                    red, fast, loss, grad, bad, eh_row, el_row, tile,
-                )  # fmt: skip
-                if done == _DONE:
-                    break
-                again[i] = True
-                if not fast:
-                    bad[i] = True
+    eh_row = scratch[0]
+    el_row = scratch[1]
+    tile = np.empty((5, _TILE))
+    is32 = x.itemsize == 4
+    for i in range(lo, hi):
+        xi = _as_float64(x[i], scratch[2])
+        for fast in (True, False):
+            done = _row(
+                i, xi, is32, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv,
+                tab1, red, fast, loss, grad, bad, eh_row, el_row, tile,
+            )  # fmt: skip
+            if done == _DONE:
+                break
+            again[i] = True
+            if not fast:
+                bad[i] = True
 
 
 @njit(cache=True, error_model="numpy")
 def _row(
     i: int,
-    x: np.ndarray,
+    xi: np.ndarray,
+    is32: bool,
     y: np.ndarray,
     ignore_index: int,
     w: np.ndarray,
@@ -452,16 +477,17 @@ def _row(
     el_row: np.ndarray,
     tile: np.ndarray,
 ) -> int:
-    """Row i of ``rows`` with ``_exp_tile_fast``'s exponentials (``fast``) or ``exp_dd``'s
-    (``eh_row``, ``el_row``: scratch of C values; ``tile``: the tiles' scratch): ``_DONE``,
-    or ``_AGAIN`` where a value is not certified (with ``fast``, the loss too)."""
-    c = x.shape[1]
+    """Row i of ``row_chunk`` (``xi``: its logits as float64; ``is32``: they were float32)
+    with ``_exp_tile_fast``'s exponentials (``fast``) or ``exp_dd``'s (``eh_row``,
+    ``el_row``: scratch of C values; ``tile``: the tiles' scratch): ``_DONE``, or ``_AGAIN``
+    where a value is not certified (with ``fast``, the loss too)."""
+    c = xi.shape[0]
     yi = y[i]
-    m, finite, nan_row, span = _scan(x[i], tile[0])
+    m, finite, nan_row, span = _scan(xi, tile[0])
     # float32 logits whose exponents span at most 28: every x - m is exact in float64 (two
     # 24-bit significands at most 28 places apart), and ``_exp_tile_fast`` need not take
     # the rounding error of the subtraction
-    exact = x.itemsize == 4 and span <= 28
+    exact = is32 and span <= 28
     if yi == ignore_index:
         v = np.nan if nan_row or m == -np.inf else 0.0
         if want_grad and not (zeroed and v == 0):  # the caller need not clear the rows
@@ -480,9 +506,9 @@ def _row(
     for j0 in range(0, c, _TILE):
         j1 = min(c, j0 + _TILE)
         if fast:
-            n_tiny += _exp_tile_fast(x[i], j0, j1, m, exact, tab1, red, eh_row, el_row, tile)
+            n_tiny += _exp_tile_fast(xi, j0, j1, m, exact, tab1, red, eh_row, el_row, tile)
         else:
-            n_tiny += _exp_tile(x[i], j0, j1, m, tab, pieces, inv, eh_row, el_row, tile)
+            n_tiny += _exp_tile(xi, j0, j1, m, tab, pieces, inv, eh_row, el_row, tile)
         th, tl = _tile_sum(eh_row, el_row, j0, j1, tile)
         zh, zl = _sum_same_sign(zh, zl, th, tl)
     eps_e = EPS_EXP_FAST if fast else EPS_EXP  # the exponentials' relative error
@@ -500,7 +526,7 @@ def _row(
     lz_err = EPS_EXP + 4 * EPS_OP * (1 + abs(lzh)) + abs(d) ** 3 + 2 * z_rel
     # the loss: -w_y (x_y - m - log z)
     wy = w[yi]
-    dyh, dyl = two_sum(np.float64(x[i, yi]), -m)
+    dyh, dyl = two_sum(xi[yi], -m)
     lyh, lyl = dd_add(dyh, dyl, -lzh, -lzl)
     ly_err = lz_err + EPS_OP * abs(lyh)
     nh, nl = dd_mul(lyh, lyl, -wy, 0.0)

@@ -5,7 +5,7 @@ float32 or float64 logits: the case of every large language-model batch. The Num
 (``harness.oracle.fast``) makes about 100 to 150 array passes per logit; here each row is
 a few loops over its logits (its maximum, the exponentials and their sum, the gradient)
 in the same double-double arithmetic with the same error bounds (see ``fast``'s module
-docstring), rows spread over the cores (``numba.prange``). The one difference is the
+docstring), chunks of rows spread over threads (``rows``). The one difference is the
 exponential: a row is first computed with a cheaper one (one table instead of two,
 relative error below ``EPS_EXP_FAST = 2**-91`` instead of ``EPS_EXP = 2**-93``), and only a
 row whose values are not all certified that way is computed again with ``fast``'s.
@@ -27,8 +27,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
+import os
+import queue
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -45,20 +49,86 @@ def available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
+#: the threads a kernel call may use, per calling thread (``threads``, ``set_threads``)
+_local = threading.local()
+
+
+def _cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads() -> int:
+    """How many threads the row kernel runs on when this thread calls it: the CPUs this
+    process may run on, unless this thread set a count (``set_threads``)."""
+    count: int | None = getattr(_local, "threads", None)
+    return count if count is not None else _cpus()
+
+
+def set_threads(count: int) -> None:
+    """The threads the row kernel runs on when this thread calls it."""
+    _local.threads = max(1, int(count))
+
+
 def kernel() -> Callable:
-    """The compiled row kernel (numba must be importable: ``available()``)."""
+    """The row kernel (numba must be importable: ``available()``): ``rows``."""
+    return rows
+
+
+def rows(
+    x: np.ndarray, y: np.ndarray, ignore_index: int, w: np.ndarray, sh: np.ndarray,
+    sl: np.ndarray, want_grad: bool, zeroed: bool, tab: np.ndarray, pieces: np.ndarray,
+    inv: float, tab1: np.ndarray, red: np.ndarray, loss: np.ndarray, grad: np.ndarray,
+    bad: np.ndarray, again: np.ndarray, scratch: np.ndarray,
+) -> None:  # fmt: skip
+    """Every row of ``x`` (float32 or float64, (N, C)) in the compiled row kernel
+    (``_kernel.row_chunk``: its docstring says what each argument holds). ``scratch``
+    (K, 3, C): one slot a thread; the rows go in chunks, several a thread, to threads that
+    take the next chunk when done with one (a thread that shares its core with another
+    process takes fewer), on at most K threads and ``threads()``. The values do not depend
+    on the split: each row is computed on its own.
+
+    Threads, not numba's ``prange``: the kernel is then compiled once per logits' dtype as
+    one loop over rows, without numba's parallel compilation (about 1.5 s of CPU per dtype
+    on a first run), and its rows below it once, as float64 (``_kernel._as_float64``)."""
     # numba is optional and slow to import: only a large enough problem loads it
     from harness.oracle import _kernel
 
-    return _kernel.rows
+    n = x.shape[0]
+    k = min(threads(), scratch.shape[0], n)
+
+    def chunk(lo: int, hi: int, slot: np.ndarray) -> None:
+        _kernel.row_chunk(
+            x, lo, hi, y, ignore_index, w, sh, sl, want_grad, zeroed, tab, pieces, inv, tab1,
+            red, loss, grad, bad, again, slot,
+        )  # fmt: skip
+
+    if k <= 1:
+        chunk(0, n, scratch[0])
+        return
+    n_chunks = min(n, 4 * k)
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for slot in range(k):
+        free.put(slot)
+
+    def run(c: int) -> None:
+        slot = free.get()
+        try:
+            chunk(c * n // n_chunks, (c + 1) * n // n_chunks, scratch[slot])
+        finally:
+            free.put(slot)
+
+    with ThreadPoolExecutor(k, thread_name_prefix="lossconf-rows") as pool:
+        for done in [pool.submit(run, c) for c in range(n_chunks)]:
+            done.result()
 
 
 def scratch(c: int) -> np.ndarray:
-    """Scratch rows for the row kernel's exponentials: (K, 2, C), a few chunks per thread."""
-    # numba is optional and slow to import: only a large enough problem loads it
-    import numba
-
-    return np.empty((4 * numba.get_num_threads(), 2, c))
+    """Scratch rows for the row kernel: (K, 3, C), one slot per thread it may use."""
+    return np.empty((threads(), 3, c))
 
 
 def bound_kernels() -> tuple[Callable, Callable, Callable]:
@@ -96,7 +166,7 @@ def kernels_cached() -> bool:
     from harness.oracle import _kernel
 
     kernels: tuple[Any, ...] = (
-        _kernel.rows, _kernel.bound_shifts, _kernel.bound_rows, _kernel.bound_grad
+        _kernel.row_chunk, _kernel.bound_shifts, _kernel.bound_rows, _kernel.bound_grad
     )  # fmt: skip
     try:  # numba's own check of a first call, before it loads what it finds
         return all(bool(kernel._cache._cache_file._load_index()) for kernel in kernels)
@@ -105,7 +175,7 @@ def kernels_cached() -> bool:
 
 
 def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
-    """Load the kernels a streamed problem of the compiled kind runs (``rows``,
+    """Load the kernels a streamed problem of the compiled kind runs (``row_chunk``,
     ``bound_shifts``, ``bound_rows``, ``bound_compare``, ``encode_deltas``,
     ``decode_deltas``) for logits of ``logits_dtype`` and an adapter's gradient of
     ``grad_dtype``, from numba's disk cache (or compile them), without running them: what
@@ -121,11 +191,11 @@ def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
         return tuple(numba.typeof(a) for a in args)
 
     x = np.zeros((1, 1), logits_dtype)
-    f1, f2, f3 = np.zeros(1), np.zeros((1, 1)), np.zeros((1, 1, 1))
+    f1, f2 = np.zeros(1), np.zeros((1, 1))
     i1, b1 = np.zeros(1, np.int64), np.zeros(1, bool)
     # the argument types of the calls in fast._Fast._compiled and error_model.RowBounds
-    _kernel.rows.compile(
-        sig(x, i1, 0, f1, f1, f1, True, True, f2, f1, 0.0, f2, f1, f2, f2, b1, b1, f3)
+    _kernel.row_chunk.compile(
+        sig(x, 0, 0, i1, 0, f1, f1, f1, True, True, f2, f1, 0.0, f2, f1, f2, f2, b1, b1, f2)
     )
     _kernel.bound_shifts.compile(sig(x, f2, f1, b1))
     state = (x, f2, f1, f1, i1, f1, f1, b1, f1)
@@ -139,24 +209,20 @@ def preload(logits_dtype: np.dtype, grad_dtype: np.dtype) -> None:
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """The kernels this thread calls inside run on one thread (numba's count is per
-    thread)."""
-    # numba is optional and slow to import: only a large enough problem loads it
-    import numba
-
-    most = numba.get_num_threads()
-    numba.set_num_threads(1)
+    """The row kernel this thread calls inside runs on this thread alone."""
+    most = threads()
+    set_threads(1)
     try:
         yield
     finally:
-        numba.set_num_threads(most)
+        set_threads(most)
 
 
 class ThreadChoice:
     """How many threads the row kernel runs on, block by block, chosen by timing the blocks:
     all of them, or one. On a quiet machine the rows spread over the cores run in about
-    half the time; while another process keeps a core busy, numba's OpenMP threads spin
-    waiting for the one that shares that core, and one thread is the faster. Each count is
+    half the time; while another process keeps a core busy, one thread may be the faster
+    (each thread's share of a chunk still waits on that core). Each count is
     timed (after a first block that may load the kernel), the faster one used, and the
     other timed again every ``RETRY`` blocks. The values do not depend on it: each row is
     computed on its own."""
@@ -180,17 +246,14 @@ class ThreadChoice:
     @contextlib.contextmanager
     def timed(self, rows: int) -> Iterator[None]:
         """Run the kernel's call inside: on the threads chosen, timed."""
-        # numba is optional and slow to import: only a large enough problem loads it
-        import numba
-
-        most = numba.get_num_threads()
+        most = threads()
         k = self._pick(most)
-        numba.set_num_threads(k)
+        set_threads(k)
         start = time.perf_counter()
         try:
             yield
         finally:
-            numba.set_num_threads(most)
+            set_threads(most)
             if self.blocks > 0 and rows > 0:  # the first block may load the kernel
                 self.seconds[k] = (time.perf_counter() - start) / rows
             self.blocks += 1
