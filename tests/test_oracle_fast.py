@@ -384,3 +384,21 @@ def test_sums_exactly_counts_the_bits() -> None:
     assert not oracle_fast._sums_exactly(np.array([1.0, 2.0**-146]), 4)  # 2 + 147 + 54 = 203
     assert not oracle_fast._sums_exactly(np.array([1.0, np.inf]), 4)
     assert oracle_fast._sums_exactly(np.array([]), 4)
+
+
+def test_exp_tables_are_the_double_double_roundings_of_the_powers():
+    """``_tables``' entries (built by repeated fixed-point products) are the double-double
+    roundings of 2**(j/4096) and 2**(j/2**24) that mpmath's ``exp`` gives directly, at 300
+    bits: every 7th entry and the last of each table."""
+    import mpmath
+
+    (t1h, t1l, t2h, t2l), pieces, inv = oracle_fast._tables()
+    with mpmath.workprec(300):
+        for step, hi, lo in ((mpmath.ln2 / 4096, t1h, t1l), (mpmath.ln2 / 2**24, t2h, t2l)):
+            for j in [*range(0, 4096, 7), 4095]:
+                v = mpmath.exp(j * step)
+                h = float(v)
+                assert (hi[j], lo[j]) == (h, float(v - h)), j
+        assert inv == float(2**24 / mpmath.ln2)
+        step = mpmath.ln2 / 2**24  # in four pieces: three of 19 bits, then a float64
+        assert abs(mpmath.fsum([mpmath.mpf(p) for p in pieces]) - step) < step * 2.0**-100

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -234,6 +235,32 @@ def test_a_helper_alone_computes_every_item_once(case_file, empty_cache, monkeyp
         assert expected_cache.stats["disk_hits"] >= len(items)
     finally:
         helper.close()
+
+
+def test_the_run_takes_first_the_deferred_cases_whose_values_are_done(case_file, empty_cache):
+    """``Prefetch.ready``: every value of the case done by the helper. The run takes the
+    deferred cases in its order, but a ready one before those left: it computes a value
+    itself only when none is ready (``session._in_run_order``)."""
+    from harness.execution.session import Plan, _in_run_order
+
+    items = _medium_items(case_file)
+    helper = prefetch.Prefetch(items)  # not started: the states are set here
+    cases = list(dict.fromkeys(case for _, case in items))
+    assert [c.name for c in cases][:2] == ["small_first", "medium_0"]
+    assert not any(helper.ready(c) for c in cases)
+    done = [i for i, (_, case) in enumerate(items) if case.name in ("medium_2", "small_last")]
+    for i in done[:-1]:
+        helper.state[i] = prefetch.DONE
+    assert not helper.ready(cases[-1])  # one of its two values is not done
+    helper.state[done[-1]] = prefetch.DONE
+    assert helper.ready(cases[-1]) and helper.ready(cases[3])
+    other = SimpleNamespace(id="elsewhere/not_deferred", name="not_deferred")  # the id is read
+    plan = Plan([other, *cases], [], deferred=helper.case_ids, ready=helper.ready)
+    order = [c.name for c in _in_run_order(plan)]
+    assert order == [other.name, "medium_2", "small_last", "small_first", "medium_0",
+                     "medium_1", "medium_3"]  # fmt: skip
+    plan.ready = None
+    assert [c.name for c in _in_run_order(plan)] == [other.name] + [c.name for c in cases]
 
 
 @contextlib.contextmanager

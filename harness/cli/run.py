@@ -98,6 +98,7 @@ def run_command(config: RunConfig) -> int:
         plan = prepare(config, selection)
         if helper is not None:  # cases whose values the helper computes go last
             plan.deferred = helper.case_ids
+            plan.ready = helper.ready
         try:
             with interrupt.signals_stop_the_run():
                 execute(plan, config)

@@ -5,9 +5,11 @@ neither the built-in suite's frozen data nor the disk cache holds (a first run, 
 user's new case files) are computed when the run reaches their case, on the run's one
 core, while any other core waits. ``helping`` forks one helper process that computes them
 too, from the last case backwards, and stores each in the disk cache
-(``harness.oracle.cache``); the run, going forwards, reads from the disk what the helper has
-stored, waits for one it is computing, and computes the others itself. The two meet in
-the middle: no value is computed twice, and each side's share follows from their speeds.
+(``harness.oracle.cache``); the run, going forwards, takes first a case whose values the
+helper has all stored (``Prefetch.ready``; the run calls adapters while the helper works),
+else the first left, reads from the disk what the helper has stored, waits for one it is
+computing, and computes the others itself. The two meet in the middle: no value is computed
+twice, and each side's share follows from their speeds.
 
 The values are the same bits whichever process computes them (the same code on the same
 inputs; the cache's files are what a later run reads anyway). The helper computes only
@@ -116,8 +118,11 @@ class Prefetch:
         ctx = multiprocessing.get_context("fork")
         self.items = items
         self.index = {item: i for i, (item, _) in enumerate(items)}
-        #: the cases whose values are items (the run takes them last)
+        #: the cases whose values are items (the run takes them last), and their items
         self.case_ids = frozenset(case.id for _, case in items)
+        self._case_items: dict[str, list[int]] = {}
+        for i, (_, case) in enumerate(items):
+            self._case_items.setdefault(case.id, []).append(i)
         self.state: Any = ctx.Array("b", len(items))  # FREE each; with a lock
         self.process = ctx.Process(target=self._work, name="lossconf-prefetch", daemon=True)
 
@@ -175,6 +180,12 @@ class Prefetch:
             if not self.process.is_alive() or time.monotonic() > deadline:
                 return False
             time.sleep(0.001)
+
+    def ready(self, case: Case) -> bool:
+        """Whether the helper has computed every value of ``case`` that is an item (a look,
+        without waiting)."""
+        with self.state.get_lock():
+            return all(self.state[i] == DONE for i in self._case_items.get(case.id, ()))
 
     def close(self) -> None:
         """Stop the helper (what it has stored stays)."""

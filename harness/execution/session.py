@@ -7,6 +7,7 @@ runs it serially, in worker processes (``--jobs``) or with isolated adapters
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from harness.adapters import Adapter
@@ -49,6 +50,10 @@ class Plan:
     #: ids of cases a serial run takes last (their expected values are being computed by a
     #: helper process: harness.execution.prefetch); results stay in the plan's order
     deferred: frozenset[str] = frozenset()
+    #: whether a deferred case's values are all computed (by the helper): the run takes such
+    #: a case before the others left, so that it computes values itself only when none is
+    #: ready, and the helper works while the run calls adapters
+    ready: Callable[[Case], bool] | None = None
 
     @property
     def total(self) -> int:
@@ -141,12 +146,19 @@ def execute(plan: Plan, config: RunConfig) -> list[Result]:
             pool.close()
 
 
-def _in_run_order(plan: Plan) -> list[Case]:
-    """The plan's cases, its deferred ones last (each part in the plan's order)."""
+def _in_run_order(plan: Plan) -> Iterator[Case]:
+    """The plan's cases, its deferred ones last: the others in the plan's order, then, one at
+    a time, the first deferred case left that ``plan.ready`` says is ready, or else the first
+    left."""
     if not plan.deferred:
-        return plan.cases
-    first = [c for c in plan.cases if c.id not in plan.deferred]
-    return first + [c for c in plan.cases if c.id in plan.deferred]
+        yield from plan.cases
+        return
+    yield from (c for c in plan.cases if c.id not in plan.deferred)
+    left = [c for c in plan.cases if c.id in plan.deferred]
+    ready = plan.ready
+    while left:
+        i = next((k for k, c in enumerate(left) if ready(c)), 0) if ready is not None else 0
+        yield left.pop(i)
 
 
 def _to_plan_order(plan: Plan) -> None:
