@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import shutil
 import subprocess
@@ -191,12 +192,19 @@ def libraries() -> str:
     return out + f" python-flint arb 120-bit {(time.perf_counter() - t0) * us:.2f} |"
 
 
-def _first_and_second_run(repeat: int, args: list[str], env: dict[str, str]) -> tuple:
+def _first_and_second_run(
+    repeat: int, args: list[str], env: dict[str, str], fresh_numba: str | None = None
+) -> tuple:
     """Best wall and CPU seconds (the child's user + system time) of a first run (an empty cache
-    folder) and of a second one, over ``repeat`` fresh folders, and the last run's summary."""
+    folder) and of a second one, over ``repeat`` fresh folders, and the last run's summary.
+    ``fresh_numba``: a folder (the children's ``NUMBA_CACHE_DIR``) emptied before each first
+    run."""
     best = {"cold": (math.inf, math.inf), "warm": (math.inf, math.inf)}
     summary = ""
     for _ in range(repeat):
+        if fresh_numba is not None:
+            shutil.rmtree(fresh_numba, ignore_errors=True)
+            os.makedirs(fresh_numba)
         with tempfile.TemporaryDirectory() as cache:
             env = {**env, "LOSSCONF_CACHE_DIR": cache}
             for run in ("cold", "warm"):
@@ -228,6 +236,15 @@ def cold_suite(repeat: int, with_mpmath: bool, cases: list[str], env: dict[str, 
         f"| `python -m harness -q{''.join(' ' + a for a in selection)}`, "
         f"empty LOSSCONF_CACHE_DIR (best of {repeat}) | {times} | {summary} |"
     )
+    if not cases:  # the built-in suite: also where numba has never compiled its kernels
+        with tempfile.TemporaryDirectory() as numba_cache:
+            times, summary = _first_and_second_run(
+                repeat, [], {**env, "NUMBA_CACHE_DIR": numba_cache}, fresh_numba=numba_cache
+            )
+        lines.append(
+            f"| the same, numba's disk cache empty before each first run (a new machine: the "
+            f"helper takes the NumPy path; best of {repeat}) | {times} | {summary} |"
+        )
     if not cases:  # the built-in suite: also as a user's files, without its frozen data
         with tempfile.TemporaryDirectory() as folder:
             copy = Path(folder) / "cases"
