@@ -39,6 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
         "harness.cache_prune",
         "harness.adapter_names",
         "harness.openmp",
+        "harness.cores",
     ),
     ("harness.exit_codes", "harness.version", "harness.dtype_names", "harness.source_revision"),
 ]

@@ -36,9 +36,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from harness import cores
 from harness.cache_folder import cache_dir
 from harness.cases.model import Case
-from harness.execution import cores, streaming
+from harness.execution import streaming
 from harness.execution.config import RunConfig
 from harness.execution.parallel import start_method
 from harness.oracle import cache, compiled

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from harness import cores
 from harness.adapters import CallInputs
 from harness.cases.model import Case
 from harness.dtypes import carrier, scalar_ulp
-from harness.execution import cores
 from harness.execution.compare import Comparison, Errors, compare, mismatch_message
 from harness.oracle import cache, compiled
 from harness.oracle.deltas import DecodeMismatch, Deltas

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib.util
-import os
 import queue
 import threading
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from harness import cores
 from harness.oracle.problem import Problem
 
 #: problems with at least this many logits take the compiled path (when numba is there)
@@ -53,19 +53,11 @@ def available() -> bool:
 _local = threading.local()
 
 
-def _cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def threads() -> int:
     """How many threads the row kernel runs on when this thread calls it: the CPUs this
     process may run on, unless this thread set a count (``set_threads``)."""
     count: int | None = getattr(_local, "threads", None)
-    return count if count is not None else _cpus()
+    return count if count is not None else cores.available()
 
 
 def set_threads(count: int) -> None:
