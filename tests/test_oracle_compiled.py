@@ -107,6 +107,33 @@ def test_a_wide_float32_batch_needs_no_mpmath():
     assert oracle_fast.stats["whole_mpmath"] == before["whole_mpmath"]
 
 
+def test_the_thread_count_changes_no_bit():
+    """The row kernel's chunks of rows on one thread and on three (more than this machine's
+    cores: chunks wait for a thread), with ignored rows, a NaN row, a zero weight, a row of
+    ties, and in float32 and float64: the same values."""
+    rng = np.random.default_rng(21)
+    for dtype in (np.float32, np.float64):
+        x = (rng.normal(size=(37, 2000)) * 6).astype(dtype)
+        x[4] = np.nan
+        x[9] = 1.0
+        t = rng.integers(0, 2000, 37)
+        t[[2, 30]] = -100
+        w = rng.uniform(0, 2, 2000)
+        w[t[11]] = 0.0
+        for kw in (dict(), dict(weight=w, reduction="none")):
+            got = {}
+            for threads in (1, 3):
+                saved = compiled.threads()
+                compiled.set_threads(threads)
+                try:
+                    with compiled_from(1):
+                        got[threads] = oracle_fast.cross_entropy_fast(Problem(x, t, False, **kw))
+                finally:
+                    compiled.set_threads(saved)
+            assert_bit_identical(got[1].loss, got[3].loss)
+            assert_bit_identical(got[1].grad, got[3].grad)
+
+
 def test_an_underflowing_upstream_times_weight_is_not_taken_for_zero():
     """s w_y below the smallest subnormal: not exactly 0, so not set to 0 structurally."""
     x = np.random.default_rng(0).normal(size=(3, 5))
