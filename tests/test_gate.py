@@ -151,6 +151,52 @@ def test_baseline_new_failure_fails_and_diff_agrees(cli, cases, write, baseline,
     assert back.returncode == 0 and "2 newly passing" in back.stdout
 
 
+#: WRONG_MEAN's adapter, which on its first call overwrites the files named by
+#: LOSSCONF_TEST_OVERWRITE (a job that rewrites the gate's files while a run goes on)
+OVERWRITING = (
+    WRONG_MEAN
+    + """
+import os
+
+class Overwriting(WrongMean):
+    done = False
+
+    def run(self, inputs):
+        if not Overwriting.done:
+            Overwriting.done = True
+            for path in os.environ["LOSSCONF_TEST_OVERWRITE"].split(os.pathsep):
+                with open(path, "w") as f:
+                    f.write("not: [the file that was checked")
+        return super().run(inputs)
+"""
+)
+
+
+def test_the_gate_judges_with_the_files_as_checked_before_the_run(
+    cli, cases, write, baseline, tmp_path, monkeypatch
+):
+    """--expectations and --baseline are read once, before anything runs: files rewritten
+    while the run goes on (here by the adapter, made invalid) leave the verdict, the exit code
+    and the report's gate section those of the same run with the files untouched."""
+    exp_text = textwrap.dedent(EXPECT_WRONG_MEAN).lstrip()
+    exp, old = tmp_path / "exp.yaml", tmp_path / "baseline.json"
+    adapter = write("overwriting.py", OVERWRITING)
+    monkeypatch.setenv("LOSSCONF_TEST_OVERWRITE", f"{exp}:{old}")
+    gates = {}
+    for name in ("Overwriting", "WrongMean"):
+        exp.write_text(exp_text)
+        old.write_bytes(baseline.read_bytes())
+        out = tmp_path / f"{name}.json"
+        r = cli("--cases", str(cases), "--adapter", f"{adapter}:{name}", "--expectations",
+                str(exp), "--baseline", str(old), "--report", str(out))  # fmt: skip
+        gates[name] = r.returncode, json.loads(out.read_text())["gate"]
+        # only the first rewrote the files while it ran
+        assert exp.read_text().startswith("not:") == (name == "Overwriting")
+    assert gates["Overwriting"] == gates["WrongMean"]
+    assert gates["WrongMean"][1]["expected"] == 2  # the expectations were applied
+    assert gates["WrongMean"][1]["baseline"] is not None  # and the baseline compared
+
+
 def test_baseline_passes_when_nothing_regressed(cli, cases, baseline):
     r = cli("--cases", str(cases), "--baseline", str(baseline))
     assert r.returncode == 0, r.output

@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     config = config_from(args)
-    check_inputs(config)
-    merged = merge(args.shards, config)
+    inputs = check_inputs(config)
+    merged = merge(args.shards, config, inputs)
     doc = merged.document
     if not config.quiet:
         headers, rows = document.summary_rows(doc)

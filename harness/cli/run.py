@@ -10,31 +10,33 @@ from harness.execution.config import RunConfig
 from harness.execution.results import CONFORMING, Result
 from harness.execution.session import Plan, execute, prepare, select_cases
 from harness.exit_codes import ExitCode
-from harness.gate import expectations as expectations_file
 from harness.gate import render, verdict
-from harness.gate.baseline import read_report
 from harness.reports import files, terminal
 
 
-def check_inputs(config: RunConfig) -> None:
-    """Report paths, --expectations and --baseline, checked before anything runs (exit 2)."""
+def check_inputs(config: RunConfig) -> verdict.GateInputs:
+    """Report paths, --expectations and --baseline, checked before anything runs (exit 2);
+    the files read, for the verdict (read once: the contents checked are those used)."""
     files.check_paths(config.reports)
-    if config.expectations is not None:
-        expectations_file.load(config.expectations)
-    if config.baseline is not None:
-        read_report(config.baseline)
+    return verdict.read_inputs(config)
 
 
 def finish(
-    plan: Plan, results: list[Result], config: RunConfig, *, interrupted: int | None = None
+    plan: Plan,
+    results: list[Result],
+    config: RunConfig,
+    *,
+    interrupted: int | None = None,
+    inputs: verdict.GateInputs | None = None,
 ) -> int:
     """Print the terminal report, write report files, return the exit code.
 
     ``interrupted``: the exit code of a run stopped by a signal (harness.execution.interrupt); the
     reports then say ``complete: false``. The JSON's ``gate.exit_code`` is the exit code
     returned (130 for an interrupted run, 2 for invalid case files), not only the verdict's.
+    ``inputs``: the expectations and baseline ``check_inputs`` read (else read now).
     """
-    outcome, doc = verdict.evaluate(plan, results, config)
+    outcome, doc = verdict.evaluate(plan, results, config, inputs)
     if interrupted is not None:
         code = interrupted
     else:
@@ -82,7 +84,7 @@ def finish(
 
 def run_command(config: RunConfig) -> int:
     """``python -m harness [run options]``: the whole run, with its exit code."""
-    check_inputs(config)
+    inputs = check_inputs(config)
     selection = select_cases(config)
     for err in selection.load_errors:  # --keep-going: reported now, in the reports, and by exit 2
         print(f"lossconf: error: {err}", file=sys.stderr)
@@ -104,4 +106,4 @@ def run_command(config: RunConfig) -> int:
                 execute(plan, config)
         except KeyboardInterrupt as e:
             stopped = interrupt.exit_code(e)
-    return finish(plan, plan.results, config, interrupted=stopped)
+    return finish(plan, plan.results, config, interrupted=stopped, inputs=inputs)

@@ -24,7 +24,7 @@ from harness.errors import UsageError
 from harness.execution.config import RunConfig
 from harness.execution.results import Result
 from harness.gate.baseline import key_of, read_report
-from harness.gate.verdict import Outcome, judge
+from harness.gate.verdict import GateInputs, Outcome, judge
 from harness.reports import json as report_json
 
 #: what must agree between two shards' adapters: the same framework, version and device
@@ -222,11 +222,11 @@ def _union(errors: Iterable[dict]) -> list[dict]:
     return out
 
 
-def merge(paths: Sequence[Path], config: RunConfig) -> Merged:
+def merge(paths: Sequence[Path], config: RunConfig, inputs: GateInputs | None = None) -> Merged:
     """The report of the run whose shards' reports are at ``paths``, judged with ``config``'s
-    expectations and baseline."""
+    expectations and baseline (``inputs``: those files as already read)."""
     shards = read(paths)
     check_same_run(shards)
     doc = combine(shards)
-    outcome, views = judge(doc, config)
+    outcome, views = judge(doc, config, inputs)
     return Merged(doc, outcome, views)

@@ -143,30 +143,50 @@ def _gate_section(results: list[Result], outcome: Outcome, config: RunConfig) ->
     }
 
 
-def _load_expectations(config: RunConfig) -> Expectations | None:
-    return None if config.expectations is None else expectations_file.load(config.expectations)
+@dataclass(frozen=True)
+class GateInputs:
+    """The files a verdict reads, read once: ``--expectations`` and ``--baseline`` (a report
+    document), each None when not given. Read before a run starts (a bad file is a usage
+    error before anything runs), the same contents judge its results however long it runs."""
+
+    expectations: Expectations | None = None
+    baseline: dict | None = None
 
 
-def _compare_with_baseline(outcome: Outcome, doc: dict, config: RunConfig) -> None:
-    """With ``config.baseline``: the comparison, in ``outcome`` and the gate section."""
-    if config.baseline is None:
+def read_inputs(config: RunConfig) -> GateInputs:
+    """``config``'s expectations and baseline files, read and checked (``UsageError``)."""
+    return GateInputs(
+        None if config.expectations is None else expectations_file.load(config.expectations),
+        None if config.baseline is None else baseline.read_report(config.baseline),
+    )
+
+
+def _compare_with_baseline(
+    outcome: Outcome, doc: dict, config: RunConfig, inputs: GateInputs
+) -> None:
+    """With a baseline: the comparison, in ``outcome`` and the gate section."""
+    old = inputs.baseline
+    if old is None:
         return
-    old = baseline.read_report(config.baseline)
     factor = config.growth_factor or baseline.DEFAULT_GROWTH
     outcome.baseline = baseline.compare(old, doc, factor=factor)
     doc["gate"]["baseline"] = outcome.baseline.to_dict()
     doc["gate"]["exit_code"] = outcome.exit_code
 
 
-def evaluate(plan: Plan, results: list[Result], config: RunConfig) -> tuple[Outcome, dict]:
-    """Apply the expectations and the baseline; return the outcome and the JSON document."""
-    expectations = _load_expectations(config)
+def evaluate(
+    plan: Plan, results: list[Result], config: RunConfig, inputs: GateInputs | None = None
+) -> tuple[Outcome, dict]:
+    """Apply the expectations and the baseline (``inputs``, else read from ``config``'s
+    files now); return the outcome and the JSON document."""
+    if inputs is None:
+        inputs = read_inputs(config)
     specs = _specs(plan)
     infos = {a.name: describe(a, s) for a, s in zip(plan.adapters, specs, strict=True)}
     selected = {c.id: c.dtypes for c in plan.cases}
-    outcome = apply_expectations(results, infos, expectations, selected)
+    outcome = apply_expectations(results, infos, inputs.expectations, selected)
     doc = document(plan, results, config, outcome)
-    _compare_with_baseline(outcome, doc, config)
+    _compare_with_baseline(outcome, doc, config, inputs)
     return outcome, doc
 
 
@@ -177,7 +197,9 @@ def result_views(doc: dict) -> list[Result]:
     ]
 
 
-def judge(doc: dict, config: RunConfig) -> tuple[Outcome, list[Result]]:
+def judge(
+    doc: dict, config: RunConfig, inputs: GateInputs | None = None
+) -> tuple[Outcome, list[Result]]:
     """Judge a report document's results again, as ``evaluate`` judges a run's: the
     expectations and baseline of ``config`` replace the document's own (``python -m harness
     merge``). Sets each result's ``expected`` and ``expectation`` and the gate section; returns
@@ -189,9 +211,11 @@ def judge(doc: dict, config: RunConfig) -> tuple[Outcome, list[Result]]:
     for r in views:
         if r.dtype not in selected.get(r.case_id, ()):
             selected[r.case_id] = (*selected.get(r.case_id, ()), r.dtype)
-    outcome = apply_expectations(views, infos, _load_expectations(config), selected)
+    if inputs is None:
+        inputs = read_inputs(config)
+    outcome = apply_expectations(views, infos, inputs.expectations, selected)
     for i, d in enumerate(doc["results"]):
         _mark(d, i, outcome)
     doc["gate"] = _gate_section(views, outcome, config)
-    _compare_with_baseline(outcome, doc, config)
+    _compare_with_baseline(outcome, doc, config, inputs)
     return outcome, views
