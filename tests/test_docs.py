@@ -222,3 +222,28 @@ def test_a_re_run_keeps_the_figure_s_hand_written_note(tmp_path, monkeypatch):
     assert json.loads(path.read_text())["recorded"]["note"] == "Not re-run by default: 5 minutes."
     path.write_text(json.dumps({"recorded": {"note": f"{refresh.STOPPED} (exit 1: x) ..."}}))
     assert "note" not in refresh.produce(source)["recorded"]
+
+
+def test_each_source_s_figures_are_in_the_pages_before_the_next_source_runs(tmp_path, monkeypatch):
+    """A later source that runs the test suite (bench-tests) finds every block equal to its
+    data file: the pages are rewritten after each source, not only at the end."""
+    monkeypatch.setattr(refresh, "FIGURES_DIR", tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text("<!-- figure:a -->\nold\n<!-- /figure:a -->\n", encoding="utf-8")
+    monkeypatch.setattr(refresh, "PAGES", [page])
+    monkeypatch.setattr(refresh, "REPO", tmp_path)
+    monkeypatch.setattr(refresh, "FIGURES", {"a": refresh.Figure("a", "a", refresh.measured)})
+    seen = []
+
+    def second() -> str:
+        seen.append(refresh.stale_pages())
+        return "| b |"
+
+    monkeypatch.setattr(refresh, "SOURCES", {
+        "a": refresh.Source("a", "echo a", "run", produce=lambda: "| a |"),
+        "b": refresh.Source("b", "echo b", "run", produce=second),
+    })  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(refresh.os, "chdir", lambda _: None)
+    assert refresh.main(["a", "b"]) == 0
+    assert seen == [[]] and "| a |" in page.read_text(encoding="utf-8")
