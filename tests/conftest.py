@@ -35,12 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 # oversubscribes the cores (torch's small calls ran three times slower on two shared cores).
 # Set before any test imports torch; the subprocesses of tests inherit it.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-# The compiled oracle's row kernel runs on numba's OpenMP threads (harness/oracle/compiled.py);
-# after each parallel region GNU OpenMP's threads spin for a while before they sleep, on the
-# cores the worker's torch calls (and the other worker) need: test_mutants' torch run took
-# 9-20 s of CPU instead of 3 after test_oracle_compiled in the same worker. Passive threads
-# sleep at once (five files: 32.6 s of CPU -> 22.0 s). Read when OpenMP is loaded, so set here,
-# as the command line and the plugin set it (harness/openmp.py; a light import, no framework).
+# After each parallel region GNU OpenMP's threads (torch's CPU kernels) spin for a while
+# before they sleep, on the cores the worker's next calls (and the other worker) need: when
+# the compiled oracle ran on numba's OpenMP threads, test_mutants' torch run took 9-20 s of
+# CPU instead of 3 after test_oracle_compiled in the same worker. Passive threads sleep at
+# once. Read when OpenMP is loaded, so set here, as the command line and the plugin set it
+# (harness/openmp.py; a light import, no framework).
 idle_threads_sleep()
 
 # Every pytest-xdist worker and every subprocess of a test starts a fresh interpreter. With

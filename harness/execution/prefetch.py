@@ -119,11 +119,11 @@ class Prefetch:
         ctx = multiprocessing.get_context("fork")
         self.items = items
         self.index = {item: i for i, (item, _) in enumerate(items)}
-        #: the cases whose values are items (the run takes them last), and their items
-        self.case_ids = frozenset(case.id for _, case in items)
+        #: the positions of each case's items; its keys, the cases the run takes last
         self._case_items: dict[str, list[int]] = {}
         for i, (_, case) in enumerate(items):
             self._case_items.setdefault(case.id, []).append(i)
+        self.case_ids = frozenset(self._case_items)
         self.state: Any = ctx.Array("b", len(items))  # FREE each; with a lock
         self.process = ctx.Process(target=self._work, name="lossconf-prefetch", daemon=True)
 

@@ -65,11 +65,6 @@ def set_threads(count: int) -> None:
     _local.threads = max(1, int(count))
 
 
-def kernel() -> Callable:
-    """The row kernel (numba must be importable: ``available()``): ``rows``."""
-    return rows
-
-
 def rows(
     x: np.ndarray, y: np.ndarray, ignore_index: int, w: np.ndarray, sh: np.ndarray,
     sl: np.ndarray, want_grad: bool, zeroed: bool, tab: np.ndarray, pieces: np.ndarray,
@@ -77,7 +72,8 @@ def rows(
     bad: np.ndarray, again: np.ndarray, scratch: np.ndarray,
 ) -> None:  # fmt: skip
     """Every row of ``x`` (float32 or float64, (N, C)) in the compiled row kernel
-    (``_kernel.row_chunk``: its docstring says what each argument holds). ``scratch``
+    (``_kernel.row_chunk``: its docstring says what each argument holds; numba must be
+    importable: ``available()``). ``scratch``
     (K, 3, C): one slot a thread; the rows go in chunks, several a thread, to threads that
     take the next chunk when done with one (a thread that shares its core with another
     process takes fewer), on at most K threads and ``threads()``. The values do not depend

@@ -702,7 +702,7 @@ class _Fast:
         grad = self.grad[lo - r0 : hi - r0] if self.grad is not None else np.zeros((1, 1))
         if self.scratch is None:
             self.scratch = compiled.scratch(self.c)
-        compiled.kernel()(
+        compiled.rows(
             self.x[lo:hi],
             self.t[lo:hi],
             int(p.ignore_index),
