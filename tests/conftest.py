@@ -233,6 +233,13 @@ def cli_process():
     return run_cli
 
 
+@pytest.fixture(scope="module")
+def made_once() -> dict:
+    """What a test file makes once and several of its tests check, with fixtures of a
+    narrower scope (such as ``cli``): a fixture of the file fills it on first use, by name."""
+    return {}
+
+
 @pytest.fixture
 def cli(capsys, monkeypatch, tmp_path_factory):
     """``python -m harness ARGS`` in this process: ``main(ARGS)`` with its output captured.

@@ -81,18 +81,13 @@ def test_large_cases_exist(cases):
     assert half_mean
 
 
-@pytest.fixture(scope="module")
-def _made() -> dict:
-    return {}
-
-
 @pytest.fixture
-def coverage_of_the_corpus(cli, _made):
+def coverage_of_the_corpus(cli, made_once):
     """``lossconf coverage`` of the built-in corpus, run once in this module (by the first test
     that asks, with its ``cli``): two tests read its output."""
-    if "coverage" not in _made:
-        _made["coverage"] = cli("coverage")
-    return _made["coverage"]
+    if "coverage" not in made_once:
+        made_once["coverage"] = cli("coverage")
+    return made_once["coverage"]
 
 
 def test_coverage_command_prints_values_and_pairs(coverage_of_the_corpus):

@@ -16,24 +16,19 @@ def cases(write):
     return write("small.yaml", CASES)
 
 
-@pytest.fixture(scope="module")
-def _made() -> dict:
-    return {}
-
-
 @pytest.fixture
-def baseline(cli, tmp_path_factory, _made):
+def baseline(cli, tmp_path_factory, made_once):
     """A report of the correct numpy adapter on the small cases (a copy of ``cases``, so a
     test may change its own), made once in this module by the first test that asks."""
-    if "baseline" not in _made:
+    if "baseline" not in made_once:
         folder = tmp_path_factory.mktemp("baseline")
         cases = folder / "small.yaml"
         cases.write_text(textwrap.dedent(CASES).lstrip())
         out = folder / "baseline.json"
         r = cli("--cases", str(cases), "--report", str(out))
         assert r.returncode == 0, r.output
-        _made["baseline"] = out
-    return _made["baseline"]
+        made_once["baseline"] = out
+    return made_once["baseline"]
 
 
 EXPECT_WRONG_MEAN = """
