@@ -8,6 +8,8 @@ rounding noise of a few ulp but not a wrong implementation.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings
@@ -24,8 +26,10 @@ from harness.oracle import cross_entropy
 from harness.oracle.error_model import (
     COMPUTE_DTYPE,
     THRESHOLD,
+    _sum_length,
     error_bounds,
     length_factor,
+    repeated_length,
     subnormal_spacing,
     unit_roundoff,
 )
@@ -312,3 +316,46 @@ def test_growth_counts_only_above_a_third_of_the_limit():
     assert not baseline.grew(0.5, 0.9, 2.0)
     assert not baseline.grew(None, 0.9, 2.0)  # an old report without ratios
     assert THRESHOLD == 4.0
+
+
+@given(
+    values=st.lists(st.floats(0.125, 10.0, width=32), min_size=1, max_size=6, unique=True),
+    copies=st.lists(st.integers(1, 40), min_size=6, max_size=6),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=60, deadline=None)
+def test_float32_sums_of_repeated_terms_stay_within_their_length(values, copies, seed):
+    """Summed one after another in float32, in any order, terms that repeat are off by at
+    most u sum|t| times ``repeated_length`` (which is at most n), while ``sqrt(n)`` alone is
+    exceeded by equal terms (checked below on a fixed example)."""
+    terms = np.repeat(np.float32(values), copies[: len(values)])
+    np.random.default_rng(seed).shuffle(terms)
+    exact = math.fsum(terms.astype(np.float64))
+    got = float(np.cumsum(terms, dtype=np.float32)[-1])
+    length = float(repeated_length(terms))
+    assert length <= terms.size
+    assert abs(got - exact) <= unit_roundoff("float32") * length * exact + 1e-12
+
+
+def test_repeated_length_counts_each_value_once_per_copy():
+    assert float(repeated_length(np.arange(1.0, 101.0))) == pytest.approx(10.0)  # sqrt(n)
+    assert float(repeated_length(np.full(32000, 0.1 / 32000))) == 32000.0  # n equal terms
+    assert float(repeated_length(np.array([0.0, 0.0, 3.0]))) == 0.0  # one term: exact
+    np.testing.assert_array_equal(repeated_length(np.array([[1.0, 2.0, 2.0], [5.0, 5.0, 0.0]])),
+                                  [np.sqrt(5.0), 2.0])  # fmt: skip
+    # 32000 equal terms summed in order in float32: far beyond sqrt(n) u, within n u
+    terms = np.full(32000, np.float32(0.1 / 32000))
+    err = abs(float(np.cumsum(terms, dtype=np.float32)[-1]) / math.fsum(terms) - 1)
+    u = unit_roundoff("float32")
+    assert math.sqrt(terms.size) * u < err < float(repeated_length(terms)) * u
+
+
+def test_exact_sums_keep_the_sqrt_length_and_inexact_repeated_ones_grow():
+    # a count and dyadic weights are summed exactly in float32: the spare sqrt(n) is kept
+    assert _sum_length(np.ones(70000), "float32") == pytest.approx(math.sqrt(70000))
+    halves = np.tile([0.5, 1.0, 1.5, 2.0], 17500)
+    assert _sum_length(halves, "float32") == pytest.approx(math.sqrt(70000))
+    # past 2**24 a float32 count stalls; weights such as 0.3 round at every addition
+    assert _sum_length(np.ones(2**25), "float32") == 2.0**25
+    tenths = np.tile(np.float32([0.3, 0.7, 1.1]).astype(np.float64), 1000)
+    assert _sum_length(tenths, "float32") == pytest.approx(math.sqrt(3) * 1000)

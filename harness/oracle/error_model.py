@@ -90,6 +90,35 @@ def length_factor(n: int | np.ndarray) -> np.ndarray | float:
     return np.sqrt(np.maximum(n, 1))
 
 
+def repeated_length(terms: np.ndarray) -> np.ndarray:
+    """The error growth of sums whose terms may repeat, per row of ``terms`` (the last axis
+    holds a sum's terms), in units of u: sqrt(sum_v k_v**2) over the distinct nonzero values
+    v, k_v how often v occurs; 0 for a row of at most one nonzero term (nothing is rounded).
+
+    Adding the same value to partial sums of one binade rounds the same way every time, so
+    the k_v roundings of a value add up instead of cancelling: summed in float32 one by one,
+    32000 copies of 0.1 / 32000 are off by about 5000 u, against the sqrt(32000) = 179 u of
+    the probabilistic bound for independent roundings. Taking the roundings of each value
+    as one (k_v times one rounding) and those of distinct values as independent gives this
+    length: sqrt(n) for n distinct terms, n for n equal ones (docs/tolerances.md)."""
+    arr = np.abs(np.asarray(terms, dtype=np.float64))
+    lead = arr.shape[:-1] if arr.ndim else ()
+    n = arr.shape[-1] if arr.ndim else 1
+    if arr.size == 0:
+        return np.zeros(lead)
+    t = arr.reshape(-1, n) if arr.ndim else arr.reshape(1, 1)
+    r = t.shape[0]
+    s = np.sort(t, axis=1)
+    starts = np.ones((r, n), dtype=bool)
+    starts[:, 1:] = s[:, 1:] != s[:, :-1]
+    first = np.flatnonzero(starts)
+    runs = np.diff(np.append(first, s.size)).astype(np.float64)
+    nonzero = s.ravel()[first] > 0
+    squares = np.bincount(first // n, weights=np.where(nonzero, runs * runs, 0.0), minlength=r)
+    several = np.count_nonzero(s > 0, axis=1) > 1
+    return np.where(several, np.sqrt(squares), 0.0).reshape(lead)
+
+
 @dataclass(frozen=True)
 class Bounds:
     """Error bounds (absolute, float64) of the expected loss and gradient, same shapes;
@@ -195,6 +224,7 @@ class RowBounds:
             keep = np.ones(n_pos, dtype=bool)
             denominator = float(n_pos)
             abs_den_terms = float(n_pos)
+            den_length = float(length_factor(n_pos))
         else:
             keep = t_all != problem.ignore_index
             safe = np.where(keep, t_all, 0)
@@ -203,7 +233,10 @@ class RowBounds:
             den_terms = problem.dialect.divisor_term(w_target, keep.astype(np.float64))
             denominator = math.fsum(den_terms)
             abs_den_terms = math.fsum(np.abs(den_terms))
+            den_length = _sum_length(den_terms[keep], COMPUTE_DTYPE[dtype])
         self.keep = keep
+        #: the length term of the mean's denominator, a sum over the kept positions
+        self.den_length = den_length
         self.n_kept = n_kept = int(np.count_nonzero(keep))
 
         # the upstream factor of each position and the condition of the mean's denominator
@@ -242,6 +275,17 @@ class RowBounds:
         #: rows per block: float64 temporaries of about _CHUNK_ELEMENTS logits
         self.step = max(1, _CHUNK_ELEMENTS // max(1, c))
         self.sqrt_c = float(length_factor(c))
+        # The backward pass of log_softmax sums the upstream gradient over the classes: the
+        # coefficients a_c, of which smoothing puts eps / C |w_c| on every class. Those terms
+        # repeat wherever the weights do (all of them without weights, or when the target's
+        # weight stands for every class), and repeated terms round alike (repeated_length).
+        # One nonzero coefficient (no smoothing, a class-index target) is summed exactly.
+        self.mass_length: float | None = None
+        if not probability and self.eps:
+            if problem.target_weighted:
+                self.mass_length = float(c)
+            else:
+                self.mass_length = float(np.sqrt(repeated_length(self.abs_w) ** 2 + 1.0))
         #: the problems of the compiled oracle take the compiled bounds (the same values)
         self.compiled = logit_error is None and compiled.applies(problem, self.x_all)
         #: the compiled bounds' float64 blocks, reused from block to block (fresh memory
@@ -301,7 +345,7 @@ class RowBounds:
     def _grad_factor(self) -> float:
         """The relative bound of the gradient's own rounding (see ``grad_bound``)."""
         # the result itself is rounded to the dtype; the mean's 1/D carries D's error
-        return self.u_d + self.u_c * self.den_condition * float(length_factor(self.n_kept))
+        return self.u_d + self.u_c * self.den_condition * self.den_length
 
     def compare_rows(
         self,
@@ -438,9 +482,15 @@ class RowBounds:
                 term_p = gg * sum_a[:, None] * p
                 term_a = gg * abs_a
                 b_d = term_p * (u_d + u_d * abs_logp) + u_d * term_a
-                # p_j = exp(x_j - lse): the argument's absolute error becomes p_j's relative one;
-                # the sum over classes in the backward pass of log_softmax
+                # p_j = exp(x_j - lse): the argument's absolute error becomes p_j's relative
+                # one (lse's from its sum of C exponentials)
                 b_c = term_p * (u_c * abs_x + u_c * abs_lse[:, None] + u_c * sqrt_c) + u_c * term_a
+                # A, the sum over classes in the backward pass of log_softmax, is off by
+                # u_c L |A|, and A p_j by as much relative (``mass_length``)
+                if probability:
+                    b_c = b_c + term_p * (u_c * repeated_length(abs_a)[:, None])
+                elif self.mass_length is not None:
+                    b_c = b_c + term_p * (u_c * self.mass_length)
                 floor = 1.0 + gg * sum_a[:, None]
                 bound = b_d + b_c + tiny * floor
                 if c_z or perturbed:
@@ -495,7 +545,8 @@ class RowBounds:
         problem, c_z, tiny = self.problem, self.c_z, self.tiny
         loss_bound = _loss_bound(
             problem, loss, self.per_pos_d, self.per_pos_c, self.per_pos_abs, self.per_pos_a,
-            self.g, self.keep, self.n_kept, self.den_condition, self.u_d, self.u_c, tiny,
+            self.g, self.keep, self.n_kept, self.den_condition, self.den_length, self.u_d,
+            self.u_c, tiny,
         )  # fmt: skip
         z_bound = None
         if c_z or z_loss is not None:
@@ -562,9 +613,29 @@ def _abs_coefficients(t, keep, w, abs_w, eps, c, probability, target_weighted) -
     return out
 
 
+def _sum_length(terms: np.ndarray, compute: str) -> float:
+    """The length term of a sum of ``terms`` in the ``compute`` precision: ``repeated_length``
+    (at least 1), except where the sum is exact in any order: terms that are all multiples
+    of a power of two 2**q whose sum of magnitudes is below 2**(p + q), p the format's
+    significand bits (a count, integer or dyadic weights such as 0.5, 1.5), since every
+    partial sum is then a float of the format; for those the sqrt(n) of distinct terms is
+    kept, a spare bound."""
+    terms = np.asarray(terms, dtype=np.float64)
+    nonzero = terms[terms != 0]
+    if nonzero.size and np.isfinite(nonzero).all():
+        mantissa, exponent = np.frexp(np.abs(nonzero))
+        digits = (mantissa * 2.0**53).astype(np.int64)  # exact: 53 significand bits
+        trailing = np.log2((digits & -digits).astype(np.float64)).astype(np.int64)
+        q = int((exponent - 53 + trailing).min())
+        p = FORMATS[compute].mantissa_bits + 1
+        if math.fsum(np.abs(nonzero)) < math.ldexp(1.0, p + q):
+            return float(length_factor(terms.size))
+    return max(1.0, float(repeated_length(terms)))
+
+
 def _loss_bound(
     problem, loss, per_pos_d, per_pos_c, per_pos_abs, per_pos_a, g, keep, n_kept,
-    den_condition, u_d, u_c, tiny,
+    den_condition, den_length, u_d, u_c, tiny,
 ) -> np.ndarray:  # fmt: skip
     """The loss's bound from each position's contributions (already multiplied by u_d, u_c)."""
     abs_loss = np.abs(np.where(np.isfinite(loss), loss, 0.0))
@@ -573,8 +644,10 @@ def _loss_bound(
         bound = per_pos_d + per_pos_c + tiny * (1.0 + per_pos_a)
         return bound.reshape(np.shape(loss))
     n_terms = n_kept if not problem.probability_target else per_pos_abs.size
-    sqrt_n = float(length_factor(n_terms))
     gk = np.where(keep, g, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        # the sum over positions: positions of equal losses (repeated rows) round alike
+        sqrt_n = max(float(length_factor(n_terms)), float(repeated_length(gk * per_pos_abs)))
     with np.errstate(invalid="ignore", over="ignore"):
         # per-position losses (scaled by 1/|D| for a mean) stored in the dtype, then summed;
         # the result, and a mean's denominator, rounded to the dtype
@@ -582,7 +655,7 @@ def _loss_bound(
         b_c = (
             float(np.sum(gk * per_pos_c))
             + sqrt_n * float(np.sum(gk * per_pos_abs))
-            + sqrt_n * den_condition * u_c * float(abs_loss)
+            + den_length * den_condition * u_c * float(abs_loss)
         )
         floor = 1.0 + float(np.sum(gk * per_pos_a))
         bound = b_d + b_c + tiny * floor
