@@ -108,13 +108,12 @@ def test_a_skewed_softmax_is_caught_where_the_arithmetic_cannot_explain_it(wide_
     assert caught == set(WIDE) - {"half_precision/accumulate_c32000_smoothing_sum"}
 
 
-def test_the_backward_sum_of_repeated_smoothing_terms_in_float32_conforms():
+def test_the_backward_sum_of_repeated_smoothing_terms_in_float32_conforms(wide_cases):
     """Summed in order in float32, the coefficients of a smoothed row (0.9 at the target,
     then 31999 copies of -0.1 / 32000) are off by -4.1e-4 of their sum: torch.compile's
     gradient of ``accumulate_c32000_smoothing_sum``. The sqrt(C) u length term alone flagged
     it (test ratio 8.6); each repeated term rounds alike, which ``repeated_length`` counts."""
-    cases = {c.id: c for c in load_cases([builtin_suite() / "half_precision.yaml"])}
-    case = cases["half_precision/accumulate_c32000_smoothing_sum"]
+    (case,) = [c for c in wide_cases if c.id == "half_precision/accumulate_c32000_smoothing_sum"]
     (result,) = [r for r in run([case], SequentialSum()) if r.dtype == "float32"]
     assert result.conforming, result.message
     assert result.grad_errors is not None and result.grad_errors.max_ratio < 0.5

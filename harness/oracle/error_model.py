@@ -101,12 +101,11 @@ def repeated_length(terms: np.ndarray) -> np.ndarray:
     the probabilistic bound for independent roundings. Taking the roundings of each value
     as one (k_v times one rounding) and those of distinct values as independent gives this
     length: sqrt(n) for n distinct terms, n for n equal ones (docs/tolerances.md)."""
-    arr = np.abs(np.asarray(terms, dtype=np.float64))
-    lead = arr.shape[:-1] if arr.ndim else ()
-    n = arr.shape[-1] if arr.ndim else 1
+    arr = np.abs(np.atleast_1d(np.asarray(terms, dtype=np.float64)))
+    lead, n = arr.shape[:-1], arr.shape[-1]
     if arr.size == 0:
         return np.zeros(lead)
-    t = arr.reshape(-1, n) if arr.ndim else arr.reshape(1, 1)
+    t = arr.reshape(-1, n)
     r = t.shape[0]
     s = np.sort(t, axis=1)
     starts = np.ones((r, n), dtype=bool)
@@ -647,14 +646,13 @@ def _loss_bound(
     gk = np.where(keep, g, 0.0)
     with np.errstate(invalid="ignore", over="ignore"):
         # the sum over positions: positions of equal losses (repeated rows) round alike
-        sqrt_n = max(float(length_factor(n_terms)), float(repeated_length(gk * per_pos_abs)))
-    with np.errstate(invalid="ignore", over="ignore"):
+        pos_length = max(float(length_factor(n_terms)), float(repeated_length(gk * per_pos_abs)))
         # per-position losses (scaled by 1/|D| for a mean) stored in the dtype, then summed;
         # the result, and a mean's denominator, rounded to the dtype
         b_d = float(np.sum(gk * per_pos_d)) + 2.0 * u_d * float(abs_loss)
         b_c = (
             float(np.sum(gk * per_pos_c))
-            + sqrt_n * float(np.sum(gk * per_pos_abs))
+            + pos_length * float(np.sum(gk * per_pos_abs))
             + den_length * den_condition * u_c * float(abs_loss)
         )
         floor = 1.0 + float(np.sum(gk * per_pos_a))
